@@ -1,0 +1,368 @@
+//! The kernel boundary: what the protocol core needs from the operating system.
+//!
+//! The core (notify, bottom halves, the poll loop, handlers, timers) never makes a syscall itself. It
+//! talks to three traits:
+//!
+//! | trait | production (`std` builds) | under loom / shuttle, and in deterministic tests |
+//! |---|---|---|
+//! | [`EventNotifier`] | eventfd (pipe fallback), `sys::EventFd` | [`ModelNotifier`]: a flag in the [`ModelKernel`] |
+//! | [`FdMonitor`] | `fdmon::ppoll`, `fdmon::epoll` (io_uring: polling issue) | [`ModelFdMonitor`]: Mutex + Condvar over model fds |
+//! | [`Clock`] | [`MonotonicClock`] (`CLOCK_MONOTONIC` via `Instant`) | [`ModelClock`]: advanced by waits that time out |
+//!
+//! As tokio swaps its I/O driver for a condvar parker under loom, the model kernel turns "the eventfd
+//! is readable" into a flag under a facade mutex, and a blocking wait into a facade condvar wait, so the
+//! checkers see every wake-up. A wait with a finite timeout is "returns when an fd is ready, or times out"
+//! (the model clock jumps to the deadline): both outcomes are reachable through interleavings.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Condvar, Mutex};
+
+/// What a handler waits for on its fd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct Interest {
+    /// Wake when readable (or hung up / in error).
+    pub read: bool,
+    /// Wake when writable (or hung up / in error).
+    pub write: bool,
+}
+
+impl Interest {
+    /// Neither readable nor writable.
+    pub const NONE: Interest = Interest { read: false, write: false };
+    /// Readable.
+    pub const READ: Interest = Interest { read: true, write: false };
+    /// Writable.
+    pub const WRITE: Interest = Interest { read: false, write: true };
+    /// Both.
+    pub const BOTH: Interest = Interest { read: true, write: true };
+    /// Neither bit set.
+    pub fn is_empty(self) -> bool {
+        !self.read && !self.write
+    }
+}
+
+/// Readiness reported by an [`FdMonitor`] for one registration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// The token given at registration.
+    pub token: u64,
+    /// Readable (POLLIN), or hung up / in error (then both bits are set, as QEMU dispatches
+    /// G_IO_HUP | G_IO_ERR to the read and the write handler).
+    pub readable: bool,
+    /// Writable (POLLOUT), or hung up / in error.
+    pub writable: bool,
+}
+
+/// An event notifier: a level-triggered, pollable "something happened" flag (QEMU's EventNotifier).
+pub trait EventNotifier: Send + Sync + std::fmt::Debug {
+    /// Make the notifier readable. Setting an already-set notifier is not an error.
+    fn set(&self) -> io::Result<()>;
+    /// Clear it; return whether it was set.
+    fn test_and_clear(&self) -> io::Result<bool>;
+    /// The fd an [`FdMonitor`] waits on.
+    fn fd(&self) -> RawFd;
+}
+
+/// An fd monitor (QEMU's FDMonOps): registrations from any thread, a wait on the home thread.
+///
+/// `add`, `modify` and `delete` are called with the context's handler lock held (so two of them never
+/// race, and a backend switch sees a consistent set); `wait` is called on the home thread only, without
+/// that lock.
+pub trait FdMonitor: Send + Sync + std::fmt::Debug {
+    /// "ppoll", "epoll", "io_uring" or "model".
+    fn name(&self) -> &'static str;
+    /// Start watching `fd` for `interest`, reporting it with `token`. Errors name the fd.
+    fn add(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()>;
+    /// Change what `fd` (registered with `token`) is watched for.
+    fn modify(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()>;
+    /// Stop watching `fd`. A closed fd is not an error here (the kernel forgot it already).
+    fn delete(&self, fd: RawFd, token: u64) -> io::Result<()>;
+    /// Wait until a registration is ready or `timeout` passes (`None`: forever; zero: just check).
+    /// Appends ready registrations to `out`. EINTR is retried inside with the remaining time.
+    fn wait(&self, timeout: Option<Duration>, out: &mut Vec<Event>) -> io::Result<()>;
+    /// One fd that is readable whenever a registration is ready, for driving the context from another
+    /// event loop (epoll's and io_uring's own fd); `None` for backends without one (ppoll, model).
+    fn pollable_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// Number of registrations.
+    fn len(&self) -> usize;
+    /// No registrations.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A monotonic clock in nanoseconds.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Nanoseconds since an arbitrary fixed origin; never decreases.
+    fn now_ns(&self) -> u64;
+    /// Called by a model wait that timed out at `deadline_ns`; a real clock ignores it.
+    fn advance_to(&self, _deadline_ns: u64) {}
+}
+
+/// `CLOCK_MONOTONIC` through `std::time::Instant` (the vDSO: no syscall).
+#[derive(Debug, Clone, Copy)]
+pub struct MonotonicClock {
+    origin: std::time::Instant,
+}
+
+impl MonotonicClock {
+    /// A clock whose zero is now.
+    pub fn new() -> Self {
+        MonotonicClock { origin: std::time::Instant::now() }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    fn now_ns(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
+}
+
+/// A clock that moves only when told to: by tests, or by a model wait that times out.
+#[derive(Debug, Default)]
+pub struct ModelClock {
+    ns: AtomicU64,
+}
+
+impl ModelClock {
+    /// A clock at `ns`.
+    pub fn new(ns: u64) -> Self {
+        ModelClock { ns: AtomicU64::new(ns) }
+    }
+    /// Set the time (never backwards).
+    pub fn set_ns(&self, ns: u64) {
+        // ORDERING: Relaxed. The clock carries no data; whoever reads it synchronises through the
+        // context's own protocol (a test sets it, then notifies). fetch_max keeps it monotonic.
+        self.ns.fetch_max(ns, Ordering::Relaxed);
+    }
+    /// Move the time forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        // ORDERING: Relaxed, as in set_ns.
+        self.ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Clock for ModelClock {
+    fn now_ns(&self) -> u64 {
+        // ORDERING: Relaxed, as in set_ns.
+        self.ns.load(Ordering::Relaxed)
+    }
+    fn advance_to(&self, deadline_ns: u64) {
+        self.set_ns(deadline_ns);
+    }
+}
+
+/// The model kernel: model fds with a readable/writable flag each, one lock and one condvar. Used under
+/// loom and shuttle (there is no kernel there) and by deterministic tests in std builds.
+#[derive(Debug)]
+pub struct ModelKernel {
+    state: Mutex<KernelState>,
+    cond: Condvar,
+    clock: Arc<ModelClock>,
+}
+
+#[derive(Debug, Default)]
+struct KernelState {
+    /// Model fd number -> (readable, writable, open).
+    fds: Vec<(bool, bool, bool)>,
+    /// Registrations of the (single) model fd monitor: fd -> (token, interest).
+    watched: Vec<Option<(u64, Interest)>>,
+}
+
+/// Model fd numbers start here, so they are never mistaken for real fds in messages.
+const MODEL_FD_BASE: RawFd = 1000;
+
+impl ModelKernel {
+    /// A kernel with no fds and a model clock at 0.
+    pub fn new() -> Arc<Self> {
+        Arc::new(ModelKernel {
+            state: Mutex::new(KernelState::default()),
+            cond: Condvar::new(),
+            clock: Arc::new(ModelClock::new(0)),
+        })
+    }
+
+    /// The kernel's clock.
+    pub fn clock(&self) -> Arc<ModelClock> {
+        self.clock.clone()
+    }
+
+    /// Open a model fd (not readable, writable).
+    pub fn open(&self) -> RawFd {
+        let mut s = self.state.lock();
+        s.fds.push((false, true, true));
+        s.watched.push(None);
+        MODEL_FD_BASE + (s.fds.len() as RawFd - 1)
+    }
+
+    /// Close a model fd: it stays in the table (numbers are never reused) but is no longer valid.
+    pub fn close(&self, fd: RawFd) {
+        let mut s = self.state.lock();
+        if let Some(e) = Self::slot(&mut s, fd) {
+            e.2 = false;
+        }
+        if let Some(w) = s.watched.get_mut((fd - MODEL_FD_BASE) as usize) {
+            *w = None;
+        }
+    }
+
+    fn slot(s: &mut KernelState, fd: RawFd) -> Option<&mut (bool, bool, bool)> {
+        if fd < MODEL_FD_BASE {
+            return None;
+        }
+        s.fds.get_mut((fd - MODEL_FD_BASE) as usize)
+    }
+
+    /// Set or clear `fd`'s readable flag (an "event" on it), waking a waiting monitor.
+    pub fn set_readable(&self, fd: RawFd, readable: bool) {
+        let mut s = self.state.lock();
+        if let Some(e) = Self::slot(&mut s, fd) {
+            e.0 = readable;
+        }
+        drop(s);
+        if readable {
+            self.cond.notify_all();
+        }
+    }
+
+    /// Whether `fd` is readable.
+    pub fn is_readable(&self, fd: RawFd) -> bool {
+        let mut s = self.state.lock();
+        Self::slot(&mut s, fd).map(|e| e.0).unwrap_or(false)
+    }
+
+    /// Clear `fd`'s readable flag, returning whether it was set.
+    pub fn take_readable(&self, fd: RawFd) -> bool {
+        let mut s = self.state.lock();
+        match Self::slot(&mut s, fd) {
+            Some(e) => std::mem::replace(&mut e.0, false),
+            None => false,
+        }
+    }
+
+    fn check_open(s: &mut KernelState, fd: RawFd) -> io::Result<()> {
+        match Self::slot(s, fd) {
+            Some(e) if e.2 => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("model fd {fd} is not open (EBADF)"),
+            )),
+        }
+    }
+}
+
+/// An [`EventNotifier`] backed by a model fd.
+#[derive(Debug)]
+pub struct ModelNotifier {
+    kernel: Arc<ModelKernel>,
+    fd: RawFd,
+}
+
+impl ModelNotifier {
+    /// A new notifier on a fresh model fd.
+    pub fn new(kernel: Arc<ModelKernel>) -> Self {
+        let fd = kernel.open();
+        ModelNotifier { kernel, fd }
+    }
+}
+
+impl EventNotifier for ModelNotifier {
+    fn set(&self) -> io::Result<()> {
+        self.kernel.set_readable(self.fd, true);
+        Ok(())
+    }
+    fn test_and_clear(&self) -> io::Result<bool> {
+        Ok(self.kernel.take_readable(self.fd))
+    }
+    fn fd(&self) -> RawFd {
+        self.fd
+    }
+}
+
+/// An [`FdMonitor`] over the model kernel's fds.
+#[derive(Debug)]
+pub struct ModelFdMonitor {
+    kernel: Arc<ModelKernel>,
+}
+
+impl ModelFdMonitor {
+    /// The monitor of `kernel` (one per kernel).
+    pub fn new(kernel: Arc<ModelKernel>) -> Self {
+        ModelFdMonitor { kernel }
+    }
+
+    fn ready(s: &KernelState, out: &mut Vec<Event>) {
+        for (i, w) in s.watched.iter().enumerate() {
+            if let Some((token, interest)) = *w {
+                let (r, wr, open) = s.fds[i];
+                let readable = interest.read && r && open;
+                let writable = interest.write && wr && open;
+                if readable || writable {
+                    out.push(Event { token, readable, writable });
+                }
+            }
+        }
+    }
+}
+
+impl FdMonitor for ModelFdMonitor {
+    fn name(&self) -> &'static str {
+        "model"
+    }
+    fn add(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        let mut s = self.kernel.state.lock();
+        ModelKernel::check_open(&mut s, fd)?;
+        s.watched[(fd - MODEL_FD_BASE) as usize] = Some((token, interest));
+        drop(s);
+        self.kernel.cond.notify_all();
+        Ok(())
+    }
+    fn modify(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
+        self.add(fd, token, interest)
+    }
+    fn delete(&self, fd: RawFd, _token: u64) -> io::Result<()> {
+        let mut s = self.kernel.state.lock();
+        if fd >= MODEL_FD_BASE {
+            if let Some(w) = s.watched.get_mut((fd - MODEL_FD_BASE) as usize) {
+                *w = None;
+            }
+        }
+        Ok(())
+    }
+    fn wait(&self, timeout: Option<Duration>, out: &mut Vec<Event>) -> io::Result<()> {
+        let mut s = self.kernel.state.lock();
+        loop {
+            let before = out.len();
+            Self::ready(&s, out);
+            if out.len() > before {
+                return Ok(());
+            }
+            match timeout {
+                Some(d) if d.is_zero() => return Ok(()),
+                Some(d) => {
+                    // Nothing ready now: take the "times out" branch. The other branch (woken by an
+                    // event) is the interleaving in which the event came before this check.
+                    let deadline = self.kernel.clock.now_ns().saturating_add(d.as_nanos() as u64);
+                    self.kernel.clock.advance_to(deadline);
+                    return Ok(());
+                }
+                None => s = self.kernel.cond.wait(s),
+            }
+        }
+    }
+    fn len(&self) -> usize {
+        self.kernel.state.lock().watched.iter().filter(|w| w.is_some()).count()
+    }
+}

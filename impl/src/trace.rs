@@ -1,0 +1,140 @@
+//! Protocol steps: the shared vocabulary of the implementation, the Promela models and the Rust model.
+//!
+//! Each [`Step`] is a Promela label (`promela/*.pml`) and a step of the abstract model
+//! (`model/src/`); its snake_case name is the label, character for character. A test in
+//! `conformance/` checks that the three sets agree. Without the `trace` feature the recording hook
+//! compiles to nothing; with it, each step is recorded with the values it read or wrote
+//! (see [`Recorder`]).
+//!
+//! Labels of environment processes in the Promela models (devices, the guest) start with `env_`, and
+//! the TSO store-buffer machinery with `tso_`; they are not implementation steps.
+
+macro_rules! steps {
+    ($( $(#[$m:meta])* $v:ident = $s:literal, )*) => {
+        /// One protocol step. `as_str()` is the Promela label.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Step { $( $(#[$m])* $v, )* }
+        impl Step {
+            /// Every step, in declaration order.
+            pub const ALL: &'static [Step] = &[ $( Step::$v, )* ];
+            /// The Promela label / model step name.
+            pub const fn as_str(self) -> &'static str {
+                match self { $( Step::$v => $s, )* }
+            }
+            /// Look a step up by its label.
+            pub fn from_label(s: &str) -> Option<Step> {
+                match s { $( $s => Some(Step::$v), )* _ => None }
+            }
+        }
+    };
+}
+
+steps! {
+    // ---- notify (any thread): notify.pml ----
+    /// `fence(Release)`: publish the work before `notified`.
+    CtxNotifyReleaseFence = "ctx_notify_release_fence",
+    /// `notified = true` (always).
+    CtxNotifySetNotified = "ctx_notify_set_notified",
+    /// `fence(SeqCst)` between the store to `notified` and the load of `notify_me`.
+    CtxNotifyFence = "ctx_notify_fence",
+    /// `notify_me` loaded (value recorded).
+    CtxNotifyReadNotifyMe = "ctx_notify_read_notify_me",
+    /// The event notifier (eventfd) is written: only when `notify_me != 0`.
+    CtxNotifyEventSet = "ctx_notify_event_set",
+    // ---- notify_accept (home thread) ----
+    /// `notified = false`.
+    CtxNotifyAccept = "ctx_notify_accept",
+    /// `fence(SeqCst)` after clearing `notified`, before the work scan.
+    CtxNotifyAcceptFence = "ctx_notify_accept_fence",
+    // ---- poll (home thread) ----
+    /// The timeout is computed (reads the BH list and timers; 0 if work is pending).
+    CtxPollComputeTimeout = "ctx_poll_compute_timeout",
+    /// One round of userspace polling with `notify_me == 0` (reads `notified` and each io_poll).
+    CtxPollUserspace = "ctx_poll_userspace",
+    /// `notify_me += 2` (plain load + store).
+    CtxPollNotifyMeAdd = "ctx_poll_notify_me_add",
+    /// `fence(SeqCst)` after arming `notify_me`.
+    CtxPollFence = "ctx_poll_fence",
+    /// `notified` re-checked after arming (value recorded; true zeroes the timeout).
+    CtxPollRecheckNotified = "ctx_poll_recheck_notified",
+    /// The fd monitor wait (blocking when the timeout is not 0).
+    CtxPollWait = "ctx_poll_wait",
+    /// `notify_me -= 2` (store Release).
+    CtxPollNotifyMeSub = "ctx_poll_notify_me_sub",
+    /// The notifier's read handler drains the eventfd (`test_and_clear`; never progress).
+    CtxPollEventDrain = "ctx_poll_event_drain",
+    /// A user fd handler's read or write callback runs.
+    CtxPollDispatch = "ctx_poll_dispatch",
+    // ---- userspace poll mode (home thread): poll_mode.pml, poll_idle.pml ----
+    /// io_poll_begin on the poll handlers (`poll_started = true`).
+    CtxPollBegin = "ctx_poll_begin",
+    /// One handler's io_poll check (value: ready).
+    HandlerIoPoll = "handler_io_poll",
+    /// io_poll_end on the poll handlers (`poll_started = false`), right before a blocking wait.
+    CtxPollEnd = "ctx_poll_end",
+    /// The poll of each handler after io_poll_end (an event that raced the end is not lost).
+    CtxPollFinalPoll = "ctx_poll_final_poll",
+    /// io_poll_ready runs for a handler whose io_poll succeeded.
+    HandlerPollReady = "handler_poll_ready",
+    /// An idle handler leaves the poll list (io_poll_end, then a final poll).
+    CtxPollIdleRemove = "ctx_poll_idle_remove",
+    // ---- external-loop integration (home thread): external.pml ----
+    /// prepare: `notify_me |= 1`.
+    CtxPrepareNotifyMeOr = "ctx_prepare_notify_me_or",
+    /// prepare: `fence(SeqCst)`.
+    CtxPrepareFence = "ctx_prepare_fence",
+    /// check: `notify_me &= !1` (store Release).
+    CtxCheckNotifyMeClear = "ctx_check_notify_me_clear",
+    // ---- bottom halves: bh.pml ----
+    /// schedule: `old = flags.fetch_or(PENDING | new)`.
+    BhScheduleFlags = "bh_schedule_flags",
+    /// schedule: push on `bh_list` (only if PENDING was clear).
+    BhSchedulePush = "bh_schedule_push",
+    /// cancel: `flags.fetch_and(!SCHEDULED)`.
+    BhCancel = "bh_cancel",
+    /// delete (the owner drops its handle): `flags.fetch_or(DELETED)`.
+    BhDelete = "bh_delete",
+    /// poll: swap the whole `bh_list` out (snapshot).
+    BhPollTake = "bh_poll_take",
+    /// poll: `f = flags.fetch_and(!(PENDING | SCHEDULED | IDLE))` for one BH.
+    BhPollDequeue = "bh_poll_dequeue",
+    /// poll: the callback runs (SCHEDULED and not DELETED).
+    BhPollCall = "bh_poll_call",
+    // ---- timers ----
+    /// A timer's deadline is changed (then notify if it became the earliest).
+    TimerMod = "timer_mod",
+    /// An expired timer's callback runs.
+    TimerRun = "timer_run",
+}
+
+/// BH flag bits, the same names and values as the Promela models and QEMU.
+pub mod bh_flags {
+    /// On a list (bh_list or a slice being processed).
+    pub const BH_PENDING: u32 = 1 << 0;
+    /// Call it when dequeued.
+    pub const BH_SCHEDULED: u32 = 1 << 1;
+    /// Free after calling (oneshot).
+    pub const BH_ONESHOT: u32 = 1 << 2;
+    /// Free without calling.
+    pub const BH_DELETED: u32 = 1 << 3;
+    /// Not progress; caps the wait at 10 ms.
+    pub const BH_IDLE: u32 = 1 << 4;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_round_trip_and_are_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for s in Step::ALL {
+            assert_eq!(Step::from_label(s.as_str()), Some(*s));
+            assert!(seen.insert(s.as_str()), "duplicate label {}", s.as_str());
+            for bad in ["end", "progress", "accept"] {
+                assert!(!s.as_str().starts_with(bad), "label {} has a Promela meaning", s.as_str());
+            }
+        }
+    }
+}
