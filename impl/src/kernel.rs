@@ -164,6 +164,15 @@ impl Clock for ModelClock {
     }
 }
 
+impl Clock for Arc<ModelClock> {
+    fn now_ns(&self) -> u64 {
+        (**self).now_ns()
+    }
+    fn advance_to(&self, deadline_ns: u64) {
+        (**self).advance_to(deadline_ns)
+    }
+}
+
 /// The model kernel: model fds with a readable/writable flag each, one lock and one condvar. Used under
 /// loom and shuttle (there is no kernel there) and by deterministic tests in std builds.
 #[derive(Debug)]

@@ -1,6 +1,32 @@
 //! aioctx: QEMU's AioContext event loop in Rust.
+//!
+//! An [`AioContext`] is the event loop of one thread: bottom halves ([`Bh`]) scheduled from any
+//! thread, fd handlers ([`FdHandler`]) over ppoll or epoll, timers ([`Timer`]), adaptive userspace
+//! polling, and the wake-up protocol that makes cross-thread notification free while the loop is
+//! busy. [`IoThread`] runs a context on its own thread. See README.md for the protocol and its models.
 #![warn(missing_docs)]
 
+mod bh;
+mod ctx;
+mod handler;
+mod iothread;
 pub mod kernel;
+mod notify;
+mod poll;
 pub mod sync;
 pub mod trace;
+mod timer;
+
+#[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+pub mod fdmon;
+#[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+pub mod sys;
+
+pub use bh::Bh;
+pub use ctx::{AioContext, Backend, Builder, Handle};
+pub(crate) use ctx::Shared;
+pub use handler::FdHandler;
+pub use iothread::IoThread;
+pub use kernel::{Clock, Interest, ModelClock, ModelKernel, MonotonicClock};
+pub use poll::{adjust_poll_ns, POLL_IDLE_INTERVAL_NS, POLL_INITIAL_NS};
+pub use timer::Timer;

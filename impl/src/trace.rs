@@ -9,6 +9,74 @@
 //! Labels of environment processes in the Promela models (devices, the guest) start with `env_`, and
 //! the TSO store-buffer machinery with `tso_`; they are not implementation steps.
 
+/// Record a protocol step with the values it read or wrote. Without the `trace` feature this expands
+/// to nothing (and its arguments are not evaluated).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! trace_step {
+    ($step:expr $(, $k:ident = $v:expr)* $(,)?) => {
+        #[cfg(feature = "trace")]
+        {
+            $crate::trace::record($step, &[$((stringify!($k), ($v) as i64)),*]);
+        }
+    };
+}
+
+#[cfg(feature = "trace")]
+mod recorder {
+    use super::Step;
+    #[allow(clippy::disallowed_types)]
+    use std::sync::Mutex;
+
+    /// One recorded step: the recording thread's index (in order of first record), the step, the
+    /// values it read or wrote.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct TraceEvent {
+        /// Thread index, 0-based, in the order threads first recorded.
+        pub thread: u32,
+        /// The step.
+        pub step: Step,
+        /// (name, value) pairs: `notify_me`, `notified`, `notifier`, `bh_flags`, ...
+        pub values: Vec<(&'static str, i64)>,
+    }
+
+    #[allow(clippy::disallowed_types)]
+    static LOG: Mutex<(bool, Vec<TraceEvent>, Vec<std::thread::ThreadId>)> =
+        Mutex::new((false, Vec::new(), Vec::new()));
+
+    /// Record one step (called by `trace_step!`).
+    pub fn record(step: Step, values: &[(&'static str, i64)]) {
+        let mut g = LOG.lock().unwrap_or_else(|e| e.into_inner());
+        if !g.0 {
+            return;
+        }
+        let me = std::thread::current().id();
+        let thread = match g.2.iter().position(|t| *t == me) {
+            Some(i) => i as u32,
+            None => {
+                g.2.push(me);
+                g.2.len() as u32 - 1
+            }
+        };
+        g.1.push(TraceEvent { thread, step, values: values.to_vec() });
+    }
+
+    /// Start recording (clears the log).
+    pub fn start() {
+        let mut g = LOG.lock().unwrap_or_else(|e| e.into_inner());
+        *g = (true, Vec::new(), Vec::new());
+    }
+
+    /// Stop recording and return the log.
+    pub fn stop() -> Vec<TraceEvent> {
+        let mut g = LOG.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 = false;
+        std::mem::take(&mut g.1)
+    }
+}
+#[cfg(feature = "trace")]
+pub use recorder::{record, start, stop, TraceEvent};
+
 macro_rules! steps {
     ($( $(#[$m:meta])* $v:ident = $s:literal, )*) => {
         /// One protocol step. `as_str()` is the Promela label.

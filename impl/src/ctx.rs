@@ -1,0 +1,752 @@
+//! `AioContext`: the event loop of one thread, and `Handle`, its cross-thread face.
+//!
+//! # Protocol
+//!
+//! The context is split in two halves:
+//!
+//! | half | type | who touches it | holds |
+//! |---|---|---|---|
+//! | shared | `Shared` behind an `Arc`, reached through [`Handle`] (`Send + Sync`) | any thread | `notify_me`, `notified`, the event notifier, `bh_list`, the handler table, timers, polling parameters |
+//! | home | [`AioContext`] (`!Send + !Sync`) | the home thread only | the BH slice queue, the handler walk depth, the cached fd monitor, the poll list |
+//!
+//! `poll` exists only on [`AioContext`], so a poll from a foreign thread does not compile (QEMU's 2018
+//! foreign-poll hang, bug-history B5, is impossible by type). Callbacks that need the context (a nested
+//! poll) reach it through [`AioContext::with_current`].
+//!
+//! `poll(blocking)` follows protocol.md §2 step by step; the numbers in the comments below are its
+//! steps. Our decisions where QEMU is loose (§6) are marked "Decision".
+//!
+//! # Model
+//!
+//! `promela/notify.pml`, `promela/bh.pml`, `promela/external.pml`; loom and shuttle scenarios in
+//! `model/tests/`.
+//!
+//! # Upstream
+//!
+//! QEMU util/aio-posix.c `aio_poll`, util/async.c `aio_context_new`, `aio_ctx_prepare`,
+//! `aio_ctx_check`, `aio_ctx_dispatch`, `aio_compute_timeout`.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::ptr;
+use std::time::Duration;
+
+use crate::bh::{self, Bh, HomeBhs, Pending};
+use crate::handler::{AioHandler, FdHandler, HandlerTable, NOTIFIER_TOKEN};
+use crate::kernel::{
+    Clock, Event, EventNotifier, FdMonitor, ModelFdMonitor, ModelKernel, ModelNotifier,
+};
+use crate::notify::NotifyState;
+use crate::poll::{PollParams, PollState};
+use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Arc, Mutex};
+use crate::timer::{Timer, Timers};
+#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
+use crate::trace::Step;
+
+/// A pending idle BH caps a blocking wait at this (QEMU: 10 ms).
+const IDLE_BH_TIMEOUT_NS: u64 = 10_000_000;
+
+/// The shared half of a context.
+pub(crate) struct Shared {
+    pub(crate) notify: NotifyState,
+    pub(crate) bh_list: AtomicPtr<bh::BhInner>,
+    pub(crate) handlers: Mutex<HandlerTable>,
+    /// Bumped under the handler lock on every change (the home thread refreshes its cache).
+    pub(crate) handlers_gen: AtomicU64,
+    /// Registered user handlers (not counting the notifier).
+    pub(crate) nr_user: AtomicUsize,
+    /// The table's `deleted` list is non-empty.
+    pub(crate) has_deleted: AtomicBool,
+    pub(crate) timers: Timers,
+    pub(crate) clock: Box<dyn Clock>,
+    pub(crate) poll_params: PollParams,
+    pub(crate) closed: AtomicBool,
+    /// The stop flag of the IoThread running this context, if any.
+    pub(crate) stop_hook: Mutex<Option<Arc<AtomicBool>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // BHs pushed after the context was dropped (through a surviving Handle or Bh) are freed
+        // without being called.
+        HomeBhs::new().drop_all(self);
+    }
+}
+
+/// Which fd monitor a context uses.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// ppoll, switching to epoll at [`Builder::epoll_threshold`] fds (QEMU's default without io_uring).
+    #[default]
+    Auto,
+    /// ppoll(2) only (no switch).
+    Ppoll,
+    /// epoll(7).
+    Epoll,
+    /// The model kernel: no syscalls (loom, shuttle, deterministic tests).
+    Model(Arc<ModelKernel>),
+}
+
+/// Configures and creates an [`AioContext`].
+#[derive(Debug)]
+pub struct Builder {
+    backend: Backend,
+    clock: Option<Box<dyn Clock>>,
+    epoll_threshold: usize,
+    poll: (u64, u64, u64),
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder { backend: Backend::Auto, clock: None, epoll_threshold: 64, poll: (0, 0, 0) }
+    }
+}
+
+impl Builder {
+    /// Choose the fd monitor (overridden by `--cfg aioctx_force_fdmon="..."` for real backends).
+    pub fn backend(mut self, b: Backend) -> Self {
+        self.backend = b;
+        self
+    }
+    /// Use `clock` instead of `CLOCK_MONOTONIC` (tests: a [`crate::ModelClock`]).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Some(Box::new(clock));
+        self
+    }
+    /// With [`Backend::Auto`], switch from ppoll to epoll at this many fds (default 64, as QEMU).
+    pub fn epoll_threshold(mut self, n: usize) -> Self {
+        self.epoll_threshold = n;
+        self
+    }
+    /// Adaptive userspace polling parameters (see [`Handle::set_poll_params`]); default off.
+    pub fn poll_params(mut self, max_ns: u64, grow: u64, shrink: u64) -> Self {
+        self.poll = (max_ns, grow, shrink);
+        self
+    }
+
+    /// Create the context on the calling thread, which becomes its home thread.
+    ///
+    /// # Errors
+    ///
+    /// Creating the eventfd or the fd monitor failed (EMFILE, ENFILE, ENOMEM), with the call named.
+    pub fn build(self) -> io::Result<AioContext> {
+        let poll = self.poll;
+        let (notifier, fdmon, clock, upgrade_at) = self.kernel()?;
+        let notifier_fd = notifier.fd();
+        let table = HandlerTable::new(fdmon, notifier_fd, upgrade_at)?;
+        let shared = Arc::new(Shared {
+            notify: NotifyState::new(notifier),
+            bh_list: AtomicPtr::new(ptr::null_mut()),
+            handlers: Mutex::new(table),
+            handlers_gen: AtomicU64::new(0),
+            nr_user: AtomicUsize::new(0),
+            has_deleted: AtomicBool::new(false),
+            timers: Timers::new(),
+            clock,
+            poll_params: PollParams::new(poll.0, poll.1, poll.2),
+            closed: AtomicBool::new(false),
+            stop_hook: Mutex::new(None),
+        });
+        let fdmon = shared.handlers.lock().fdmon.clone();
+        Ok(AioContext {
+            handle: Handle { shared },
+            home: Home {
+                bhs: HomeBhs::new(),
+                walk_depth: Cell::new(0),
+                fdmon: RefCell::new((0, fdmon)),
+                events: Cell::new(Vec::new()),
+                ready: Cell::new(Vec::new()),
+                polling: PollState::default(),
+            },
+            _not_send: std::marker::PhantomData,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn kernel(self) -> io::Result<(Box<dyn EventNotifier>, Box<dyn FdMonitor>, Box<dyn Clock>, usize)> {
+        #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+        {
+            use crate::fdmon::{Epoll, Ppoll};
+            use crate::sys::EventFd;
+            let mut backend = self.backend;
+            if !matches!(backend, Backend::Model(_)) {
+                if cfg!(aioctx_force_fdmon = "ppoll") {
+                    backend = Backend::Ppoll;
+                } else if cfg!(aioctx_force_fdmon = "epoll") {
+                    backend = Backend::Epoll;
+                }
+            }
+            let clock = |c: Option<Box<dyn Clock>>| c.unwrap_or_else(|| Box::new(crate::kernel::MonotonicClock::new()));
+            return Ok(match backend {
+                Backend::Model(k) => model_kernel(k, self.clock),
+                Backend::Auto => (Box::new(EventFd::new()?), Box::new(Ppoll::new()), clock(self.clock), self.epoll_threshold),
+                Backend::Ppoll => (Box::new(EventFd::new()?), Box::new(Ppoll::new()), clock(self.clock), 0),
+                Backend::Epoll => (Box::new(EventFd::new()?), Box::new(Epoll::new()?), clock(self.clock), 0),
+            });
+        }
+        #[cfg(any(aioctx_loom, aioctx_shuttle))]
+        {
+            let k = match self.backend {
+                Backend::Model(k) => k,
+                _ => ModelKernel::new(),
+            };
+            Ok(model_kernel(k, self.clock))
+        }
+    }
+}
+
+#[allow(clippy::type_complexity)]
+fn model_kernel(
+    k: Arc<ModelKernel>,
+    clock: Option<Box<dyn Clock>>,
+) -> (Box<dyn EventNotifier>, Box<dyn FdMonitor>, Box<dyn Clock>, usize) {
+    let c: Box<dyn Clock> = clock.unwrap_or_else(|| Box::new(k.clock()));
+    (Box::new(ModelNotifier::new(k.clone())), Box::new(ModelFdMonitor::new(k)), c, 0)
+}
+
+/// The cross-thread face of a context: cheap to clone, `Send + Sync`. Everything but `poll`.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("fd", &self.shared.notify.notifier.fd()).finish()
+    }
+}
+
+impl Handle {
+    /// Make the home thread re-examine its work: wakes a blocking `poll` (which then returns false
+    /// unless something else made progress). No syscall while the loop is busy.
+    #[doc(alias = "aio_notify")]
+    pub fn notify(&self) {
+        self.shared.notify.notify();
+    }
+
+    /// A new bottom half running `f` on the home thread each time it is scheduled.
+    #[doc(alias = "aio_bh_new")]
+    pub fn bh_new(&self, f: impl FnMut() + Send + 'static) -> Bh {
+        Bh::new(self.shared.clone(), Box::new(f))
+    }
+
+    /// Run `f` once on the home thread, in its next poll. If the context is dropped first, `f` is
+    /// dropped without being called (see [`AioContext`]'s drop).
+    #[doc(alias = "aio_bh_schedule_oneshot")]
+    pub fn bh_oneshot(&self, f: impl FnOnce() + Send + 'static) {
+        bh::oneshot(&self.shared, f);
+    }
+
+    /// A new, disarmed timer running `f` on the home thread.
+    #[doc(alias = "aio_timer_new")]
+    pub fn timer_new(&self, f: impl FnMut() + Send + 'static) -> Timer {
+        Timer::new(self.shared.clone(), Box::new(f))
+    }
+
+    /// The context clock's current time in ns (timer deadlines are on this clock).
+    pub fn now_ns(&self) -> u64 {
+        self.shared.clock.now_ns()
+    }
+
+    /// Register (or replace) the handler of `fd`, from any thread. The loop picks it up by its next
+    /// iteration (a blocked wait is woken).
+    ///
+    /// # Errors
+    ///
+    /// `fd` is negative, closed (EBADF), cannot be watched (epoll: a regular file), is the context's
+    /// own notifier, or the handler has no callback. The message names the fd.
+    #[doc(alias = "aio_set_fd_handler")]
+    pub fn set_fd_handler(&self, fd: RawFd, h: FdHandler) -> io::Result<()> {
+        let s = &self.shared;
+        {
+            let mut t = s.handlers.lock();
+            t.set(fd, h)?;
+            s.nr_user.store(t.by_fd.len(), Ordering::Relaxed);
+            s.has_deleted.store(!t.deleted.is_empty(), Ordering::Relaxed);
+            #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+            if t.upgrade_at != 0 && t.by_fd.len() >= t.upgrade_at && t.fdmon.name() == "ppoll" {
+                // QEMU's fdmon_epoll_try_upgrade: under the table lock, so no racing registration is
+                // lost (B17). If epoll cannot be created, ppoll keeps working with any number of fds.
+                t.upgrade_at = 0;
+                if let Ok(ep) = crate::fdmon::Epoll::new() {
+                    t.switch_to(Box::new(ep))?;
+                }
+            }
+            // ORDERING: Relaxed: the notify below publishes it (Release fence; the home thread's accept
+            // fence acquires).
+            s.handlers_gen.fetch_add(1, Ordering::Relaxed);
+        }
+        s.notify.notify();
+        Ok(())
+    }
+
+    /// Remove the handler of `fd`, from any thread, also from inside a callback (its own or another's):
+    /// no callback of it runs after this returns, except one already running on the home thread. Its
+    /// `io_poll_end` still runs if polling had begun. Returns whether a handler was registered.
+    ///
+    /// # Errors
+    ///
+    /// The fd monitor refused the removal (the message names the fd).
+    pub fn remove_fd_handler(&self, fd: RawFd) -> io::Result<bool> {
+        let s = &self.shared;
+        let removed = {
+            let mut t = s.handlers.lock();
+            let r = t.remove(fd)?;
+            s.nr_user.store(t.by_fd.len(), Ordering::Relaxed);
+            s.has_deleted.store(!t.deleted.is_empty(), Ordering::Relaxed);
+            s.handlers_gen.fetch_add(1, Ordering::Relaxed);
+            r
+        };
+        s.notify.notify();
+        Ok(removed)
+    }
+
+    /// True once the [`AioContext`] was dropped: BHs scheduled now are dropped without running.
+    pub fn is_closed(&self) -> bool {
+        // ORDERING: Acquire: pairs with the Release store in AioContext's drop.
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+/// The home thread's half.
+struct Home {
+    bhs: HomeBhs,
+    /// Nesting of handler walks (QEMU's list_lock count). 0: outside `poll`.
+    walk_depth: Cell<u32>,
+    /// (generation, fd monitor) cached from the handler table.
+    fdmon: RefCell<(u64, Arc<Box<dyn FdMonitor>>)>,
+    /// Reusable buffers (taken by the outermost poll; a nested poll allocates its own).
+    events: Cell<Vec<Event>>,
+    ready: Cell<Vec<(Arc<AioHandler>, Event)>>,
+    pub(crate) polling: PollState,
+}
+
+/// An event loop (QEMU `AioContext`): bottom halves, fd handlers and timers run by [`poll`] on the
+/// thread that created it (its home thread).
+///
+/// `AioContext` is `!Send` and `!Sync`: only its home thread can poll it. Other threads use a
+/// [`Handle`] (`ctx.handle()`, or the methods reached through `Deref`).
+///
+/// Dropping the context drops every scheduled BH and timer without calling it, and finalises the
+/// handlers (`io_poll_end` where polling had begun). Work scheduled later through a surviving `Handle`
+/// is dropped the same way ([`Handle::is_closed`] tells). QEMU aborts instead; a library should not.
+///
+/// [`poll`]: AioContext::poll
+///
+/// # Examples
+///
+/// ```
+/// use aioctx::AioContext;
+/// let ctx = AioContext::new()?;
+/// let h = ctx.handle().clone();
+/// let t = std::thread::spawn(move || h.bh_oneshot(|| println!("on the home thread")));
+/// t.join().unwrap();
+/// assert!(ctx.poll(true));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct AioContext {
+    handle: Handle,
+    home: Home,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl std::fmt::Debug for AioContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AioContext").field("backend", &self.backend_name()).finish()
+    }
+}
+
+impl std::ops::Deref for AioContext {
+    type Target = Handle;
+    fn deref(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+crate::sync::thread_local! {
+    static CURRENT: Cell<*const AioContext> = Cell::new(ptr::null());
+}
+
+impl AioContext {
+    /// A context with the default backend, on the calling thread.
+    ///
+    /// # Errors
+    ///
+    /// See [`Builder::build`].
+    #[doc(alias = "aio_context_new")]
+    pub fn new() -> io::Result<AioContext> {
+        Builder::default().build()
+    }
+
+    /// A builder for a configured context.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The cross-thread handle.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The fd of the context's own event notifier (never a valid argument to `set_fd_handler`).
+    pub fn as_raw_fd_of_notifier(&self) -> RawFd {
+        self.handle.shared.notify.notifier.fd()
+    }
+
+    /// "ppoll", "epoll", "io_uring" or "model".
+    pub fn backend_name(&self) -> &'static str {
+        self.handle.shared.handlers.lock().fdmon.name()
+    }
+
+    /// Run `f` with the context that is polling on this thread (the innermost one), if any: the way a
+    /// callback reaches its context for a nested poll.
+    #[doc(alias = "qemu_get_current_aio_context")]
+    pub fn with_current<R>(f: impl FnOnce(&AioContext) -> R) -> Option<R> {
+        let p = CURRENT.with(|c| c.get());
+        // SAFETY:
+        // - CURRENT is set only by `poll`/`dispatch` on this thread to `self` for the duration of the
+        //   call (restored on exit, also on unwind), and `self` outlives that call; AioContext is
+        //   !Send, so the pointer is never used on another thread.
+        (!p.is_null()).then(|| f(unsafe { &*p }))
+    }
+
+    /// One iteration of the loop (QEMU `aio_poll`): run pending bottom halves, ready fd handlers and
+    /// expired timers. With `blocking`, first wait until something is ready (a notify also ends the
+    /// wait). Returns whether progress was made: a non-idle BH ran, a handler callback ran, or a timer
+    /// fired. A notify alone is not progress.
+    ///
+    /// # Panics
+    ///
+    /// Only on a failure of the fd monitor's wait that is not a fault of the caller (EBADF/EFAULT on
+    /// the monitor's own fd); these are bugs in aioctx.
+    #[doc(alias = "aio_poll")]
+    pub fn poll(&self, blocking: bool) -> bool {
+        let s = &*self.handle.shared;
+        let _walk = self.enter();
+
+        // 3. The timeout: 0 when non-blocking or work is pending.
+        let mut timeout = if blocking { self.compute_timeout() } else { Some(0) };
+        crate::trace_step!(Step::CtxPollComputeTimeout, timeout = timeout.map_or(-1, |t| t as i64));
+
+        // 2, 4. Userspace polling with notify_me still 0 (poll.rs).
+        let start = if s.poll_params.enabled() { s.clock.now_ns() } else { 0 };
+        let mut progress = self.try_poll_mode(&mut timeout);
+
+        // 5. Announce a blocking wait; a notify that came in while notify_me was 0 cancels it.
+        let armed = timeout != Some(0);
+        if armed && s.notify.arm() {
+            timeout = Some(0);
+        }
+
+        // 6. Wait (leaving poll mode first if it will block).
+        let mut events = self.home.events.take();
+        if timeout != Some(0) || s.nr_user.load(Ordering::Relaxed) != 0 {
+            if timeout != Some(0) && self.poll_mode_end() {
+                // The final poll after io_poll_end found an event: do not block.
+                timeout = Some(0);
+                progress = true;
+            }
+            self.wait(timeout, &mut events);
+        }
+        // Decision (protocol.md §6.1): non-blocking with no user handlers makes no syscall: the
+        // context's own notifier is covered by `notified`.
+
+        // 7. The wait is over.
+        if armed {
+            s.notify.disarm();
+        }
+        #[cfg(not(aioctx_bug = "accept_after_scan"))]
+        s.notify.accept(); // 8.
+
+        // 9. Time spent polling and waiting (handler time excluded) for the adaptive window.
+        let block_ns = if s.poll_params.enabled() { s.clock.now_ns().saturating_sub(start) } else { 0 };
+
+        // 10. BHs, then ready handlers (and io_poll_ready), then deleted handlers, then timers.
+        progress |= self.home.bhs.poll(s);
+        #[cfg(aioctx_bug = "accept_after_scan")]
+        s.notify.accept();
+        progress |= self.dispatch_events(&mut events, block_ns);
+        events.clear();
+        self.home.events.set(events);
+        if self.home.walk_depth.get() == 1 {
+            self.finalize_deleted();
+        }
+        drop(_walk);
+        progress |= self.run_timers();
+        progress
+    }
+
+    /// Enter a handler walk and make this the current context; undone on drop (also on unwind).
+    fn enter(&self) -> impl Drop + '_ {
+        struct Walk<'a>(&'a AioContext, *const AioContext);
+        impl Drop for Walk<'_> {
+            fn drop(&mut self) {
+                let d = &self.0.home.walk_depth;
+                d.set(d.get() - 1);
+                CURRENT.with(|c| c.set(self.1));
+            }
+        }
+        let d = &self.home.walk_depth;
+        d.set(d.get() + 1);
+        let prev = CURRENT.with(|c| c.replace(self as *const AioContext));
+        Walk(self, prev)
+    }
+
+    /// `aio_compute_timeout`: Some(0) if a non-idle BH is pending (also in an outer slice), 10 ms if
+    /// only idle ones, else the earliest timer, else None (infinite).
+    fn compute_timeout(&self) -> Option<u64> {
+        let s = &*self.handle.shared;
+        let mut t = match self.home.bhs.pending(s) {
+            Pending::Busy => return Some(0),
+            Pending::Idle => Some(IDLE_BH_TIMEOUT_NS),
+            Pending::None => None,
+        };
+        let earliest = s.timers.earliest();
+        if earliest != u64::MAX {
+            let d = earliest.saturating_sub(s.clock.now_ns());
+            t = Some(t.map_or(d, |t| t.min(d)));
+        }
+        t
+    }
+
+    /// The fd monitor, refreshed from the handler table when it changed.
+    fn fdmon(&self) -> Arc<Box<dyn FdMonitor>> {
+        let s = &*self.handle.shared;
+        // ORDERING: Relaxed: a change is followed by a notify, whose fences publish it.
+        let gen = s.handlers_gen.load(Ordering::Relaxed);
+        let mut c = self.home.fdmon.borrow_mut();
+        if c.0 != gen {
+            *c = (gen, s.handlers.lock().fdmon.clone());
+        }
+        c.1.clone()
+    }
+
+    fn wait(&self, timeout: Option<u64>, events: &mut Vec<Event>) {
+        let fdmon = self.fdmon();
+        crate::trace_step!(Step::CtxPollWait, timeout = timeout.map_or(-1, |t| t as i64));
+        if let Err(e) = fdmon.wait(timeout.map(Duration::from_nanos), events) {
+            panic!("aioctx: {} wait failed: {e}", fdmon.name());
+        }
+    }
+
+    /// Dispatch the events of a wait: drain the notifier, run ready handlers. Returns progress.
+    fn dispatch_events(&self, events: &mut Vec<Event>, block_ns: u64) -> bool {
+        let mut ready = self.home.ready.take();
+        let mut notifier = false;
+        if !events.is_empty() {
+            let t = self.handle.shared.handlers.lock();
+            for e in events.iter() {
+                if e.token == NOTIFIER_TOKEN {
+                    notifier = true;
+                } else if let Some(h) = t.by_token.get(&e.token) {
+                    ready.push((h.clone(), *e));
+                }
+            }
+        }
+        if notifier {
+            // The notifier's read handler: drain the eventfd. Never progress.
+            self.handle.shared.notify.drain();
+        }
+        let mut progress = self.dispatch_poll_ready(block_ns);
+        for (h, e) in ready.drain(..) {
+            if self.dispatch_handler(&h, &e, block_ns) {
+                progress = true;
+            }
+        }
+        self.home.ready.set(ready);
+        progress
+    }
+
+    /// Finalise removed handlers: io_poll_end where polling had begun, then drop them.
+    fn finalize_deleted(&self) {
+        let s = &*self.handle.shared;
+        if !s.has_deleted.load(Ordering::Relaxed) {
+            return;
+        }
+        let dead = {
+            let mut t = s.handlers.lock();
+            s.has_deleted.store(false, Ordering::Relaxed);
+            std::mem::take(&mut t.deleted)
+        };
+        for h in dead {
+            self.poll_list_forget(&h);
+        }
+    }
+
+    fn run_timers(&self) -> bool {
+        let s = &*self.handle.shared;
+        if s.timers.earliest() == u64::MAX {
+            return false;
+        }
+        let _walk = self.enter();
+        s.timers.run(s.clock.now_ns())
+    }
+
+    // ---- external-loop integration (QEMU's GSource: prepare / check / dispatch) ----
+
+    /// External loop, before it waits: returns how long it may block (None: until the context's fd,
+    /// [`AsRawFd::as_raw_fd`], is readable). Sets `notify_me` bit 0 so notifiers write the eventfd,
+    /// and leaves userspace poll mode. A context on ppoll moves to epoll here, so that one fd covers
+    /// every handler. Must be followed by [`check`](AioContext::check).
+    #[doc(alias = "aio_ctx_prepare")]
+    pub fn prepare(&self) -> Option<Duration> {
+        self.ensure_pollable_fd();
+        let s = &*self.handle.shared;
+        let notified = s.notify.prepare();
+        let mut t = self.compute_timeout();
+        if notified || self.poll_mode_end() {
+            t = Some(0);
+        }
+        t.map(Duration::from_nanos)
+    }
+
+    /// External loop, after its wait: clears bit 0, accepts the notification, and says whether
+    /// [`dispatch`](AioContext::dispatch) has work (BHs, ready fds, expired timers).
+    #[doc(alias = "aio_ctx_check")]
+    pub fn check(&self) -> bool {
+        let s = &*self.handle.shared;
+        s.notify.check();
+        s.notify.accept();
+        let mut events = self.home.events.take();
+        events.clear();
+        let has_fds = s.nr_user.load(Ordering::Relaxed) != 0;
+        self.wait(Some(0), &mut events);
+        let fd_ready = has_fds && events.iter().any(|e| e.token != NOTIFIER_TOKEN);
+        if events.iter().any(|e| e.token == NOTIFIER_TOKEN) {
+            s.notify.drain();
+            events.retain(|e| e.token != NOTIFIER_TOKEN);
+        }
+        self.home.events.set(events);
+        fd_ready
+            || self.home.bhs.pending(s) == Pending::Busy
+            || s.timers.earliest() <= s.clock.now_ns()
+            || self.home.polling.has_ready()
+    }
+
+    /// External loop: run what [`check`](AioContext::check) found. Returns progress.
+    #[doc(alias = "aio_ctx_dispatch")]
+    pub fn dispatch(&self) -> bool {
+        let s = &*self.handle.shared;
+        let walk = self.enter();
+        let mut events = self.home.events.take();
+        let mut progress = self.home.bhs.poll(s);
+        progress |= self.dispatch_events(&mut events, 0);
+        events.clear();
+        self.home.events.set(events);
+        if self.home.walk_depth.get() == 1 {
+            self.finalize_deleted();
+        }
+        drop(walk);
+        progress | self.run_timers()
+    }
+
+    fn ensure_pollable_fd(&self) {
+        #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+        {
+            let s = &*self.handle.shared;
+            let mut t = s.handlers.lock();
+            if t.fdmon.pollable_fd().is_none() && t.fdmon.name() == "ppoll" {
+                if let Ok(ep) = crate::fdmon::Epoll::new() {
+                    if t.switch_to(Box::new(ep)).is_ok() {
+                        t.upgrade_at = 0;
+                        s.handlers_gen.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AsRawFd for AioContext {
+    /// The fd an external loop waits on: epoll's or io_uring's own fd (readable when any handler or the
+    /// notifier is), else the event notifier's. Call [`AioContext::prepare`] first: it moves a ppoll
+    /// context to epoll.
+    fn as_raw_fd(&self) -> RawFd {
+        let t = self.handle.shared.handlers.lock();
+        t.fdmon.pollable_fd().unwrap_or(t.notifier_fd)
+    }
+}
+
+impl Drop for AioContext {
+    fn drop(&mut self) {
+        let s = &*self.handle.shared;
+        // ORDERING: Release: pairs with the Acquire in `Handle::is_closed`.
+        s.closed.store(true, Ordering::Release);
+        self.home.bhs.drop_all(s);
+        s.timers.clear();
+        let handlers: Vec<_> = {
+            let mut t = s.handlers.lock();
+            let mut v: Vec<_> = t.by_fd.drain().map(|(_, h)| h).collect();
+            v.append(&mut t.deleted);
+            t.by_token.clear();
+            for h in &v {
+                let _ = t.fdmon.delete(h.fd, h.token);
+            }
+            v
+        };
+        for h in handlers {
+            self.poll_list_forget(&h);
+        }
+        self.home.polling.clear();
+    }
+}
+
+impl AioContext {
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+    pub(crate) fn home_polling(&self) -> &PollState {
+        &self.home.polling
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model_ctx() -> AioContext {
+        AioContext::builder().backend(Backend::Model(ModelKernel::new())).build().unwrap()
+    }
+
+    /// `aio_compute_timeout`: 0 with a pending BH, 10 ms with only an idle one, else the timer, else
+    /// infinite.
+    #[test]
+    fn compute_timeout_idle_bh_caps_at_10ms() {
+        let ctx = model_ctx();
+        assert_eq!(ctx.compute_timeout(), None);
+        let bh = ctx.bh_new(|| {});
+        bh.schedule_idle();
+        assert_eq!(ctx.compute_timeout(), Some(IDLE_BH_TIMEOUT_NS));
+        bh.schedule(); // QEMU semantics: OR-ing SCHEDULED keeps a pending BH idle
+        assert_eq!(ctx.compute_timeout(), Some(IDLE_BH_TIMEOUT_NS));
+        let busy = ctx.bh_new(|| {});
+        busy.schedule();
+        assert_eq!(ctx.compute_timeout(), Some(0));
+        assert!(ctx.poll(false));
+        let t = ctx.timer_new(|| {});
+        t.mod_ns(ctx.now_ns() + 5_000_000);
+        assert_eq!(ctx.compute_timeout(), Some(5_000_000));
+        bh.schedule_idle();
+        assert_eq!(ctx.compute_timeout(), Some(5_000_000), "the timer is earlier than the idle cap");
+    }
+
+    /// With the model kernel, a blocking poll with only a timer pending waits until the deadline
+    /// (the model clock jumps), then runs it: never early.
+    #[test]
+    fn model_clock_timer_fires_at_deadline() {
+        let k = ModelKernel::new();
+        let ctx = AioContext::builder().backend(Backend::Model(k.clone())).build().unwrap();
+        let fired = Arc::new(AtomicBool::new(false));
+        let f2 = fired.clone();
+        let t = ctx.timer_new(move || f2.store(true, Ordering::Relaxed));
+        t.mod_ns(1_000_000);
+        while ctx.poll(false) {}
+        assert!(!fired.load(Ordering::Relaxed));
+        assert!(ctx.poll(true));
+        assert!(fired.load(Ordering::Relaxed));
+        assert!(k.clock().now_ns() >= 1_000_000);
+    }
+}

@@ -1,0 +1,189 @@
+//! The wake-up handshake: `notify`, `notify_accept`, and the poller's arm / re-check / disarm.
+//!
+//! # Protocol
+//!
+//! | field | written by | read by | meaning |
+//! |---|---|---|---|
+//! | `notify_me: AtomicU32` | home thread only, plain load + store (no RMW) | any notifier | bit 0: an external loop is between prepare and check; bits 1..: `2 ×` pollers between arm and disarm. 0: everything will be re-examined before the next blocking wait, so a notifier may skip the eventfd. |
+//! | `notified: AtomicBool` | any thread sets; home thread clears (accept) | home thread (re-check, userspace polling) | a notify happened since the last accept (false positives allowed) |
+//! | `notifier` (eventfd) | any notifier sets (only if `notify_me != 0`); drained by its read handler | the fd monitor | wakes a blocked wait |
+//!
+//! It is a Dekker (store-buffering) pattern on both sides:
+//!
+//! ```text
+//!   notifier:  publish work; fence(Release); notified = true;  fence(SeqCst); read notify_me
+//!   poller:    notify_me += 2;                                  fence(SeqCst); read notified
+//! ```
+//!
+//! The two full fences guarantee that at least one side sees the other's store: either the notifier
+//! sees `notify_me != 0` and writes the eventfd, or the poller sees `notified` and does not block. The
+//! fences are explicit on purpose: a SeqCst RMW followed by a Relaxed load does not order them on ARM
+//! (QEMU's 2020 aarch64 hang, bug-history B8), and loom models `fence(SeqCst)` exactly.
+//!
+//! # Model
+//!
+//! `promela/notify.pml` (sequentially consistent), `promela/notify_tso.pml` (store buffers: each
+//! fence is needed), `promela/external.pml` (two pollers); loom scenarios in `model/tests/notify.rs`.
+//! Planted bugs (`--cfg aioctx_bug="..."`): `notify_no_seqcst_fence`, `poll_no_fence_after_arm`,
+//! `notify_me_rmw_instead_of_fence`, `poll_no_recheck_notified`, `skip_event_when_notified`,
+//! `accept_after_scan` (in `ctx.rs`).
+//!
+//! # Upstream
+//!
+//! QEMU util/async.c `aio_notify`, `aio_notify_accept`, `aio_ctx_prepare`/`aio_ctx_check`;
+//! util/aio-posix.c `aio_poll` (the `use_notify_me` block).
+
+use crate::kernel::EventNotifier;
+use crate::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
+#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
+use crate::trace::Step;
+
+/// The handshake state of one context (part of its shared half).
+#[derive(Debug)]
+pub(crate) struct NotifyState {
+    pub(crate) notify_me: AtomicU32,
+    pub(crate) notified: AtomicBool,
+    pub(crate) notifier: Box<dyn EventNotifier>,
+}
+
+impl NotifyState {
+    pub(crate) fn new(notifier: Box<dyn EventNotifier>) -> Self {
+        NotifyState { notify_me: AtomicU32::new(0), notified: AtomicBool::new(false), notifier }
+    }
+
+    /// `aio_notify`: make the home thread re-examine its work. Any thread. No syscall unless a poller
+    /// is (about to be) blocked.
+    #[inline]
+    pub(crate) fn notify(&self) {
+        // ORDERING: Release fence: work published before this call (a BH pushed, a handler added, a
+        // timer moved) is visible to a poller that reads `notified == true` and then runs the
+        // SeqCst fence in notify_accept. Pairs with the fence in `notify_accept`.
+        // Model: notify.pml#ctx_notify_release_fence
+        fence(Ordering::Release);
+        crate::trace_step!(Step::CtxNotifyReleaseFence);
+
+        #[cfg(aioctx_bug = "skip_event_when_notified")]
+        let already = self.notified.swap(true, Ordering::Relaxed);
+        // ORDERING: Relaxed store; the fences on either side give it its meaning.
+        // Model: notify.pml#ctx_notify_set_notified
+        #[cfg(not(aioctx_bug = "skip_event_when_notified"))]
+        self.notified.store(true, Ordering::Relaxed);
+        crate::trace_step!(Step::CtxNotifySetNotified, notified = 1);
+
+        // ORDERING: SeqCst fence: the store to `notified` (and the published work) precedes the load
+        // of `notify_me`. Pairs with the fence after `notify_me += 2` in `arm` and after
+        // `notify_me |= 1` in `prepare`. Model: notify.pml#ctx_notify_fence
+        #[cfg(not(aioctx_bug = "notify_no_seqcst_fence"))]
+        fence(Ordering::SeqCst);
+        crate::trace_step!(Step::CtxNotifyFence);
+
+        // ORDERING: Relaxed load, ordered by the fence above. Model: notify.pml#ctx_notify_read_notify_me
+        let me = self.notify_me.load(Ordering::Relaxed);
+        crate::trace_step!(Step::CtxNotifyReadNotifyMe, notify_me = me);
+        #[cfg(aioctx_bug = "skip_event_when_notified")]
+        let me = if already { 0 } else { me };
+        if me != 0 {
+            crate::trace_step!(Step::CtxNotifyEventSet, notifier = 1);
+            // An eventfd write fails only if the fd is gone (a bug) or the counter is saturated,
+            // which `set` treats as success (it is set).
+            if let Err(e) = self.notifier.set() {
+                panic!("aioctx: event notifier write failed: {e}");
+            }
+        }
+    }
+
+    /// `aio_notify_accept`: the home thread has seen the notification. Clears `notified`; must run
+    /// before the loop looks at BHs, handlers and timers. Does not touch the eventfd (its read handler
+    /// drains it).
+    #[inline]
+    pub(crate) fn accept(&self) {
+        // ORDERING: Relaxed store; the fence below orders it (and the loads of `notified` made while
+        // polling) before the work scan. Model: notify.pml#ctx_notify_accept
+        self.notified.store(false, Ordering::Relaxed);
+        crate::trace_step!(Step::CtxNotifyAccept, notified = 0);
+        // ORDERING: SeqCst fence, also an acquire fence: pairs with the Release fence in `notify`, so
+        // a notify whose `notified = true` was read (or overwritten here) has its work visible to the
+        // scan that follows. Model: notify.pml#ctx_notify_accept_fence
+        fence(Ordering::SeqCst);
+        crate::trace_step!(Step::CtxNotifyAcceptFence);
+    }
+
+    /// Poll step 5: announce a blocking wait and re-check `notified`. Returns true if the wait must not
+    /// block (a notify came in while `notify_me` was 0). Home thread only.
+    #[inline]
+    pub(crate) fn arm(&self) -> bool {
+        #[cfg(not(aioctx_bug = "notify_me_rmw_instead_of_fence"))]
+        {
+            // ORDERING: plain load + store (only the home thread writes notify_me). Relaxed: the fence
+            // below orders it. Model: notify.pml#ctx_poll_notify_me_add
+            let v = self.notify_me.load(Ordering::Relaxed);
+            self.notify_me.store(v + 2, Ordering::Relaxed);
+            crate::trace_step!(Step::CtxPollNotifyMeAdd, notify_me = v + 2);
+            // ORDERING: SeqCst fence: the store to notify_me precedes the re-check of `notified`.
+            // Pairs with the SeqCst fence in `notify`. Model: notify.pml#ctx_poll_fence
+            #[cfg(not(aioctx_bug = "poll_no_fence_after_arm"))]
+            fence(Ordering::SeqCst);
+            crate::trace_step!(Step::CtxPollFence);
+        }
+        #[cfg(aioctx_bug = "notify_me_rmw_instead_of_fence")]
+        {
+            // QEMU before 2020: a SeqCst RMW, believed to order the later Relaxed load. It does not
+            // on ARM (the load can be satisfied before the RMW's store is visible).
+            let v = self.notify_me.fetch_add(2, Ordering::SeqCst);
+            crate::trace_step!(Step::CtxPollNotifyMeAdd, notify_me = v + 2);
+        }
+
+        #[cfg(aioctx_bug = "poll_no_recheck_notified")]
+        return false;
+        // ORDERING: Relaxed load, ordered after the arm by the fence. Reading true means a notify
+        // skipped (or will skip) the eventfd; do not block. Model: notify.pml#ctx_poll_recheck_notified
+        #[cfg(not(aioctx_bug = "poll_no_recheck_notified"))]
+        {
+            let n = self.notified.load(Ordering::Relaxed);
+            crate::trace_step!(Step::CtxPollRecheckNotified, notified = n as u32);
+            n
+        }
+    }
+
+    /// Poll step 7: the wait is over. Home thread only.
+    #[inline]
+    pub(crate) fn disarm(&self) {
+        let v = self.notify_me.load(Ordering::Relaxed);
+        assert!(v >= 2, "notify_me underflow: {v}");
+        // ORDERING: Release store: the wait (and what it observed) is complete before a notifier can
+        // see notify_me drop and skip the eventfd. Model: notify.pml#ctx_poll_notify_me_sub
+        self.notify_me.store(v - 2, Ordering::Release);
+        crate::trace_step!(Step::CtxPollNotifyMeSub, notify_me = v - 2);
+    }
+
+    /// External-loop prepare: set bit 0, then fence; returns `notified` (true: do not block).
+    pub(crate) fn prepare(&self) -> bool {
+        let v = self.notify_me.load(Ordering::Relaxed);
+        // ORDERING: Relaxed store, ordered by the fence below. Model: external.pml#ctx_prepare_notify_me_or
+        self.notify_me.store(v | 1, Ordering::Relaxed);
+        crate::trace_step!(Step::CtxPrepareNotifyMeOr, notify_me = v | 1);
+        // ORDERING: SeqCst fence: bit 0 is visible before the timeout computation reads BHs and
+        // timers. Pairs with the SeqCst fence in `notify`. Model: external.pml#ctx_prepare_fence
+        fence(Ordering::SeqCst);
+        crate::trace_step!(Step::CtxPrepareFence);
+        // ORDERING: Relaxed, after the fence (as the re-check in `arm`).
+        self.notified.load(Ordering::Relaxed)
+    }
+
+    /// External-loop check: clear bit 0.
+    pub(crate) fn check(&self) {
+        let v = self.notify_me.load(Ordering::Relaxed);
+        // ORDERING: Release, as in `disarm`. Model: external.pml#ctx_check_notify_me_clear
+        self.notify_me.store(v & !1, Ordering::Release);
+        crate::trace_step!(Step::CtxCheckNotifyMeClear, notify_me = v & !1);
+    }
+
+    /// Drain the eventfd (the notifier's read handler). Never progress.
+    pub(crate) fn drain(&self) {
+        let was = self.notifier.test_and_clear().unwrap_or_else(|e| {
+            panic!("aioctx: event notifier read failed: {e}");
+        });
+        crate::trace_step!(Step::CtxPollEventDrain, notifier = was as u32);
+        let _ = was;
+    }
+}

@@ -1,0 +1,414 @@
+//! Adaptive userspace polling: poll parameters, the poll handler list, poll mode and the per-handler
+//! window.
+//!
+//! # Protocol
+//!
+//! | state | written by | meaning |
+//! |---|---|---|
+//! | `PollParams` (atomics) | `set_poll_params`, any thread (then notify) | `max_ns` (0 = off), `grow` (0 = 2), `shrink` (0 = reset), `epoch` bumped on every change, idle timeout |
+//! | `PollState::list` | home thread | handlers with io_poll + io_poll_ready that have been ready once |
+//! | `PollState::started` (QEMU `poll_started`) | home thread | io_poll_begin was called on the list; io_poll_end is due before the next blocking wait |
+//! | `HandlerLocal::{poll_ns, poll_idle_deadline, poll_ready}` | home thread | per-handler window, idle deadline, io_poll succeeded |
+//!
+//! Polling runs with `notify_me == 0`: a notify only sets `notified`, which the loop reads here (it ends
+//! polling and is not progress). Poll mode is left only right before a blocking wait: io_poll_end on
+//! each handler, then one more io_poll of each, so an event that raced io_poll_end is not lost
+//! (planted bug `no_final_poll_after_poll_end`). On ppoll and epoll, polling happens only when every
+//! handler can poll (an fd-only handler is never starved, bug-history B12); idle handlers leave the list
+//! only on backends that poll readiness from userspace.
+//!
+//! # Model
+//!
+//! `promela/poll_mode.pml`, `promela/poll_idle.pml`; loom scenarios `notify_during_userspace_polling`,
+//! `poll_mode_end_racing_event`, `idle_removal_racing_event` in `model/tests/poll.rs`.
+//!
+//! # Upstream
+//!
+//! QEMU util/aio-posix.c: `try_poll_mode`, `run_poll_handlers`, `run_poll_handlers_once`,
+//! `poll_set_started`, `remove_idle_poll_handlers`, `adjust_polling_time`,
+//! `aio_context_set_poll_params`.
+
+use std::cell::{Cell, RefCell};
+
+use crate::handler::AioHandler;
+use crate::kernel::Event;
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::Arc;
+#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
+use crate::trace::Step;
+use crate::{AioContext, Handle};
+
+/// Default time after which a handler whose io_poll never succeeded leaves the poll list (QEMU: 7 s).
+pub const POLL_IDLE_INTERVAL_NS: u64 = 7_000_000_000;
+
+/// The first step of a growing window (QEMU: 4 µs).
+pub const POLL_INITIAL_NS: u64 = 4000;
+
+/// Polling rounds per poll under the model checkers, where there is no wall clock.
+const MODEL_POLL_ROUNDS: u32 = 2;
+
+/// Polling parameters, shared.
+#[derive(Debug)]
+pub(crate) struct PollParams {
+    max_ns: AtomicU64,
+    grow: AtomicU64,
+    shrink: AtomicU64,
+    idle_ns: AtomicU64,
+    epoch: AtomicU64,
+}
+
+impl PollParams {
+    pub(crate) fn new(max_ns: u64, grow: u64, shrink: u64) -> Self {
+        PollParams {
+            max_ns: AtomicU64::new(max_ns),
+            grow: AtomicU64::new(grow),
+            shrink: AtomicU64::new(shrink),
+            idle_ns: AtomicU64::new(POLL_IDLE_INTERVAL_NS),
+            epoch: AtomicU64::new(0),
+        }
+    }
+    /// Polling configured (max_ns != 0).
+    #[inline]
+    pub(crate) fn enabled(&self) -> bool {
+        // ORDERING: Relaxed: a change is followed by a notify (its fences publish it).
+        self.max_ns.load(Ordering::Relaxed) != 0
+    }
+    fn get(&self) -> (u64, u64, u64) {
+        // ORDERING: Relaxed, as in `enabled`.
+        (
+            self.max_ns.load(Ordering::Relaxed),
+            self.grow.load(Ordering::Relaxed),
+            self.shrink.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The new window after a dispatch that followed `block_ns` of polling + waiting (QEMU's
+/// `adjust_polling_time`, protocol.md §3): keep it if the wait fitted; shrink (÷shrink, or reset to 0)
+/// if the wait exceeded `max_ns`; otherwise grow (0 → 4000 → ×grow, default ×2), capped at `max_ns`.
+pub fn adjust_poll_ns(poll_ns: u64, block_ns: u64, max_ns: u64, grow: u64, shrink: u64) -> u64 {
+    if block_ns <= poll_ns {
+        poll_ns
+    } else if block_ns > max_ns {
+        if shrink != 0 {
+            poll_ns / shrink
+        } else {
+            0
+        }
+    } else if poll_ns < max_ns && block_ns < max_ns {
+        let grow = if grow == 0 { 2 } else { grow };
+        let n = if poll_ns == 0 { POLL_INITIAL_NS } else { poll_ns.saturating_mul(grow) };
+        n.min(max_ns)
+    } else {
+        poll_ns
+    }
+}
+
+/// Home-thread polling state.
+#[derive(Debug, Default)]
+pub(crate) struct PollState {
+    list: RefCell<Vec<Arc<AioHandler>>>,
+    started: Cell<bool>,
+    /// Handlers whose io_poll succeeded: io_poll_ready is due at dispatch.
+    ready: RefCell<Vec<Arc<AioHandler>>>,
+    /// The params epoch the windows were last reset for.
+    epoch: Cell<u64>,
+}
+
+impl PollState {
+    pub(crate) fn has_ready(&self) -> bool {
+        !self.ready.borrow().is_empty()
+    }
+    pub(crate) fn clear(&self) {
+        self.list.borrow_mut().clear();
+        self.ready.borrow_mut().clear();
+        self.started.set(false);
+    }
+    /// Whether poll mode is on (QEMU `poll_started`).
+    pub(crate) fn started(&self) -> bool {
+        self.started.get()
+    }
+}
+
+impl Handle {
+    /// Set the adaptive polling parameters, from any thread: `max_ns` is the longest window (0 turns
+    /// polling off; QEMU IOThreads use 32768), `grow` multiplies a window that was too short (0: ×2),
+    /// `shrink` divides one that was too long (0: reset to 0). Every handler's window restarts at 0.
+    #[doc(alias = "aio_context_set_poll_params")]
+    pub fn set_poll_params(&self, max_ns: u64, grow: u64, shrink: u64) {
+        let p = &self.shared.poll_params;
+        // ORDERING: Relaxed stores; the notify below publishes them.
+        p.max_ns.store(max_ns, Ordering::Relaxed);
+        p.grow.store(grow, Ordering::Relaxed);
+        p.shrink.store(shrink, Ordering::Relaxed);
+        p.epoch.fetch_add(1, Ordering::Relaxed);
+        self.shared.notify.notify();
+    }
+
+    /// How long a poll handler may go without a successful io_poll before it leaves the poll list
+    /// (default 7 s; only on backends that poll fd readiness from userspace).
+    pub fn set_poll_idle_timeout(&self, d: std::time::Duration) {
+        // ORDERING: Relaxed, as in set_poll_params.
+        self.shared.poll_params.idle_ns.store(d.as_nanos() as u64, Ordering::Relaxed);
+        self.shared.notify.notify();
+    }
+
+    /// The current polling parameters `(max_ns, grow, shrink)`.
+    pub fn poll_params(&self) -> (u64, u64, u64) {
+        self.shared.poll_params.get()
+    }
+}
+
+impl AioContext {
+    /// The adaptive window of `fd`'s handler, if it is registered (diagnostics and tests).
+    pub fn poll_ns(&self, fd: std::os::fd::RawFd) -> Option<u64> {
+        let h = self.shared().handlers.lock().by_fd.get(&fd).cloned()?;
+        Some(h.with_local(|l| l.poll_ns))
+    }
+
+    /// Whether `fd`'s handler is on the poll list.
+    pub fn is_polled(&self, fd: std::os::fd::RawFd) -> bool {
+        let h = self.shared().handlers.lock().by_fd.get(&fd).cloned();
+        h.is_some_and(|h| h.with_local(|l| l.on_poll_list))
+    }
+
+    /// Whether poll mode is on (io_poll_begin was called and io_poll_end is due).
+    pub fn poll_started(&self) -> bool {
+        self.home_polling().started()
+    }
+
+    fn reset_windows_if_params_changed(&self) {
+        let st = self.home_polling();
+        // ORDERING: Relaxed, as in `PollParams::enabled`.
+        let epoch = self.shared().poll_params.epoch.load(Ordering::Relaxed);
+        if st.epoch.replace(epoch) != epoch {
+            let t = self.shared().handlers.lock();
+            for h in t.by_fd.values() {
+                h.with_local(|l| l.poll_ns = 0);
+            }
+        }
+    }
+
+    /// Protocol step 4 (`try_poll_mode`): poll the handlers in userspace for up to the largest window,
+    /// clamped by `timeout`. A ready handler sets `timeout` to 0 and is queued for io_poll_ready; a
+    /// notify (`notified`) ends polling without progress. The remaining timeout keeps its absolute
+    /// deadline. Returns progress (a user handler became ready).
+    pub(crate) fn try_poll_mode(&self, timeout: &mut Option<u64>) -> bool {
+        let s = self.shared();
+        if !s.poll_params.enabled() {
+            return false;
+        }
+        self.reset_windows_if_params_changed();
+        let st = self.home_polling();
+        if st.list.borrow().is_empty() {
+            return false;
+        }
+        let fdmon_polls = self.fdmon_polls_readiness();
+        // On ppoll/epoll, poll only when every handler can (an fd-only handler must not starve).
+        if !fdmon_polls && st.list.borrow().len() != s.nr_user.load(Ordering::Relaxed) {
+            return false;
+        }
+        let budget = st.list.borrow().iter().map(|h| h.with_local(|l| l.poll_ns)).max().unwrap_or(0);
+        let budget = timeout.map_or(budget, |t| t.min(budget));
+        if budget == 0 {
+            return false;
+        }
+
+        if !st.started.get() {
+            crate::trace_step!(Step::CtxPollBegin, poll_started = 1);
+            st.started.set(true);
+            for h in st.list.borrow().clone() {
+                h.set_polling(true);
+            }
+        }
+
+        let start = s.clock.now_ns();
+        let mut progress = false;
+        let mut rounds = 0u32;
+        loop {
+            rounds += 1;
+            for h in st.list.borrow().clone() {
+                if self.poll_once(&h, start) {
+                    *timeout = Some(0);
+                    progress = true;
+                }
+            }
+            // The notifier's own io_poll: a notify ends polling, never progress.
+            // ORDERING: Relaxed: seeing true leads to accept (SeqCst fence) before the work scan.
+            let notified = s.notify.notified.load(Ordering::Relaxed);
+            crate::trace_step!(Step::CtxPollUserspace, notified = notified as u32);
+            if notified {
+                *timeout = Some(0);
+            }
+            if *timeout == Some(0) {
+                break;
+            }
+            let elapsed = s.clock.now_ns().saturating_sub(start);
+            if elapsed >= budget || (crate::sync::MODEL_CHECKER && rounds >= MODEL_POLL_ROUNDS) {
+                break;
+            }
+            crate::sync::hint::spin_loop();
+        }
+        let now = s.clock.now_ns();
+        if fdmon_polls && self.remove_idle(now) {
+            *timeout = Some(0);
+            progress = true;
+        }
+        if let Some(t) = timeout.as_mut() {
+            *t = t.saturating_sub(now.saturating_sub(start));
+        }
+        progress
+    }
+
+    /// One io_poll of `h`; true if it is ready (then queued for io_poll_ready).
+    fn poll_once(&self, h: &Arc<AioHandler>, now: u64) -> bool {
+        let ready = h.io_poll() == Some(true);
+        crate::trace_step!(Step::HandlerIoPoll, ready = ready as u32);
+        if ready {
+            let idle = self.shared().poll_params.idle_ns.load(Ordering::Relaxed);
+            let first = h.with_local(|l| {
+                l.poll_idle_deadline = now.saturating_add(idle);
+                !std::mem::replace(&mut l.poll_ready, true)
+            });
+            if first {
+                self.home_polling().ready.borrow_mut().push(h.clone());
+            }
+        }
+        ready
+    }
+
+    fn fdmon_polls_readiness(&self) -> bool {
+        self.shared().handlers.lock().fdmon.name() == "io_uring"
+    }
+
+    /// Idle handlers leave the poll list: io_poll_end, then a final io_poll. True if that final poll
+    /// found one ready.
+    fn remove_idle(&self, now: u64) -> bool {
+        let st = self.home_polling();
+        let idle: Vec<_> = st
+            .list
+            .borrow()
+            .iter()
+            .filter(|h| h.with_local(|l| l.poll_idle_deadline != 0 && now > l.poll_idle_deadline && !l.poll_ready))
+            .cloned()
+            .collect();
+        let mut progress = false;
+        for h in idle {
+            crate::trace_step!(Step::CtxPollIdleRemove);
+            self.poll_list_remove(&h);
+            h.with_local(|l| l.poll_idle_deadline = 0);
+            if st.started.get() {
+                h.set_polling(false);
+                #[cfg(not(aioctx_bug = "no_final_poll_after_poll_end"))]
+                if self.poll_once(&h, now) {
+                    progress = true;
+                }
+            }
+        }
+        progress
+    }
+
+    /// Leave poll mode before a blocking wait: io_poll_end on each handler, then one final io_poll of
+    /// each (an event that raced io_poll_end is not lost). True if the final poll found one ready.
+    pub(crate) fn poll_mode_end(&self) -> bool {
+        let st = self.home_polling();
+        if !st.started.get() {
+            return false;
+        }
+        st.started.set(false);
+        crate::trace_step!(Step::CtxPollEnd, poll_started = 0);
+        let list = st.list.borrow().clone();
+        for h in &list {
+            h.set_polling(false);
+        }
+        let mut progress = false;
+        #[cfg(not(aioctx_bug = "no_final_poll_after_poll_end"))]
+        {
+            let now = self.shared().clock.now_ns();
+            for h in &list {
+                crate::trace_step!(Step::CtxPollFinalPoll);
+                if self.poll_once(h, now) {
+                    progress = true;
+                }
+            }
+        }
+        progress
+    }
+
+    fn poll_list_remove(&self, h: &Arc<AioHandler>) {
+        if h.with_local(|l| std::mem::replace(&mut l.on_poll_list, false)) {
+            self.home_polling().list.borrow_mut().retain(|x| !Arc::ptr_eq(x, h));
+        }
+    }
+
+    fn poll_list_add(&self, h: &Arc<AioHandler>) {
+        if h.is_deleted() || !h.can_poll || h.with_local(|l| std::mem::replace(&mut l.on_poll_list, true)) {
+            return;
+        }
+        let st = self.home_polling();
+        let idle = self.shared().poll_params.idle_ns.load(Ordering::Relaxed);
+        let now = self.shared().clock.now_ns();
+        h.with_local(|l| l.poll_idle_deadline = now.saturating_add(idle));
+        st.list.borrow_mut().push(h.clone());
+        if st.started.get() {
+            h.set_polling(true);
+        }
+    }
+
+    /// A removed handler (or the context is dropped): off the poll list, and io_poll_end if begun.
+    pub(crate) fn poll_list_forget(&self, h: &Arc<AioHandler>) {
+        self.poll_list_remove(h);
+        h.with_local(|l| l.poll_ready = false);
+        h.set_polling(false);
+    }
+
+    fn adjust(&self, h: &AioHandler, block_ns: u64) {
+        let (max, grow, shrink) = self.shared().poll_params.get();
+        if max == 0 || !h.with_local(|l| l.on_poll_list) {
+            return;
+        }
+        h.with_local(|l| {
+            let old = l.poll_ns;
+            l.poll_ns = adjust_poll_ns(old, block_ns, max, grow, shrink);
+        });
+    }
+
+    /// Run io_poll_ready for handlers whose io_poll succeeded. The handler is off the poll list while
+    /// it runs (a nested poll must not poll it, bug-history B18).
+    pub(crate) fn dispatch_poll_ready(&self, block_ns: u64) -> bool {
+        let st = self.home_polling();
+        if st.ready.borrow().is_empty() {
+            return false;
+        }
+        let ready = std::mem::take(&mut *st.ready.borrow_mut());
+        let mut progress = false;
+        for h in ready {
+            if !h.with_local(|l| std::mem::replace(&mut l.poll_ready, false)) || h.is_deleted() {
+                continue;
+            }
+            let was_listed = h.with_local(|l| l.on_poll_list);
+            self.poll_list_remove(&h);
+            crate::trace_step!(Step::HandlerPollReady);
+            if h.io_poll_ready() {
+                progress = true;
+            }
+            if was_listed {
+                self.poll_list_add(&h);
+            }
+            self.adjust(&h, block_ns);
+        }
+        progress
+    }
+
+    /// Dispatch fd readiness of one handler; it joins the poll list on its first event.
+    pub(crate) fn dispatch_handler(&self, h: &Arc<AioHandler>, e: &Event, block_ns: u64) -> bool {
+        // An fd event supersedes a pending poll-ready for the same handler (one dispatch, as QEMU).
+        h.with_local(|l| l.poll_ready = false);
+        let progress = h.dispatch(e);
+        if h.can_poll {
+            self.poll_list_add(h);
+            self.adjust(h, block_ns);
+        }
+        progress
+    }
+}

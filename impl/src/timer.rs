@@ -1,0 +1,283 @@
+//! Timers on the context's monotonic clock: armed from any thread, run on the home thread after BHs
+//! and handlers, never early.
+//!
+//! # Protocol
+//!
+//! | field | written by | read by | meaning |
+//! |---|---|---|---|
+//! | `TimerQueue` (under the timers mutex) | any thread (`mod`/`del`), home thread (run) | home thread | min-heap of (deadline, arm sequence); stale entries are skipped lazily |
+//! | `earliest: AtomicU64` | under the timers mutex | home thread (timeout, run check) without the lock | earliest heap deadline, `u64::MAX` if none (may be early, never late) |
+//! | `TimerInner::armed` (under the mutex) | `mod`/`del`/run | run | the sequence number of the live arming, 0 if none |
+//!
+//! A `mod` that makes the timer the earliest notifies the loop (a blocked wait recomputes its timeout).
+//! Timers run only inside `poll`, after BHs and fd handlers, when `now >= deadline`.
+//!
+//! # Model
+//!
+//! loom scenario `timer_mod_from_other_thread` in `model/tests/timer.rs`.
+//!
+//! # Upstream
+//!
+//! QEMU util/qemu-timer.c: `timer_mod_ns`, `timer_del`, `timerlist_run_timers`,
+//! `timerlistgroup_deadline_ns`, `timerlist_notify`.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Mutex, UnsafeCell};
+#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
+use crate::trace::Step;
+use crate::Shared;
+
+type Callback = Box<dyn FnMut() + Send + 'static>;
+
+pub(crate) struct TimerInner {
+    /// Home thread only.
+    cb: UnsafeCell<Callback>,
+    /// Home thread only: the callback is running (not re-entered by a nested poll).
+    running: UnsafeCell<bool>,
+}
+
+// SAFETY:
+// - the callback is `Send`, so the timer may be dropped on any thread;
+// - `cb` and `running` are accessed only by the home thread (`Timers::run`, called by poll).
+unsafe impl Send for TimerInner {}
+// SAFETY: see the Send impl above.
+unsafe impl Sync for TimerInner {}
+
+struct Entry {
+    deadline: u64,
+    seq: u64,
+    timer: Arc<TimerInner>,
+    /// Sequence number shared with the owning `Timer`'s state (see `TimerQueue::armed`).
+    id: u64,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.deadline, self.seq) == (o.deadline, o.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.deadline, self.seq).cmp(&(o.deadline, o.seq))
+    }
+}
+
+/// The timer list of one context (under `Shared::timers`).
+#[derive(Default)]
+pub(crate) struct TimerQueue {
+    heap: BinaryHeap<Reverse<Entry>>,
+    next_seq: u64,
+    next_id: u64,
+    /// timer id -> (live seq, deadline): the arming that counts.
+    armed: std::collections::HashMap<u64, (u64, u64)>,
+}
+
+impl TimerQueue {
+    fn prune(&mut self) {
+        while let Some(Reverse(top)) = self.heap.peek() {
+            if self.armed.get(&top.id) == Some(&(top.seq, top.deadline)) {
+                break;
+            }
+            self.heap.pop();
+        }
+    }
+    /// Drop stale entries once they are more than half the heap, so re-arming is amortised O(log n)
+    /// in time and the heap's size stays within twice the number of armed timers.
+    fn compact(&mut self) {
+        if self.heap.len() > 64 && self.heap.len() > 2 * self.armed.len() {
+            let armed = std::mem::take(&mut self.armed);
+            self.heap.retain(|Reverse(e)| armed.get(&e.id) == Some(&(e.seq, e.deadline)));
+            self.armed = armed;
+        }
+    }
+    fn earliest(&mut self) -> u64 {
+        self.prune();
+        self.heap.peek().map(|Reverse(e)| e.deadline).unwrap_or(u64::MAX)
+    }
+}
+
+/// Shared timer state of a context.
+pub(crate) struct Timers {
+    pub(crate) queue: Mutex<TimerQueue>,
+    pub(crate) earliest: AtomicU64,
+}
+
+impl Timers {
+    pub(crate) fn new() -> Self {
+        Timers { queue: Mutex::new(TimerQueue::default()), earliest: AtomicU64::new(u64::MAX) }
+    }
+
+    /// Earliest deadline, `u64::MAX` if none. Lock-free; may be early (a deleted timer), never late.
+    #[inline]
+    pub(crate) fn earliest(&self) -> u64 {
+        // ORDERING: Relaxed: a `mod` that lowers it also notifies, and the notify/accept fences make
+        // the new value visible before the loop recomputes its timeout.
+        self.earliest.load(Ordering::Relaxed)
+    }
+
+    /// Run every timer whose deadline is `<= now`. Home thread only. Returns true if one ran.
+    pub(crate) fn run(&self, now: u64) -> bool {
+        if self.earliest() > now {
+            return false;
+        }
+        let mut due = Vec::new();
+        {
+            let mut q = self.queue.lock();
+            loop {
+                q.prune();
+                match q.heap.peek() {
+                    Some(Reverse(e)) if e.deadline <= now => {}
+                    _ => break,
+                }
+                let Reverse(e) = q.heap.pop().expect("peeked");
+                q.armed.remove(&e.id);
+                due.push(e.timer);
+            }
+            let earliest = q.earliest();
+            // ORDERING: Relaxed, written under the lock (see `earliest`).
+            self.earliest.store(earliest, Ordering::Relaxed);
+        }
+        for t in &due {
+            crate::trace_step!(Step::TimerRun);
+            call(t);
+        }
+        !due.is_empty()
+    }
+
+    /// Forget every timer (the context is going away).
+    pub(crate) fn clear(&self) {
+        let mut q = self.queue.lock();
+        q.heap.clear();
+        q.armed.clear();
+        self.earliest.store(u64::MAX, Ordering::Relaxed);
+    }
+}
+
+fn call(t: &TimerInner) {
+    // SAFETY:
+    // - `cb` and `running` are only accessed on the home thread (from `Timers::run`, called by poll);
+    // - `running` prevents a second &mut to the callback from a nested poll inside it.
+    let running = t.running.with(|r| unsafe { *r });
+    if running {
+        return;
+    }
+    // SAFETY: as above.
+    t.running.with_mut(|r| unsafe { *r = true });
+    struct Reset<'a>(&'a TimerInner);
+    impl Drop for Reset<'_> {
+        fn drop(&mut self) {
+            // SAFETY: as above.
+            self.0.running.with_mut(|r| unsafe { *r = false });
+        }
+    }
+    let _reset = Reset(t);
+    // SAFETY: as above.
+    t.cb.with_mut(|c| unsafe { (*c)() });
+}
+
+/// A timer of one context (QEMU `QEMUTimer` on the context's clock). Arm it with [`Timer::mod_ns`] or
+/// [`Timer::mod_in`] from any thread; its callback runs on the home thread, inside `poll`, at or after
+/// the deadline. Dropping the `Timer` disarms it.
+///
+/// # Examples
+///
+/// ```
+/// # use aioctx::AioContext;
+/// # use std::time::Duration;
+/// let ctx = AioContext::new()?;
+/// let t = ctx.timer_new(|| println!("fired"));
+/// t.mod_in(Duration::from_millis(1));
+/// assert!(!ctx.poll(false)); // arming notified the loop: consumed here, not progress
+/// assert!(ctx.poll(true)); // blocks until the deadline, then runs it
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[doc(alias = "QEMUTimer")]
+pub struct Timer {
+    inner: Arc<TimerInner>,
+    ctx: Arc<Shared>,
+    id: u64,
+}
+
+impl std::fmt::Debug for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timer").field("id", &self.id).field("deadline", &self.deadline_ns()).finish()
+    }
+}
+
+impl Timer {
+    pub(crate) fn new(ctx: Arc<Shared>, cb: Callback) -> Timer {
+        let id = {
+            let mut q = ctx.timers.queue.lock();
+            q.next_id += 1;
+            q.next_id
+        };
+        let inner = Arc::new(TimerInner { cb: UnsafeCell::new(cb), running: UnsafeCell::new(false) });
+        Timer { inner, ctx, id }
+    }
+
+    /// Arm (or re-arm) the timer for the absolute deadline `deadline_ns` on the context's clock
+    /// ([`crate::Handle::now_ns`]). Notifies the loop if this is now the earliest timer.
+    #[doc(alias = "timer_mod_ns")]
+    pub fn mod_ns(&self, deadline_ns: u64) {
+        let t = &self.ctx.timers;
+        let lowered = {
+            let mut q = t.queue.lock();
+            q.next_seq += 1;
+            let seq = q.next_seq;
+            q.armed.insert(self.id, (seq, deadline_ns));
+            q.heap.push(Reverse(Entry { deadline: deadline_ns, seq, timer: self.inner.clone(), id: self.id }));
+            q.compact();
+            let old = t.earliest.load(Ordering::Relaxed);
+            let new = q.earliest();
+            // ORDERING: Relaxed under the lock; published to the home thread by the notify below.
+            t.earliest.store(new, Ordering::Relaxed);
+            new < old
+        };
+        crate::trace_step!(Step::TimerMod);
+        if lowered {
+            self.ctx.notify.notify();
+        }
+    }
+
+    /// Arm the timer `d` from now.
+    pub fn mod_in(&self, d: Duration) {
+        let now = self.ctx.clock.now_ns();
+        self.mod_ns(now.saturating_add(d.as_nanos().min(u64::MAX as u128) as u64));
+    }
+
+    /// Disarm the timer; a pending expiry will not run it. It can be armed again.
+    #[doc(alias = "timer_del")]
+    pub fn del(&self) {
+        let mut q = self.ctx.timers.queue.lock();
+        q.armed.remove(&self.id);
+        q.compact();
+        // `earliest` may stay early; the loop wakes once, finds nothing due and recomputes it.
+    }
+
+    /// The armed deadline, if any.
+    pub fn deadline_ns(&self) -> Option<u64> {
+        self.ctx.timers.queue.lock().armed.get(&self.id).map(|&(_, d)| d)
+    }
+
+    /// Whether the timer is armed.
+    #[doc(alias = "timer_pending")]
+    pub fn is_pending(&self) -> bool {
+        self.deadline_ns().is_some()
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.del();
+    }
+}
