@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) handlers_gen: AtomicU64,
     /// Registered user handlers (not counting the notifier).
     pub(crate) nr_user: AtomicUsize,
+    /// Registered user handlers that cannot poll (no io_poll + io_poll_ready): QEMU's poll_disable_cnt.
+    pub(crate) nr_no_poll: AtomicUsize,
     /// The table's `deleted` list is non-empty.
     pub(crate) has_deleted: AtomicBool,
     pub(crate) timers: Timers,
@@ -65,6 +67,17 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// The stop flag of the IoThread running this context, if any.
     pub(crate) stop_hook: Mutex<Option<Arc<AtomicBool>>>,
+}
+
+impl Shared {
+    /// Mirror the table's counts into the lock-free fields the home thread reads. Under the lock.
+    fn publish_counts(&self, t: &HandlerTable) {
+        // ORDERING: Relaxed, written under the table lock; every change ends with a notify, whose
+        // fences publish them to the home thread.
+        self.nr_user.store(t.by_fd.len(), Ordering::Relaxed);
+        self.nr_no_poll.store(t.by_fd.values().filter(|h| !h.can_poll).count(), Ordering::Relaxed);
+        self.has_deleted.store(!t.deleted.is_empty(), Ordering::Relaxed);
+    }
 }
 
 impl Drop for Shared {
@@ -143,6 +156,7 @@ impl Builder {
             handlers: Mutex::new(table),
             handlers_gen: AtomicU64::new(0),
             nr_user: AtomicUsize::new(0),
+            nr_no_poll: AtomicUsize::new(0),
             has_deleted: AtomicBool::new(false),
             timers: Timers::new(),
             clock,
@@ -264,8 +278,7 @@ impl Handle {
         {
             let mut t = s.handlers.lock();
             t.set(fd, h)?;
-            s.nr_user.store(t.by_fd.len(), Ordering::Relaxed);
-            s.has_deleted.store(!t.deleted.is_empty(), Ordering::Relaxed);
+            s.publish_counts(&t);
             #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
             if t.upgrade_at != 0 && t.by_fd.len() >= t.upgrade_at && t.fdmon.name() == "ppoll" {
                 // QEMU's fdmon_epoll_try_upgrade: under the table lock, so no racing registration is
@@ -295,8 +308,7 @@ impl Handle {
         let removed = {
             let mut t = s.handlers.lock();
             let r = t.remove(fd)?;
-            s.nr_user.store(t.by_fd.len(), Ordering::Relaxed);
-            s.has_deleted.store(!t.deleted.is_empty(), Ordering::Relaxed);
+            s.publish_counts(&t);
             s.handlers_gen.fetch_add(1, Ordering::Relaxed);
             r
         };
@@ -513,7 +525,7 @@ impl AioContext {
     }
 
     /// The fd monitor, refreshed from the handler table when it changed.
-    fn fdmon(&self) -> Arc<Box<dyn FdMonitor>> {
+    pub(crate) fn fdmon(&self) -> Arc<Box<dyn FdMonitor>> {
         let s = &*self.handle.shared;
         // ORDERING: Relaxed: a change is followed by a notify, whose fences publish it.
         let gen = s.handlers_gen.load(Ordering::Relaxed);

@@ -89,6 +89,12 @@ pub trait FdMonitor: Send + Sync + std::fmt::Debug {
     fn pollable_fd(&self) -> Option<RawFd> {
         None
     }
+    /// Whether the backend reports fd readiness through memory the loop can poll from userspace
+    /// (io_uring's completion ring). Only then do fd-only handlers get polled and idle poll handlers
+    /// leave the poll list (protocol.md §3).
+    fn polls_readiness(&self) -> bool {
+        false
+    }
     /// Number of registrations.
     fn len(&self) -> usize;
     /// No registrations.
@@ -180,6 +186,7 @@ pub struct ModelKernel {
     state: Mutex<KernelState>,
     cond: Condvar,
     clock: Arc<ModelClock>,
+    polls_readiness: crate::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -200,7 +207,15 @@ impl ModelKernel {
             state: Mutex::new(KernelState::default()),
             cond: Condvar::new(),
             clock: Arc::new(ModelClock::new(0)),
+            polls_readiness: crate::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Make the model fd monitor behave like io_uring for polling purposes ([`FdMonitor::polls_readiness`]):
+    /// idle poll handlers leave the poll list. Set before building the context.
+    pub fn set_polls_readiness(&self, on: bool) {
+        // ORDERING: Relaxed: configuration, set before the context is built.
+        self.polls_readiness.store(on, Ordering::Relaxed);
     }
 
     /// The kernel's clock.
@@ -370,6 +385,9 @@ impl FdMonitor for ModelFdMonitor {
                 None => s = self.kernel.cond.wait(s),
             }
         }
+    }
+    fn polls_readiness(&self) -> bool {
+        self.kernel.polls_readiness.load(Ordering::Relaxed)
     }
     fn len(&self) -> usize {
         self.kernel.state.lock().watched.iter().filter(|w| w.is_some()).count()

@@ -204,8 +204,9 @@ impl AioContext {
             return false;
         }
         let fdmon_polls = self.fdmon_polls_readiness();
-        // On ppoll/epoll, poll only when every handler can (an fd-only handler must not starve).
-        if !fdmon_polls && st.list.borrow().len() != s.nr_user.load(Ordering::Relaxed) {
+        // On ppoll/epoll, poll only when every handler can (an fd-only handler must not starve; QEMU's
+        // poll_disable_cnt).
+        if !fdmon_polls && s.nr_no_poll.load(Ordering::Relaxed) != 0 {
             return false;
         }
         let budget = st.list.borrow().iter().map(|h| h.with_local(|l| l.poll_ns)).max().unwrap_or(0);
@@ -278,7 +279,7 @@ impl AioContext {
     }
 
     fn fdmon_polls_readiness(&self) -> bool {
-        self.shared().handlers.lock().fdmon.name() == "io_uring"
+        self.fdmon().polls_readiness()
     }
 
     /// Idle handlers leave the poll list: io_poll_end, then a final io_poll. True if that final poll

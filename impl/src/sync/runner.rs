@@ -39,10 +39,32 @@ where
         f();
         c.fetch_add(1, Ordering::Relaxed);
     };
-    let (checker, bound) = run(body);
+    let (checker, bound) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(body))) {
+        Ok(r) => r,
+        Err(p) => name_the_property(p),
+    };
     let executions = count.load(Ordering::Relaxed);
     assert!(executions > 0, "model run explored zero executions ({checker})");
     ModelReport { checker, executions, bound }
+}
+
+/// Re-raise a checker's failure naming the violated property, so every checker reports the same
+/// strings as the Promela models: a deadlock (every thread blocked, some forever in a wait) is a lost
+/// wakeup; running out of branches (a loop that never blocks nor finishes) is a busy loop.
+fn name_the_property(p: Box<dyn std::any::Any + Send>) -> ! {
+    let msg = p
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    let lower = msg.to_lowercase();
+    if lower.contains("deadlock") {
+        panic!("p_no_lost_wakeup violated: every thread is blocked: {msg}");
+    }
+    if lower.contains("maximum number of branches") || lower.contains("exceeded max_steps") {
+        panic!("p_no_busy_loop violated: the execution never settles: {msg}");
+    }
+    std::panic::resume_unwind(p)
 }
 
 /// [`model`], printing one machine-readable line `MODEL <name> <checker> bound=<b> executions=<n>` that
