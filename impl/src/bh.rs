@@ -186,7 +186,8 @@ fn enqueue(ctx: &Shared, bh: &Arc<BhInner>, new: u32) {
             bh.next.store(head, Ordering::Relaxed);
             // ORDERING: Release on success: `next` and the flags are visible to the home thread's
             // Acquire swap in `take`. Relaxed on failure: we only retry. Model: bh.pml#bh_schedule_push
-            match ctx.bh_list.compare_exchange_weak(head, raw, Ordering::Release, Ordering::Relaxed) {
+            match ctx.bh_list.compare_exchange_weak(head, raw, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => break,
                 Err(h) => head = h,
             }

@@ -180,7 +180,9 @@ impl Builder {
     }
 
     #[allow(clippy::type_complexity)]
-    fn kernel(self) -> io::Result<(Box<dyn EventNotifier>, Box<dyn FdMonitor>, Box<dyn Clock>, usize)> {
+    fn kernel(
+        self,
+    ) -> io::Result<(Box<dyn EventNotifier>, Box<dyn FdMonitor>, Box<dyn Clock>, usize)> {
         #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
         {
             use crate::fdmon::{Epoll, Ppoll};
@@ -193,12 +195,23 @@ impl Builder {
                     backend = Backend::Epoll;
                 }
             }
-            let clock = |c: Option<Box<dyn Clock>>| c.unwrap_or_else(|| Box::new(crate::kernel::MonotonicClock::new()));
+            let clock = |c: Option<Box<dyn Clock>>| {
+                c.unwrap_or_else(|| Box::new(crate::kernel::MonotonicClock::new()))
+            };
             return Ok(match backend {
                 Backend::Model(k) => model_kernel(k, self.clock),
-                Backend::Auto => (Box::new(EventFd::new()?), Box::new(Ppoll::new()), clock(self.clock), self.epoll_threshold),
-                Backend::Ppoll => (Box::new(EventFd::new()?), Box::new(Ppoll::new()), clock(self.clock), 0),
-                Backend::Epoll => (Box::new(EventFd::new()?), Box::new(Epoll::new()?), clock(self.clock), 0),
+                Backend::Auto => (
+                    Box::new(EventFd::new()?),
+                    Box::new(Ppoll::new()),
+                    clock(self.clock),
+                    self.epoll_threshold,
+                ),
+                Backend::Ppoll => {
+                    (Box::new(EventFd::new()?), Box::new(Ppoll::new()), clock(self.clock), 0)
+                }
+                Backend::Epoll => {
+                    (Box::new(EventFd::new()?), Box::new(Epoll::new()?), clock(self.clock), 0)
+                }
             });
         }
         #[cfg(any(aioctx_loom, aioctx_shuttle))]
@@ -474,7 +487,8 @@ impl AioContext {
         s.notify.accept(); // 8.
 
         // 9. Time spent polling and waiting (handler time excluded) for the adaptive window.
-        let block_ns = if s.poll_params.enabled() { s.clock.now_ns().saturating_sub(start) } else { 0 };
+        let block_ns =
+            if s.poll_params.enabled() { s.clock.now_ns().saturating_sub(start) } else { 0 };
 
         // 10. BHs, then ready handlers (and io_poll_ready), then deleted handlers, then timers.
         progress |= self.home.bhs.poll(s);
@@ -742,7 +756,11 @@ mod tests {
         t.mod_ns(ctx.now_ns() + 5_000_000);
         assert_eq!(ctx.compute_timeout(), Some(5_000_000));
         bh.schedule_idle();
-        assert_eq!(ctx.compute_timeout(), Some(5_000_000), "the timer is earlier than the idle cap");
+        assert_eq!(
+            ctx.compute_timeout(),
+            Some(5_000_000),
+            "the timer is earlier than the idle cap"
+        );
     }
 
     /// With the model kernel, a blocking poll with only a timer pending waits until the deadline

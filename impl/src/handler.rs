@@ -270,7 +270,11 @@ pub(crate) struct HandlerTable {
 }
 
 impl HandlerTable {
-    pub(crate) fn new(fdmon: Box<dyn FdMonitor>, notifier_fd: RawFd, upgrade_at: usize) -> io::Result<Self> {
+    pub(crate) fn new(
+        fdmon: Box<dyn FdMonitor>,
+        notifier_fd: RawFd,
+        upgrade_at: usize,
+    ) -> io::Result<Self> {
         fdmon.add(notifier_fd, NOTIFIER_TOKEN, Interest::READ)?;
         Ok(HandlerTable {
             by_fd: HashMap::new(),
@@ -286,7 +290,10 @@ impl HandlerTable {
     /// Register or replace `fd`'s handler.
     pub(crate) fn set(&mut self, fd: RawFd, h: FdHandler) -> io::Result<()> {
         if fd < 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("set_fd_handler: invalid fd {fd}")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("set_fd_handler: invalid fd {fd}"),
+            ));
         }
         if fd == self.notifier_fd {
             return Err(io::Error::new(

@@ -30,3 +30,8 @@ pub use iothread::IoThread;
 pub use kernel::{Clock, Interest, ModelClock, ModelKernel, MonotonicClock};
 pub use poll::{adjust_poll_ns, POLL_IDLE_INTERVAL_NS, POLL_INITIAL_NS};
 pub use timer::Timer;
+
+/// The README's example is compiled and run as a doctest, so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -209,7 +209,8 @@ impl AioContext {
         if !fdmon_polls && s.nr_no_poll.load(Ordering::Relaxed) != 0 {
             return false;
         }
-        let budget = st.list.borrow().iter().map(|h| h.with_local(|l| l.poll_ns)).max().unwrap_or(0);
+        let budget =
+            st.list.borrow().iter().map(|h| h.with_local(|l| l.poll_ns)).max().unwrap_or(0);
         let budget = timeout.map_or(budget, |t| t.min(budget));
         if budget == 0 {
             return false;
@@ -290,7 +291,11 @@ impl AioContext {
             .list
             .borrow()
             .iter()
-            .filter(|h| h.with_local(|l| l.poll_idle_deadline != 0 && now > l.poll_idle_deadline && !l.poll_ready))
+            .filter(|h| {
+                h.with_local(|l| {
+                    l.poll_idle_deadline != 0 && now > l.poll_idle_deadline && !l.poll_ready
+                })
+            })
             .cloned()
             .collect();
         let mut progress = false;
@@ -343,7 +348,10 @@ impl AioContext {
     }
 
     fn poll_list_add(&self, h: &Arc<AioHandler>) {
-        if h.is_deleted() || !h.can_poll || h.with_local(|l| std::mem::replace(&mut l.on_poll_list, true)) {
+        if h.is_deleted()
+            || !h.can_poll
+            || h.with_local(|l| std::mem::replace(&mut l.on_poll_list, true))
+        {
             return;
         }
         let st = self.home_polling();

@@ -210,7 +210,10 @@ pub struct Timer {
 
 impl std::fmt::Debug for Timer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Timer").field("id", &self.id).field("deadline", &self.deadline_ns()).finish()
+        f.debug_struct("Timer")
+            .field("id", &self.id)
+            .field("deadline", &self.deadline_ns())
+            .finish()
     }
 }
 
@@ -221,7 +224,8 @@ impl Timer {
             q.next_id += 1;
             q.next_id
         };
-        let inner = Arc::new(TimerInner { cb: UnsafeCell::new(cb), running: UnsafeCell::new(false) });
+        let inner =
+            Arc::new(TimerInner { cb: UnsafeCell::new(cb), running: UnsafeCell::new(false) });
         Timer { inner, ctx, id }
     }
 
@@ -235,7 +239,12 @@ impl Timer {
             q.next_seq += 1;
             let seq = q.next_seq;
             q.armed.insert(self.id, (seq, deadline_ns));
-            q.heap.push(Reverse(Entry { deadline: deadline_ns, seq, timer: self.inner.clone(), id: self.id }));
+            q.heap.push(Reverse(Entry {
+                deadline: deadline_ns,
+                seq,
+                timer: self.inner.clone(),
+                id: self.id,
+            }));
             q.compact();
             let old = t.earliest.load(Ordering::Relaxed);
             let new = q.earliest();

@@ -39,10 +39,11 @@ where
         f();
         c.fetch_add(1, Ordering::Relaxed);
     };
-    let (checker, bound) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(body))) {
-        Ok(r) => r,
-        Err(p) => name_the_property(p),
-    };
+    let (checker, bound) =
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(body))) {
+            Ok(r) => r,
+            Err(p) => name_the_property(p),
+        };
     let executions = count.load(Ordering::Relaxed);
     assert!(executions > 0, "model run explored zero executions ({checker})");
     ModelReport { checker, executions, bound }
