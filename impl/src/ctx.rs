@@ -512,6 +512,9 @@ impl AioContext {
             fn drop(&mut self) {
                 let d = &self.0.home.walk_depth;
                 d.set(d.get() - 1);
+                if crate::sync::model_unwinding() {
+                    return; // the model's execution is over; its thread-locals are gone
+                }
                 CURRENT.with(|c| c.set(self.1));
             }
         }
@@ -576,6 +579,7 @@ impl AioContext {
             // The notifier's read handler: drain the eventfd. Never progress.
             self.handle.shared.notify.drain();
         }
+        self.notifier_dispatched(notifier, block_ns);
         let mut progress = self.dispatch_poll_ready(block_ns);
         for (h, e) in ready.drain(..) {
             if self.dispatch_handler(&h, &e, block_ns) {

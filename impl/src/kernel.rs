@@ -136,16 +136,23 @@ impl Clock for MonotonicClock {
     }
 }
 
-/// A clock that moves only when told to: by tests, or by a model wait that times out.
+/// A clock that moves only when told to: by tests, by a model wait that times out, or by a fixed tick
+/// on every read (so a polling loop always sees time pass).
 #[derive(Debug, Default)]
 pub struct ModelClock {
     ns: AtomicU64,
+    tick: AtomicU64,
 }
 
 impl ModelClock {
     /// A clock at `ns`.
     pub fn new(ns: u64) -> Self {
-        ModelClock { ns: AtomicU64::new(ns) }
+        ModelClock { ns: AtomicU64::new(ns), tick: AtomicU64::new(0) }
+    }
+    /// Advance by `tick` ns on every read (0: only when told).
+    pub fn set_tick(&self, tick: u64) {
+        // ORDERING: Relaxed: configuration.
+        self.tick.store(tick, Ordering::Relaxed);
     }
     /// Set the time (never backwards).
     pub fn set_ns(&self, ns: u64) {
@@ -163,7 +170,10 @@ impl ModelClock {
 impl Clock for ModelClock {
     fn now_ns(&self) -> u64 {
         // ORDERING: Relaxed, as in set_ns.
-        self.ns.load(Ordering::Relaxed)
+        match self.tick.load(Ordering::Relaxed) {
+            0 => self.ns.load(Ordering::Relaxed),
+            t => self.ns.fetch_add(t, Ordering::Relaxed) + t,
+        }
     }
     fn advance_to(&self, deadline_ns: u64) {
         self.set_ns(deadline_ns);

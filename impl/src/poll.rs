@@ -113,6 +113,12 @@ pub(crate) struct PollState {
     ready: RefCell<Vec<Arc<AioHandler>>>,
     /// The params epoch the windows were last reset for.
     epoch: Cell<u64>,
+    /// The context's own notifier as a poll handler (QEMU `aio_context_notifier_poll`: its io_poll reads
+    /// `notified`): on the list once its eventfd fired, with its own window.
+    notifier_listed: Cell<bool>,
+    notifier_ns: Cell<u64>,
+    /// Polling saw `notified` this iteration: the notifier's window is adjusted at dispatch.
+    notifier_ready: Cell<bool>,
 }
 
 impl PollState {
@@ -120,6 +126,7 @@ impl PollState {
         !self.ready.borrow().is_empty()
     }
     pub(crate) fn clear(&self) {
+        self.notifier_listed.set(false);
         self.list.borrow_mut().clear();
         self.ready.borrow_mut().clear();
         self.started.set(false);
@@ -182,6 +189,7 @@ impl AioContext {
         // ORDERING: Relaxed, as in `PollParams::enabled`.
         let epoch = self.shared().poll_params.epoch.load(Ordering::Relaxed);
         if st.epoch.replace(epoch) != epoch {
+            st.notifier_ns.set(0);
             let t = self.shared().handlers.lock();
             for h in t.by_fd.values() {
                 h.with_local(|l| l.poll_ns = 0);
@@ -200,7 +208,7 @@ impl AioContext {
         }
         self.reset_windows_if_params_changed();
         let st = self.home_polling();
-        if st.list.borrow().is_empty() {
+        if st.list.borrow().is_empty() && !st.notifier_listed.get() {
             return false;
         }
         let fdmon_polls = self.fdmon_polls_readiness();
@@ -241,6 +249,7 @@ impl AioContext {
             crate::trace_step!(Step::CtxPollUserspace, notified = notified as u32);
             if notified {
                 *timeout = Some(0);
+                st.notifier_ready.set(st.notifier_listed.get());
             }
             if *timeout == Some(0) {
                 break;
@@ -369,6 +378,21 @@ impl AioContext {
         self.poll_list_remove(h);
         h.with_local(|l| l.poll_ready = false);
         h.set_polling(false);
+    }
+
+    /// The notifier was dispatched (its eventfd fired, or polling saw `notified`): it joins the poll
+    /// list and its window is adjusted like any poll handler's. Not progress.
+    pub(crate) fn notifier_dispatched(&self, fd_fired: bool, block_ns: u64) {
+        let st = self.home_polling();
+        let polled = st.notifier_ready.replace(false);
+        let (max, grow, shrink) = self.shared().poll_params.get();
+        if max == 0 || !(fd_fired || polled) {
+            return;
+        }
+        // As for any handler: join the list, then adjust in the same dispatch (QEMU adjusts after
+        // aio_dispatch_handler, which may have just added it).
+        st.notifier_listed.set(true);
+        st.notifier_ns.set(adjust_poll_ns(st.notifier_ns.get(), block_ns, max, grow, shrink));
     }
 
     fn adjust(&self, h: &AioHandler, block_ns: u64) {

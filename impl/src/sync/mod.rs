@@ -36,6 +36,16 @@ pub use std_impl::*;
 mod runner;
 pub use runner::{model, model_named, ModelReport};
 
+/// Whether this thread is unwinding inside a loom model. Destructors that would touch the model (a
+/// facade lock, atomic or thread-local) skip that work then: after loom's deadlock panic (a lost
+/// wakeup) there is no active thread, and any model operation during the unwinding panics again, which
+/// aborts the process instead of reporting `p_no_lost_wakeup` (see the loom facade's `Arc`). Always
+/// false outside loom.
+#[inline]
+pub(crate) fn model_unwinding() -> bool {
+    cfg!(aioctx_loom) && std::thread::panicking()
+}
+
 /// True when built for a model checker (loom or shuttle): there is no kernel, and the context uses the
 /// model notifier, fd monitor and clock.
 pub const MODEL_CHECKER: bool = cfg!(any(aioctx_loom, aioctx_shuttle));

@@ -1,0 +1,398 @@
+//! Adaptive userspace polling (protocol.md §3), deterministic: the model kernel's fds and a model clock
+//! (advanced by the test, or ticking on every read so a polling loop always sees time pass).
+mod common;
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+use std::sync::Arc;
+
+use aioctx::{adjust_poll_ns, AioContext, Backend, FdHandler, IoThread, ModelKernel};
+use common::watchdog;
+
+const MAX: u64 = 32768;
+
+#[test]
+fn adjust_grows_0_4000_8000_16000_32000_32768_then_resets() {
+    let mut ns = 0;
+    let mut seen = vec![];
+    for _ in 0..6 {
+        // The wait took longer than the window but not longer than max: grow.
+        ns = adjust_poll_ns(ns, (ns + 1).min(MAX - 1), MAX, 0, 0);
+        seen.push(ns);
+    }
+    assert_eq!(seen, [4000, 8000, 16000, 32000, 32768, 32768]);
+    assert_eq!(adjust_poll_ns(32768, 32768, MAX, 0, 0), 32768, "a wait that fits keeps it");
+    assert_eq!(adjust_poll_ns(32768, MAX + 1, MAX, 0, 0), 0, "shrink 0: a wait > max resets");
+    assert_eq!(adjust_poll_ns(32768, MAX + 1, MAX, 0, 2), 16384, "shrink 2 halves");
+    assert_eq!(adjust_poll_ns(4000, 5000, MAX, 4, 0), 16000, "grow 4");
+    assert_eq!(adjust_poll_ns(0, 0, MAX, 0, 0), 0, "no wait at all: keep");
+}
+
+/// A virtio-like device on a model fd: the guest pushes requests into a ring and kicks the fd only
+/// while notifications are enabled; io_poll checks the ring, io_poll_ready completes requests,
+/// io_poll_begin disables notifications, io_poll_end re-enables them.
+#[derive(Default)]
+struct Device {
+    ring: AtomicU32,
+    notify_enabled: AtomicBool,
+    done: AtomicU32,
+    reads: AtomicU32,
+    ready_calls: AtomicU32,
+    begins: AtomicU32,
+    ends: AtomicU32,
+    /// Requests the guest pushes from inside io_poll_end (an event racing the end).
+    push_in_end: AtomicU32,
+}
+
+impl Device {
+    fn new() -> Arc<Device> {
+        let d = Arc::new(Device::default());
+        d.notify_enabled.store(true, SeqCst);
+        d
+    }
+    fn submit(&self, k: &ModelKernel, fd: RawFd) {
+        self.ring.fetch_add(1, SeqCst);
+        if self.notify_enabled.load(SeqCst) {
+            k.set_readable(fd, true);
+        }
+    }
+    fn complete(&self) {
+        self.done.fetch_add(self.ring.swap(0, SeqCst), SeqCst);
+    }
+    fn handler(self: &Arc<Self>, k: &Arc<ModelKernel>, fd: RawFd) -> FdHandler {
+        let (d1, d2, d3, d4, d5) = (self.clone(), self.clone(), self.clone(), self.clone(), self.clone());
+        let k1 = k.clone();
+        FdHandler::new()
+            .on_read(move || {
+                k1.take_readable(fd);
+                d1.reads.fetch_add(1, SeqCst);
+                d1.complete();
+            })
+            .io_poll(
+                move || d2.ring.load(SeqCst) > 0,
+                move || {
+                    d3.ready_calls.fetch_add(1, SeqCst);
+                    d3.complete();
+                },
+            )
+            .io_poll_begin(move || {
+                d4.begins.fetch_add(1, SeqCst);
+                d4.notify_enabled.store(false, SeqCst);
+            })
+            .io_poll_end(move || {
+                d5.ends.fetch_add(1, SeqCst);
+                // The guest pushes while notifications are still disabled: no kick.
+                if d5.push_in_end.load(SeqCst) > 0 {
+                    d5.push_in_end.fetch_sub(1, SeqCst);
+                    d5.ring.fetch_add(1, SeqCst);
+                }
+                d5.notify_enabled.store(true, SeqCst);
+            })
+    }
+}
+
+fn model_ctx(tick: u64) -> (AioContext, Arc<ModelKernel>) {
+    let k = ModelKernel::new();
+    k.clock().set_tick(tick);
+    let ctx = AioContext::builder()
+        .backend(Backend::Model(k.clone()))
+        .poll_params(MAX, 0, 0)
+        .build()
+        .unwrap();
+    (ctx, k)
+}
+
+/// Register the device and make it fire once, so it joins the poll list with a window > 0.
+fn device_on_poll_list(ctx: &AioContext, k: &Arc<ModelKernel>) -> (Arc<Device>, RawFd) {
+    let fd = k.open();
+    let d = Device::new();
+    ctx.set_fd_handler(fd, d.handler(k, fd)).unwrap();
+    d.submit(k, fd);
+    assert!(ctx.poll(true));
+    assert_eq!(d.done.load(SeqCst), 1);
+    assert!(ctx.is_polled(fd), "joined the poll list on its first event");
+    assert_eq!(ctx.poll_ns(fd), Some(4000), "window grown after the first dispatch");
+    (d, fd)
+}
+
+/// The window grows 0 → 4000 → ×2 … → max from the loop's own block_ns measurement, and a wait longer
+/// than max resets it. Each "wait" is simulated: io_poll lets model time pass, then the guest kicks the
+/// fd, so block_ns = the simulated wait (the clock does not tick by itself here).
+#[test]
+fn poll_window_grows_with_block_ns_and_resets_past_max() {
+    let k = ModelKernel::new();
+    let ctx = AioContext::builder().backend(Backend::Model(k.clone())).poll_params(MAX, 0, 0).build().unwrap();
+    let fd = k.open();
+    let wait_ns = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (w2, c2, k1, k2) = (wait_ns.clone(), k.clone(), k.clone(), k.clone());
+    ctx.set_fd_handler(
+        fd,
+        FdHandler::new()
+            .on_read(move || {
+                k1.take_readable(fd);
+            })
+            .io_poll(
+                move || {
+                    // Polling finds nothing; the event comes `wait` ns later through the fd.
+                    let w = w2.swap(0, SeqCst);
+                    if w > 0 {
+                        c2.clock().advance(std::time::Duration::from_nanos(w));
+                        k2.set_readable(fd, true);
+                    }
+                    false
+                },
+                || {},
+            ),
+    )
+    .unwrap();
+    // First event: the handler joins the poll list; with the clock ticking 1 us per read, this
+    // iteration's block_ns is > 0 and < max, so the window grows 0 -> 4000.
+    k.clock().set_tick(1000);
+    k.set_readable(fd, true);
+    assert!(ctx.poll(true));
+    k.clock().set_tick(0);
+    assert!(ctx.is_polled(fd));
+    assert_eq!(ctx.poll_ns(fd), Some(4000), "0 -> 4000 after the first event");
+    let mut seen = vec![];
+    for wait in [5000, 10_000, 20_000, 32_500, 40_000] {
+        wait_ns.store(wait, SeqCst);
+        assert!(ctx.poll(true));
+        seen.push(ctx.poll_ns(fd).unwrap());
+    }
+    assert_eq!(seen, [8000, 16_000, 32_000, 32_768, 0], "grow x2, cap at max, reset when the wait > max");
+}
+
+/// Handler time is excluded from block_ns (bug-history B14): a slow io_poll_ready does not shrink the
+/// window.
+#[test]
+fn slow_io_poll_ready_does_not_shrink_the_window() {
+    let (ctx, k) = model_ctx(10);
+    let fd = k.open();
+    let ring = Arc::new(AtomicU32::new(0));
+    let clock = k.clock();
+    let (r1, r2, r3) = (ring.clone(), ring.clone(), ring.clone());
+    let k1 = k.clone();
+    ctx.set_fd_handler(
+        fd,
+        FdHandler::new()
+            .on_read(move || {
+                k1.take_readable(fd);
+                r1.store(0, SeqCst);
+            })
+            .io_poll(
+                move || r2.load(SeqCst) > 0,
+                move || {
+                    // 1 ms of work, far above max: must not count as waiting.
+                    clock.advance(std::time::Duration::from_millis(1));
+                    r3.store(0, SeqCst);
+                },
+            ),
+    )
+    .unwrap();
+    ring.store(1, SeqCst);
+    k.set_readable(fd, true);
+    assert!(ctx.poll(true));
+    let mut windows = vec![ctx.poll_ns(fd).unwrap()];
+    for _ in 0..4 {
+        ring.store(1, SeqCst); // work is there before polling starts
+        assert!(ctx.poll(true));
+        windows.push(ctx.poll_ns(fd).unwrap());
+    }
+    assert!(windows.iter().all(|&w| w >= 4000), "window shrank: {windows:?}");
+}
+
+/// io_poll_end precedes every blocking wait, and a non-blocking iteration never ends poll mode
+/// (bug-history B16).
+#[test]
+fn poll_end_precedes_blocking_wait_and_never_on_nonblocking() {
+    let (ctx, k) = model_ctx(10);
+    let (d, fd) = device_on_poll_list(&ctx, &k);
+    // Work already in the ring: the blocking poll polls, finds it, does not block.
+    d.ring.fetch_add(1, SeqCst);
+    assert!(ctx.poll(true));
+    assert_eq!(d.begins.load(SeqCst), 1);
+    assert!(ctx.poll_started());
+    for _ in 0..100 {
+        // Non-blocking iterations do not poll (the budget is clamped by their zero timeout) and must
+        // not end poll mode; blocking ones with work ready find it by polling, without blocking.
+        assert!(!ctx.poll(false));
+        d.ring.fetch_add(1, SeqCst);
+        assert!(ctx.poll(true));
+    }
+    assert_eq!(d.ends.load(SeqCst), 0, "poll mode ended without a blocking wait");
+    assert!(ctx.poll_started());
+    // Now a blocking poll with nothing to do: polling fails, end runs before the wait, and the guest
+    // (which kicks only with notifications enabled) wakes it.
+    let h = ctx.handle().clone();
+    let (d2, k2) = (d.clone(), k.clone());
+    let guest = std::thread::spawn(move || {
+        while !d2.notify_enabled.load(SeqCst) {
+            std::thread::yield_now(); // a hang here would mean: blocked without io_poll_end
+        }
+        d2.submit(&k2, fd);
+        drop(h);
+    });
+    let before = d.done.load(SeqCst);
+    while d.done.load(SeqCst) == before {
+        ctx.poll(true);
+    }
+    guest.join().unwrap();
+    assert_eq!(d.ends.load(SeqCst), 1);
+    assert!(d.begins.load(SeqCst) >= 1);
+    ctx.remove_fd_handler(fd).unwrap();
+}
+
+/// The final poll after io_poll_end catches an event that raced the end (the guest pushed while
+/// notifications were still disabled). Without it the loop sleeps forever.
+#[test]
+#[cfg_attr(aioctx_bug = "no_final_poll_after_poll_end", should_panic(expected = "hang"))]
+fn final_poll_catches_event_racing_poll_end() {
+    watchdog("final poll after io_poll_end", 10, || {
+        let (ctx, k) = model_ctx(10);
+        let (d, _fd) = device_on_poll_list(&ctx, &k);
+        d.push_in_end.store(1, SeqCst);
+        // Blocking poll: polling finds nothing, end runs (and the request arrives inside it), the
+        // final poll sees it: no blocking, progress.
+        assert!(ctx.poll(true));
+        assert_eq!(d.done.load(SeqCst), 2);
+        assert_eq!(d.ends.load(SeqCst), 1);
+    });
+}
+
+/// Idle removal (only on backends that poll readiness from userspace): io_poll_end, then a final poll
+/// that catches an event racing it.
+#[test]
+#[cfg_attr(aioctx_bug = "no_final_poll_after_poll_end", should_panic(expected = "hang"))]
+fn idle_poll_handler_removal_ends_polling_with_final_poll() {
+    watchdog("idle removal", 10, || {
+        let k = ModelKernel::new();
+        k.set_polls_readiness(true);
+        k.clock().set_tick(10);
+        let ctx =
+            AioContext::builder().backend(Backend::Model(k.clone())).poll_params(MAX, 0, 0).build().unwrap();
+        ctx.set_poll_idle_timeout(std::time::Duration::from_micros(1));
+        let (d, fd) = device_on_poll_list(&ctx, &k);
+        d.ring.fetch_add(1, SeqCst);
+        assert!(ctx.poll(true)); // polling: ready, poll mode begins
+        assert!(ctx.poll_started());
+        // Idle for longer than the idle timeout, and a request arrives inside io_poll_end.
+        k.clock().advance(std::time::Duration::from_millis(1));
+        d.push_in_end.store(1, SeqCst);
+        let done = d.done.load(SeqCst);
+        assert!(ctx.poll(true), "the final poll of the removed handler found the request");
+        assert!(!ctx.is_polled(fd), "idle handler left the poll list");
+        assert_eq!(d.ends.load(SeqCst), 1);
+        assert_eq!(d.done.load(SeqCst), done + 1);
+    });
+}
+
+/// test-nested-aio-poll: io_poll_ready runs a nested blocking poll; it is never re-entered, a
+/// never-ready handler never gets io_poll_ready, and polling is effective right after the first event.
+#[test]
+fn nested_poll_in_io_poll_ready_does_not_reenter() {
+    let k = ModelKernel::new();
+    k.clock().set_tick(10);
+    let ctx = AioContext::builder()
+        .backend(Backend::Model(k.clone()))
+        .poll_params(1_000_000, 2, 2)
+        .build()
+        .unwrap();
+    let (pfd, dfd) = (k.open(), k.open());
+    let nested = Arc::new(AtomicBool::new(false));
+    let readies = Arc::new(AtomicU32::new(0));
+    let (k1, k2, k3) = (k.clone(), k.clone(), k.clone());
+    let (n1, r1) = (nested.clone(), readies.clone());
+    ctx.set_fd_handler(
+        pfd,
+        FdHandler::new().on_read(move || {
+            k1.take_readable(pfd);
+        }).io_poll(
+            || true,
+            move || {
+                assert!(!n1.swap(true, SeqCst), "io_poll_ready re-entered from a nested poll");
+                r1.fetch_add(1, SeqCst);
+                k2.set_readable(dfd, true);
+                assert!(AioContext::with_current(|c| c.poll(true)).unwrap(), "nested poll progress");
+                n1.store(false, SeqCst);
+            },
+        ),
+    )
+    .unwrap();
+    ctx.set_fd_handler(
+        dfd,
+        FdHandler::new().on_read(move || {
+            k3.take_readable(dfd);
+        }).io_poll(|| false, || panic!("io_poll_ready of a never-ready handler")),
+    )
+    .unwrap();
+    k.set_readable(pfd, true);
+    assert!(ctx.poll(true), "first event: io_read, the handler joins the poll list");
+    assert_eq!(readies.load(SeqCst), 0);
+    assert!(ctx.poll(true));
+    assert_eq!(readies.load(SeqCst), 1, "polling effective the first time around");
+    assert!(ctx.poll(true));
+    assert_eq!(readies.load(SeqCst), 2);
+}
+
+/// An always-ready poll handler does not starve an fd-only handler (bug-history B12), nor a
+/// poll-capable handler that has not fired yet (protocol.md §6.1).
+#[test]
+fn always_ready_poll_handler_does_not_starve_fd_handlers() {
+    for fd_only in [true, false] {
+        let (ctx, k) = model_ctx(10);
+        let busy = k.open();
+        let k1 = k.clone();
+        ctx.set_fd_handler(
+            busy,
+            FdHandler::new().on_read(move || {
+                k1.take_readable(busy);
+            }).io_poll(|| true, || {}),
+        )
+        .unwrap();
+        k.set_readable(busy, true);
+        ctx.poll(true);
+        let other = k.open();
+        let hit = Arc::new(AtomicBool::new(false));
+        let (h2, k2) = (hit.clone(), k.clone());
+        let mut h = FdHandler::new().on_read(move || {
+            k2.take_readable(other);
+            h2.store(true, SeqCst);
+        });
+        if !fd_only {
+            h = h.io_poll(|| false, || {});
+        }
+        ctx.set_fd_handler(other, h).unwrap();
+        k.set_readable(other, true);
+        for _ in 0..3 {
+            if hit.load(SeqCst) {
+                break;
+            }
+            ctx.poll(true);
+        }
+        assert!(hit.load(SeqCst), "fd handler starved (fd_only = {fd_only})");
+    }
+}
+
+/// An IoThread with polling on survives 10^5 cross-thread BH round trips (watchdog, real backend).
+#[test]
+fn iothread_with_polling_1e5_round_trips() {
+    watchdog("polling round trips", 120, || {
+        let t = IoThread::spawn_with("poller", || AioContext::builder().poll_params(MAX, 0, 0)).unwrap();
+        let main = AioContext::builder().poll_params(MAX, 0, 0).build().unwrap();
+        let back = Arc::new(AtomicU32::new(0));
+        let b2 = back.clone();
+        let reply = Arc::new(main.bh_new(move || {
+            b2.fetch_add(1, SeqCst);
+        }));
+        let r2 = reply.clone();
+        let ping = t.handle().bh_new(move || r2.schedule());
+        for i in 1..=100_000u32 {
+            ping.schedule();
+            while back.load(SeqCst) < i {
+                main.poll(true);
+            }
+        }
+        drop(ping);
+        t.join();
+    });
+}
