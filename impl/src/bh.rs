@@ -35,7 +35,7 @@ use std::ptr;
 use crate::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use crate::sync::{Arc, UnsafeCell};
 use crate::trace::bh_flags::*;
-#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
+#[allow(unused_imports)] // used by trace_step!/traced! when the `trace` feature is on
 use crate::trace::Step;
 use crate::Shared;
 
@@ -131,8 +131,8 @@ impl Bh {
     pub fn cancel(&self) {
         // ORDERING: Relaxed: cancellation publishes nothing; the loop may or may not see it.
         // Model: bh.pml#bh_cancel
-        let old = self.inner.flags.fetch_and(!BH_SCHEDULED, Ordering::Relaxed);
-        crate::trace_step!(Step::BhCancel, bh_flags = old & !BH_SCHEDULED);
+        crate::traced!(Step::BhCancel, let old = self.inner.flags.fetch_and(!BH_SCHEDULED, Ordering::Relaxed);
+            bh_flags = old & !BH_SCHEDULED);
         let _ = old;
     }
 
@@ -150,8 +150,8 @@ impl Drop for Bh {
     fn drop(&mut self) {
         // ORDERING: Release: the loop's AcqRel dequeue that sees DELETED also sees everything this
         // thread did before dropping the handle. Model: bh.pml#bh_delete
-        let old = self.inner.flags.fetch_or(BH_DELETED, Ordering::Release);
-        crate::trace_step!(Step::BhDelete, bh_flags = old | BH_DELETED);
+        crate::traced!(Step::BhDelete, let old = self.inner.flags.fetch_or(BH_DELETED, Ordering::Release);
+            bh_flags = old | BH_DELETED);
         let _ = old;
     }
 }
@@ -176,25 +176,30 @@ fn enqueue(ctx: &Shared, bh: &Arc<BhInner>, new: u32) {
     // AcqRel dequeue that reads this SCHEDULED bit. Acquire: if PENDING was clear, the loop's read of
     // `next` (before its dequeue cleared PENDING) happened before our write of `next` below.
     // Pairs with the fetch_and in `HomeBhs::poll`. Model: bh.pml#bh_schedule_flags
-    let old = bh.flags.fetch_or(BH_PENDING | new, Ordering::AcqRel);
-    crate::trace_step!(Step::BhScheduleFlags, bh_flags = old | BH_PENDING | new);
+    crate::traced!(Step::BhScheduleFlags, let old = bh.flags.fetch_or(BH_PENDING | new, Ordering::AcqRel);
+        bh_flags = old | BH_PENDING | new);
     if old & BH_PENDING == 0 {
         let raw = Arc::into_raw(bh.clone()) as *mut BhInner;
-        let mut head = ctx.bh_list.load(Ordering::Relaxed);
-        loop {
-            // ORDERING: Relaxed: published by the Release CAS below.
-            bh.next.store(head, Ordering::Relaxed);
-            // ORDERING: Release on success: `next` and the flags are visible to the home thread's
-            // Acquire swap in `take`. Relaxed on failure: we only retry. Model: bh.pml#bh_schedule_push
-            match ctx.bh_list.compare_exchange_weak(head, raw, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(h) => head = h,
-            }
-        }
-        crate::trace_step!(Step::BhSchedulePush, bh_list = 1);
+        crate::traced!(Step::BhSchedulePush, push(&ctx.bh_list, bh, raw); bh_list = 1);
     }
     ctx.notify.notify();
+}
+
+/// Push `raw` (which is `bh`) on the lock-free LIFO.
+#[inline]
+fn push(list: &AtomicPtr<BhInner>, bh: &BhInner, raw: *mut BhInner) {
+    let mut head = list.load(Ordering::Relaxed);
+    loop {
+        // ORDERING: Relaxed: published by the Release CAS below.
+        bh.next.store(head, Ordering::Relaxed);
+        // ORDERING: Release on success: `next` and the flags are visible to the home thread's
+        // Acquire swap in `HomeBhs::poll`. Relaxed on failure: we only retry.
+        // Model: bh.pml#bh_schedule_push
+        match list.compare_exchange_weak(head, raw, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(h) => head = h,
+        }
+    }
 }
 
 /// What `compute_timeout` needs to know about pending BHs.
@@ -226,6 +231,18 @@ fn classify(list: *const BhInner, mut acc: Pending) -> Pending {
     acc
 }
 
+/// Length of a taken list (trace builds only).
+#[cfg(feature = "trace")]
+fn count(mut p: *const BhInner) -> usize {
+    let mut n = 0;
+    while !p.is_null() {
+        n += 1;
+        // SAFETY: as in `classify`: the taken list owns a reference to each node.
+        p = unsafe { &*p }.next.load(Ordering::Relaxed);
+    }
+    n
+}
+
 /// The home thread's side: the queue of taken slices.
 #[derive(Debug)]
 pub(crate) struct HomeBhs {
@@ -253,8 +270,8 @@ impl HomeBhs {
     pub(crate) fn poll(&self, ctx: &Shared) -> bool {
         // ORDERING: Acquire: pairs with the Release CAS in `enqueue`: each node's `next` and the
         // state its scheduler published are visible. Model: bh.pml#bh_poll_take
-        let taken = ctx.bh_list.swap(ptr::null_mut(), Ordering::Acquire);
-        crate::trace_step!(Step::BhPollTake, bh_list = 0);
+        crate::traced!(Step::BhPollTake, let taken = ctx.bh_list.swap(ptr::null_mut(), Ordering::Acquire);
+            bh_list = 0, count = count(taken));
         if !taken.is_null() {
             let front = self.queue.get();
             if front.is_null() {
@@ -291,8 +308,9 @@ impl HomeBhs {
             // ORDERING: AcqRel. Acquire: pairs with the AcqRel fetch_or in `enqueue` (the scheduler's
             // writes are visible to the callback). Release: our read of `next` happens before a
             // re-push writes it. Model: bh.pml#bh_poll_dequeue
-            let f = bh.flags.fetch_and(!(BH_PENDING | BH_SCHEDULED | BH_IDLE), Ordering::AcqRel);
-            crate::trace_step!(Step::BhPollDequeue, bh_flags = f);
+            crate::traced!(Step::BhPollDequeue,
+                let f = bh.flags.fetch_and(!(BH_PENDING | BH_SCHEDULED | BH_IDLE), Ordering::AcqRel);
+                bh_flags = f);
             if f & (BH_SCHEDULED | BH_DELETED) == BH_SCHEDULED {
                 if f & BH_IDLE == 0 {
                     progress = true;

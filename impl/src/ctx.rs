@@ -453,8 +453,10 @@ impl AioContext {
         let _walk = self.enter();
 
         // 3. The timeout: 0 when non-blocking or work is pending.
-        let mut timeout = if blocking { self.compute_timeout() } else { Some(0) };
-        crate::trace_step!(Step::CtxPollComputeTimeout, timeout = timeout.map_or(-1, |t| t as i64));
+        // (Traced as one unit: the BH flags and timers it reads.)
+        crate::traced!(Step::CtxPollComputeTimeout,
+            let mut timeout = if blocking { self.compute_timeout() } else { Some(0) };
+            timeout = timeout.map_or(-1, |t| t as i64));
 
         // 2, 4. Userspace polling with notify_me still 0 (poll.rs).
         let start = if s.poll_params.enabled() { s.clock.now_ns() } else { 0 };
@@ -555,10 +557,16 @@ impl AioContext {
 
     fn wait(&self, timeout: Option<u64>, events: &mut Vec<Event>) {
         let fdmon = self.fdmon();
-        crate::trace_step!(Step::CtxPollWait, timeout = timeout.map_or(-1, |t| t as i64));
         if let Err(e) = fdmon.wait(timeout.map(Duration::from_nanos), events) {
             panic!("aioctx: {} wait failed: {e}", fdmon.name());
         }
+        // Recorded when the wait returns (the trace lock is never held across a wait): it took
+        // `timeout` and saw the notifier readable or not.
+        crate::trace_step!(
+            Step::CtxPollWait,
+            timeout = timeout.map_or(-1, |t| t as i64),
+            notifier = events.iter().any(|e| e.token == NOTIFIER_TOKEN)
+        );
     }
 
     /// Dispatch the events of a wait: drain the notifier, run ready handlers. Returns progress.

@@ -37,6 +37,7 @@ use crate::kernel::EventNotifier;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 #[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
 use crate::trace::Step;
+use crate::traced;
 
 /// The handshake state of one context (part of its shared half).
 #[derive(Debug)]
@@ -57,36 +58,37 @@ impl NotifyState {
     pub(crate) fn notify(&self) {
         // ORDERING: Release fence: work published before this call (a BH pushed, a handler added, a
         // timer moved) is visible to a poller that reads `notified == true` and then runs the
-        // SeqCst fence in notify_accept. Pairs with the fence in `notify_accept`.
+        // SeqCst fence in notify_accept. Pairs with the fence in `accept`.
         // Model: notify.pml#ctx_notify_release_fence
-        fence(Ordering::Release);
-        crate::trace_step!(Step::CtxNotifyReleaseFence);
+        traced!(Step::CtxNotifyReleaseFence, fence(Ordering::Release));
 
-        #[cfg(aioctx_bug = "skip_event_when_notified")]
-        let already = self.notified.swap(true, Ordering::Relaxed);
         // ORDERING: Relaxed store; the fences on either side give it its meaning.
         // Model: notify.pml#ctx_notify_set_notified
         #[cfg(not(aioctx_bug = "skip_event_when_notified"))]
-        self.notified.store(true, Ordering::Relaxed);
-        crate::trace_step!(Step::CtxNotifySetNotified, notified = 1);
+        traced!(Step::CtxNotifySetNotified, self.notified.store(true, Ordering::Relaxed); notified = 1);
+        // Planted bug (QEMU's aio_notify_accept.promela BUG2): skip the eventfd write when `notified`
+        // was already set.
+        #[cfg(aioctx_bug = "skip_event_when_notified")]
+        traced!(Step::CtxNotifySetNotified, let already = self.notified.swap(true, Ordering::Relaxed); notified = 1);
 
         // ORDERING: SeqCst fence: the store to `notified` (and the published work) precedes the load
         // of `notify_me`. Pairs with the fence after `notify_me += 2` in `arm` and after
         // `notify_me |= 1` in `prepare`. Model: notify.pml#ctx_notify_fence
         #[cfg(not(aioctx_bug = "notify_no_seqcst_fence"))]
-        fence(Ordering::SeqCst);
+        traced!(Step::CtxNotifyFence, fence(Ordering::SeqCst));
+        #[cfg(aioctx_bug = "notify_no_seqcst_fence")]
         crate::trace_step!(Step::CtxNotifyFence);
 
-        // ORDERING: Relaxed load, ordered by the fence above. Model: notify.pml#ctx_notify_read_notify_me
-        let me = self.notify_me.load(Ordering::Relaxed);
-        crate::trace_step!(Step::CtxNotifyReadNotifyMe, notify_me = me);
+        // ORDERING: Relaxed load, ordered by the fence above.
+        // Model: notify.pml#ctx_notify_read_notify_me
+        traced!(Step::CtxNotifyReadNotifyMe, let me = self.notify_me.load(Ordering::Relaxed); notify_me = me);
         #[cfg(aioctx_bug = "skip_event_when_notified")]
         let me = if already { 0 } else { me };
         if me != 0 {
-            crate::trace_step!(Step::CtxNotifyEventSet, notifier = 1);
             // An eventfd write fails only if the fd is gone (a bug) or the counter is saturated,
-            // which `set` treats as success (it is set).
-            if let Err(e) = self.notifier.set() {
+            // which `set` treats as success (it is set). Model: notify.pml#ctx_notify_event_set
+            traced!(Step::CtxNotifyEventSet, let r = self.notifier.set(); notifier = 1);
+            if let Err(e) = r {
                 panic!("aioctx: event notifier write failed: {e}");
             }
         }
@@ -99,13 +101,11 @@ impl NotifyState {
     pub(crate) fn accept(&self) {
         // ORDERING: Relaxed store; the fence below orders it (and the loads of `notified` made while
         // polling) before the work scan. Model: notify.pml#ctx_notify_accept
-        self.notified.store(false, Ordering::Relaxed);
-        crate::trace_step!(Step::CtxNotifyAccept, notified = 0);
+        traced!(Step::CtxNotifyAccept, self.notified.store(false, Ordering::Relaxed); notified = 0);
         // ORDERING: SeqCst fence, also an acquire fence: pairs with the Release fence in `notify`, so
         // a notify whose `notified = true` was read (or overwritten here) has its work visible to the
         // scan that follows. Model: notify.pml#ctx_notify_accept_fence
-        fence(Ordering::SeqCst);
-        crate::trace_step!(Step::CtxNotifyAcceptFence);
+        traced!(Step::CtxNotifyAcceptFence, fence(Ordering::SeqCst));
     }
 
     /// Poll step 5: announce a blocking wait and re-check `notified`. Returns true if the wait must not
@@ -117,30 +117,27 @@ impl NotifyState {
             // ORDERING: plain load + store (only the home thread writes notify_me). Relaxed: the fence
             // below orders it. Model: notify.pml#ctx_poll_notify_me_add
             let v = self.notify_me.load(Ordering::Relaxed);
-            self.notify_me.store(v + 2, Ordering::Relaxed);
-            crate::trace_step!(Step::CtxPollNotifyMeAdd, notify_me = v + 2);
+            traced!(Step::CtxPollNotifyMeAdd, self.notify_me.store(v + 2, Ordering::Relaxed); notify_me = v + 2);
             // ORDERING: SeqCst fence: the store to notify_me precedes the re-check of `notified`.
             // Pairs with the SeqCst fence in `notify`. Model: notify.pml#ctx_poll_fence
             #[cfg(not(aioctx_bug = "poll_no_fence_after_arm"))]
-            fence(Ordering::SeqCst);
+            traced!(Step::CtxPollFence, fence(Ordering::SeqCst));
+            #[cfg(aioctx_bug = "poll_no_fence_after_arm")]
             crate::trace_step!(Step::CtxPollFence);
         }
+        // Planted bug (QEMU before 2020, bug-history B8): a SeqCst RMW, believed to order the later
+        // Relaxed load. It does not on ARM: the load can be satisfied before the RMW's store is visible.
         #[cfg(aioctx_bug = "notify_me_rmw_instead_of_fence")]
-        {
-            // QEMU before 2020: a SeqCst RMW, believed to order the later Relaxed load. It does not
-            // on ARM (the load can be satisfied before the RMW's store is visible).
-            let v = self.notify_me.fetch_add(2, Ordering::SeqCst);
-            crate::trace_step!(Step::CtxPollNotifyMeAdd, notify_me = v + 2);
-        }
+        traced!(Step::CtxPollNotifyMeAdd, let v = self.notify_me.fetch_add(2, Ordering::SeqCst); notify_me = v + 2);
 
+        // Planted bug: no re-check; a notify that skipped the eventfd while notify_me was 0 is lost.
         #[cfg(aioctx_bug = "poll_no_recheck_notified")]
         return false;
         // ORDERING: Relaxed load, ordered after the arm by the fence. Reading true means a notify
         // skipped (or will skip) the eventfd; do not block. Model: notify.pml#ctx_poll_recheck_notified
         #[cfg(not(aioctx_bug = "poll_no_recheck_notified"))]
         {
-            let n = self.notified.load(Ordering::Relaxed);
-            crate::trace_step!(Step::CtxPollRecheckNotified, notified = n as u32);
+            traced!(Step::CtxPollRecheckNotified, let n = self.notified.load(Ordering::Relaxed); notified = n);
             n
         }
     }
@@ -152,38 +149,36 @@ impl NotifyState {
         assert!(v >= 2, "notify_me underflow: {v}");
         // ORDERING: Release store: the wait (and what it observed) is complete before a notifier can
         // see notify_me drop and skip the eventfd. Model: notify.pml#ctx_poll_notify_me_sub
-        self.notify_me.store(v - 2, Ordering::Release);
-        crate::trace_step!(Step::CtxPollNotifyMeSub, notify_me = v - 2);
+        traced!(Step::CtxPollNotifyMeSub, self.notify_me.store(v - 2, Ordering::Release); notify_me = v - 2);
     }
 
     /// External-loop prepare: set bit 0, then fence; returns `notified` (true: do not block).
     pub(crate) fn prepare(&self) -> bool {
         let v = self.notify_me.load(Ordering::Relaxed);
-        // ORDERING: Relaxed store, ordered by the fence below. Model: external.pml#ctx_prepare_notify_me_or
-        self.notify_me.store(v | 1, Ordering::Relaxed);
-        crate::trace_step!(Step::CtxPrepareNotifyMeOr, notify_me = v | 1);
+        // ORDERING: Relaxed store, ordered by the fence below.
+        // Model: external.pml#ctx_prepare_notify_me_or
+        traced!(Step::CtxPrepareNotifyMeOr, self.notify_me.store(v | 1, Ordering::Relaxed); notify_me = v | 1);
         // ORDERING: SeqCst fence: bit 0 is visible before the timeout computation reads BHs and
         // timers. Pairs with the SeqCst fence in `notify`. Model: external.pml#ctx_prepare_fence
-        fence(Ordering::SeqCst);
-        crate::trace_step!(Step::CtxPrepareFence);
+        traced!(Step::CtxPrepareFence, fence(Ordering::SeqCst));
         // ORDERING: Relaxed, after the fence (as the re-check in `arm`).
-        self.notified.load(Ordering::Relaxed)
+        traced!(Step::CtxPollRecheckNotified, let n = self.notified.load(Ordering::Relaxed); notified = n);
+        n
     }
 
     /// External-loop check: clear bit 0.
     pub(crate) fn check(&self) {
         let v = self.notify_me.load(Ordering::Relaxed);
         // ORDERING: Release, as in `disarm`. Model: external.pml#ctx_check_notify_me_clear
-        self.notify_me.store(v & !1, Ordering::Release);
-        crate::trace_step!(Step::CtxCheckNotifyMeClear, notify_me = v & !1);
+        traced!(Step::CtxCheckNotifyMeClear, self.notify_me.store(v & !1, Ordering::Release); notify_me = v & !1);
     }
 
     /// Drain the eventfd (the notifier's read handler). Never progress.
+    /// Model: notify.pml#ctx_poll_event_drain
     pub(crate) fn drain(&self) {
-        let was = self.notifier.test_and_clear().unwrap_or_else(|e| {
+        traced!(Step::CtxPollEventDrain, let was = self.notifier.test_and_clear(); notifier = 0);
+        if let Err(e) = was {
             panic!("aioctx: event notifier read failed: {e}");
-        });
-        crate::trace_step!(Step::CtxPollEventDrain, notifier = was as u32);
-        let _ = was;
+        }
     }
 }

@@ -245,8 +245,8 @@ impl AioContext {
             }
             // The notifier's own io_poll: a notify ends polling, never progress.
             // ORDERING: Relaxed: seeing true leads to accept (SeqCst fence) before the work scan.
-            let notified = s.notify.notified.load(Ordering::Relaxed);
-            crate::trace_step!(Step::CtxPollUserspace, notified = notified as u32);
+            crate::traced!(Step::CtxPollUserspace,
+                let notified = s.notify.notified.load(Ordering::Relaxed); notified = notified);
             if notified {
                 *timeout = Some(0);
                 st.notifier_ready.set(st.notifier_listed.get());

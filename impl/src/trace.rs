@@ -9,15 +9,49 @@
 //! Labels of environment processes in the Promela models (devices, the guest) start with `env_`, and
 //! the TSO store-buffer machinery with `tso_`; they are not implementation steps.
 
-/// Record a protocol step with the values it read or wrote. Without the `trace` feature this expands
-/// to nothing (and its arguments are not evaluated).
+/// Record a protocol step that does no shared access of its own (a fence, a callback call), with
+/// values. Without the `trace` feature this expands to nothing (its arguments are not evaluated).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! trace_step {
     ($step:expr $(, $k:ident = $v:expr)* $(,)?) => {
         #[cfg(feature = "trace")]
         {
-            $crate::trace::record($step, &[$((stringify!($k), ($v) as i64)),*]);
+            let mut g = $crate::trace::lock();
+            $crate::trace::record(&mut g, $step, &[$((stringify!($k), ($v) as i64)),*]);
+        }
+    };
+}
+
+/// A protocol access and its record as ONE atomic unit: with the `trace` feature, the global trace
+/// lock is held across the access and the append, so the log is a linearization in which every read
+/// sees the latest write before it (a sequence number taken after the access would not be: thread A
+/// stores then takes #5, thread B loads A's value and takes #4). Weak memory stays loom's job.
+/// Without the feature it is just the access.
+///
+/// `traced!(Step::X, let v = access; name = value, ...)` binds `v` for the rest of the block;
+/// `traced!(Step::X, access; name = value, ...)` for an access whose result is not needed.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! traced {
+    ($step:expr, let $bind:pat = $access:expr $(; $($k:ident = $v:expr),* )? ) => {
+        #[cfg(feature = "trace")]
+        let mut __trace_guard = $crate::trace::lock();
+        let $bind = $access;
+        #[cfg(feature = "trace")]
+        {
+            $crate::trace::record(&mut __trace_guard, $step, &[$($((stringify!($k), ($v) as i64)),*)?]);
+            drop(__trace_guard);
+        }
+    };
+    ($step:expr, $access:expr $(; $($k:ident = $v:expr),* )? ) => {
+        #[cfg(feature = "trace")]
+        let mut __trace_guard = $crate::trace::lock();
+        $access;
+        #[cfg(feature = "trace")]
+        {
+            $crate::trace::record(&mut __trace_guard, $step, &[$($((stringify!($k), ($v) as i64)),*)?]);
+            drop(__trace_guard);
         }
     };
 }
@@ -26,13 +60,13 @@ macro_rules! trace_step {
 mod recorder {
     use super::Step;
     #[allow(clippy::disallowed_types)]
-    use std::sync::Mutex;
+    use std::sync::{Mutex, MutexGuard};
 
     /// One recorded step: the recording thread's index (in order of first record), the step, the
     /// values it read or wrote.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct TraceEvent {
-        /// Thread index, 0-based, in the order threads first recorded.
+        /// Thread index, 0-based, in the order threads first recorded since `start`.
         pub thread: u32,
         /// The step.
         pub step: Step,
@@ -40,42 +74,67 @@ mod recorder {
         pub values: Vec<(&'static str, i64)>,
     }
 
-    #[allow(clippy::disallowed_types)]
-    static LOG: Mutex<(bool, Vec<TraceEvent>, Vec<std::thread::ThreadId>)> =
-        Mutex::new((false, Vec::new(), Vec::new()));
+    impl std::fmt::Display for TraceEvent {
+        /// `<thread> <label> k=v ...`: the line format the model's parser and the Promela
+        /// simulations (`@@@ <pid> <label> k=v ...`) share.
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{} {}", self.thread, self.step.as_str())?;
+            for (k, v) in &self.values {
+                write!(f, " {k}={v}")?;
+            }
+            Ok(())
+        }
+    }
 
-    /// Record one step (called by `trace_step!`).
-    pub fn record(step: Step, values: &[(&'static str, i64)]) {
-        let mut g = LOG.lock().unwrap_or_else(|e| e.into_inner());
-        if !g.0 {
+    /// The log and who is in it.
+    #[derive(Debug, Default)]
+    pub struct Log {
+        on: bool,
+        events: Vec<TraceEvent>,
+        threads: Vec<std::thread::ThreadId>,
+    }
+
+    #[allow(clippy::disallowed_types)]
+    static LOG: Mutex<Log> = Mutex::new(Log { on: false, events: Vec::new(), threads: Vec::new() });
+
+    /// The trace lock (held across a protocol access and its record).
+    #[allow(clippy::disallowed_types)]
+    pub fn lock() -> MutexGuard<'static, Log> {
+        LOG.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Append one step under the trace lock.
+    #[allow(clippy::disallowed_types)]
+    pub fn record(log: &mut MutexGuard<'static, Log>, step: Step, values: &[(&'static str, i64)]) {
+        if !log.on {
             return;
         }
         let me = std::thread::current().id();
-        let thread = match g.2.iter().position(|t| *t == me) {
+        let thread = match log.threads.iter().position(|t| *t == me) {
             Some(i) => i as u32,
             None => {
-                g.2.push(me);
-                g.2.len() as u32 - 1
+                log.threads.push(me);
+                log.threads.len() as u32 - 1
             }
         };
-        g.1.push(TraceEvent { thread, step, values: values.to_vec() });
+        log.events.push(TraceEvent { thread, step, values: values.to_vec() });
     }
 
-    /// Start recording (clears the log).
+    /// Start recording (clears the log). The thread that calls it is thread 0.
     pub fn start() {
-        let mut g = LOG.lock().unwrap_or_else(|e| e.into_inner());
-        *g = (true, Vec::new(), Vec::new());
+        let mut g = lock();
+        *g = Log { on: true, events: Vec::new(), threads: vec![std::thread::current().id()] };
     }
 
     /// Stop recording and return the log.
     pub fn stop() -> Vec<TraceEvent> {
-        let mut g = LOG.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 = false;
-        std::mem::take(&mut g.1)
+        let mut g = lock();
+        g.on = false;
+        std::mem::take(&mut g.events)
     }
 }
 #[cfg(feature = "trace")]
-pub use recorder::{record, start, stop, TraceEvent};
+pub use recorder::{lock, record, start, stop, Log, TraceEvent};
 
 macro_rules! steps {
     ($( $(#[$m:meta])* $v:ident = $s:literal, )*) => {
