@@ -492,10 +492,24 @@ impl AioContext {
         let block_ns =
             if s.poll_params.enabled() { s.clock.now_ns().saturating_sub(start) } else { 0 };
 
-        // 10. BHs, then ready handlers (and io_poll_ready), then deleted handlers, then timers.
+        // 10. Drain the notifier, then BHs, then ready handlers (and io_poll_ready), then deleted
+        // handlers, then timers. Decision (a finding of promela/external.pml): the eventfd is drained
+        // BEFORE the work scan. QEMU drains it in the notifier's fd handler, after aio_bh_poll; then a
+        // poll nested in an external loop's prepare/check window can eat a kick that arrived after its
+        // scan and was meant for the external loop's own wait (planted bug `drain_after_scan`).
+        let notifier = take_notifier_event(&mut events);
+        #[cfg(not(aioctx_bug = "drain_after_scan"))]
+        if notifier {
+            s.notify.drain();
+        }
         progress |= self.home.bhs.poll(s);
         #[cfg(aioctx_bug = "accept_after_scan")]
         s.notify.accept();
+        #[cfg(aioctx_bug = "drain_after_scan")]
+        if notifier {
+            s.notify.drain();
+        }
+        self.notifier_dispatched(notifier, block_ns);
         progress |= self.dispatch_events(&mut events, block_ns);
         events.clear();
         self.home.events.set(events);
@@ -569,25 +583,18 @@ impl AioContext {
         );
     }
 
-    /// Dispatch the events of a wait: drain the notifier, run ready handlers. Returns progress.
+    /// Dispatch the events of a wait (the notifier's already taken out): run ready handlers and
+    /// io_poll_ready. Returns progress.
     fn dispatch_events(&self, events: &mut Vec<Event>, block_ns: u64) -> bool {
         let mut ready = self.home.ready.take();
-        let mut notifier = false;
         if !events.is_empty() {
             let t = self.handle.shared.handlers.lock();
             for e in events.iter() {
-                if e.token == NOTIFIER_TOKEN {
-                    notifier = true;
-                } else if let Some(h) = t.by_token.get(&e.token) {
+                if let Some(h) = t.by_token.get(&e.token) {
                     ready.push((h.clone(), *e));
                 }
             }
         }
-        if notifier {
-            // The notifier's read handler: drain the eventfd. Never progress.
-            self.handle.shared.notify.drain();
-        }
-        self.notifier_dispatched(notifier, block_ns);
         let mut progress = self.dispatch_poll_ready(block_ns);
         for (h, e) in ready.drain(..) {
             if self.dispatch_handler(&h, &e, block_ns) {
@@ -652,11 +659,10 @@ impl AioContext {
         events.clear();
         let has_fds = s.nr_user.load(Ordering::Relaxed) != 0;
         self.wait(Some(0), &mut events);
-        let fd_ready = has_fds && events.iter().any(|e| e.token != NOTIFIER_TOKEN);
-        if events.iter().any(|e| e.token == NOTIFIER_TOKEN) {
+        if take_notifier_event(&mut events) {
             s.notify.drain();
-            events.retain(|e| e.token != NOTIFIER_TOKEN);
         }
+        let fd_ready = has_fds && !events.is_empty();
         self.home.events.set(events);
         fd_ready
             || self.home.bhs.pending(s) == Pending::Busy
@@ -696,6 +702,13 @@ impl AioContext {
             }
         }
     }
+}
+
+/// Remove the notifier's readiness from a wait's events; true if it was there.
+fn take_notifier_event(events: &mut Vec<Event>) -> bool {
+    let before = events.len();
+    events.retain(|e| e.token != NOTIFIER_TOKEN);
+    events.len() != before
 }
 
 impl AsRawFd for AioContext {

@@ -332,9 +332,12 @@ fn handler_replaced_from_its_own_callback() {
         fd,
         FdHandler::new().on_read(move || {
             let s3 = s2.clone();
-            h.set_fd_handler(fd, FdHandler::new().on_read(move || {
-                s3.fetch_add(1, Relaxed);
-            }))
+            h.set_fd_handler(
+                fd,
+                FdHandler::new().on_read(move || {
+                    s3.fetch_add(1, Relaxed);
+                }),
+            )
             .unwrap();
         }),
     )
@@ -359,7 +362,8 @@ fn handler_added_from_other_thread_wakes_blocked_loop() {
         let (h, fd, hit2) = (ctx.handle().clone(), r.as_raw_fd(), hit.clone());
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
-            h.set_fd_handler(fd, FdHandler::new().on_read(move || hit2.store(true, Relaxed))).unwrap();
+            h.set_fd_handler(fd, FdHandler::new().on_read(move || hit2.store(true, Relaxed)))
+                .unwrap();
         });
         watchdog_local(&ctx, 10, || hit.load(Relaxed));
         t.join().unwrap();
@@ -416,9 +420,12 @@ fn backend_switch_at_64_fds_keeps_racing_registrations() {
     let t = std::thread::spawn(move || {
         for fd in fds {
             let hh = hits2.clone();
-            h.set_fd_handler(fd, FdHandler::new().on_read(move || {
-                hh.fetch_add(1, Relaxed);
-            }))
+            h.set_fd_handler(
+                fd,
+                FdHandler::new().on_read(move || {
+                    hh.fetch_add(1, Relaxed);
+                }),
+            )
             .unwrap();
         }
     });

@@ -17,7 +17,11 @@ pub fn ctx(b: &Backend) -> AioContext {
 }
 
 /// Run `f` on a thread and fail (instead of hanging) if it does not finish within `secs`.
-pub fn watchdog<T: Send + 'static>(what: &str, secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub fn watchdog<T: Send + 'static>(
+    what: &str,
+    secs: u64,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {
         let _ = tx.send(f());
