@@ -75,7 +75,9 @@ impl BhInner {
 /// A bottom half: a callback that any thread can schedule to run once on the context's home thread.
 ///
 /// Scheduling an already-scheduled BH is a no-op (it runs once). Dropping the `Bh` deletes it: a
-/// pending call is cancelled and its memory freed by the loop (QEMU `qemu_bh_delete`). `Bh` is
+/// pending call is cancelled and its memory freed by the loop (QEMU `qemu_bh_delete`). A drop on
+/// another thread races with the loop: a call the loop has already dequeued may still run (never one
+/// dequeued after the drop; `promela/bh.pml` checks exactly this). `Bh` is
 /// `Send + Sync`; share it with `Arc` to schedule from several threads.
 ///
 /// # Examples

@@ -368,6 +368,7 @@ impl AioContext {
         let now = self.shared().clock.now_ns();
         h.with_local(|l| l.poll_idle_deadline = now.saturating_add(idle));
         st.list.borrow_mut().push(h.clone());
+        crate::trace_step!(Step::CtxPollAdd, poll_started = st.started.get());
         if st.started.get() {
             h.set_polling(true);
         }

@@ -206,6 +206,8 @@ steps! {
     HandlerPollReady = "handler_poll_ready",
     /// An idle handler leaves the poll list (io_poll_end, then a final poll).
     CtxPollIdleRemove = "ctx_poll_idle_remove",
+    /// A handler joins the poll list on its first fd event (io_poll_begin at once if poll mode is on).
+    CtxPollAdd = "ctx_poll_add",
     // ---- external-loop integration (home thread): external.pml ----
     /// prepare: `notify_me |= 1`.
     CtxPrepareNotifyMeOr = "ctx_prepare_notify_me_or",
