@@ -1,0 +1,1198 @@
+//! Event-loop benchmarks of aioctx, with peers measured side by side in the same run.
+//!
+//! ```text
+//! cargo bench -p aioctx --bench loop -- [--quick] [--tsv PATH]
+//! <bench binary> --callgrind-iters N     # only `bh.schedule(); ctx.poll(false)` N times (ci/bench)
+//! ```
+//!
+//! | id | what | target |
+//! |---|---|---|
+//! | a | eventfd writes per `notify()` while the home thread runs `poll(false)` (notify_me == 0) | exactly 0 |
+//! | a0 | the same counter with the home thread blocked in `poll(true)` (proves the counter sees writes) | ≥ 0.9 |
+//! | b | cross-thread BH round trip, both loops blocked, vs a raw eventfd read/write ping-pong (median of the per-round ratios) | ≤ 1.15 |
+//! | c | one `bh.schedule()` + `poll(false)` on one thread: ns and syscalls per iteration | 0 syscalls |
+//! | d | peers: tokio, mio, polling wake-up round trips, and an atomic cache-line ping-pong | info |
+//!
+//! # How syscalls are counted
+//!
+//! Per thread, from inside the process, with two independent counters:
+//! - `perf`: a `perf_event_open` counter on the `raw_syscalls:sys_enter` tracepoint, opened with
+//!   pid 0 (the calling thread only, not inherited). It counts every syscall (ppoll, epoll_wait,
+//!   futex, ...). Without tracefs or perf permissions it is unavailable and its rows are left out.
+//! - `/proc/thread-self/io`: `syscw` (write-class syscalls) and `syscr` (read-class). Always there,
+//!   but blind to ppoll/epoll_wait/futex. Target (a) is judged on `syscw` and, when present, perf.
+//!
+//! Reading a counter is itself a syscall: each thread measures the cost of one snapshot right before
+//! its window and subtracts it, so a window of N operations reports exactly the syscalls of those N.
+//! Round-trip rows sum both threads' windows and divide by the round trips.
+//!
+//! # Noise
+//!
+//! The round-trip measures run interleaved, one of each per round, for several rounds; the table shows
+//! the median and the spread (min..max) over rounds. On a loaded 2-core machine wake-up latencies
+//! vary a lot between rounds (same-core vs cross-core wake-ups, other processes' load), so read ratios,
+//! not absolute numbers. The gated ratio (b) pairs each aioctx run with the raw eventfd run of the same
+//! round, back to back, and takes the median of those ratios; the `ratio` column of the other rows is
+//! the ratio of the medians.
+//!
+//! The tokio peer wakes a parked current_thread runtime from the other thread through a task `Waker`
+//! (a flag + `Mutex<Option<Waker>>`, the fast path of `tokio::sync::Notify`): tokio's own `sync`
+//! module needs its `sync` feature, which this package does not enable.
+#![allow(clippy::disallowed_types)] // the peers are measured over std's primitives; never a checker build
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::future::Future;
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use aioctx::{AioContext, Backend};
+
+// ---------------------------------------------------------------------------------------------------
+// Syscall and context-switch counters of the calling thread.
+
+/// A snapshot of the calling thread's counters.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    /// All syscalls (perf tracepoint), if available.
+    sys: Option<u64>,
+    /// Read-class syscalls (/proc/thread-self/io `syscr`).
+    syscr: u64,
+    /// Write-class syscalls (`syscw`).
+    syscw: u64,
+    /// Voluntary + involuntary context switches (getrusage RUSAGE_THREAD).
+    csw: u64,
+    /// User + system CPU time of the thread, ns (getrusage RUSAGE_THREAD, µs resolution).
+    cpu_ns: u64,
+}
+
+impl Counts {
+    fn sub(self, o: Counts) -> Counts {
+        Counts {
+            sys: self.sys.zip(o.sys).map(|(a, b)| a.wrapping_sub(b)),
+            syscr: self.syscr.wrapping_sub(o.syscr),
+            syscw: self.syscw.wrapping_sub(o.syscw),
+            csw: self.csw.wrapping_sub(o.csw),
+            cpu_ns: self.cpu_ns.wrapping_sub(o.cpu_ns),
+        }
+    }
+    fn add(self, o: Counts) -> Counts {
+        Counts {
+            sys: self.sys.zip(o.sys).map(|(a, b)| a + b),
+            syscr: self.syscr + o.syscr,
+            syscw: self.syscw + o.syscw,
+            csw: self.csw + o.csw,
+            cpu_ns: self.cpu_ns + o.cpu_ns,
+        }
+    }
+}
+
+/// `struct perf_event_attr` (PERF_ATTR_SIZE_VER5 and later are supersets; 128 bytes, zeroed tail).
+#[repr(C)]
+struct PerfEventAttr {
+    type_: u32,
+    size: u32,
+    config: u64,
+    rest: [u64; 14],
+}
+
+const PERF_TYPE_TRACEPOINT: u32 = 2;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+
+/// The id of the `raw_syscalls:sys_enter` tracepoint (tracefs is mounted on first access).
+fn sys_enter_id() -> Option<u64> {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].iter().find_map(|d| {
+        let s = std::fs::read_to_string(format!("{d}/events/raw_syscalls/sys_enter/id")).ok()?;
+        s.trim().parse().ok()
+    })
+}
+
+/// Counters of the thread that creates it (`perf_event_open` with pid 0 counts the calling thread).
+struct Meter {
+    perf: Option<OwnedFd>,
+    /// What one `snap` costs (its own syscalls), measured at creation.
+    cost: Counts,
+}
+
+impl Meter {
+    fn new() -> Meter {
+        let perf = sys_enter_id().and_then(|id| {
+            let attr = PerfEventAttr {
+                type_: PERF_TYPE_TRACEPOINT,
+                size: std::mem::size_of::<PerfEventAttr>() as u32,
+                config: id,
+                rest: [0; 14], // enabled at once, not inherited, kernel and user counted
+            };
+            // SAFETY:
+            // - `attr` is a valid, initialised perf_event_attr of the size it declares, alive for the
+            //   call; pid 0 / cpu -1 / group -1 select "this thread, any CPU, no group".
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_perf_event_open,
+                    &attr as *const PerfEventAttr,
+                    0 as libc::pid_t,
+                    -1 as libc::c_int,
+                    -1 as libc::c_int,
+                    PERF_FLAG_FD_CLOEXEC,
+                )
+            };
+            // SAFETY:
+            // - a non-negative return is a new fd that nothing else owns.
+            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+        });
+        let mut m = Meter { perf, cost: Counts::default() };
+        let a = m.snap();
+        let b = m.snap();
+        m.cost = b.sub(a);
+        m
+    }
+
+    fn snap(&self) -> Counts {
+        let sys = self.perf.as_ref().and_then(|fd| {
+            let mut v = 0u64;
+            // SAFETY:
+            // - `v` is 8 writable bytes; a perf fd with read_format 0 returns one u64.
+            let n =
+                unsafe { libc::read(fd.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+            (n == 8).then_some(v)
+        });
+        let (syscr, syscw) = proc_io();
+        // SAFETY:
+        // - an all-zero rusage is a valid value; getrusage fills it.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY:
+        // - `ru` is a valid, writable rusage.
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+        let tv_ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+        Counts {
+            sys,
+            syscr,
+            syscw,
+            csw: (ru.ru_nvcsw + ru.ru_nivcsw) as u64,
+            cpu_ns: tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime),
+        }
+    }
+
+    /// The syscalls between `start` and a snapshot taken now, the snapshots' own cost removed.
+    fn since(&self, start: Counts) -> Counts {
+        let d = self.snap().sub(start);
+        Counts {
+            sys: d.sys.zip(self.cost.sys).map(|(d, c)| d.saturating_sub(c)),
+            syscr: d.syscr.saturating_sub(self.cost.syscr),
+            syscw: d.syscw.saturating_sub(self.cost.syscw),
+            csw: d.csw,
+            cpu_ns: d.cpu_ns,
+        }
+    }
+}
+
+/// `syscr` and `syscw` of the calling thread.
+fn proc_io() -> (u64, u64) {
+    let mut buf = [0u8; 512];
+    let mut f =
+        File::open("/proc/thread-self/io").expect("/proc/thread-self/io (task I/O accounting)");
+    let n = f.read(&mut buf).expect("read /proc/thread-self/io");
+    let s = std::str::from_utf8(&buf[..n]).unwrap_or("");
+    let field = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no {k} in /proc/thread-self/io"))
+    };
+    (field("syscr:"), field("syscw:"))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Samples and statistics.
+
+/// One run of a round-trip (or per-operation) measure.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    ns: f64,
+    /// Counts per operation summed over the threads involved.
+    sys: Option<f64>,
+    rw: f64,
+    w: f64,
+    csw: f64,
+    /// CPU time (user + system) per operation, both threads, ns.
+    cpu: f64,
+}
+
+fn sample(elapsed: Duration, n: u64, c: Counts) -> Sample {
+    let n = n as f64;
+    Sample {
+        ns: elapsed.as_nanos() as f64 / n,
+        sys: c.sys.map(|s| s as f64 / n),
+        rw: (c.syscr + c.syscw) as f64 / n,
+        w: c.syscw as f64 / n,
+        csw: c.csw as f64 / n,
+        cpu: c.cpu_ns as f64 / n,
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    med: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stat(mut v: Vec<f64>) -> Stat {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    Stat { med, min: v[0], max: v[n - 1] }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// a. notify while the loop is busy.
+
+/// `n` notifies from this thread while the home thread spins in `poll(false)`. Returns the notifying
+/// thread's sample (its eventfd writes are `w`).
+fn notify_busy(n: u64) -> Sample {
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let home = thread::spawn(move || {
+        let ctx = AioContext::new().unwrap();
+        tx.send(ctx.handle().clone()).unwrap();
+        while !stop2.load(Ordering::Relaxed) {
+            ctx.poll(false);
+        }
+    });
+    let h = rx.recv().unwrap();
+    let m = Meter::new();
+    let start = m.snap();
+    let t0 = Instant::now();
+    for _ in 0..n {
+        h.notify();
+    }
+    let el = t0.elapsed();
+    let c = m.since(start);
+    stop.store(true, Ordering::Relaxed);
+    home.join().unwrap();
+    sample(el, n, c)
+}
+
+/// Control for (a): `rounds` notifies, each sent while the home thread is (almost surely) blocked in
+/// `poll(true)`: the counter must see about one write per notify.
+fn notify_blocked(rounds: u64) -> Sample {
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let returns = Arc::new(AtomicU64::new(0));
+    let (stop2, returns2) = (stop.clone(), returns.clone());
+    let home = thread::spawn(move || {
+        let ctx = AioContext::new().unwrap();
+        tx.send(ctx.handle().clone()).unwrap();
+        while !stop2.load(Ordering::Relaxed) {
+            ctx.poll(true);
+            returns2.fetch_add(1, Ordering::Release);
+        }
+    });
+    let h = rx.recv().unwrap();
+    let m = Meter::new();
+    let mut c = Counts::default();
+    let mut el = Duration::ZERO;
+    for _ in 0..rounds {
+        thread::sleep(Duration::from_millis(2)); // outside the window: the loop blocks meanwhile
+        let before = returns.load(Ordering::Acquire);
+        let start = m.snap();
+        let t0 = Instant::now();
+        h.notify();
+        el += t0.elapsed();
+        c = c.add(m.since(start));
+        while returns.load(Ordering::Acquire) == before {
+            thread::yield_now();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    h.notify();
+    home.join().unwrap();
+    sample(el, rounds, c)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// b, d. Cross-thread round trips. Thread A is the bench thread; thread B is spawned per run. Each side
+// measures its own window of exactly `n` round trips after `w` warm-up ones.
+
+/// Window bookkeeping for the responder thread: opens its meter at round `w`, closes it at `w + n`.
+struct BWindow {
+    w: u64,
+    n: u64,
+    i: u64,
+    meter: Option<(Meter, Counts)>,
+    out: Arc<Mutex<Option<Counts>>>,
+}
+
+impl BWindow {
+    fn new(w: u64, n: u64) -> (BWindow, Arc<Mutex<Option<Counts>>>) {
+        let out = Arc::new(Mutex::new(None));
+        (BWindow { w, n, i: 0, meter: None, out: out.clone() }, out)
+    }
+    /// Call on receiving a ping, before replying.
+    fn before_reply(&mut self) {
+        if self.i == self.w {
+            let m = Meter::new();
+            let s = m.snap();
+            self.meter = Some((m, s));
+        }
+    }
+    /// Call after replying.
+    fn after_reply(&mut self) {
+        self.i += 1;
+        if self.i == self.w + self.n {
+            if let Some((m, s)) = self.meter.take() {
+                *self.out.lock().unwrap() = Some(m.since(s));
+            }
+        }
+    }
+}
+
+/// Thread A's window: call `tick(i)` before sending ping `i`, `finish()` after the last pong.
+struct AWindow {
+    w: u64,
+    meter: Meter,
+    start: Option<(Counts, Instant)>,
+}
+
+impl AWindow {
+    fn new(w: u64) -> AWindow {
+        AWindow { w, meter: Meter::new(), start: None }
+    }
+    #[inline]
+    fn tick(&mut self, i: u64) {
+        if i == self.w {
+            let c = self.meter.snap();
+            self.start = Some((c, Instant::now()));
+        }
+    }
+    fn finish(self) -> (Duration, Counts) {
+        let (c, t) = self.start.expect("window never opened");
+        let el = t.elapsed();
+        (el, self.meter.since(c))
+    }
+}
+
+fn rt_sample(a: (Duration, Counts), b: &Arc<Mutex<Option<Counts>>>, n: u64) -> Sample {
+    let b = b.lock().unwrap().expect("responder window not closed");
+    sample(a.0, n, a.1.add(b))
+}
+
+/// Raw eventfd ping-pong: each thread blocks in read(2) on its own eventfd and writes the other's.
+fn rt_eventfd(w: u64, n: u64) -> Sample {
+    fn efd() -> Arc<OwnedFd> {
+        // SAFETY:
+        // - eventfd takes no pointers; a non-negative result is a new fd owned by nothing else.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        // SAFETY: see above.
+        Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+    fn wr(fd: &OwnedFd) {
+        let one = 1u64;
+        // SAFETY:
+        // - writes 8 bytes from a live u64 to an open eventfd.
+        let r =
+            unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+        assert_eq!(r, 8, "eventfd write: {}", std::io::Error::last_os_error());
+    }
+    fn rd(fd: &OwnedFd) -> u64 {
+        loop {
+            let mut v = 0u64;
+            // SAFETY:
+            // - reads 8 bytes into a live u64 from an open (blocking) eventfd.
+            let r =
+                unsafe { libc::read(fd.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+            if r == 8 {
+                return v;
+            }
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "eventfd read: {e}");
+        }
+    }
+    let (ea, eb) = (efd(), efd());
+    let (ea2, eb2) = (ea.clone(), eb.clone());
+    let (mut bw, bout) = BWindow::new(w, n);
+    let b = thread::spawn(move || {
+        for _ in 0..w + n {
+            rd(&eb2);
+            bw.before_reply();
+            wr(&ea2);
+            bw.after_reply();
+        }
+    });
+    let mut aw = AWindow::new(w);
+    for i in 0..w + n {
+        aw.tick(i);
+        wr(&eb);
+        rd(&ea);
+    }
+    let a = aw.finish();
+    b.join().unwrap();
+    rt_sample(a, &bout, n)
+}
+
+/// aioctx: A's context schedules a BH on B's context; its callback schedules a BH back on A. Both
+/// threads block in `poll(true)` between messages.
+fn rt_aioctx(w: u64, n: u64, backend: fn() -> Backend) -> Sample {
+    let ctx_a = AioContext::builder().backend(backend()).build().unwrap();
+    let pongs = Arc::new(AtomicU64::new(0));
+    let p2 = pongs.clone();
+    // ORDERING: Relaxed: the counter is written and read on A's home thread only.
+    let bh_a = ctx_a.bh_new(move || {
+        p2.fetch_add(1, Ordering::Relaxed);
+    });
+
+    let (tx, rx) = mpsc::channel();
+    let b = thread::spawn(move || {
+        let ctx = AioContext::builder().backend(backend()).build().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        tx.send((ctx.handle().clone(), stop.clone())).unwrap();
+        while !stop.load(Ordering::Relaxed) {
+            ctx.poll(true);
+        }
+    });
+    let (hb, stop) = rx.recv().unwrap();
+    let (mut bw, bout) = BWindow::new(w, n);
+    let bh_b = hb.bh_new(move || {
+        bw.before_reply();
+        bh_a.schedule();
+        bw.after_reply();
+    });
+
+    let mut aw = AWindow::new(w);
+    for i in 0..w + n {
+        aw.tick(i);
+        bh_b.schedule();
+        while pongs.load(Ordering::Relaxed) == i {
+            ctx_a.poll(true);
+        }
+    }
+    let a = aw.finish();
+    hb.bh_oneshot(move || stop.store(true, Ordering::Relaxed));
+    b.join().unwrap();
+    drop(bh_b);
+    rt_sample(a, &bout, n)
+}
+
+/// A one-slot wake-up for async code (what tokio::sync::Notify does on its fast path: a state word,
+/// a mutex-protected waker, wake outside the lock). tokio's own `sync` module needs its `sync`
+/// feature, which this package does not enable.
+struct AsyncFlag {
+    seq: AtomicU64,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl AsyncFlag {
+    fn new() -> Arc<AsyncFlag> {
+        Arc::new(AsyncFlag { seq: AtomicU64::new(0), waker: Mutex::new(None) })
+    }
+    fn post(&self, v: u64) {
+        // ORDERING: Release store, then the mutex: a waiter that registered before we lock is woken;
+        // one that registers after re-checks `seq` under the mutex's happens-before.
+        self.seq.store(v, Ordering::Release);
+        let w = self.waker.lock().unwrap().take();
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+    fn wait_for(&self, v: u64) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx: &mut Context<'_>| {
+            if self.seq.load(Ordering::Acquire) >= v {
+                return Poll::Ready(());
+            }
+            {
+                let mut g = self.waker.lock().unwrap();
+                match &*g {
+                    Some(old) if old.will_wake(cx.waker()) => {}
+                    _ => *g = Some(cx.waker().clone()),
+                }
+            }
+            if self.seq.load(Ordering::Acquire) >= v {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+    }
+}
+
+fn current_thread_rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// tokio: a current_thread runtime on each thread; each side awaits its flag, which the other side
+/// posts (the wake-up of a parked current_thread runtime from a foreign thread).
+fn rt_tokio(w: u64, n: u64) -> Sample {
+    let (fa, fb) = (AsyncFlag::new(), AsyncFlag::new());
+    let (fa2, fb2) = (fa.clone(), fb.clone());
+    let (mut bw, bout) = BWindow::new(w, n);
+    let b = thread::spawn(move || {
+        current_thread_rt().block_on(async move {
+            for i in 0..w + n {
+                fb2.wait_for(i + 1).await;
+                bw.before_reply();
+                fa2.post(i + 1);
+                bw.after_reply();
+            }
+        })
+    });
+    let rt = current_thread_rt();
+    let a = rt.block_on(async {
+        let mut aw = AWindow::new(w);
+        for i in 0..w + n {
+            aw.tick(i);
+            fb.post(i + 1);
+            fa.wait_for(i + 1).await;
+        }
+        aw.finish()
+    });
+    b.join().unwrap();
+    rt_sample(a, &bout, n)
+}
+
+/// mio: a Poll and a Waker on each thread; a message is a sequence number plus a wake.
+fn rt_mio(w: u64, n: u64) -> Sample {
+    use mio::{Events, Poll as MPoll, Token, Waker as MWaker};
+    const WAKE: Token = Token(0);
+    let seq_a = Arc::new(AtomicU64::new(0));
+    let seq_b = Arc::new(AtomicU64::new(0));
+    let mut poll_a = MPoll::new().unwrap();
+    let waker_a = Arc::new(MWaker::new(poll_a.registry(), WAKE).unwrap());
+    let (tx, rx) = mpsc::channel();
+    let (seq_a2, seq_b2, waker_a2) = (seq_a.clone(), seq_b.clone(), waker_a.clone());
+    let (mut bw, bout) = BWindow::new(w, n);
+    let b = thread::spawn(move || {
+        let mut poll = MPoll::new().unwrap();
+        tx.send(Arc::new(MWaker::new(poll.registry(), WAKE).unwrap())).unwrap();
+        let mut ev = Events::with_capacity(8);
+        for i in 0..w + n {
+            while seq_b2.load(Ordering::Acquire) <= i {
+                poll.poll(&mut ev, None).unwrap();
+            }
+            bw.before_reply();
+            seq_a2.store(i + 1, Ordering::Release);
+            waker_a2.wake().unwrap();
+            bw.after_reply();
+        }
+    });
+    let waker_b = rx.recv().unwrap();
+    let mut ev = Events::with_capacity(8);
+    let mut aw = AWindow::new(w);
+    for i in 0..w + n {
+        aw.tick(i);
+        seq_b.store(i + 1, Ordering::Release);
+        waker_b.wake().unwrap();
+        while seq_a.load(Ordering::Acquire) <= i {
+            poll_a.poll(&mut ev, None).unwrap();
+        }
+    }
+    let a = aw.finish();
+    b.join().unwrap();
+    rt_sample(a, &bout, n)
+}
+
+/// polling: a Poller on each thread; the message is a sequence number plus `Poller::notify`.
+fn rt_polling(w: u64, n: u64) -> Sample {
+    use polling::{Events, Poller};
+    let seq_a = Arc::new(AtomicU64::new(0));
+    let seq_b = Arc::new(AtomicU64::new(0));
+    let pa = Arc::new(Poller::new().unwrap());
+    let pb = Arc::new(Poller::new().unwrap());
+    let (seq_a2, seq_b2, pa2, pb2) = (seq_a.clone(), seq_b.clone(), pa.clone(), pb.clone());
+    let (mut bw, bout) = BWindow::new(w, n);
+    let b = thread::spawn(move || {
+        let mut ev = Events::new();
+        for i in 0..w + n {
+            while seq_b2.load(Ordering::Acquire) <= i {
+                ev.clear(); // wait() fills only the free space of `ev`
+                pb2.wait(&mut ev, None).unwrap();
+            }
+            bw.before_reply();
+            seq_a2.store(i + 1, Ordering::Release);
+            pa2.notify().unwrap();
+            bw.after_reply();
+        }
+    });
+    let mut ev = Events::new();
+    let mut aw = AWindow::new(w);
+    for i in 0..w + n {
+        aw.tick(i);
+        seq_b.store(i + 1, Ordering::Release);
+        pb.notify().unwrap();
+        while seq_a.load(Ordering::Acquire) <= i {
+            ev.clear();
+            pa.wait(&mut ev, None).unwrap();
+        }
+    }
+    let a = aw.finish();
+    b.join().unwrap();
+    rt_sample(a, &bout, n)
+}
+
+/// The calling thread's CPU affinity mask.
+fn affinity() -> libc::cpu_set_t {
+    // SAFETY:
+    // - an all-zero cpu_set_t is a valid (empty) set; sched_getaffinity fills it for this thread.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
+    unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    set
+}
+
+fn set_affinity(set: &libc::cpu_set_t) {
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+}
+
+/// A set holding only `cpu`.
+fn only_cpu(cpu: usize) -> libc::cpu_set_t {
+    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes one bit of `set`; `cpu` is below CPU_SETSIZE (it came from CPU_ISSET).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    set
+}
+
+/// Two threads spinning on one AtomicU64 (odd: ping, even: pong, `u64::MAX`: stop): the hardware
+/// floor of a cross-thread hand-off, with no sleeping at all.
+///
+/// Spinning only measures the hardware while each thread has a CPU of its own: the two threads are
+/// pinned to two different CPUs (when the process may use two), and on a loaded machine one of them
+/// is still regularly preempted, a round trip then costing a time slice. So thread A times blocks of
+/// `BLOCK` round trips and the run reports the 10th percentile of the blocks (the floor, which is
+/// what this row is for). The run stops after `n` round trips or `budget`, whichever comes first.
+fn rt_atomic(w: u64, n: u64) -> Sample {
+    const BLOCK: u64 = 250;
+    const STOP: u64 = u64::MAX;
+    let budget = Duration::from_millis(300);
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    /// Spin until `x` satisfies `f`; returns the value.
+    fn spin(x: &AtomicU64, f: impl Fn(u64) -> bool) -> u64 {
+        loop {
+            let v = x.load(Ordering::Acquire);
+            if f(v) {
+                return v;
+            }
+            std::hint::spin_loop();
+        }
+    }
+    let orig = affinity();
+    // SAFETY: CPU_ISSET reads one bit of a valid set, for indices below CPU_SETSIZE.
+    let is_set = |c: usize| unsafe { libc::CPU_ISSET(c, &orig) };
+    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| is_set(c)).take(2).collect();
+    let pin = cpus.len() == 2;
+    let x = Arc::new(Line(AtomicU64::new(0)));
+    let x2 = x.clone();
+    let cpu_b = cpus.get(1).copied();
+    let b = thread::spawn(move || {
+        if let (true, Some(c)) = (pin, cpu_b) {
+            set_affinity(&only_cpu(c));
+        }
+        let m = Meter::new();
+        let start = m.snap();
+        loop {
+            let v = spin(&x2.0, |v| v % 2 == 1);
+            if v == STOP {
+                return m.since(start);
+            }
+            x2.0.store(v + 1, Ordering::Release);
+        }
+    });
+    if pin {
+        set_affinity(&only_cpu(cpus[0]));
+    }
+    let m = Meter::new();
+    let start = m.snap();
+    let t_end = Instant::now() + budget;
+    let mut blocks = Vec::new();
+    let mut v = 0;
+    let mut t = Instant::now();
+    while v / 2 < w + n && Instant::now() < t_end {
+        x.0.store(v + 1, Ordering::Release);
+        v = spin(&x.0, |y| y == v + 2);
+        let done = v / 2;
+        if done > w && done % BLOCK == 0 {
+            let now = Instant::now();
+            blocks.push(now.duration_since(t).as_nanos() as f64 / BLOCK as f64);
+            t = now;
+        } else if done == w {
+            t = Instant::now();
+        }
+    }
+    let rts = (v / 2).max(1);
+    let ca = m.since(start);
+    x.0.store(STOP, Ordering::Release);
+    let cb = b.join().unwrap();
+    set_affinity(&orig);
+    let c = ca.add(cb);
+    blocks.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let ns = blocks.get(blocks.len() / 10).copied().unwrap_or(f64::NAN);
+    let per = |k: u64| k as f64 / rts as f64;
+    Sample {
+        ns,
+        sys: c.sys.map(per),
+        rw: per(c.syscr + c.syscw),
+        w: per(c.syscw),
+        csw: per(c.csw),
+        cpu: per(c.cpu_ns),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// c. BH schedule + poll(false) on one thread.
+
+/// The measured loop (also the whole of `--callgrind-iters`): only the schedule and the poll, so the
+/// instructions of one iteration are those two calls plus the loop's increment and branch.
+#[inline(never)]
+fn bh_poll_loop(ctx: &AioContext, bh: &aioctx::Bh, n: u64) {
+    for _ in 0..n {
+        bh.schedule();
+        ctx.poll(false);
+    }
+}
+
+/// Outside any measurement: every `poll(false)` after a schedule runs the BH (progress).
+fn bh_poll_check(ctx: &AioContext, bh: &aioctx::Bh) {
+    for i in 0..1_000 {
+        bh.schedule();
+        assert!(ctx.poll(false), "iteration {i}: poll(false) after bh.schedule() made no progress");
+    }
+    assert!(!bh.is_scheduled());
+}
+
+fn bh_poll(n: u64) -> Sample {
+    let ctx = AioContext::new().unwrap();
+    let bh = ctx.bh_new(|| {});
+    bh_poll_check(&ctx, &bh);
+    bh_poll_loop(&ctx, &bh, n / 10); // warm-up
+    let m = Meter::new();
+    let start = m.snap();
+    let t0 = Instant::now();
+    bh_poll_loop(&ctx, &bh, n);
+    let el = t0.elapsed();
+    let c = m.since(start);
+    sample(el, n, c)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The table.
+
+struct Row {
+    measure: String,
+    value: f64,
+    spread: String,
+    unit: &'static str,
+    ratio: Option<f64>,
+    reference: &'static str,
+    target: String,
+    result: &'static str,
+}
+
+fn fmt_v(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+fn print_table(rows: &[Row]) -> String {
+    let head = ["measure", "value", "spread (min..max)", "unit", "ratio", "vs", "target", "result"];
+    let cells: Vec<[String; 8]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.measure.clone(),
+                fmt_v(r.value),
+                r.spread.clone(),
+                r.unit.to_string(),
+                r.ratio.map_or("-".into(), |x| format!("{x:.3}")),
+                r.reference.to_string(),
+                r.target.clone(),
+                r.result.to_string(),
+            ]
+        })
+        .collect();
+    let mut wd = head.map(str::len);
+    for c in &cells {
+        for (i, s) in c.iter().enumerate() {
+            wd[i] = wd[i].max(s.chars().count());
+        }
+    }
+    let line = |c: &[String]| {
+        let mut s = String::new();
+        for (i, x) in c.iter().enumerate() {
+            let pad = wd[i] - x.chars().count();
+            if i == 1 || i == 4 {
+                let _ = write!(s, "{}{}  ", " ".repeat(pad), x);
+            } else {
+                let _ = write!(s, "{}{}  ", x, " ".repeat(pad));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = String::new();
+    out += &line(&head.map(String::from));
+    out += "\n";
+    out += &wd.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  ");
+    out += "\n";
+    for c in &cells {
+        out += &line(c);
+        out += "\n";
+    }
+    out
+}
+
+fn tsv(rows: &[Row]) -> String {
+    let mut s = String::from("measure\tvalue\tmin_max\tunit\tratio\treference\ttarget\tresult\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            r.measure,
+            r.value,
+            r.spread,
+            r.unit,
+            r.ratio.map_or(String::new(), |x| format!("{x:.4}")),
+            r.reference,
+            r.target,
+            r.result
+        );
+    }
+    s
+}
+
+fn default_tsv_path() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return std::path::PathBuf::from(d).join("loop.tsv");
+    }
+    // <target>/release/deps/loop-<hash>
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors().nth(3).map(|t| t.join("loop.tsv")).unwrap_or_else(|| "loop.tsv".into())
+}
+
+/// Abort the process if the bench hangs (a lost wake-up would block a ping-pong forever).
+fn watchdog(limit: Duration, phase: Arc<Mutex<&'static str>>) {
+    thread::spawn(move || {
+        thread::sleep(limit);
+        eprintln!(
+            "loop bench: no progress after {limit:?} in phase {:?}: lost wake-up?",
+            phase.lock().unwrap()
+        );
+        std::process::exit(3);
+    });
+}
+
+/// Table labels of the round-trip variants, in the order `main` runs them.
+const RT_LABELS: [&str; 7] = [
+    "b. RT raw eventfd, blocking read/write (reference)",
+    "b. RT aioctx cross-thread BH, ppoll, both poll(true)",
+    "b. RT aioctx cross-thread BH, epoll, both poll(true)",
+    "d. RT tokio 2x current_thread, Waker wake-up",
+    "d. RT mio Poll + Waker ping-pong",
+    "d. RT polling Poller::notify ping-pong",
+    "d. RT atomic cache-line ping-pong (pinned spin; p10 of 250-RT blocks)",
+];
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut quick = false;
+    let mut tsv_path = None;
+    let mut only: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--bench" => {} // passed by `cargo bench`
+            "--tsv" => tsv_path = it.next().map(std::path::PathBuf::from),
+            "--only" => only = it.next().cloned(),
+            "--callgrind-iters" => {
+                let n: u64 = it.next().and_then(|s| s.parse().ok()).expect("--callgrind-iters N");
+                let ctx = AioContext::new().unwrap();
+                let bh = ctx.bh_new(|| {});
+                bh_poll_loop(&ctx, &bh, n);
+                // The same setup and checks in every run length, so they cancel in the difference.
+                bh_poll_check(&ctx, &bh);
+                return;
+            }
+            "-h" | "--help" => {
+                println!("loop [--quick] [--tsv PATH] | --callgrind-iters N");
+                return;
+            }
+            other => {
+                eprintln!("loop bench: unknown argument {other:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    // A panic on a helper thread would leave its partner blocked forever: fail the whole run.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::exit(101);
+    }));
+
+    if let Some(name) = only {
+        // Debugging aid: run one round-trip variant once and print its sample.
+        let s = match name.as_str() {
+            "eventfd" => rt_eventfd(200, 2_000),
+            "aioctx" => rt_aioctx(200, 2_000, || Backend::Ppoll),
+            "aioctx-epoll" => rt_aioctx(200, 2_000, || Backend::Epoll),
+            "tokio" => rt_tokio(200, 2_000),
+            "mio" => rt_mio(200, 2_000),
+            "polling" => rt_polling(200, 2_000),
+            "atomic" => rt_atomic(2_000, 20_000),
+            _ => panic!("--only eventfd|aioctx|aioctx-epoll|tokio|mio|polling|atomic"),
+        };
+        println!("{name}: {s:?}");
+        return;
+    }
+
+    let t_start = Instant::now();
+    let phase = Arc::new(Mutex::new("setup"));
+    watchdog(Duration::from_secs(if quick { 60 } else { 240 }), phase.clone());
+    let set_phase = |p: &'static str| *phase.lock().unwrap() = p;
+
+    // (rounds, round trips per run, warm-up, notifies, BH iterations, atomic round trips)
+    let (rounds, n_rt, w_rt, n_notify, n_bh, n_atomic) = if quick {
+        (7, 800, 100, 200_000, 200_000, 20_000)
+    } else {
+        (15, 3_000, 300, 1_000_000, 1_000_000, 100_000)
+    };
+
+    let probe = Meter::new();
+    let perf_ok = probe.perf.is_some();
+    drop(probe);
+
+    // a.
+    set_phase("a: notify busy");
+    let a_runs: Vec<Sample> = (0..rounds).map(|_| notify_busy(n_notify)).collect();
+    set_phase("a0: notify blocked");
+    let a0 = notify_blocked(if quick { 20 } else { 50 });
+
+    // b, d: interleaved rounds.
+    type Rt = (&'static str, Box<dyn Fn() -> Sample>);
+    let variants: Vec<Rt> = vec![
+        ("raw eventfd", Box::new(move || rt_eventfd(w_rt, n_rt))),
+        ("aioctx ppoll", Box::new(move || rt_aioctx(w_rt, n_rt, || Backend::Ppoll))),
+        ("aioctx epoll", Box::new(move || rt_aioctx(w_rt, n_rt, || Backend::Epoll))),
+        ("tokio", Box::new(move || rt_tokio(w_rt, n_rt))),
+        ("mio", Box::new(move || rt_mio(w_rt, n_rt))),
+        ("polling", Box::new(move || rt_polling(w_rt, n_rt))),
+        ("atomic spin", Box::new(move || rt_atomic(n_atomic / 10, n_atomic))),
+    ];
+    let mut rt: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
+    for round in 0..rounds {
+        // The gated pair (raw eventfd, aioctx ppoll) runs back to back, in alternating order.
+        let mut order: Vec<usize> = (0..variants.len()).collect();
+        if round % 2 == 1 {
+            order.swap(0, 1);
+        }
+        for i in order {
+            set_phase(variants[i].0);
+            rt[i].push((variants[i].1)());
+        }
+    }
+
+    // c.
+    set_phase("c: bh schedule + poll(false)");
+    let c_runs: Vec<Sample> = (0..rounds).map(|_| bh_poll(n_bh)).collect();
+    set_phase("report");
+
+    // ---- rows ----
+    let mut rows = Vec::new();
+    let st = |v: &[Sample], f: fn(&Sample) -> f64| stat(v.iter().map(f).collect());
+    let spread = |s: Stat| format!("{}..{}", fmt_v(s.min), fmt_v(s.max));
+    let sys_of = |v: &[Sample]| -> Option<Stat> {
+        v.iter().map(|s| s.sys).collect::<Option<Vec<f64>>>().map(stat)
+    };
+
+    // a.
+    let aw = st(&a_runs, |s| s.w);
+    let a_writes_max = a_runs.iter().map(|s| s.w).fold(0.0, f64::max);
+    rows.push(Row {
+        measure: "a. eventfd writes per notify, loop busy (syscw)".into(),
+        value: aw.med,
+        spread: spread(aw),
+        unit: "writes",
+        ratio: None,
+        reference: "-",
+        target: "= 0".into(),
+        result: if a_writes_max == 0.0 { "PASS" } else { "FAIL" },
+    });
+    if let Some(s) = sys_of(&a_runs) {
+        rows.push(Row {
+            measure: "a. all syscalls per notify, loop busy (perf)".into(),
+            value: s.med,
+            spread: spread(s),
+            unit: "syscalls",
+            ratio: None,
+            reference: "-",
+            target: "= 0".into(),
+            result: if s.max == 0.0 { "PASS" } else { "FAIL" },
+        });
+    }
+    let ans = st(&a_runs, |s| s.ns);
+    rows.push(Row {
+        measure: "a. notify, loop busy".into(),
+        value: ans.med,
+        spread: spread(ans),
+        unit: "ns/notify",
+        ratio: None,
+        reference: "-",
+        target: "-".into(),
+        result: "info",
+    });
+    rows.push(Row {
+        measure: "a0. control: eventfd writes per notify, loop blocked".into(),
+        value: a0.w,
+        spread: "-".into(),
+        unit: "writes",
+        ratio: None,
+        reference: "-",
+        target: ">= 0.9 (counter works)".into(),
+        result: if (0.9..=1.0).contains(&a0.w) { "PASS" } else { "FAIL" },
+    });
+
+    // b, d: per variant, its time, then its syscalls and context switches per round trip.
+    let raw_ns = st(&rt[0], |s| s.ns);
+    let raw_sys = sys_of(&rt[0]);
+    let raw_rw = st(&rt[0], |s| s.rw);
+    for (i, (name, label)) in variants.iter().map(|(n, _)| *n).zip(RT_LABELS).enumerate() {
+        let ns = st(&rt[i], |s| s.ns);
+        let reference = if i != 0 { "raw eventfd" } else { "-" };
+        rows.push(Row {
+            measure: label.to_string(),
+            value: ns.med,
+            spread: spread(ns),
+            unit: "ns/RT",
+            ratio: (i != 0).then(|| ns.med / raw_ns.med),
+            reference,
+            target: "-".into(),
+            result: "info",
+        });
+        let cpu = st(&rt[i], |s| s.cpu);
+        let raw_cpu = st(&rt[0], |s| s.cpu);
+        rows.push(Row {
+            measure: "    CPU time, both threads (getrusage)".into(),
+            value: cpu.med,
+            spread: spread(cpu),
+            unit: "ns/RT",
+            ratio: (i != 0 && raw_cpu.med > 0.0).then(|| cpu.med / raw_cpu.med),
+            reference,
+            target: "-".into(),
+            result: "info",
+        });
+        if name == "aioctx ppoll" {
+            // The gate: the ratio of each round's pair (run back to back, so a change in background
+            // load hits both), median over rounds.
+            let r = stat(rt[i].iter().zip(&rt[0]).map(|(a, b)| a.ns / b.ns).collect());
+            rows.push(Row {
+                measure: "    ratio to raw eventfd, same-round pairs".into(),
+                value: r.med,
+                spread: spread(r),
+                unit: "x",
+                ratio: Some(r.med),
+                reference: "raw eventfd",
+                target: "<= 1.15".into(),
+                result: if r.med <= 1.15 { "PASS" } else { "FAIL" },
+            });
+        }
+        if let (Some(s), Some(r)) = (sys_of(&rt[i]), raw_sys) {
+            rows.push(Row {
+                measure: "    all syscalls, both threads (perf)".into(),
+                value: s.med,
+                spread: spread(s),
+                unit: "syscalls/RT",
+                ratio: (i != 0 && r.med > 0.0).then(|| s.med / r.med),
+                reference,
+                target: "-".into(),
+                result: "info",
+            });
+        }
+        let rw = st(&rt[i], |s| s.rw);
+        rows.push(Row {
+            measure: "    read+write syscalls (syscr+syscw)".into(),
+            value: rw.med,
+            spread: spread(rw),
+            unit: "syscalls/RT",
+            ratio: (i != 0 && raw_rw.med > 0.0).then(|| rw.med / raw_rw.med),
+            reference,
+            target: "-".into(),
+            result: "info",
+        });
+        let csw = st(&rt[i], |s| s.csw);
+        rows.push(Row {
+            measure: "    context switches (getrusage)".into(),
+            value: csw.med,
+            spread: spread(csw),
+            unit: "switches/RT",
+            ratio: None,
+            reference: "-",
+            target: "-".into(),
+            result: "info",
+        });
+    }
+
+    // c.
+    let cns = st(&c_runs, |s| s.ns);
+    rows.push(Row {
+        measure: "c. bh.schedule() + poll(false), one thread".into(),
+        value: cns.med,
+        spread: spread(cns),
+        unit: "ns/iter",
+        ratio: None,
+        reference: "-",
+        target: "- (instructions: ci/bench)".into(),
+        result: "info",
+    });
+    let (cval, cmax, cunit, cmeasure) = match sys_of(&c_runs) {
+        Some(s) => (s.med, s.max, "syscalls/iter", "c. syscalls per iteration (perf)"),
+        None => {
+            let s = st(&c_runs, |s| s.rw);
+            (s.med, s.max, "syscalls/iter", "c. read+write syscalls per iteration (syscr+syscw)")
+        }
+    };
+    rows.push(Row {
+        measure: cmeasure.into(),
+        value: cval,
+        spread: format!("max {}", fmt_v(cmax)),
+        unit: cunit,
+        ratio: None,
+        reference: "-",
+        target: "= 0".into(),
+        result: if cmax == 0.0 { "PASS" } else { "FAIL" },
+    });
+
+    let table = print_table(&rows);
+    println!(
+        "aioctx loop bench ({} mode: {rounds} rounds, {n_rt} round trips per run, median and min..max over rounds; \
+         syscall counter: {})",
+        if quick { "quick" } else { "full" },
+        if perf_ok { "perf raw_syscalls:sys_enter + /proc/thread-self/io" } else { "/proc/thread-self/io only (perf n/a)" }
+    );
+    print!("{table}");
+    let path = tsv_path.unwrap_or_else(default_tsv_path);
+    match std::fs::write(&path, tsv(&rows)) {
+        Ok(()) => println!("wrote {}", path.display()),
+        Err(e) => eprintln!("loop bench: cannot write {}: {e}", path.display()),
+    }
+    println!("elapsed {:.1} s", t_start.elapsed().as_secs_f64());
+    let failed: Vec<_> =
+        rows.iter().filter(|r| r.result == "FAIL").map(|r| r.measure.as_str()).collect();
+    if !failed.is_empty() {
+        println!("FAILED: {}", failed.join("; "));
+        std::process::exit(1);
+    }
+}
