@@ -1,5 +1,6 @@
 //! The README example: an IoThread, an fd handler registered from main through the thread's handle,
 //! a cross-thread bottom half, `run_sync`, `join`. Run: `cargo run -p aioctx --example iothread`
+#![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;

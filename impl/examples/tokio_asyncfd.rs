@@ -14,6 +14,7 @@
 //! A std thread schedules a bottom half and writes to a UnixStream whose other end has an fd handler;
 //! a timer fires on the context's clock; an ordinary tokio task runs on the same thread meanwhile.
 //! The example exits once the three callbacks ran, and fails if that takes more than 5 s.
+#![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};

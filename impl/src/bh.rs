@@ -8,12 +8,19 @@
 //! | `flags & BH_SCHEDULED` | `schedule` | dequeue, `cancel` | call it when dequeued |
 //! | `flags & BH_IDLE` | `schedule_idle` | dequeue | not progress; caps the wait at 10 ms |
 //! | `flags & BH_ONESHOT` | `oneshot` | never | free after the call |
-//! | `flags & BH_DELETED` | the owner's drop | never | free without calling |
+//! | `flags & BH_DELETED` | the owner's drop (`enqueue(DELETED)`) | never | free without calling |
 //! | `bh_list` | push (any thread, CAS) | take-all swap (home) | lock-free LIFO |
 //!
-//! The list holds one strong reference per queued BH, so a BH is never freed while queued and never
-//! touched after the reference taken for its call is dropped (QEMU's re-entrancy-guard use-after-free,
-//! bug-history B19, cannot happen). Push-only plus take-all has no ABA problem.
+//! # Ownership (QEMU's, with no reference counting on the hot path)
+//!
+//! A BH is a heap cell with two possible holders: its owner (`Bh`, until dropped; none for a oneshot)
+//! and the lists (while PENDING). It is freed exactly once, by the home thread, when it dequeues it
+//! with DELETED or ONESHOT set. Dropping a `Bh` is `enqueue(DELETED)` (protocol.md §4): it pushes the
+//! BH if it was not pending and never touches it again, so the loop always gets to free it. A BH is
+//! never freed while its callback runs: if a nested poll inside the callback dequeues it DELETED (the
+//! callback dropped its own handle), it is only marked, and freed when the callback returns (QEMU's
+//! re-entrancy-guard use-after-free, bug-history B19, cannot happen). Push-only plus take-all has no
+//! ABA problem.
 //!
 //! Slices: `poll_bhs` moves the whole list to the home thread's queue and processes it from the front;
 //! a nested poll (from a callback) finishes what is left of the outer slice first, as QEMU does. A BH
@@ -23,14 +30,14 @@
 //! # Model
 //!
 //! `promela/bh.pml` (schedule/cancel/delete against poll), loom scenario
-//! `bh_schedule_vs_blocking_poll` in `model/tests/bh.rs`.
+//! `bh_schedule_vs_blocking_poll` in `model/tests/loom_bh.rs`, miri in `impl/tests/miri.rs`.
 //!
 //! # Upstream
 //!
 //! QEMU util/async.c: `aio_bh_enqueue`, `aio_bh_dequeue`, `aio_bh_poll`, `qemu_bh_schedule`,
 //! `qemu_bh_cancel`, `qemu_bh_delete`, `aio_bh_schedule_oneshot`, `aio_compute_bh_timeout`.
 
-use std::ptr;
+use std::ptr::{self, NonNull};
 
 use crate::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use crate::sync::{Arc, UnsafeCell};
@@ -47,28 +54,47 @@ pub(crate) struct BhInner {
     /// Link in `bh_list` or in the home thread's slice queue. Written by the thread that set PENDING
     /// (before its push), read by the home thread (before it clears PENDING).
     next: AtomicPtr<BhInner>,
-    /// Home thread only: the callback.
-    cb: UnsafeCell<Callback>,
-    /// Home thread only: the callback is running (a nested poll must not re-enter it).
-    running: UnsafeCell<bool>,
+    /// Home thread only: the callback and its re-entrancy state.
+    home: UnsafeCell<Home>,
+}
+
+struct Home {
+    cb: Callback,
+    /// The callback is running (a nested poll must not re-enter it).
+    running: bool,
+    /// Dequeued DELETED while running: free it when the callback returns.
+    free_on_return: bool,
 }
 
 // SAFETY:
-// - the callback is `Send`, so the BH may be dropped on any thread;
-// - `cb` and `running` are accessed only by the home thread (`HomeBhs::poll` / `call`); other threads
-//   touch only the atomics `flags` and `next` (under the PENDING hand-off protocol above).
+// - the callback is `Send`, so the BH may be freed on any thread (Shared::drop);
+// - `home` is accessed only by the home thread (`HomeBhs::poll` / `call`) or by the thread freeing the
+//   BH when no other holder exists; other threads touch only the atomics `flags` and `next` (under the
+//   PENDING hand-off protocol above).
 unsafe impl Send for BhInner {}
 // SAFETY: see the Send impl above.
 unsafe impl Sync for BhInner {}
 
 impl BhInner {
-    fn new(cb: Callback, flags: u32) -> Arc<Self> {
-        Arc::new(BhInner {
+    fn alloc(cb: Callback, flags: u32) -> NonNull<BhInner> {
+        let b = Box::new(BhInner {
             flags: AtomicU32::new(flags),
             next: AtomicPtr::new(ptr::null_mut()),
-            cb: UnsafeCell::new(cb),
-            running: UnsafeCell::new(false),
-        })
+            home: UnsafeCell::new(Home { cb, running: false, free_on_return: false }),
+        });
+        NonNull::from(Box::leak(b))
+    }
+
+    /// Free a BH that no owner and no list holds any more.
+    ///
+    /// # Safety
+    ///
+    /// - `p` came from `alloc` and is freed only once;
+    /// - its owner is gone (DELETED or ONESHOT was set) and it is on no list;
+    /// - its callback is not running.
+    unsafe fn free(p: *mut BhInner) {
+        // SAFETY: the caller's obligations.
+        drop(unsafe { Box::from_raw(p) });
     }
 }
 
@@ -77,8 +103,8 @@ impl BhInner {
 /// Scheduling an already-scheduled BH is a no-op (it runs once). Dropping the `Bh` deletes it: a
 /// pending call is cancelled and its memory freed by the loop (QEMU `qemu_bh_delete`). A drop on
 /// another thread races with the loop: a call the loop has already dequeued may still run (never one
-/// dequeued after the drop; `promela/bh.pml` checks exactly this). `Bh` is
-/// `Send + Sync`; share it with `Arc` to schedule from several threads.
+/// dequeued after the drop; `promela/bh.pml` checks exactly this). `Bh` is `Send + Sync`; share it
+/// with `Arc` to schedule from several threads.
 ///
 /// # Examples
 ///
@@ -97,34 +123,48 @@ impl BhInner {
 /// ```
 #[doc(alias = "QEMUBH")]
 pub struct Bh {
-    inner: Arc<BhInner>,
+    inner: NonNull<BhInner>,
     ctx: Arc<Shared>,
 }
+
+// SAFETY:
+// - the callback is `Send`; `Bh` only touches the BH's atomics (`schedule`, `cancel`, `drop`), and
+//   the BH stays allocated while the `Bh` exists (only the loop frees it, after the drop set DELETED).
+unsafe impl Send for Bh {}
+// SAFETY: see the Send impl above; every `&self` method is an atomic operation.
+unsafe impl Sync for Bh {}
 
 impl std::fmt::Debug for Bh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // ORDERING: Relaxed, diagnostic only.
-        f.debug_struct("Bh").field("flags", &self.inner.flags.load(Ordering::Relaxed)).finish()
+        f.debug_struct("Bh").field("flags", &self.inner().flags.load(Ordering::Relaxed)).finish()
     }
 }
 
 impl Bh {
     pub(crate) fn new(ctx: Arc<Shared>, cb: Callback) -> Bh {
-        Bh { inner: BhInner::new(cb, 0), ctx }
+        Bh { inner: BhInner::alloc(cb, 0), ctx }
+    }
+
+    #[inline]
+    fn inner(&self) -> &BhInner {
+        // SAFETY: the BH is freed only after this handle's drop set DELETED (see the module docs).
+        unsafe { self.inner.as_ref() }
     }
 
     /// Run the callback once in the home thread's next poll. Any thread; always notifies. (As in QEMU,
     /// scheduling a BH that is pending as idle keeps it idle until it runs.)
     #[doc(alias = "qemu_bh_schedule")]
+    #[inline]
     pub fn schedule(&self) {
-        enqueue(&self.ctx, &self.inner, BH_SCHEDULED);
+        enqueue(&self.ctx, self.inner.as_ptr(), BH_SCHEDULED);
     }
 
     /// As [`Bh::schedule`], but the call is not progress, and a pending idle BH only caps the wait
     /// at 10 ms instead of making the poll non-blocking.
     #[doc(alias = "qemu_bh_schedule_idle")]
     pub fn schedule_idle(&self) {
-        enqueue(&self.ctx, &self.inner, BH_SCHEDULED | BH_IDLE);
+        enqueue(&self.ctx, self.inner.as_ptr(), BH_SCHEDULED | BH_IDLE);
     }
 
     /// Cancel a pending call (no notify). Racy against the loop unless called on the home thread: the
@@ -133,7 +173,8 @@ impl Bh {
     pub fn cancel(&self) {
         // ORDERING: Relaxed: cancellation publishes nothing; the loop may or may not see it.
         // Model: bh.pml#bh_cancel
-        crate::traced!(Step::BhCancel, let old = self.inner.flags.fetch_and(!BH_SCHEDULED, Ordering::Relaxed);
+        crate::traced!(Step::BhCancel,
+            let old = self.inner().flags.fetch_and(!BH_SCHEDULED, Ordering::Relaxed);
             bh_flags = old & !BH_SCHEDULED);
         let _ = old;
     }
@@ -141,27 +182,22 @@ impl Bh {
     /// Whether a call is scheduled and not yet dequeued.
     pub fn is_scheduled(&self) -> bool {
         // ORDERING: Relaxed, a snapshot.
-        self.inner.flags.load(Ordering::Relaxed) & BH_SCHEDULED != 0
+        self.inner().flags.load(Ordering::Relaxed) & BH_SCHEDULED != 0
     }
 }
 
 impl Drop for Bh {
-    /// `qemu_bh_delete`: the callback is never called again. If the BH is queued, the loop frees it
-    /// when it dequeues it; otherwise it is freed here. Nobody else can schedule it concurrently (this
-    /// was the last handle), so no push and no notify are needed.
+    /// `qemu_bh_delete` = `enqueue(DELETED)`: the callback is never called again (except a call the
+    /// loop dequeued before), and the loop frees the BH. This handle never touches it again.
     fn drop(&mut self) {
-        // ORDERING: Release: the loop's AcqRel dequeue that sees DELETED also sees everything this
-        // thread did before dropping the handle. Model: bh.pml#bh_delete
-        crate::traced!(Step::BhDelete, let old = self.inner.flags.fetch_or(BH_DELETED, Ordering::Release);
-            bh_flags = old | BH_DELETED);
-        let _ = old;
+        enqueue(&self.ctx, self.inner.as_ptr(), BH_DELETED);
     }
 }
 
 /// Schedule a callback to run once on the home thread, then free it.
-pub(crate) fn oneshot(ctx: &Arc<Shared>, cb: impl FnOnce() + Send + 'static) {
+pub(crate) fn oneshot(ctx: &Shared, cb: impl FnOnce() + Send + 'static) {
     let mut cb = Some(cb);
-    let inner = BhInner::new(
+    let inner = BhInner::alloc(
         Box::new(move || {
             if let Some(f) = cb.take() {
                 f()
@@ -169,21 +205,30 @@ pub(crate) fn oneshot(ctx: &Arc<Shared>, cb: impl FnOnce() + Send + 'static) {
         }),
         0,
     );
-    enqueue(ctx, &inner, BH_SCHEDULED | BH_ONESHOT);
+    enqueue(ctx, inner.as_ptr(), BH_SCHEDULED | BH_ONESHOT);
 }
 
 /// `aio_bh_enqueue`: set the flags; the thread that set PENDING pushes; always notify.
-fn enqueue(ctx: &Shared, bh: &Arc<BhInner>, new: u32) {
+///
+/// After the `fetch_or`, `bh` may be dequeued and (if DELETED or ONESHOT) freed by the home thread at
+/// any moment, unless this thread just set PENDING: then nothing else can reach it until the push.
+#[inline]
+fn enqueue(ctx: &Shared, bh: *mut BhInner, new: u32) {
+    // SAFETY: the caller holds the BH (its owner, or a fresh oneshot): it is allocated.
+    let b = unsafe { &*bh };
     // ORDERING: AcqRel. Release: whatever the caller wrote before scheduling is visible to the loop's
     // AcqRel dequeue that reads this SCHEDULED bit. Acquire: if PENDING was clear, the loop's read of
     // `next` (before its dequeue cleared PENDING) happened before our write of `next` below.
     // Pairs with the fetch_and in `HomeBhs::poll`. Model: bh.pml#bh_schedule_flags
-    crate::traced!(Step::BhScheduleFlags, let old = bh.flags.fetch_or(BH_PENDING | new, Ordering::AcqRel);
+    // (The owner's drop is `enqueue(DELETED)`: recorded as the delete step.)
+    #[cfg(feature = "trace")]
+    let step = if new & BH_DELETED != 0 { Step::BhDelete } else { Step::BhScheduleFlags };
+    crate::traced!(step, let old = b.flags.fetch_or(BH_PENDING | new, Ordering::AcqRel);
         bh_flags = old | BH_PENDING | new);
     if old & BH_PENDING == 0 {
-        let raw = Arc::into_raw(bh.clone()) as *mut BhInner;
-        crate::traced!(Step::BhSchedulePush, push(&ctx.bh_list, bh, raw); bh_list = 1);
+        crate::traced!(Step::BhSchedulePush, push(&ctx.bh_list, b, bh); bh_list = 1);
     }
+    // `b` is not touched after the push: from here the loop may free it.
     ctx.notify.notify();
 }
 
@@ -216,8 +261,8 @@ fn classify(list: *const BhInner, mut acc: Pending) -> Pending {
     let mut p = list;
     while !p.is_null() {
         // SAFETY:
-        // - every node reachable from bh_list or the slice queue holds a strong reference owned by
-        //   that list, and only the home thread (the caller) removes nodes, so `p` is alive.
+        // - every node reachable from bh_list or the slice queue is PENDING, and only the home thread
+        //   (the caller) dequeues and frees, so `p` is alive.
         let bh = unsafe { &*p };
         // ORDERING: Relaxed: a hint for the timeout; a BH scheduled concurrently also notifies.
         let f = bh.flags.load(Ordering::Relaxed);
@@ -239,7 +284,7 @@ fn count(mut p: *const BhInner) -> usize {
     let mut n = 0;
     while !p.is_null() {
         n += 1;
-        // SAFETY: as in `classify`: the taken list owns a reference to each node.
+        // SAFETY: as in `classify`.
         p = unsafe { &*p }.next.load(Ordering::Relaxed);
     }
     n
@@ -248,7 +293,7 @@ fn count(mut p: *const BhInner) -> usize {
 /// The home thread's side: the queue of taken slices.
 #[derive(Debug)]
 pub(crate) struct HomeBhs {
-    /// Front of the queue of dequeued-to-be slices (outer slices first). Home thread only.
+    /// Front of the queue of taken, not yet dequeued BHs (outer slices first). Home thread only.
     queue: std::cell::Cell<*mut BhInner>,
 }
 
@@ -269,29 +314,18 @@ impl HomeBhs {
 
     /// `aio_bh_poll`: take `bh_list` as a new slice behind the outer ones, then run the queue.
     /// Returns true if a non-idle BH was called.
+    #[inline]
     pub(crate) fn poll(&self, ctx: &Shared) -> bool {
-        // ORDERING: Acquire: pairs with the Release CAS in `enqueue`: each node's `next` and the
-        // state its scheduler published are visible. Model: bh.pml#bh_poll_take
-        crate::traced!(Step::BhPollTake, let taken = ctx.bh_list.swap(ptr::null_mut(), Ordering::Acquire);
+        // ORDERING: Acquire: pairs with the Release CAS in `push`: each node's `next` and the state
+        // its scheduler published are visible. Model: bh.pml#bh_poll_take
+        crate::traced!(Step::BhPollTake,
+            let taken = ctx.bh_list.swap(ptr::null_mut(), Ordering::Acquire);
             bh_list = 0, count = count(taken));
         if !taken.is_null() {
-            let front = self.queue.get();
-            if front.is_null() {
+            if self.queue.get().is_null() {
                 self.queue.set(taken);
             } else {
-                // Nested poll with an outer slice still queued: append behind it.
-                let mut p = front;
-                loop {
-                    // SAFETY:
-                    // - `p` is in the home queue, which owns a strong reference to it.
-                    let next = unsafe { &*p }.next.load(Ordering::Relaxed);
-                    if next.is_null() {
-                        break;
-                    }
-                    p = next;
-                }
-                // SAFETY: as above; PENDING is still set on `p`, so only we write its `next`.
-                unsafe { &*p }.next.store(taken, Ordering::Relaxed);
+                self.append(taken);
             }
         }
 
@@ -301,10 +335,8 @@ impl HomeBhs {
             if p.is_null() {
                 break;
             }
-            // SAFETY:
-            // - `p` came from `Arc::into_raw` in `enqueue`; the queue owned that reference and we take
-            //   it over here (the node leaves the queue in the next statement).
-            let bh = unsafe { Arc::from_raw(p as *const BhInner) };
+            // SAFETY: `p` is in the queue, hence PENDING and alive (only this thread frees).
+            let bh = unsafe { &*p };
             // Read `next` before clearing PENDING: once PENDING is clear a scheduler may rewrite it.
             self.queue.set(bh.next.load(Ordering::Relaxed));
             // ORDERING: AcqRel. Acquire: pairs with the AcqRel fetch_or in `enqueue` (the scheduler's
@@ -318,53 +350,114 @@ impl HomeBhs {
                     progress = true;
                 }
                 crate::trace_step!(Step::BhPollCall);
-                call(ctx, &bh);
+                // A oneshot is freed when its call returns.
+                call(ctx, p, f & BH_ONESHOT != 0);
+            } else if f & (BH_DELETED | BH_ONESHOT) != 0 {
+                release(p);
             }
-            // Dropping `bh` releases the queue's reference: a oneshot or deleted BH is freed here.
         }
         progress
     }
 
-    /// Drop every queued BH without calling it (the context is going away).
+    /// Nested poll with an outer slice still queued: append `taken` behind it.
+    #[cold]
+    fn append(&self, taken: *mut BhInner) {
+        let mut p = self.queue.get();
+        loop {
+            // SAFETY: `p` is in the home queue (PENDING, alive).
+            let next = unsafe { &*p }.next.load(Ordering::Relaxed);
+            if next.is_null() {
+                break;
+            }
+            p = next;
+        }
+        // SAFETY: as above; PENDING is still set on `p`, so only this thread writes its `next`.
+        unsafe { &*p }.next.store(taken, Ordering::Relaxed);
+    }
+
+    /// Take every queued BH off the lists without calling it (the context is going away): deleted and
+    /// oneshot ones are freed; the others stay with their owners (whose drop frees them later).
     pub(crate) fn drop_all(&self, ctx: &Shared) {
         let mut p = self.queue.replace(ptr::null_mut());
         // ORDERING: Acquire, as in `poll`.
         let mut l = ctx.bh_list.swap(ptr::null_mut(), Ordering::Acquire);
         for _ in 0..2 {
             while !p.is_null() {
-                // SAFETY: as in `poll`: the list's reference is taken over and dropped.
-                let bh = unsafe { Arc::from_raw(p as *const BhInner) };
-                p = bh.next.load(Ordering::Relaxed);
-                bh.flags.fetch_and(!BH_PENDING, Ordering::AcqRel);
+                // SAFETY: in a list, hence PENDING and alive.
+                let bh = unsafe { &*p };
+                let next = bh.next.load(Ordering::Relaxed);
+                // ORDERING: AcqRel, as the dequeue in `poll`.
+                let f =
+                    bh.flags.fetch_and(!(BH_PENDING | BH_SCHEDULED | BH_IDLE), Ordering::AcqRel);
+                if f & (BH_DELETED | BH_ONESHOT) != 0 {
+                    release(p);
+                }
+                p = next;
             }
             p = std::mem::replace(&mut l, ptr::null_mut());
         }
     }
 }
 
-/// Run `bh`'s callback unless it is already running further up the stack (a nested poll from inside
-/// its own callback): then it is enqueued again and runs in a poll after the outer call returned.
-fn call(ctx: &Shared, bh: &Arc<BhInner>) {
+/// A dequeued BH whose owner is gone: free it, unless its callback is running further up the stack
+/// (the callback dropped its own handle, then polled): then it is freed when the callback returns.
+fn release(p: *mut BhInner) {
     // SAFETY:
-    // - `running` and `cb` are only accessed on the home thread (HomeBhs is !Sync and owned by the
-    //   !Send AioContext);
-    // - no reference into either is held across the callback: `running` is read and written through
-    //   short raw-pointer accesses, and a nested poll never borrows `cb` while `running` is set.
-    let running = bh.running.with(|r| unsafe { *r });
+    // - `p` was just dequeued by the home thread (this thread) with DELETED or ONESHOT set: no owner,
+    //   no list holds it;
+    // - `home` is home-thread state; no borrow of it is live here (a running callback's frame holds
+    //   only the raw pointer, see `call`).
+    let running = unsafe { &*p }.home.with(|h| unsafe { (*h).running });
     if running {
-        enqueue(ctx, bh, BH_SCHEDULED);
+        // SAFETY: as above.
+        unsafe { &*p }.home.with_mut(|h| unsafe { (*h).free_on_return = true });
+    } else {
+        // SAFETY: as above, and its callback is not running.
+        unsafe { BhInner::free(p) };
+    }
+}
+
+/// Run `p`'s callback unless it is already running further up the stack (a nested poll from inside
+/// its own callback): then it is enqueued again and runs in a poll after the outer call returned.
+/// Frees the BH afterwards if it is a oneshot or was deleted meanwhile.
+#[inline]
+fn call(ctx: &Shared, p: *mut BhInner, oneshot: bool) {
+    // SAFETY:
+    // - `p` was just dequeued by the home thread (this thread); only this thread frees it, and not
+    //   while `running` is set, so it is alive for this whole function.
+    let home = unsafe { &(*p).home };
+    // SAFETY: (this and each access to `home` below) it is accessed only on the home thread,
+    // through short raw-pointer accesses; the callback is borrowed only for the duration of the call,
+    // and a nested poll never borrows it while `running` is set.
+    if home.with(|h| unsafe { (*h).running }) {
+        reenter(ctx, p);
         return;
     }
-    struct Reset<'a>(&'a BhInner);
-    impl Drop for Reset<'_> {
+    struct Done(*mut BhInner, bool);
+    impl Drop for Done {
         fn drop(&mut self) {
-            // SAFETY: home thread, no outstanding borrow (see `call`).
-            self.0.running.with_mut(|r| unsafe { *r = false });
+            // SAFETY: as in `call`; runs on return and on unwind.
+            let home = unsafe { &(*self.0).home };
+            // SAFETY: as in `call`.
+            let free = home.with_mut(|h| unsafe {
+                (*h).running = false;
+                (*h).free_on_return
+            });
+            if free || self.1 {
+                // SAFETY: dequeued with ONESHOT, or DELETED by a nested poll; the call is over.
+                unsafe { BhInner::free(self.0) };
+            }
         }
     }
-    // SAFETY: see above.
-    bh.running.with_mut(|r| unsafe { *r = true });
-    let _reset = Reset(bh);
+    // SAFETY: as above.
+    home.with_mut(|h| unsafe { (*h).running = true });
+    let _done = Done(p, oneshot);
     // SAFETY: see above; `running` makes this the only live &mut to the callback.
-    bh.cb.with_mut(|c| unsafe { (*c)() });
+    home.with_mut(|h| unsafe { ((*h).cb)() });
+}
+
+/// A nested poll dequeued a BH whose callback is running: schedule it again for a later poll.
+#[cold]
+fn reenter(ctx: &Shared, p: *mut BhInner) {
+    enqueue(ctx, p, BH_SCHEDULED);
 }

@@ -179,57 +179,44 @@ impl Builder {
         })
     }
 
-    #[allow(clippy::type_complexity)]
-    fn kernel(
-        self,
-    ) -> io::Result<(Box<dyn EventNotifier>, Box<dyn FdMonitor>, Box<dyn Clock>, usize)> {
-        #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
-        {
-            use crate::fdmon::{Epoll, Ppoll};
-            use crate::sys::EventFd;
-            let mut backend = self.backend;
-            if !matches!(backend, Backend::Model(_)) {
-                if cfg!(aioctx_force_fdmon = "ppoll") {
-                    backend = Backend::Ppoll;
-                } else if cfg!(aioctx_force_fdmon = "epoll") {
-                    backend = Backend::Epoll;
-                }
+    #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+    fn kernel(self) -> io::Result<Kernel> {
+        use crate::fdmon::{Epoll, Ppoll};
+        use crate::sys::EventFd;
+        let mut backend = self.backend;
+        if !matches!(backend, Backend::Model(_)) {
+            if cfg!(aioctx_force_fdmon = "ppoll") {
+                backend = Backend::Ppoll;
+            } else if cfg!(aioctx_force_fdmon = "epoll") {
+                backend = Backend::Epoll;
             }
-            let clock = |c: Option<Box<dyn Clock>>| {
-                c.unwrap_or_else(|| Box::new(crate::kernel::MonotonicClock::new()))
-            };
-            return Ok(match backend {
-                Backend::Model(k) => model_kernel(k, self.clock),
-                Backend::Auto => (
-                    Box::new(EventFd::new()?),
-                    Box::new(Ppoll::new()),
-                    clock(self.clock),
-                    self.epoll_threshold,
-                ),
-                Backend::Ppoll => {
-                    (Box::new(EventFd::new()?), Box::new(Ppoll::new()), clock(self.clock), 0)
-                }
-                Backend::Epoll => {
-                    (Box::new(EventFd::new()?), Box::new(Epoll::new()?), clock(self.clock), 0)
-                }
-            });
         }
-        #[cfg(any(aioctx_loom, aioctx_shuttle))]
-        {
-            let k = match self.backend {
-                Backend::Model(k) => k,
-                _ => ModelKernel::new(),
-            };
-            Ok(model_kernel(k, self.clock))
+        if let Backend::Model(k) = backend {
+            return Ok(model_kernel(k, self.clock));
         }
+        let clock = self.clock.unwrap_or_else(|| Box::new(crate::kernel::MonotonicClock::new()));
+        let notifier: Box<dyn EventNotifier> = Box::new(EventFd::new()?);
+        Ok(match backend {
+            Backend::Ppoll => (notifier, Box::new(Ppoll::new()), clock, 0),
+            Backend::Epoll => (notifier, Box::new(Epoll::new()?), clock, 0),
+            _ => (notifier, Box::new(Ppoll::new()), clock, self.epoll_threshold),
+        })
+    }
+
+    #[cfg(any(aioctx_loom, aioctx_shuttle))]
+    fn kernel(self) -> io::Result<Kernel> {
+        let k = match self.backend {
+            Backend::Model(k) => k,
+            _ => ModelKernel::new(),
+        };
+        Ok(model_kernel(k, self.clock))
     }
 }
 
-#[allow(clippy::type_complexity)]
-fn model_kernel(
-    k: Arc<ModelKernel>,
-    clock: Option<Box<dyn Clock>>,
-) -> (Box<dyn EventNotifier>, Box<dyn FdMonitor>, Box<dyn Clock>, usize) {
+/// What a context is built on: its notifier, fd monitor, clock, and the ppoll→epoll threshold.
+type Kernel = (Box<dyn EventNotifier>, Box<dyn FdMonitor>, Box<dyn Clock>, usize);
+
+fn model_kernel(k: Arc<ModelKernel>, clock: Option<Box<dyn Clock>>) -> Kernel {
     let c: Box<dyn Clock> = clock.unwrap_or_else(|| Box::new(k.clock()));
     (Box::new(ModelNotifier::new(k.clone())), Box::new(ModelFdMonitor::new(k)), c, 0)
 }
@@ -391,6 +378,11 @@ impl std::ops::Deref for AioContext {
     }
 }
 
+#[cfg(not(aioctx_loom))]
+crate::sync::thread_local! {
+    static CURRENT: Cell<*const AioContext> = const { Cell::new(ptr::null()) };
+}
+#[cfg(aioctx_loom)] // loom's thread_local! has no const form
 crate::sync::thread_local! {
     static CURRENT: Cell<*const AioContext> = Cell::new(ptr::null());
 }
@@ -459,8 +451,9 @@ impl AioContext {
             timeout = timeout.map_or(-1, |t| t as i64));
 
         // 2, 4. Userspace polling with notify_me still 0 (poll.rs).
-        let start = if s.poll_params.enabled() { s.clock.now_ns() } else { 0 };
-        let mut progress = self.try_poll_mode(&mut timeout);
+        let polling = s.poll_params.enabled();
+        let start = if polling { s.clock.now_ns() } else { 0 };
+        let mut progress = polling && self.try_poll_mode(&mut timeout);
 
         // 5. Announce a blocking wait; a notify that came in while notify_me was 0 cancels it.
         let armed = timeout != Some(0);
@@ -468,9 +461,13 @@ impl AioContext {
             timeout = Some(0);
         }
 
-        // 6. Wait (leaving poll mode first if it will block).
-        let mut events = self.home.events.take();
-        if timeout != Some(0) || s.nr_user.load(Ordering::Relaxed) != 0 {
+        // 6. Wait (leaving poll mode first if it will block). Decision (protocol.md §6.1): a
+        // non-blocking poll with user handlers still checks their fds once; with none it makes no
+        // syscall at all (the context's own notifier is covered by `notified`).
+        let waits = timeout != Some(0) || s.nr_user.load(Ordering::Relaxed) != 0;
+        let mut events = Vec::new(); // no allocation unless a wait needs the buffer
+        if waits {
+            events = self.home.events.take();
             if timeout != Some(0) && self.poll_mode_end() {
                 // The final poll after io_poll_end found an event: do not block.
                 timeout = Some(0);
@@ -478,8 +475,6 @@ impl AioContext {
             }
             self.wait(timeout, &mut events);
         }
-        // Decision (protocol.md §6.1): non-blocking with no user handlers makes no syscall: the
-        // context's own notifier is covered by `notified`.
 
         // 7. The wait is over.
         if armed {
@@ -489,15 +484,14 @@ impl AioContext {
         s.notify.accept(); // 8.
 
         // 9. Time spent polling and waiting (handler time excluded) for the adaptive window.
-        let block_ns =
-            if s.poll_params.enabled() { s.clock.now_ns().saturating_sub(start) } else { 0 };
+        let block_ns = if polling { s.clock.now_ns().saturating_sub(start) } else { 0 };
 
         // 10. Drain the notifier, then BHs, then ready handlers (and io_poll_ready), then deleted
         // handlers, then timers. Decision (a finding of promela/external.pml): the eventfd is drained
         // BEFORE the work scan. QEMU drains it in the notifier's fd handler, after aio_bh_poll; then a
         // poll nested in an external loop's prepare/check window can eat a kick that arrived after its
         // scan and was meant for the external loop's own wait (planted bug `drain_after_scan`).
-        let notifier = take_notifier_event(&mut events);
+        let notifier = !events.is_empty() && take_notifier_event(&mut events);
         #[cfg(not(aioctx_bug = "drain_after_scan"))]
         if notifier {
             s.notify.drain();
@@ -509,11 +503,17 @@ impl AioContext {
         if notifier {
             s.notify.drain();
         }
-        self.notifier_dispatched(notifier, block_ns);
-        progress |= self.dispatch_events(&mut events, block_ns);
-        events.clear();
-        self.home.events.set(events);
-        if self.home.walk_depth.get() == 1 {
+        if polling {
+            self.notifier_dispatched(notifier, block_ns);
+        }
+        if !events.is_empty() || self.home.polling.has_ready() {
+            progress |= self.dispatch_events(&events, block_ns);
+        }
+        if waits {
+            events.clear();
+            self.home.events.set(events);
+        }
+        if self.home.walk_depth.get() == 1 && s.has_deleted.load(Ordering::Relaxed) {
             self.finalize_deleted();
         }
         drop(_walk);
@@ -585,7 +585,7 @@ impl AioContext {
 
     /// Dispatch the events of a wait (the notifier's already taken out): run ready handlers and
     /// io_poll_ready. Returns progress.
-    fn dispatch_events(&self, events: &mut Vec<Event>, block_ns: u64) -> bool {
+    fn dispatch_events(&self, events: &[Event], block_ns: u64) -> bool {
         let mut ready = self.home.ready.take();
         if !events.is_empty() {
             let t = self.handle.shared.handlers.lock();
@@ -606,11 +606,9 @@ impl AioContext {
     }
 
     /// Finalise removed handlers: io_poll_end where polling had begun, then drop them.
+    #[cold]
     fn finalize_deleted(&self) {
         let s = &*self.handle.shared;
-        if !s.has_deleted.load(Ordering::Relaxed) {
-            return;
-        }
         let dead = {
             let mut t = s.handlers.lock();
             s.has_deleted.store(false, Ordering::Relaxed);
@@ -621,11 +619,18 @@ impl AioContext {
         }
     }
 
+    #[inline]
     fn run_timers(&self) -> bool {
         let s = &*self.handle.shared;
         if s.timers.earliest() == u64::MAX {
             return false;
         }
+        self.run_timers_slow()
+    }
+
+    #[cold]
+    fn run_timers_slow(&self) -> bool {
+        let s = &*self.handle.shared;
         let _walk = self.enter();
         s.timers.run(s.clock.now_ns())
     }
@@ -677,10 +682,10 @@ impl AioContext {
         let walk = self.enter();
         let mut events = self.home.events.take();
         let mut progress = self.home.bhs.poll(s);
-        progress |= self.dispatch_events(&mut events, 0);
+        progress |= self.dispatch_events(&events, 0);
         events.clear();
         self.home.events.set(events);
-        if self.home.walk_depth.get() == 1 {
+        if self.home.walk_depth.get() == 1 && s.has_deleted.load(Ordering::Relaxed) {
             self.finalize_deleted();
         }
         drop(walk);

@@ -239,6 +239,7 @@ impl AioHandler {
         }
         // SAFETY: as in `run`.
         self.cbs.with_mut(|c| {
+            // SAFETY: as in `run`.
             let c = unsafe { &mut *c };
             let f = if on { c.poll_begin.as_mut() } else { c.poll_end.as_mut() };
             if let Some(f) = f {

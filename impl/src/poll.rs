@@ -90,11 +90,7 @@ pub fn adjust_poll_ns(poll_ns: u64, block_ns: u64, max_ns: u64, grow: u64, shrin
     if block_ns <= poll_ns {
         poll_ns
     } else if block_ns > max_ns {
-        if shrink != 0 {
-            poll_ns / shrink
-        } else {
-            0
-        }
+        poll_ns.checked_div(shrink).unwrap_or(0)
     } else if poll_ns < max_ns && block_ns < max_ns {
         let grow = if grow == 0 { 2 } else { grow };
         let n = if poll_ns == 0 { POLL_INITIAL_NS } else { poll_ns.saturating_mul(grow) };
@@ -122,6 +118,7 @@ pub(crate) struct PollState {
 }
 
 impl PollState {
+    #[inline]
     pub(crate) fn has_ready(&self) -> bool {
         !self.ready.borrow().is_empty()
     }

@@ -1,4 +1,5 @@
 //! Shared helpers of the integration tests.
+#![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 #![allow(dead_code)]
 
 use std::sync::mpsc;

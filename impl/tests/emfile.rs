@@ -1,6 +1,7 @@
 //! Running out of fds (EMFILE) is an `io::Error` from every constructor, never a panic, and the
 //! process keeps working once fds are available again. A test binary of its own: it lowers
 //! RLIMIT_NOFILE for the whole process.
+#![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 
 use aioctx::{AioContext, Backend};
 

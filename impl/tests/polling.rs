@@ -1,5 +1,6 @@
 //! Adaptive userspace polling (protocol.md §3), deterministic: the model kernel's fds and a model clock
 //! (advanced by the test, or ticking on every read so a polling loop always sees time pass).
+#![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 mod common;
 
 use std::os::fd::RawFd;

@@ -1,5 +1,6 @@
 //! The `trace` recorder yields linearizations: in every recorded run, each read of a protocol field
 //! sees the latest write before it in the log. (The full acceptance by the model is in conformance/.)
+#![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 #![cfg(feature = "trace")]
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
