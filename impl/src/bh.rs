@@ -235,6 +235,7 @@ fn enqueue(ctx: &Shared, bh: *mut BhInner, new: u32) {
 /// Push `raw` (which is `bh`) on the lock-free LIFO.
 #[inline]
 fn push(list: &AtomicPtr<BhInner>, bh: &BhInner, raw: *mut BhInner) {
+    // ORDERING: Relaxed: only a guess for the CAS below, which validates it.
     let mut head = list.load(Ordering::Relaxed);
     loop {
         // ORDERING: Relaxed: published by the Release CAS below.
@@ -285,6 +286,7 @@ fn count(mut p: *const BhInner) -> usize {
     while !p.is_null() {
         n += 1;
         // SAFETY: as in `classify`.
+        // ORDERING: Relaxed: home thread, after the Acquire swap that took this list.
         p = unsafe { &*p }.next.load(Ordering::Relaxed);
     }
     n
@@ -338,6 +340,8 @@ impl HomeBhs {
             // SAFETY: `p` is in the queue, hence PENDING and alive (only this thread frees).
             let bh = unsafe { &*p };
             // Read `next` before clearing PENDING: once PENDING is clear a scheduler may rewrite it.
+            // ORDERING: Relaxed: `next` was published by the push's Release CAS and acquired by the swap
+            // that took this slice.
             self.queue.set(bh.next.load(Ordering::Relaxed));
             // ORDERING: AcqRel. Acquire: pairs with the AcqRel fetch_or in `enqueue` (the scheduler's
             // writes are visible to the callback). Release: our read of `next` happens before a
@@ -365,6 +369,7 @@ impl HomeBhs {
         let mut p = self.queue.get();
         loop {
             // SAFETY: `p` is in the home queue (PENDING, alive).
+            // ORDERING: Relaxed: the home queue; PENDING keeps every other writer of `next` away.
             let next = unsafe { &*p }.next.load(Ordering::Relaxed);
             if next.is_null() {
                 break;
@@ -372,6 +377,7 @@ impl HomeBhs {
             p = next;
         }
         // SAFETY: as above; PENDING is still set on `p`, so only this thread writes its `next`.
+        // ORDERING: Relaxed, as above.
         unsafe { &*p }.next.store(taken, Ordering::Relaxed);
     }
 

@@ -309,6 +309,8 @@ impl Handle {
             let mut t = s.handlers.lock();
             let r = t.remove(fd)?;
             s.publish_counts(&t);
+            // ORDERING: Relaxed: published by the notify below (its Release fence; the home thread's accept
+            // fence acquires).
             s.handlers_gen.fetch_add(1, Ordering::Relaxed);
             r
         };
@@ -464,6 +466,7 @@ impl AioContext {
         // 6. Wait (leaving poll mode first if it will block). Decision (protocol.md §6.1): a
         // non-blocking poll with user handlers still checks their fds once; with none it makes no
         // syscall at all (the context's own notifier is covered by `notified`).
+        // ORDERING: Relaxed: a change of the count is followed by a notify, whose fences publish it.
         let waits = timeout != Some(0) || s.nr_user.load(Ordering::Relaxed) != 0;
         let mut events = Vec::new(); // no allocation unless a wait needs the buffer
         if waits {
@@ -513,6 +516,7 @@ impl AioContext {
             events.clear();
             self.home.events.set(events);
         }
+        // ORDERING: Relaxed, as `nr_user` above.
         if self.home.walk_depth.get() == 1 && s.has_deleted.load(Ordering::Relaxed) {
             self.finalize_deleted();
         }
@@ -611,6 +615,7 @@ impl AioContext {
         let s = &*self.handle.shared;
         let dead = {
             let mut t = s.handlers.lock();
+            // ORDERING: Relaxed, under the table lock.
             s.has_deleted.store(false, Ordering::Relaxed);
             std::mem::take(&mut t.deleted)
         };
@@ -662,6 +667,7 @@ impl AioContext {
         s.notify.accept();
         let mut events = self.home.events.take();
         events.clear();
+        // ORDERING: Relaxed, as in `poll`.
         let has_fds = s.nr_user.load(Ordering::Relaxed) != 0;
         self.wait(Some(0), &mut events);
         if take_notifier_event(&mut events) {
@@ -685,6 +691,7 @@ impl AioContext {
         progress |= self.dispatch_events(&events, 0);
         events.clear();
         self.home.events.set(events);
+        // ORDERING: Relaxed, as in `poll`.
         if self.home.walk_depth.get() == 1 && s.has_deleted.load(Ordering::Relaxed) {
             self.finalize_deleted();
         }
@@ -701,6 +708,7 @@ impl AioContext {
                 if let Ok(ep) = crate::fdmon::Epoll::new() {
                     if t.switch_to(Box::new(ep)).is_ok() {
                         t.upgrade_at = 0;
+                        // ORDERING: Relaxed, under the table lock; the caller's next poll reads it on this thread.
                         s.handlers_gen.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -160,6 +160,7 @@ impl Handle {
     fn request_stop(&self) {
         let hook = self.shared.stop_hook.lock().clone();
         if let Some(stop) = hook {
+            // ORDERING: Relaxed: read by the loop on this same (home) thread.
             self.bh_oneshot(move || stop.store(true, Ordering::Relaxed));
         }
     }

@@ -397,6 +397,7 @@ impl FdMonitor for ModelFdMonitor {
         }
     }
     fn polls_readiness(&self) -> bool {
+        // ORDERING: Relaxed: configuration, set before the context is built.
         self.kernel.polls_readiness.load(Ordering::Relaxed)
     }
     fn len(&self) -> usize {

@@ -14,8 +14,8 @@ pub mod kernel;
 mod notify;
 mod poll;
 pub mod sync;
-pub mod trace;
 mod timer;
+pub mod trace;
 
 #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
 pub mod fdmon;
@@ -23,8 +23,8 @@ pub mod fdmon;
 pub mod sys;
 
 pub use bh::Bh;
-pub use ctx::{AioContext, Backend, Builder, Handle};
 pub(crate) use ctx::Shared;
+pub use ctx::{AioContext, Backend, Builder, Handle};
 pub use handler::FdHandler;
 pub use iothread::IoThread;
 pub use kernel::{Clock, Interest, ModelClock, ModelKernel, MonotonicClock};

@@ -128,6 +128,7 @@ impl NotifyState {
         // Planted bug (QEMU before 2020, bug-history B8): a SeqCst RMW, believed to order the later
         // Relaxed load. It does not on ARM: the load can be satisfied before the RMW's store is visible.
         #[cfg(aioctx_bug = "notify_me_rmw_instead_of_fence")]
+        // ORDERING: the planted bug itself: a SeqCst RMW and no fence (see above).
         traced!(Step::CtxPollNotifyMeAdd, let v = self.notify_me.fetch_add(2, Ordering::SeqCst); notify_me = v + 2);
 
         // Planted bug: no re-check; a notify that skipped the eventfd while notify_me was 0 is lost.
@@ -145,6 +146,7 @@ impl NotifyState {
     /// Poll step 7: the wait is over. Home thread only.
     #[inline]
     pub(crate) fn disarm(&self) {
+        // ORDERING: Relaxed: only the home thread writes notify_me; this reads its own last store.
         let v = self.notify_me.load(Ordering::Relaxed);
         assert!(v >= 2, "notify_me underflow: {v}");
         // ORDERING: Release store: the wait (and what it observed) is complete before a notifier can

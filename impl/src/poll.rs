@@ -211,6 +211,7 @@ impl AioContext {
         let fdmon_polls = self.fdmon_polls_readiness();
         // On ppoll/epoll, poll only when every handler can (an fd-only handler must not starve; QEMU's
         // poll_disable_cnt).
+        // ORDERING: Relaxed: a change of the count is followed by a notify, whose fences publish it.
         if !fdmon_polls && s.nr_no_poll.load(Ordering::Relaxed) != 0 {
             return false;
         }
@@ -273,6 +274,7 @@ impl AioContext {
         let ready = h.io_poll() == Some(true);
         crate::trace_step!(Step::HandlerIoPoll, ready = ready as u32);
         if ready {
+            // ORDERING: Relaxed: configuration, published by the notify of set_poll_idle_timeout.
             let idle = self.shared().poll_params.idle_ns.load(Ordering::Relaxed);
             let first = h.with_local(|l| {
                 l.poll_idle_deadline = now.saturating_add(idle);
@@ -361,6 +363,7 @@ impl AioContext {
             return;
         }
         let st = self.home_polling();
+        // ORDERING: Relaxed, as above.
         let idle = self.shared().poll_params.idle_ns.load(Ordering::Relaxed);
         let now = self.shared().clock.now_ns();
         h.with_local(|l| l.poll_idle_deadline = now.saturating_add(idle));

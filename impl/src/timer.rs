@@ -159,6 +159,7 @@ impl Timers {
         let mut q = self.queue.lock();
         q.heap.clear();
         q.armed.clear();
+        // ORDERING: Relaxed, under the timers lock (see `earliest`).
         self.earliest.store(u64::MAX, Ordering::Relaxed);
     }
 }
@@ -246,6 +247,7 @@ impl Timer {
                 id: self.id,
             }));
             q.compact();
+            // ORDERING: Relaxed, under the timers lock.
             let old = t.earliest.load(Ordering::Relaxed);
             let new = q.earliest();
             // ORDERING: Relaxed under the lock; published to the home thread by the notify below.

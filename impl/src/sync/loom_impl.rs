@@ -85,7 +85,6 @@ impl<T: Default> Default for Arc<T> {
     }
 }
 
-
 /// Atomics and fences (loom models `fence(SeqCst)`; SeqCst *accesses* are treated as AcqRel).
 pub mod atomic {
     pub use loom::sync::atomic::{
