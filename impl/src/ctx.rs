@@ -92,13 +92,16 @@ impl Drop for Shared {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub enum Backend {
-    /// ppoll, switching to epoll at [`Builder::epoll_threshold`] fds (QEMU's default without io_uring).
+    /// io_uring if the kernel allows it; otherwise (logged once with the reason) ppoll, switching to
+    /// epoll at [`Builder::epoll_threshold`] fds, as QEMU does.
     #[default]
     Auto,
     /// ppoll(2) only (no switch).
     Ppoll,
     /// epoll(7).
     Epoll,
+    /// io_uring(7) (one-shot POLL_ADD); building fails if the kernel refuses it.
+    IoUring,
     /// The model kernel: no syscalls (loom, shuttle, deterministic tests).
     Model(Arc<ModelKernel>),
 }
@@ -181,7 +184,7 @@ impl Builder {
 
     #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
     fn kernel(self) -> io::Result<Kernel> {
-        use crate::fdmon::{Epoll, Ppoll};
+        use crate::fdmon::{Epoll, IoUring, Ppoll};
         use crate::sys::EventFd;
         let mut backend = self.backend;
         if !matches!(backend, Backend::Model(_)) {
@@ -189,6 +192,8 @@ impl Builder {
                 backend = Backend::Ppoll;
             } else if cfg!(aioctx_force_fdmon = "epoll") {
                 backend = Backend::Epoll;
+            } else if cfg!(aioctx_force_fdmon = "io_uring") {
+                backend = Backend::IoUring;
             }
         }
         if let Backend::Model(k) = backend {
@@ -199,7 +204,14 @@ impl Builder {
         Ok(match backend {
             Backend::Ppoll => (notifier, Box::new(Ppoll::new()), clock, 0),
             Backend::Epoll => (notifier, Box::new(Epoll::new()?), clock, 0),
-            _ => (notifier, Box::new(Ppoll::new()), clock, self.epoll_threshold),
+            Backend::IoUring => (notifier, Box::new(IoUring::new()?), clock, 0),
+            _ => match IoUring::new() {
+                Ok(u) => (notifier, Box::new(u), clock, 0),
+                Err(e) => {
+                    log_io_uring_fallback(&e);
+                    (notifier, Box::new(Ppoll::new()), clock, self.epoll_threshold)
+                }
+            },
         })
     }
 
@@ -211,6 +223,13 @@ impl Builder {
         };
         Ok(model_kernel(k, self.clock))
     }
+}
+
+/// Say once per process why io_uring is not used (seccomp, old kernel, RLIMIT_MEMLOCK, sysctl).
+#[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+fn log_io_uring_fallback(e: &io::Error) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| tracing::warn!("aioctx: io_uring unavailable, using ppoll/epoll: {e}"));
 }
 
 /// What a context is built on: its notifier, fd monitor, clock, and the ppoll→epoll threshold.
@@ -704,7 +723,9 @@ impl AioContext {
         {
             let s = &*self.handle.shared;
             let mut t = s.handlers.lock();
-            if t.fdmon.pollable_fd().is_none() && t.fdmon.name() == "ppoll" {
+            // ppoll has no single fd; io_uring's ring fd would not see re-arms made by `check` until
+            // the next wait, so an external loop gets epoll (QEMU disables io_uring with a GSource).
+            if matches!(t.fdmon.name(), "ppoll" | "io_uring") {
                 if let Ok(ep) = crate::fdmon::Epoll::new() {
                     if t.switch_to(Box::new(ep)).is_ok() {
                         t.upgrade_at = 0;

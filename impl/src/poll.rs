@@ -100,6 +100,16 @@ pub fn adjust_poll_ns(poll_ns: u64, block_ns: u64, max_ns: u64, grow: u64, shrin
     }
 }
 
+/// QEMU's poll_grow / poll_shrink trace events (`fd` -1: the context's own notifier).
+#[inline]
+fn trace_adjust(fd: std::os::fd::RawFd, old: u64, new: u64) {
+    if new > old {
+        tracing::trace!(target: "aioctx", fd, old, new, "poll_grow");
+    } else if new < old {
+        tracing::trace!(target: "aioctx", fd, old, new, "poll_shrink");
+    }
+}
+
 /// Home-thread polling state.
 #[derive(Debug, Default)]
 pub(crate) struct PollState {
@@ -231,6 +241,7 @@ impl AioContext {
         }
 
         let start = s.clock.now_ns();
+        tracing::trace!(target: "aioctx", max_ns = budget, timeout = ?timeout, "run_poll_handlers_begin");
         let mut progress = false;
         let mut rounds = 0u32;
         loop {
@@ -266,6 +277,7 @@ impl AioContext {
         if let Some(t) = timeout.as_mut() {
             *t = t.saturating_sub(now.saturating_sub(start));
         }
+        tracing::trace!(target: "aioctx", progress, timeout = ?timeout, "run_poll_handlers_end");
         progress
     }
 
@@ -352,6 +364,7 @@ impl AioContext {
     fn poll_list_remove(&self, h: &Arc<AioHandler>) {
         if h.with_local(|l| std::mem::replace(&mut l.on_poll_list, false)) {
             self.home_polling().list.borrow_mut().retain(|x| !Arc::ptr_eq(x, h));
+            tracing::trace!(target: "aioctx", fd = h.fd, "poll_remove");
         }
     }
 
@@ -368,6 +381,7 @@ impl AioContext {
         let now = self.shared().clock.now_ns();
         h.with_local(|l| l.poll_idle_deadline = now.saturating_add(idle));
         st.list.borrow_mut().push(h.clone());
+        tracing::trace!(target: "aioctx", fd = h.fd, "poll_add");
         crate::trace_step!(Step::CtxPollAdd, poll_started = st.started.get());
         if st.started.get() {
             h.set_polling(true);
@@ -393,7 +407,9 @@ impl AioContext {
         // As for any handler: join the list, then adjust in the same dispatch (QEMU adjusts after
         // aio_dispatch_handler, which may have just added it).
         st.notifier_listed.set(true);
-        st.notifier_ns.set(adjust_poll_ns(st.notifier_ns.get(), block_ns, max, grow, shrink));
+        let old = st.notifier_ns.get();
+        st.notifier_ns.set(adjust_poll_ns(old, block_ns, max, grow, shrink));
+        trace_adjust(-1, old, st.notifier_ns.get());
     }
 
     fn adjust(&self, h: &AioHandler, block_ns: u64) {
@@ -404,6 +420,7 @@ impl AioContext {
         h.with_local(|l| {
             let old = l.poll_ns;
             l.poll_ns = adjust_poll_ns(old, block_ns, max, grow, shrink);
+            trace_adjust(h.fd, old, l.poll_ns);
         });
     }
 

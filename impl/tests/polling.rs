@@ -61,7 +61,8 @@ impl Device {
         self.done.fetch_add(self.ring.swap(0, SeqCst), SeqCst);
     }
     fn handler(self: &Arc<Self>, k: &Arc<ModelKernel>, fd: RawFd) -> FdHandler {
-        let (d1, d2, d3, d4, d5) = (self.clone(), self.clone(), self.clone(), self.clone(), self.clone());
+        let (d1, d2, d3, d4, d5) =
+            (self.clone(), self.clone(), self.clone(), self.clone(), self.clone());
         let k1 = k.clone();
         FdHandler::new()
             .on_read(move || {
@@ -121,8 +122,22 @@ fn device_on_poll_list(ctx: &AioContext, k: &Arc<ModelKernel>) -> (Arc<Device>, 
 /// fd, so block_ns = the simulated wait (the clock does not tick by itself here).
 #[test]
 fn poll_window_grows_with_block_ns_and_resets_past_max() {
+    assert_eq!(
+        drive_window_sequence(),
+        [8000, 16_000, 32_000, 32_768, 0],
+        "grow x2, cap at max, reset when the wait > max"
+    );
+}
+
+/// The scenario of `poll_window_grows_with_block_ns_and_resets_past_max`; returns the windows seen
+/// after each simulated wait of 5, 10, 20, 32.5 and 40 us (the handler is removed at the end).
+fn drive_window_sequence() -> Vec<u64> {
     let k = ModelKernel::new();
-    let ctx = AioContext::builder().backend(Backend::Model(k.clone())).poll_params(MAX, 0, 0).build().unwrap();
+    let ctx = AioContext::builder()
+        .backend(Backend::Model(k.clone()))
+        .poll_params(MAX, 0, 0)
+        .build()
+        .unwrap();
     let fd = k.open();
     let wait_ns = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (w2, c2, k1, k2) = (wait_ns.clone(), k.clone(), k.clone(), k.clone());
@@ -160,7 +175,9 @@ fn poll_window_grows_with_block_ns_and_resets_past_max() {
         assert!(ctx.poll(true));
         seen.push(ctx.poll_ns(fd).unwrap());
     }
-    assert_eq!(seen, [8000, 16_000, 32_000, 32_768, 0], "grow x2, cap at max, reset when the wait > max");
+    ctx.remove_fd_handler(fd).unwrap();
+    assert!(!ctx.poll(false)); // finalises the removed handler: it leaves the poll list
+    seen
 }
 
 /// Handler time is excluded from block_ns (bug-history B14): a slow io_poll_ready does not shrink the
@@ -269,8 +286,11 @@ fn idle_poll_handler_removal_ends_polling_with_final_poll() {
         let k = ModelKernel::new();
         k.set_polls_readiness(true);
         k.clock().set_tick(10);
-        let ctx =
-            AioContext::builder().backend(Backend::Model(k.clone())).poll_params(MAX, 0, 0).build().unwrap();
+        let ctx = AioContext::builder()
+            .backend(Backend::Model(k.clone()))
+            .poll_params(MAX, 0, 0)
+            .build()
+            .unwrap();
         ctx.set_poll_idle_timeout(std::time::Duration::from_micros(1));
         let (d, fd) = device_on_poll_list(&ctx, &k);
         d.ring.fetch_add(1, SeqCst);
@@ -305,25 +325,32 @@ fn nested_poll_in_io_poll_ready_does_not_reenter() {
     let (n1, r1) = (nested.clone(), readies.clone());
     ctx.set_fd_handler(
         pfd,
-        FdHandler::new().on_read(move || {
-            k1.take_readable(pfd);
-        }).io_poll(
-            || true,
-            move || {
-                assert!(!n1.swap(true, SeqCst), "io_poll_ready re-entered from a nested poll");
-                r1.fetch_add(1, SeqCst);
-                k2.set_readable(dfd, true);
-                assert!(AioContext::with_current(|c| c.poll(true)).unwrap(), "nested poll progress");
-                n1.store(false, SeqCst);
-            },
-        ),
+        FdHandler::new()
+            .on_read(move || {
+                k1.take_readable(pfd);
+            })
+            .io_poll(
+                || true,
+                move || {
+                    assert!(!n1.swap(true, SeqCst), "io_poll_ready re-entered from a nested poll");
+                    r1.fetch_add(1, SeqCst);
+                    k2.set_readable(dfd, true);
+                    assert!(
+                        AioContext::with_current(|c| c.poll(true)).unwrap(),
+                        "nested poll progress"
+                    );
+                    n1.store(false, SeqCst);
+                },
+            ),
     )
     .unwrap();
     ctx.set_fd_handler(
         dfd,
-        FdHandler::new().on_read(move || {
-            k3.take_readable(dfd);
-        }).io_poll(|| false, || panic!("io_poll_ready of a never-ready handler")),
+        FdHandler::new()
+            .on_read(move || {
+                k3.take_readable(dfd);
+            })
+            .io_poll(|| false, || panic!("io_poll_ready of a never-ready handler")),
     )
     .unwrap();
     k.set_readable(pfd, true);
@@ -345,9 +372,11 @@ fn always_ready_poll_handler_does_not_starve_fd_handlers() {
         let k1 = k.clone();
         ctx.set_fd_handler(
             busy,
-            FdHandler::new().on_read(move || {
-                k1.take_readable(busy);
-            }).io_poll(|| true, || {}),
+            FdHandler::new()
+                .on_read(move || {
+                    k1.take_readable(busy);
+                })
+                .io_poll(|| true, || {}),
         )
         .unwrap();
         k.set_readable(busy, true);
@@ -378,7 +407,8 @@ fn always_ready_poll_handler_does_not_starve_fd_handlers() {
 #[test]
 fn iothread_with_polling_1e5_round_trips() {
     watchdog("polling round trips", 120, || {
-        let t = IoThread::spawn_with("poller", || AioContext::builder().poll_params(MAX, 0, 0)).unwrap();
+        let t = IoThread::spawn_with("poller", || AioContext::builder().poll_params(MAX, 0, 0))
+            .unwrap();
         let main = AioContext::builder().poll_params(MAX, 0, 0).build().unwrap();
         let back = Arc::new(AtomicU32::new(0));
         let b2 = back.clone();
@@ -396,4 +426,53 @@ fn iothread_with_polling_1e5_round_trips() {
         drop(ping);
         t.join();
     });
+}
+
+/// QEMU's trace events, through `tracing`: poll_add, run_poll_handlers_begin/end, poll_grow,
+/// poll_shrink, poll_remove (a subscriber that records event names).
+#[test]
+fn polling_emits_qemu_trace_events() {
+    use std::sync::Mutex;
+    use tracing::field::{Field, Visit};
+
+    #[derive(Default)]
+    struct Names(Mutex<Vec<String>>);
+    struct Msg<'a>(&'a mut String);
+    impl Visit for Msg<'_> {
+        fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
+            if f.name() == "message" {
+                *self.0 = format!("{v:?}");
+            }
+        }
+    }
+    impl tracing::Subscriber for &'static Names {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            let mut m = String::new();
+            e.record(&mut Msg(&mut m));
+            self.0.lock().unwrap().push(m);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    let names: &'static Names = Box::leak(Box::default());
+    tracing::subscriber::with_default(names, drive_window_sequence);
+    let seen = names.0.lock().unwrap().clone();
+    for want in [
+        "poll_add",
+        "run_poll_handlers_begin",
+        "run_poll_handlers_end",
+        "poll_grow",
+        "poll_shrink",
+        "poll_remove",
+    ] {
+        assert!(seen.iter().any(|s| s == want), "no {want} event in {seen:?}");
+    }
 }
