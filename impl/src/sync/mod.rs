@@ -18,6 +18,66 @@
 #[cfg(all(aioctx_loom, aioctx_shuttle))]
 compile_error!("aioctx: --cfg aioctx_loom and --cfg aioctx_shuttle are exclusive");
 
+/// The non-poisoning `Mutex` and the guard-passing `Condvar` over a backend's own types. `$timeout`
+/// is the body of `wait_timeout` (std waits; the model checkers have no time and report a timeout:
+/// callers model a finite wait as "may time out").
+macro_rules! lock_wrappers {
+    ($mutex:path, $guard:path, $condvar:path, |$cv:ident, $g:ident, $d:ident| $timeout:expr) => {
+        /// A mutex that does not poison: a panic while holding it is a bug that is already reported.
+        #[derive(Debug, Default)]
+        pub struct Mutex<T>($mutex);
+
+        /// The guard of [`Mutex`].
+        pub type MutexGuard<'a, T> = $guard;
+
+        impl<T> Mutex<T> {
+            /// A new unlocked mutex.
+            pub fn new(v: T) -> Self {
+                Mutex(<$mutex>::new(v))
+            }
+            /// Lock it; never fails.
+            pub fn lock(&self) -> MutexGuard<'_, T> {
+                self.0.lock().unwrap_or_else(|e| e.into_inner())
+            }
+        }
+
+        /// A condition variable paired with [`Mutex`].
+        #[derive(Debug, Default)]
+        pub struct Condvar($condvar);
+
+        impl Condvar {
+            /// A new condition variable.
+            pub fn new() -> Self {
+                Condvar(<$condvar>::new())
+            }
+            /// Block until notified (spurious wake-ups possible).
+            pub fn wait<'a, T>(&self, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+                self.0.wait(g).unwrap_or_else(|e| e.into_inner())
+            }
+            /// Block until notified or `d` passed. Returns the guard and whether it timed out.
+            pub fn wait_timeout<'a, T>(
+                &self,
+                $g: MutexGuard<'a, T>,
+                $d: std::time::Duration,
+            ) -> (MutexGuard<'a, T>, bool) {
+                let $cv = &self.0;
+                $timeout
+            }
+            /// Wake one waiter.
+            pub fn notify_one(&self) {
+                self.0.notify_one()
+            }
+            /// Wake every waiter.
+            pub fn notify_all(&self) {
+                self.0.notify_all()
+            }
+        }
+    };
+}
+
+#[cfg(not(aioctx_loom))]
+mod cell;
+
 #[cfg(aioctx_loom)]
 mod loom_impl;
 #[cfg(aioctx_loom)]

@@ -9,11 +9,12 @@ pub mod atomic {
     pub use shuttle::sync::atomic::{
         AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
     };
-    /// shuttle has no weak memory, so a fence orders nothing extra; it is kept as a scheduling point.
+    /// shuttle has no weak memory, so a fence orders nothing extra: a no-op. Not a scheduling point
+    /// either: the atomic accesses on both sides already are, and a `spin_loop` here would mark the
+    /// thread as yielding, which makes the PCT scheduler demote it at every fence, so the notifier
+    /// always lost the race to the poller's arm and PCT could never reach a lost wakeup.
     #[inline]
-    pub fn fence(_o: Ordering) {
-        shuttle::hint::spin_loop();
-    }
+    pub fn fence(_o: Ordering) {}
 }
 
 /// Threads.
@@ -28,79 +29,15 @@ pub mod hint {
 
 pub use shuttle::thread_local;
 
-/// A mutex that does not poison.
-#[derive(Debug, Default)]
-pub struct Mutex<T>(shuttle::sync::Mutex<T>);
-
-/// The guard of [`Mutex`].
-pub type MutexGuard<'a, T> = shuttle::sync::MutexGuard<'a, T>;
-
-impl<T> Mutex<T> {
-    /// A new unlocked mutex.
-    pub fn new(v: T) -> Self {
-        Mutex(shuttle::sync::Mutex::new(v))
-    }
-    /// Lock it; never fails.
-    pub fn lock(&self) -> MutexGuard<'_, T> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A condition variable paired with [`Mutex`].
-#[derive(Debug, Default)]
-pub struct Condvar(shuttle::sync::Condvar);
-
-impl Condvar {
-    /// A new condition variable.
-    pub fn new() -> Self {
-        Condvar(shuttle::sync::Condvar::new())
-    }
-    /// Block until notified.
-    pub fn wait<'a, T>(&self, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-        self.0.wait(g).unwrap_or_else(|e| e.into_inner())
-    }
-    /// shuttle turns real timeouts into deadlocks: callers model a finite wait as a timeout instead.
-    pub fn wait_timeout<'a, T>(
-        &self,
-        g: MutexGuard<'a, T>,
-        _d: std::time::Duration,
-    ) -> (MutexGuard<'a, T>, bool) {
+lock_wrappers!(
+    shuttle::sync::Mutex<T>,
+    shuttle::sync::MutexGuard<'a, T>,
+    shuttle::sync::Condvar,
+    |_cv, g, _d| {
+        // shuttle turns real timeouts into deadlocks: report a timeout (callers model "may time out").
         (g, true)
     }
-    /// Wake one waiter.
-    pub fn notify_one(&self) {
-        self.0.notify_one()
-    }
-    /// Wake every waiter.
-    pub fn notify_all(&self) {
-        self.0.notify_all()
-    }
-}
+);
 
 /// shuttle has no `UnsafeCell` model; its schedules are sequential, so std's cell with loom's API.
-#[derive(Debug, Default)]
-pub struct UnsafeCell<T: ?Sized>(std::cell::UnsafeCell<T>);
-
-impl<T> UnsafeCell<T> {
-    /// A new cell.
-    pub const fn new(v: T) -> Self {
-        UnsafeCell(std::cell::UnsafeCell::new(v))
-    }
-    /// Consume the cell.
-    pub fn into_inner(self) -> T {
-        self.0.into_inner()
-    }
-}
-
-impl<T: ?Sized> UnsafeCell<T> {
-    /// Shared access through a raw pointer.
-    #[inline(always)]
-    pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-        f(self.0.get())
-    }
-    /// Exclusive access through a raw pointer.
-    #[inline(always)]
-    pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
-        f(self.0.get())
-    }
-}
+pub use super::cell::UnsafeCell;
