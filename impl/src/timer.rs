@@ -126,32 +126,40 @@ impl Timers {
     }
 
     /// Run every timer whose deadline is `<= now`. Home thread only. Returns true if one ran.
+    ///
+    /// One timer at a time, as QEMU's `timerlist_run_timers`: each is taken off the list under the
+    /// lock just before its call, so a callback that deletes or moves a timer due later in the same
+    /// pass is obeyed (it is not called, or not early). Only armings made before the pass began run in
+    /// it: a callback that re-arms a timer for "now" runs it again in the next poll, not in a loop here.
     pub(crate) fn run(&self, now: u64) -> bool {
         if self.earliest() > now {
             return false;
         }
-        let mut due = Vec::new();
-        {
-            let mut q = self.queue.lock();
-            loop {
+        let limit = self.queue.lock().next_seq;
+        let mut ran = false;
+        loop {
+            let due = {
+                let mut q = self.queue.lock();
                 q.prune();
-                match q.heap.peek() {
-                    Some(Reverse(e)) if e.deadline <= now => {}
-                    _ => break,
-                }
-                let Reverse(e) = q.heap.pop().expect("peeked");
-                q.armed.remove(&e.id);
-                due.push(e.timer);
-            }
-            let earliest = q.earliest();
-            // ORDERING: Relaxed, written under the lock (see `earliest`).
-            self.earliest.store(earliest, Ordering::Relaxed);
-        }
-        for t in &due {
+                let due = match q.heap.peek() {
+                    Some(Reverse(e)) if e.deadline <= now && e.seq <= limit => {
+                        let Reverse(e) = q.heap.pop().expect("peeked");
+                        q.armed.remove(&e.id);
+                        Some(e.timer)
+                    }
+                    _ => None,
+                };
+                let earliest = q.earliest();
+                // ORDERING: Relaxed, written under the lock (see `earliest`).
+                self.earliest.store(earliest, Ordering::Relaxed);
+                due
+            };
+            let Some(t) = due else { break };
             crate::trace_step!(Step::TimerRun);
-            call(t);
+            call(&t);
+            ran = true;
         }
-        !due.is_empty()
+        ran
     }
 
     /// Forget every timer (the context is going away).
