@@ -31,3 +31,16 @@ print_table() {
     printf '%.0s-' {1..160}; echo
     cat "$@" 2>/dev/null | awk -F'\t' '{ printf "%-44s %-14s %14s %-34s %-40s %8s\n", $1, $2, $3, $4, $5, $6 }'
 }
+
+# cargo_tests LABEL CARGO_TEST_ARGS...: run `cargo test ARGS`, fail loudly on any failure or if no test
+# ran, and add a row "LABEL  cargo test  <n> tests" to target/summary/std.tsv.
+cargo_tests() {
+    local label=$1; shift
+    local log; log=target/summary/$(echo "$label" | tr -c 'a-zA-Z0-9' '_').log
+    mkdir -p target/summary
+    cargo test "$@" 2>&1 | tee "$log" | grep -E '^test result:|FAILED|panicked' || true
+    grep -qE 'FAILED|error: test failed|error\[|error: could not compile' "$log" && die "$label: failed (log: $log)"
+    local passed; passed=$(grep -E '^test result:' "$log" | awk '{s+=$4} END {print s+0}')
+    [ "$passed" -gt 0 ] || die "$label: no test ran"
+    summary_row target/summary/std.tsv "$label" "cargo test" "$passed tests" "-" "-" "-"
+}
