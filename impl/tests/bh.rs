@@ -271,9 +271,10 @@ fn bh_callback_deletes_itself_then_polls_nested() {
     let s2 = slot.clone();
     let state = [1u8; 64]; // owned by the closure: freed with the BH
     let bh = ctx.bh_new(move || {
-        drop(s2.lock().unwrap().take()); // delete = enqueue(DELETED)
-        AioContext::with_current(|c| c.poll(false)).unwrap(); // dequeues it, DELETED
-        // Still running inside the (deleted) BH's closure: its captures must be alive.
+        // Delete = enqueue(DELETED); the nested poll then dequeues it DELETED while we still run.
+        drop(s2.lock().unwrap().take());
+        AioContext::with_current(|c| c.poll(false)).unwrap();
+        // Still inside the (deleted) BH's closure: its captures must be alive.
         assert_eq!(state.iter().map(|&b| b as u32).sum::<u32>(), 64);
         n2.fetch_add(1, Relaxed);
     });

@@ -23,7 +23,9 @@ fn check_reads_see_latest_write(log: &[TraceEvent]) -> usize {
             | Step::CtxPollNotifyMeSub
             | Step::CtxPrepareNotifyMeOr
             | Step::CtxCheckNotifyMeClear => notify_me = value(e, "notify_me").unwrap(),
-            Step::CtxNotifySetNotified | Step::CtxNotifyAccept => notified = value(e, "notified").unwrap(),
+            Step::CtxNotifySetNotified | Step::CtxNotifyAccept => {
+                notified = value(e, "notified").unwrap()
+            }
             Step::CtxNotifyReadNotifyMe => {
                 assert_eq!(value(e, "notify_me"), Some(notify_me), "step {i}: {e}");
                 checked += 1;
@@ -57,7 +59,10 @@ fn recorded_cross_thread_runs_are_linearizations() {
         }
         t.join().unwrap();
         let log = trace::stop();
-        assert!(log.iter().any(|e| e.step == Step::BhPollCall && e.thread == 0), "the home thread ran it");
+        assert!(
+            log.iter().any(|e| e.step == Step::BhPollCall && e.thread == 0),
+            "the home thread ran it"
+        );
         assert!(log.iter().any(|e| e.step == Step::BhScheduleFlags && e.thread == 1));
         reads += check_reads_see_latest_write(&log);
         steps += log.len();
