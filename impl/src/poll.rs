@@ -225,8 +225,12 @@ impl AioContext {
         if !fdmon_polls && s.nr_no_poll.load(Ordering::Relaxed) != 0 {
             return false;
         }
-        let budget =
+        // The budget: the largest window over the poll list and the context's own notifier (QEMU's
+        // notifier is an ordinary poll handler; without it a context with only BHs never polls).
+        let listed =
             st.list.borrow().iter().map(|h| h.with_local(|l| l.poll_ns)).max().unwrap_or(0);
+        let notifier = if st.notifier_listed.get() { st.notifier_ns.get() } else { 0 };
+        let budget = listed.max(notifier);
         let budget = timeout.map_or(budget, |t| t.min(budget));
         if budget == 0 {
             return false;
@@ -246,12 +250,20 @@ impl AioContext {
         let mut rounds = 0u32;
         loop {
             rounds += 1;
-            for h in st.list.borrow().clone() {
-                if self.poll_once(&h, start) {
+            // Walk the list without cloning it (a clone costs a reference-count round trip per
+            // handler per round). io_poll callbacks do not change the home poll list; a nested poll
+            // from one (never sensible) would see it empty, and anything it adds is kept.
+            let list = std::mem::take(&mut *st.list.borrow_mut());
+            for h in &list {
+                if self.poll_once(h, start) {
                     *timeout = Some(0);
                     progress = true;
                 }
             }
+            let mut cur = st.list.borrow_mut();
+            let added = std::mem::replace(&mut *cur, list);
+            cur.extend(added);
+            drop(cur);
             // The notifier's own io_poll: a notify ends polling, never progress.
             // ORDERING: Relaxed: seeing true leads to accept (SeqCst fence) before the work scan.
             crate::traced!(Step::CtxPollUserspace,
