@@ -111,13 +111,13 @@ pub enum Backend {
 pub struct Builder {
     backend: Backend,
     clock: Option<Box<dyn Clock>>,
-    epoll_threshold: usize,
+    epoll_threshold: Option<usize>,
     poll: (u64, u64, u64),
 }
 
 impl Default for Builder {
     fn default() -> Self {
-        Builder { backend: Backend::Auto, clock: None, epoll_threshold: 64, poll: (0, 0, 0) }
+        Builder { backend: Backend::Auto, clock: None, epoll_threshold: None, poll: (0, 0, 0) }
     }
 }
 
@@ -132,9 +132,10 @@ impl Builder {
         self.clock = Some(Box::new(clock));
         self
     }
-    /// With [`Backend::Auto`], switch from ppoll to epoll at this many fds (default 64, as QEMU).
+    /// Switch from ppoll to epoll at this many fds: with [`Backend::Auto`] falling back to ppoll
+    /// (default 64, as QEMU), and with [`Backend::Ppoll`] only when set here.
     pub fn epoll_threshold(mut self, n: usize) -> Self {
-        self.epoll_threshold = n;
+        self.epoll_threshold = Some(n);
         self
     }
     /// Adaptive userspace polling parameters (see [`Handle::set_poll_params`]); default off.
@@ -202,14 +203,16 @@ impl Builder {
         let clock = self.clock.unwrap_or_else(|| Box::new(crate::kernel::MonotonicClock::new()));
         let notifier: Box<dyn EventNotifier> = Box::new(EventFd::new()?);
         Ok(match backend {
-            Backend::Ppoll => (notifier, Box::new(Ppoll::new()), clock, 0),
+            Backend::Ppoll => {
+                (notifier, Box::new(Ppoll::new()), clock, self.epoll_threshold.unwrap_or(0))
+            }
             Backend::Epoll => (notifier, Box::new(Epoll::new()?), clock, 0),
             Backend::IoUring => (notifier, Box::new(IoUring::new()?), clock, 0),
             _ => match IoUring::new() {
                 Ok(u) => (notifier, Box::new(u), clock, 0),
                 Err(e) => {
                     log_io_uring_fallback(&e);
-                    (notifier, Box::new(Ppoll::new()), clock, self.epoll_threshold)
+                    (notifier, Box::new(Ppoll::new()), clock, self.epoll_threshold.unwrap_or(64))
                 }
             },
         })
@@ -602,7 +605,8 @@ impl AioContext {
         crate::trace_step!(
             Step::CtxPollWait,
             timeout = timeout.map_or(-1, |t| t as i64),
-            notifier = events.iter().any(|e| e.token == NOTIFIER_TOKEN)
+            notifier = events.iter().any(|e| e.token == NOTIFIER_TOKEN),
+            readable = events.iter().any(|e| e.token == NOTIFIER_TOKEN)
         );
     }
 
@@ -670,7 +674,11 @@ impl AioContext {
         self.ensure_pollable_fd();
         let s = &*self.handle.shared;
         let notified = s.notify.prepare();
-        let mut t = self.compute_timeout();
+        // Traced as one unit, as in `poll` (the BH flags and timers it reads): Model:
+        // external.pml#ctx_poll_compute_timeout (in ctx_prepare).
+        crate::traced!(Step::CtxPollComputeTimeout,
+            let mut t = self.compute_timeout();
+            timeout = t.map_or(-1, |t| t as i64));
         if notified || self.poll_mode_end() {
             t = Some(0);
         }
