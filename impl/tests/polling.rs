@@ -463,12 +463,12 @@ fn polling_emits_qemu_trace_events() {
         fn exit(&self, _: &tracing::span::Id) {}
     }
     let names: &'static Names = Box::leak(Box::default());
-    tracing::subscriber::with_default(names, || {
-        // Callsites cache their interest process-wide: one hit first by another test thread (no
-        // subscriber) would stay disabled here. Recompute it now that this subscriber is in scope.
-        tracing::callsite::rebuild_interest_cache();
-        drive_window_sequence()
-    });
+    // A global subscriber, not a scoped one: callsites cache their interest process-wide, and one hit
+    // first by another test thread would stay disabled under a scoped subscriber. Setting the global
+    // default rebuilds every callsite's interest. (Other tests' events land here too: harmless, we
+    // only look for names.)
+    tracing::subscriber::set_global_default(names).expect("the only global subscriber");
+    drive_window_sequence();
     let seen = names.0.lock().unwrap().clone();
     for want in [
         "poll_add",
