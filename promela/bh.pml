@@ -7,8 +7,10 @@
  *                        clear; always notify
  *                    Bh::cancel                        step bh_cancel: flags.fetch_and(!SCHEDULED),
  *                                                      no notify
- *                    Drop of the owner's handle        step bh_delete: flags.fetch_or(DELETED),
- *                                                      no push, no notify
+ *                    Drop of the owner's handle        enqueue(DELETED) (protocol.md §4), the same
+ *                                                      inline with step bh_delete:
+ *                                                      flags.fetch_or(PENDING | DELETED), push if
+ *                                                      PENDING was clear, notify
  *                    AioContext::poll_bhs              hook ctx_poll_scan: take the whole list,
  *                        then per BH f = flags.fetch_and(!(PENDING|SCHEDULED|IDLE)); call it if
  *                        SCHEDULED and not DELETED
@@ -18,7 +20,8 @@
  *   read before the arming fence, see notify.pml).
  *   Processes: home_thread (poll loop; the callback may reschedule its own BH once, which must
  *   run in the NEXT poll); env_owner (another thread: any sequence of schedule, schedule_idle,
- *   cancel; it may end with delete, its last use of the handle); env_watchdog.
+ *   cancel; it may end with delete, its last use of the handle: the deleted BH is pushed and the
+ *   loop dequeues it without calling it, as the implementation frees it there); env_watchdog.
  *   One BH.  bh_slice marks it in the snapshot the poll is working through.
  *
  * Properties
@@ -78,16 +81,25 @@ inline ctx_compute_timeout(tmo, may_miss)
 }
 
 /*
- * Bh::schedule (new_flags = BH_SCHEDULED) and Bh::schedule_idle (BH_SCHEDULED | BH_IDLE).
+ * enqueue(new_flags) (impl/src/bh.rs `enqueue`): Bh::schedule (new_flags = BH_SCHEDULED),
+ * Bh::schedule_idle (BH_SCHEDULED | BH_IDLE) and the owner's drop (BH_DELETED, step bh_delete).
  * old, nm: byte scratch; was: bool scratch; all left at 0.
  */
 inline bh_schedule(new_flags, old, nm, was)
 {
 	INLINE_ENTRY;
-	bh_schedule_flags: atomic {
-		old = bh_flags; bh_flags = bh_flags | BH_PENDING | new_flags;
-		TRACEV2(bh_schedule_flags, bh_flags_old, old, bh_flags, bh_flags)
-	};
+	if
+	:: new_flags & BH_DELETED ->
+		bh_delete: atomic {
+			old = bh_flags; bh_flags = bh_flags | BH_PENDING | new_flags; ghost_bh_deleted = true;
+			TRACEV2(bh_delete, bh_flags_old, old, bh_flags, bh_flags)
+		}
+	:: else ->
+		bh_schedule_flags: atomic {
+			old = bh_flags; bh_flags = bh_flags | BH_PENDING | new_flags;
+			TRACEV2(bh_schedule_flags, bh_flags_old, old, bh_flags, bh_flags)
+		}
+	fi;
 	if
 	:: !(old & BH_PENDING) ->
 		bh_schedule_push: atomic {
@@ -158,19 +170,19 @@ active proctype env_owner()
 		if
 		:: newf = BH_SCHEDULED
 		:: newf = BH_SCHEDULED | BH_IDLE
+		:: newf = BH_DELETED            /* the drop: its last use of the handle */
 		fi;
 		bh_schedule(newf, old, nm, was);
-		newf = 0
+		if
+		:: newf == BH_DELETED -> break
+		:: else -> newf = 0
+		fi
 	:: true ->
 		bh_cancel: atomic {
-			bh_flags = bh_flags & ~BH_SCHEDULED; TRACE1(bh_cancel, bh_flags)
+			old = bh_flags; bh_flags = bh_flags & ~BH_SCHEDULED;
+			TRACEV2(bh_cancel, bh_flags_old, old, bh_flags, bh_flags);
+			old = 0
 		}
-	:: true ->
-		bh_delete: atomic {
-			bh_flags = bh_flags | BH_DELETED; ghost_bh_deleted = true;
-			TRACE1(bh_delete, bh_flags)
-		};
-		break
 	:: true -> break
 	od;
 	env_owner_stop: atomic { env_done = true; TRACE1(env_owner_stop, env_done) }

@@ -175,7 +175,7 @@ impl Bh {
         // Model: bh.pml#bh_cancel
         crate::traced!(Step::BhCancel,
             let old = self.inner().flags.fetch_and(!BH_SCHEDULED, Ordering::Relaxed);
-            bh_flags = old & !BH_SCHEDULED);
+            bh_flags = old & !BH_SCHEDULED, bh_flags_old = old);
         let _ = old;
     }
 
@@ -224,7 +224,7 @@ fn enqueue(ctx: &Shared, bh: *mut BhInner, new: u32) {
     #[cfg(feature = "trace")]
     let step = if new & BH_DELETED != 0 { Step::BhDelete } else { Step::BhScheduleFlags };
     crate::traced!(step, let old = b.flags.fetch_or(BH_PENDING | new, Ordering::AcqRel);
-        bh_flags = old | BH_PENDING | new);
+        bh_flags = old | BH_PENDING | new, bh_flags_old = old);
     if old & BH_PENDING == 0 {
         crate::traced!(Step::BhSchedulePush, push(&ctx.bh_list, b, bh); bh_list = 1);
     }
@@ -322,7 +322,7 @@ impl HomeBhs {
         // its scheduler published are visible. Model: bh.pml#bh_poll_take
         crate::traced!(Step::BhPollTake,
             let taken = ctx.bh_list.swap(ptr::null_mut(), Ordering::Acquire);
-            bh_list = 0, count = count(taken));
+            bh_list = 0, bh_list_old = !taken.is_null(), count = count(taken));
         if !taken.is_null() {
             if self.queue.get().is_null() {
                 self.queue.set(taken);
@@ -348,12 +348,12 @@ impl HomeBhs {
             // re-push writes it. Model: bh.pml#bh_poll_dequeue
             crate::traced!(Step::BhPollDequeue,
                 let f = bh.flags.fetch_and(!(BH_PENDING | BH_SCHEDULED | BH_IDLE), Ordering::AcqRel);
-                bh_flags = f);
+                bh_flags = f & !(BH_PENDING | BH_SCHEDULED | BH_IDLE), bh_flags_old = f);
             if f & (BH_SCHEDULED | BH_DELETED) == BH_SCHEDULED {
                 if f & BH_IDLE == 0 {
                     progress = true;
                 }
-                crate::trace_step!(Step::BhPollCall);
+                crate::trace_step!(Step::BhPollCall, idle = f & BH_IDLE != 0);
                 // A oneshot is freed when its call returns.
                 call(ctx, p, f & BH_ONESHOT != 0);
             } else if f & (BH_DELETED | BH_ONESHOT) != 0 {

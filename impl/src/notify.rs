@@ -62,14 +62,19 @@ impl NotifyState {
         // Model: notify.pml#ctx_notify_release_fence
         traced!(Step::CtxNotifyReleaseFence, fence(Ordering::Release));
 
-        // ORDERING: Relaxed store; the fences on either side give it its meaning.
+        // ORDERING: Relaxed; the fences on either side give it its meaning. A swap, not a store: with
+        // `accept` also an RMW, every write of `notified` is an RMW, so they form one chain that loom
+        // models exactly (loom orders plain stores of different threads only partially and then
+        // reports the accept race below as a lost wakeup). The value read is not used.
         // Model: notify.pml#ctx_notify_set_notified
         #[cfg(not(aioctx_bug = "skip_event_when_notified"))]
-        traced!(Step::CtxNotifySetNotified, self.notified.store(true, Ordering::Relaxed); notified = 1);
+        traced!(Step::CtxNotifySetNotified, let _old = self.notified.swap(true, Ordering::Relaxed);
+            notified = 1, notified_old = _old);
         // Planted bug (QEMU's aio_notify_accept.promela BUG2): skip the eventfd write when `notified`
         // was already set.
         #[cfg(aioctx_bug = "skip_event_when_notified")]
-        traced!(Step::CtxNotifySetNotified, let already = self.notified.swap(true, Ordering::Relaxed); notified = 1);
+        traced!(Step::CtxNotifySetNotified, let already = self.notified.swap(true, Ordering::Relaxed);
+            notified = 1, notified_old = already);
 
         // ORDERING: SeqCst fence: the store to `notified` (and the published work) precedes the load
         // of `notify_me`. Pairs with the fence after `notify_me += 2` in `arm` and after
@@ -99,12 +104,22 @@ impl NotifyState {
     /// drains it).
     #[inline]
     pub(crate) fn accept(&self) {
-        // ORDERING: Relaxed store; the fence below orders it (and the loads of `notified` made while
-        // polling) before the work scan. Model: notify.pml#ctx_notify_accept
-        traced!(Step::CtxNotifyAccept, self.notified.store(false, Ordering::Relaxed); notified = 0);
+        // ORDERING: Relaxed RMW; the fence below orders it (and the loads of `notified` made while
+        // polling) before the work scan, and acquires: pairs with the Release fence in `notify`.
+        // An RMW, not a store (loom, 3 threads: bh_schedule_vs_blocking_poll): with a store, a
+        // notify's `notified = true` can be ordered before this write in `notified`'s modification
+        // order (overwritten, never read) while its SeqCst fence comes after ours; C11 then lets the
+        // scan and the next compute_timeout miss its work, the re-check after arming read our
+        // `false`, and the notifier read the disarmed `notify_me == 0`: a lost wakeup. An RMW reads
+        // the latest value: either it reads that `true` (and acquires its work through the fence
+        // below), or the `true` comes later in the modification order and the re-check sees it.
+        // x86 and ARMv8 (multi-copy atomic) cannot show the lost wakeup; the C11 model can.
+        // Model: notify.pml#ctx_notify_accept
+        traced!(Step::CtxNotifyAccept, let _old = self.notified.swap(false, Ordering::Relaxed);
+            notified = 0, notified_old = _old);
         // ORDERING: SeqCst fence, also an acquire fence: pairs with the Release fence in `notify`, so
-        // a notify whose `notified = true` was read (or overwritten here) has its work visible to the
-        // scan that follows. Model: notify.pml#ctx_notify_accept_fence
+        // a notify whose `notified = true` the swap above read has its work visible to the scan that
+        // follows. Model: notify.pml#ctx_notify_accept_fence
         traced!(Step::CtxNotifyAcceptFence, fence(Ordering::SeqCst));
     }
 
@@ -178,7 +193,8 @@ impl NotifyState {
     /// Drain the eventfd (the notifier's read handler). Never progress.
     /// Model: notify.pml#ctx_poll_event_drain
     pub(crate) fn drain(&self) {
-        traced!(Step::CtxPollEventDrain, let was = self.notifier.test_and_clear(); notifier = 0);
+        traced!(Step::CtxPollEventDrain, let was = self.notifier.test_and_clear();
+            notifier = 0, notifier_old = matches!(was, Ok(true)));
         if let Err(e) = was {
             panic!("aioctx: event notifier read failed: {e}");
         }

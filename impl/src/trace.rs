@@ -11,12 +11,14 @@
 
 /// Record a protocol step that does no shared access of its own (a fence, a callback call), with
 /// values. Without the `trace` feature this expands to nothing (its arguments are not evaluated).
+/// With it, the step first passes the replay gate ([`gate`]).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! trace_step {
     ($step:expr $(, $k:ident = $v:expr)* $(,)?) => {
         #[cfg(feature = "trace")]
         {
+            $crate::trace::gate($step);
             let mut g = $crate::trace::lock();
             $crate::trace::record(&mut g, $step, &[$((stringify!($k), ($v) as i64)),*]);
         }
@@ -27,6 +29,7 @@ macro_rules! trace_step {
 /// lock is held across the access and the append, so the log is a linearization in which every read
 /// sees the latest write before it (a sequence number taken after the access would not be: thread A
 /// stores then takes #5, thread B loads A's value and takes #4). Weak memory stays loom's job.
+/// With the feature the step first passes the replay gate ([`gate`], before the lock).
 /// Without the feature it is just the access.
 ///
 /// `traced!(Step::X, let v = access; name = value, ...)` binds `v` for the rest of the block;
@@ -35,6 +38,8 @@ macro_rules! trace_step {
 #[macro_export]
 macro_rules! traced {
     ($step:expr, let $bind:pat = $access:expr $(; $($k:ident = $v:expr),* )? ) => {
+        #[cfg(feature = "trace")]
+        $crate::trace::gate($step);
         #[cfg(feature = "trace")]
         let mut __trace_guard = $crate::trace::lock();
         let $bind = $access;
@@ -45,6 +50,8 @@ macro_rules! traced {
         }
     };
     ($step:expr, $access:expr $(; $($k:ident = $v:expr),* )? ) => {
+        #[cfg(feature = "trace")]
+        $crate::trace::gate($step);
         #[cfg(feature = "trace")]
         let mut __trace_guard = $crate::trace::lock();
         $access;
@@ -103,9 +110,23 @@ mod recorder {
         LOG.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Append one step under the trace lock.
+    /// Append one step under the trace lock (and tell an installed replay gate it is done).
+    ///
+    /// An fd-monitor wait is an interval, not a point: it is recorded when it returns (the trace lock
+    /// is never held across a wait), but it read the notifier's readiness somewhere between the
+    /// thread's previous step and its return. A `ctx_poll_wait` that reports the notifier NOT
+    /// readable (`notifier=0`) is therefore placed right before the first `ctx_notify_event_set`
+    /// recorded since this thread's previous step (appended if there is none). That is where its
+    /// read happened: the eventfd is cleared only by the polling thread itself, so it was clear from
+    /// that thread's previous step until the wait looked at it, which was before the first write.
+    /// A wait that reports it readable is appended: nothing but this thread clears it meanwhile.
     #[allow(clippy::disallowed_types)]
     pub fn record(log: &mut MutexGuard<'static, Log>, step: Step, values: &[(&'static str, i64)]) {
+        if super::GATE_ON.load(std::sync::atomic::Ordering::Acquire) {
+            if let Some(g) = super::current_gate() {
+                g.done(step, values);
+            }
+        }
         if !log.on {
             return;
         }
@@ -117,13 +138,39 @@ mod recorder {
                 log.threads.len() as u32 - 1
             }
         };
-        log.events.push(TraceEvent { thread, step, values: values.to_vec() });
+        let ev = TraceEvent { thread, step, values: values.to_vec() };
+        let not_ready =
+            step == Step::CtxPollWait && values.iter().any(|&(k, v)| k == "notifier" && v == 0);
+        if not_ready {
+            let since = log.events.iter().rposition(|e| e.thread == thread).map_or(0, |i| i + 1);
+            if let Some(off) =
+                log.events[since..].iter().position(|e| e.step == Step::CtxNotifyEventSet)
+            {
+                log.events.insert(since + off, ev);
+                return;
+            }
+        }
+        log.events.push(ev);
     }
 
     /// Start recording (clears the log). The thread that calls it is thread 0.
     pub fn start() {
         let mut g = lock();
         *g = Log { on: true, events: Vec::new(), threads: vec![std::thread::current().id()] };
+    }
+
+    /// Give `thread` the next thread index now (instead of at its first record), so that a harness
+    /// can number its threads in its own order (e.g. a scenario's: pollers, then remotes). Returns
+    /// the index (the existing one if the thread is already known).
+    pub fn register_thread(thread: std::thread::ThreadId) -> u32 {
+        let mut g = lock();
+        match g.threads.iter().position(|t| *t == thread) {
+            Some(i) => i as u32,
+            None => {
+                g.threads.push(thread);
+                g.threads.len() as u32 - 1
+            }
+        }
     }
 
     /// Stop recording and return the log.
@@ -133,8 +180,91 @@ mod recorder {
         std::mem::take(&mut g.events)
     }
 }
+
+/// The replay gate (trace builds): a step scheduler for model → implementation replay.
+///
+/// Every `traced!` / `trace_step!` first calls [`gate`] with its step, before the protocol access
+/// and without holding any lock; when a [`Gate`] is installed the calling thread blocks there until
+/// the gate releases it. Right after the access the recorder calls [`Gate::done`] under the trace
+/// lock, with the values the step recorded. Without an installed gate, `gate` is one atomic load.
+/// A `ctx_poll_wait` is recorded (and so gated) when the wait returns: the wait itself runs
+/// ungated (a wait that must block, blocks in the fd monitor with no gate pending).
 #[cfg(feature = "trace")]
-pub use recorder::{lock, record, start, stop, Log, TraceEvent};
+pub trait Gate: Send + Sync {
+    /// The calling thread is about to take `step`: block until it may.
+    fn arrive(&self, step: Step);
+    /// The calling thread took `step` (called under the trace lock: do not take it from here).
+    fn done(&self, step: Step, values: &[(&'static str, i64)]);
+}
+
+#[cfg(feature = "trace")]
+#[allow(clippy::disallowed_types)]
+static GATE_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+#[cfg(feature = "trace")]
+#[allow(clippy::disallowed_types)]
+static GATE: std::sync::Mutex<Option<std::sync::Arc<dyn Gate>>> = std::sync::Mutex::new(None);
+
+#[cfg(feature = "trace")]
+#[allow(clippy::disallowed_types)]
+fn current_gate() -> Option<std::sync::Arc<dyn Gate>> {
+    GATE.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Install (`Some`) or remove (`None`) the replay gate, for every thread of the process.
+#[cfg(feature = "trace")]
+#[allow(clippy::disallowed_types)]
+pub fn set_gate(g: Option<std::sync::Arc<dyn Gate>>) {
+    let on = g.is_some();
+    *GATE.lock().unwrap_or_else(|e| e.into_inner()) = g;
+    GATE_ON.store(on, std::sync::atomic::Ordering::Release);
+}
+
+/// The hook every traced step calls first (see [`Gate`]).
+#[cfg(feature = "trace")]
+#[inline]
+#[allow(clippy::disallowed_types)]
+pub fn gate(step: Step) {
+    if GATE_ON.load(std::sync::atomic::Ordering::Acquire) {
+        if let Some(g) = current_gate() {
+            g.arrive(step);
+        }
+    }
+}
+
+/// What a replay controller compares with the model after each step (test-only accessor).
+#[cfg(feature = "trace")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DebugState {
+    /// `notify_me`.
+    pub notify_me: u32,
+    /// `notified`.
+    pub notified: bool,
+    /// The event notifier's fd (its readiness is the kernel's: with the model kernel,
+    /// `ModelKernel::is_readable(fd)`).
+    pub notifier_fd: std::os::fd::RawFd,
+    /// `bh_list` is non-empty.
+    pub bh_list: bool,
+}
+
+#[cfg(feature = "trace")]
+impl crate::Handle {
+    /// The protocol state of the context (trace builds only, for the replay controller).
+    pub fn debug_state(&self) -> DebugState {
+        use crate::sync::atomic::Ordering::Relaxed;
+        let s = &self.shared;
+        // ORDERING: Relaxed: read by the replay controller between two gated steps, when no thread
+        // is in a protocol access (the gate's own lock orders them).
+        DebugState {
+            notify_me: s.notify.notify_me.load(Relaxed),
+            notified: s.notify.notified.load(Relaxed),
+            notifier_fd: s.notify.notifier.fd(),
+            bh_list: !s.bh_list.load(Relaxed).is_null(),
+        }
+    }
+}
+
+#[cfg(feature = "trace")]
+pub use recorder::{lock, record, register_thread, start, stop, Log, TraceEvent};
 
 macro_rules! steps {
     ($( $(#[$m:meta])* $v:ident = $s:literal, )*) => {
@@ -222,7 +352,8 @@ steps! {
     BhSchedulePush = "bh_schedule_push",
     /// cancel: `flags.fetch_and(!SCHEDULED)`.
     BhCancel = "bh_cancel",
-    /// delete (the owner drops its handle): `flags.fetch_or(DELETED)`.
+    /// delete (the owner drops its handle) = enqueue(DELETED): `old = flags.fetch_or(PENDING |
+    /// DELETED)`, then `bh_schedule_push` if PENDING was clear, then notify.
     BhDelete = "bh_delete",
     /// poll: swap the whole `bh_list` out (snapshot).
     BhPollTake = "bh_poll_take",

@@ -24,7 +24,8 @@
 //!   `|= 1` / fence / [re-check `notified`] / timeout, its own wait on the context's fd, check
 //!   `&= !1`, accept, [readiness query], drain, dispatch), so two pollers can share a context;
 //!   remote threads doing bare notifies, schedule / schedule_idle / oneshot, cancel, and delete (the
-//!   owner's drop: `fetch_or(DELETED)`, no push, no notify).
+//!   owner's drop: enqueue(DELETED), i.e. `fetch_or(PENDING | DELETED)`, push if PENDING was clear,
+//!   notify; as the implementation and protocol.md §4).
 //! - A bare notify carries a ghost request that only the scan sees (QEMU's `req` in its
 //!   aio_notify_accept model): the work a notify announces may be invisible to compute_timeout.
 //! - Planted bugs as runtime variants ([`Bug`]), named like the `aioctx_bug` cfg values.

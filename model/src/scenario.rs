@@ -47,7 +47,9 @@ pub enum Op {
     Oneshot(u8),
     /// `bh.cancel()`: `fetch_and(!SCHEDULED)`, no notify.
     Cancel(u8),
-    /// The owner drops its handle: `fetch_or(DELETED)`, no push, no notify.
+    /// The owner drops its handle: enqueue(DELETED) (protocol.md §4, the implementation's `Drop for
+    /// Bh`): `fetch_or(PENDING | DELETED)` (step `bh_delete`), push if PENDING was clear, then notify.
+    /// The next dequeue sees DELETED and does not call it.
     Delete(u8),
 }
 
@@ -129,9 +131,10 @@ pub struct Scenario {
     /// the backend needs a wait); false models an otherwise empty context, which makes no syscall then.
     pub zero_timeout_wait: bool,
     /// The external loop's prepare re-checks `notified` after its fence (as a
-    /// `ctx_poll_recheck_notified` step; true zeroes the timeout). protocol.md's prepare does not, and
-    /// then a bare notify made while `notify_me` was 0 is lost by the external loop (see the tests);
-    /// the implementation's `NotifyState::prepare` already does (untraced). Off = protocol.md as written.
+    /// `ctx_poll_recheck_notified` step; true zeroes the timeout). On by default: the implementation's
+    /// `NotifyState::prepare` does it (traced). protocol.md's prepare (and promela/external.pml) does
+    /// not, and then a bare notify made while `notify_me` was 0 is lost by the external loop (see the
+    /// tests); [`Scenario::without_prepare_recheck`] models that.
     pub prepare_recheck_notified: bool,
     /// The external loop's check asks the fd monitor for readiness (a `ctx_poll_wait` with timeout 0
     /// after accept) and drains the notifier if it is readable, as the implementation's `check` does
@@ -152,7 +155,7 @@ impl Scenario {
             bhs: 0,
             poll_rounds: 0,
             zero_timeout_wait: false,
-            prepare_recheck_notified: false,
+            prepare_recheck_notified: true,
             check_readiness_wait: true,
             bug: None,
         }
@@ -182,10 +185,19 @@ impl Scenario {
         self
     }
 
-    /// The external loop's prepare re-checks `notified` (the name gains `+prepare_recheck`).
+    /// The external loop's prepare re-checks `notified` (the default; the name gains
+    /// `+prepare_recheck`).
     pub fn prepare_recheck(mut self) -> Scenario {
         self.prepare_recheck_notified = true;
         self.name = format!("{}+prepare_recheck", self.name);
+        self
+    }
+
+    /// The external loop's prepare does not re-check `notified`: protocol.md as written and
+    /// promela/external.pml (the name gains `+no_prepare_recheck`).
+    pub fn without_prepare_recheck(mut self) -> Scenario {
+        self.prepare_recheck_notified = false;
+        self.name = format!("{}+no_prepare_recheck", self.name);
         self
     }
 

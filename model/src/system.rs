@@ -13,16 +13,16 @@
 //! | step | values |
 //! |---|---|
 //! | `ctx_notify_release_fence`, `ctx_notify_fence`, `ctx_poll_fence`, `ctx_prepare_fence`, `ctx_notify_accept_fence` | none |
-//! | `ctx_notify_set_notified` | `notified=1` (with `skip_event_when_notified`, whose swap reads it: `notified_old`) |
+//! | `ctx_notify_set_notified` | `notified=1`, `notified_old` (the implementation's swap; the bug `skip_event_when_notified` uses it) |
 //! | `ctx_notify_read_notify_me` | `notify_me` |
 //! | `ctx_notify_event_set` | `notifier=1` |
-//! | `ctx_notify_accept` | `notified=0` |
+//! | `ctx_notify_accept` | `notified=0`, `notified_old` (a swap) |
 //! | `ctx_poll_compute_timeout` | `timeout` |
 //! | `ctx_poll_userspace`, `ctx_poll_recheck_notified` | `notified` (read), `timeout` (after: 0 if it was set); the external loop's re-check in prepare: `notified` only |
 //! | `ctx_poll_notify_me_add`, `ctx_poll_notify_me_sub`, `ctx_prepare_notify_me_or`, `ctx_check_notify_me_clear` | `notify_me` |
 //! | `ctx_poll_wait` | `notifier` (read), `timeout` (the wait's), `readable` (the wait reported the notifier) |
 //! | `ctx_poll_event_drain` | `notifier=0`, `notifier_old` (what the drain consumed; 0 if another poller drained first) |
-//! | `bh_schedule_flags`, `bh_cancel`, `bh_delete`, `bh_poll_dequeue` | `bh_flags`, `bh_flags_old` |
+//! | `bh_schedule_flags`, `bh_cancel`, `bh_delete`, `bh_poll_dequeue` | `bh_flags`, `bh_flags_old` (`bh_delete` is enqueue(DELETED): push if PENDING was clear, then notify) |
 //! | `bh_schedule_push` | `bh_list=1` (non-empty) |
 //! | `bh_poll_take` | `bh_list=0`, `bh_list_old` (1 if it took something) |
 //! | `bh_poll_call` | `idle` (1 for an idle BH: not progress) |
@@ -742,9 +742,10 @@ fn poller_steps(sc: &Scenario, st: &State, t: usize, out: &mut Vec<(TraceEvent, 
             ev(Step::CtxCheckNotifyMeClear).with("notify_me", n.notify_me.into())
         }
         Accept => {
+            let old = st.notified;
             n.notified = false;
             n.poller_mut(t).pc = AcceptFence;
-            ev(Step::CtxNotifyAccept).with("notified", 0)
+            ev(Step::CtxNotifyAccept).with("notified", 0).with("notified_old", old.into())
         }
         AcceptFence => {
             let p = n.poller_mut(t);
@@ -834,11 +835,12 @@ fn remote_step(sc: &Scenario, st: &State, t: usize, out: &mut Vec<(TraceEvent, S
                 Op::ScheduleIdle(_) => old | BH_PENDING | BH_SCHEDULED | BH_IDLE,
                 Op::Oneshot(_) => old | BH_PENDING | BH_SCHEDULED | BH_ONESHOT,
                 Op::Cancel(_) => old & !BH_SCHEDULED,
-                Op::Delete(_) => old | BH_DELETED,
+                // The owner's drop is enqueue(DELETED) (protocol.md §4), as in the implementation.
+                Op::Delete(_) => old | BH_PENDING | BH_DELETED,
                 Op::Notify => unreachable!(),
             };
             match op {
-                Op::Cancel(_) | Op::Delete(_) => next_op(ops, r),
+                Op::Cancel(_) => next_op(ops, r),
                 _ if old & BH_PENDING == 0 => r.pc = RemotePc::Push,
                 _ => r.pc = RemotePc::NotifyRelease,
             }
@@ -864,13 +866,12 @@ fn remote_step(sc: &Scenario, st: &State, t: usize, out: &mut Vec<(TraceEvent, S
             n.notified = true;
             let r = n.remote_mut(t);
             r.pc = RemotePc::NotifyFence;
+            // A swap in the implementation (an RMW: it records what it read); the bug uses the
+            // value it read.
             if sc.bug == Some(Bug::SkipEventWhenNotified) {
-                // The bug's swap reads the old value; the correct store does not.
                 r.old_notified = old;
-                ev.with("notified", 1).with("notified_old", old.into())
-            } else {
-                ev.with("notified", 1)
             }
+            ev.with("notified", 1).with("notified_old", old.into())
         }
         RemotePc::NotifyFence => {
             n.remote_mut(t).pc = RemotePc::NotifyRead;

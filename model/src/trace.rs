@@ -172,8 +172,9 @@ impl FromStr for Trace {
     }
 }
 
-/// Parse Promela simulation output: only the lines containing `@@@` are events (the text after the
-/// marker); everything else spin prints is ignored. Promela conventions are converted:
+/// Parse Promela simulation output: only the lines starting with `@@@` are events (the text after
+/// the marker; `spin -T` does not indent printf output); everything else spin prints is ignored,
+/// including the step lines of `spin -p`, which echo each printf statement with its marker. Promela conventions are converted:
 ///
 /// - labels starting with `env_` (environment processes) or `tso_` (store-buffer machinery) are
 ///   dropped, except `env_loop_wait`, the external loop's own wait, which is the model's
@@ -188,8 +189,10 @@ impl FromStr for Trace {
 pub fn parse_spin_output(text: &str) -> Result<Trace, ParseError> {
     let mut events = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let Some(pos) = line.find("@@@") else { continue };
-        let rest = line[pos + 3..].trim();
+        // Only a line that starts with the marker: `spin -p` also echoes each printf statement,
+        // marker and all, inside its step line (`[printf('@@@ %d ...')]`).
+        let Some(rest) = line.trim_start().strip_prefix("@@@") else { continue };
+        let rest = rest.trim();
         let label = rest.split_whitespace().nth(1).unwrap_or("");
         let rest = if label == "env_loop_wait" {
             rest.replacen("env_loop_wait", "ctx_poll_wait", 1)

@@ -129,7 +129,7 @@ fn notify_vs_blocking_poll_finds_accept_after_scan() {
 #[test]
 fn bh_schedule_twice_vs_external_loop_finds_skip_event_when_notified() {
     finds(
-        Scenario::bh_schedule_twice_vs_external_loop(),
+        Scenario::bh_schedule_twice_vs_external_loop().without_prepare_recheck(),
         Bug::SkipEventWhenNotified,
         Property::NoLostWakeup,
     );
@@ -153,7 +153,7 @@ fn two_pollers_external_and_poll_finds_drain_after_scan() {
 #[test]
 fn two_pollers_external_and_poll_finds_skip_event_when_notified() {
     finds(
-        Scenario::two_pollers_external_and_poll(),
+        Scenario::two_pollers_external_and_poll().without_prepare_recheck(),
         Bug::SkipEventWhenNotified,
         Property::NoLostWakeup,
     );
@@ -178,7 +178,8 @@ fn two_pollers_external_and_poll_finds_no_event_drain() {
 fn notify_vs_external_loop_loses_bare_notify_without_prepare_recheck() {
     let sc = Scenario::new("notify_vs_external_loop")
         .poller(Poller::External(Loops::Forever))
-        .remote(&[Op::Notify]);
+        .remote(&[Op::Notify])
+        .without_prepare_recheck();
     let e = explore(&sc);
     let v = e.violation(Property::NoLostWakeup).expect("protocol.md's prepare loses a bare notify");
     println!("{v}");

@@ -75,7 +75,17 @@ impl Epoll {
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events: interest_bits(interest), u64: token };
+        #[allow(unused_mut)]
+        let mut events = interest_bits(interest);
+        // Miri emulates edge-triggered epoll only ("epoll_ctl: epollet flag must be included"), so
+        // under Miri registrations are edge-triggered. For what the Miri tests register (the
+        // context's own eventfd, drained until empty whenever a wait reports it) that is
+        // equivalent: each write after a drain is a new edge. Production stays level-triggered.
+        #[cfg(miri)]
+        {
+            events |= libc::EPOLLET as u32;
+        }
+        let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY:
         // - `ev` is a valid epoll_event that outlives the call (DEL ignores it, but kernels before
         //   2.6.9 require it non-null).

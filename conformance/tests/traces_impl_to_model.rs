@@ -1,0 +1,217 @@
+//! Implementation → model: traces recorded from real multi-threaded runs (real eventfd; epoll, ppoll
+//! and io_uring; adaptive polling off and on) must be accepted by the Rust model's oracle
+//! (`aioctx_model::check_trace`), and a sample of them by promela/notify.pml itself (a generated
+//! Promela follower, see `aioctx_conformance::follower`).
+//!
+//! Per configuration `AIOCTX_CONF_TRACES` runs (default 200, 1000 with `AIOCTX_CONF_FULL=1`), cycling
+//! through: `bh_schedule_vs_blocking_poll` (`while !ran { poll(true) }`), `notify_vs_blocking_poll`,
+//! `bh_schedule_twice_vs_external_loop` (prepare / poll(2) / check / dispatch), and random
+//! schedule / schedule_idle / oneshot / cancel / delete / notify sequences from one or two remotes
+//! against either loop. A rejected trace fails with the first step the model cannot take and the
+//! model state; zero traces fail.
+
+use std::time::Instant;
+
+use aioctx_conformance::real::{self, Driver, Kernel, Polling, RunSpec};
+use aioctx_conformance::{follower, out_dir, report, serial, traces_per_config};
+use aioctx_model::check_trace;
+
+/// Keys the implementation records that the model does not define, each documented: `count` (the
+/// number of BHs `bh_poll_take` took; the model's `bh_list_old` says whether it took any).
+const STEP_LOCAL_KEYS: &[&str] = &["count"];
+
+fn spec(kernel: Kernel, polling: Polling, i: usize, seed: u64) -> RunSpec {
+    match i % 5 {
+        0 => RunSpec::bh_schedule_vs_blocking_poll(kernel, polling, seed),
+        1 => RunSpec::notify_vs_blocking_poll(kernel, polling, seed),
+        2 => RunSpec::bh_schedule_twice_vs_external_loop(kernel, polling, seed),
+        3 => RunSpec::random_ops(kernel, polling, Driver::Blocking, seed),
+        _ => RunSpec::random_ops(kernel, polling, Driver::External, seed),
+    }
+}
+
+fn check_config(kernel: Kernel, polling: Polling) {
+    let _g = serial();
+    let config = format!("({}, {})", kernel.name(), polling.name());
+    if !kernel.available() {
+        println!("CONFORMANCE impl->model {config} skipped: the kernel refuses {}", kernel.name());
+        return;
+    }
+    let t0 = Instant::now();
+    let n = traces_per_config();
+    let (mut traces, mut steps, mut rounds, mut waits) = (0, 0, 0, 0);
+    // Interleaving richness: adjacent events of different threads, and waits that reported the
+    // notifier clear right before another thread's eventfd write (the recorder's wait placement).
+    let (mut switches, mut racy_waits, mut races) = (0, 0, 0);
+    let mut mutated = false;
+    let mut per_scenario = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..n {
+        let seed = (i as u64) << 8 | (kernel as u64) << 2 | polling as u64;
+        let s = spec(kernel, polling, i, seed);
+        let rec = real::record(&s);
+        match check_trace(&rec.scenario, &rec.trace) {
+            Ok(r) => {
+                let extra: Vec<_> = r
+                    .ignored_keys
+                    .iter()
+                    .filter(|k| !STEP_LOCAL_KEYS.contains(&k.as_str()))
+                    .collect();
+                assert!(extra.is_empty(), "{config} {}: undocumented keys {extra:?}", s.name);
+            }
+            Err(rej) => {
+                let path =
+                    out_dir().join(format!("rejected-{}-{:?}-{i}.trace", kernel.name(), polling));
+                let text = format!("# {:?}\n# seed {}\n{}", rec.scenario, s.seed, rec.trace);
+                std::fs::write(&path, &text).unwrap();
+                panic!(
+                    "{config} run {i} ({}, seed {}): the model rejects the implementation's trace\n\
+                     {rej}\ntrace ({} events, saved to {}):\n{}",
+                    s.name,
+                    s.seed,
+                    rec.trace.len(),
+                    path.display(),
+                    rec.trace
+                );
+            }
+        }
+        // The oracle is not vacuous: the same trace with the first `notify_me` a notifier read
+        // changed is rejected at that event.
+        if !mutated {
+            if let Some(j) = rec
+                .trace
+                .events
+                .iter()
+                .position(|e| e.step == aioctx::trace::Step::CtxNotifyReadNotifyMe)
+            {
+                let mut bad = rec.trace.clone();
+                for (k, v) in &mut bad.events[j].values {
+                    if k == "notify_me" {
+                        *v = if *v == 0 { 2 } else { 0 };
+                    }
+                }
+                let rej =
+                    check_trace(&rec.scenario, &bad).expect_err("a mutated trace is accepted");
+                assert_eq!(rej.index, j, "mutation at {j}, rejected at {}: {rej}", rej.index);
+                mutated = true;
+            }
+        }
+        traces += 1;
+        steps += rec.trace.len();
+        rounds += rec
+            .trace
+            .events
+            .iter()
+            .filter(|e| e.step == aioctx::trace::Step::CtxPollUserspace)
+            .count();
+        waits +=
+            rec.trace.events.iter().filter(|e| e.step == aioctx::trace::Step::CtxPollWait).count();
+        *per_scenario.entry(s.name.clone()).or_default() += 1;
+        // A remote step inside the home thread's window between its timeout computation and its
+        // wait (the race the handshake exists for).
+        let mut in_window = false;
+        for e in &rec.trace.events {
+            match (e.thread, e.step) {
+                (0, aioctx::trace::Step::CtxPollComputeTimeout) => in_window = true,
+                (0, aioctx::trace::Step::CtxPollWait) => in_window = false,
+                (t, _) if t != 0 && in_window => {
+                    races += 1;
+                    in_window = false;
+                }
+                _ => {}
+            }
+        }
+        for w in rec.trace.events.windows(2) {
+            switches += usize::from(w[0].thread != w[1].thread);
+            racy_waits += usize::from(
+                w[0].step == aioctx::trace::Step::CtxPollWait
+                    && w[0].value("notifier") == Some(0)
+                    && w[1].step == aioctx::trace::Step::CtxNotifyEventSet,
+            );
+        }
+    }
+    assert!(traces > 0 && steps > 0, "{config}: zero traces checked");
+    assert!(mutated, "{config}: no trace had a notify to mutate");
+    if polling.on() {
+        assert!(rounds > 0, "{config}: polling on but no userspace polling round was recorded");
+    }
+    println!(
+        "{config}: scenarios {per_scenario:?}; {waits} waits ({racy_waits} placed before an \
+         eventfd write), {rounds} userspace rounds, {switches} thread switches, {races} remote \
+         steps between a timeout computation and its wait"
+    );
+    report(
+        "impl->model",
+        &config,
+        traces,
+        steps,
+        t0.elapsed().as_secs_f64(),
+        &format!(
+            "oracle accepts; {switches} thread switches, {races} remote steps inside a \
+             compute_timeout..wait window, {racy_waits} waits placed before an eventfd write"
+        ),
+    );
+}
+
+#[test]
+fn epoll_polling_off() {
+    check_config(Kernel::Epoll, Polling::Off);
+}
+
+#[test]
+fn epoll_polling_on() {
+    check_config(Kernel::Epoll, Polling::On);
+}
+
+#[test]
+fn epoll_polling_on_with_user_handler() {
+    check_config(Kernel::Epoll, Polling::OnWithHandler);
+}
+
+#[test]
+fn ppoll_polling_off() {
+    check_config(Kernel::Ppoll, Polling::Off);
+}
+
+#[test]
+fn ppoll_polling_on() {
+    check_config(Kernel::Ppoll, Polling::On);
+}
+
+#[test]
+fn ppoll_polling_on_with_user_handler() {
+    check_config(Kernel::Ppoll, Polling::OnWithHandler);
+}
+
+#[test]
+fn io_uring_polling_off() {
+    check_config(Kernel::IoUring, Polling::Off);
+}
+
+#[test]
+fn io_uring_polling_on() {
+    check_config(Kernel::IoUring, Polling::On);
+}
+
+#[test]
+fn io_uring_polling_on_with_user_handler() {
+    check_config(Kernel::IoUring, Polling::OnWithHandler);
+}
+
+/// The notify handshake of real runs against promela/notify.pml: each trace becomes a Promela
+/// follower (see `aioctx_conformance::follower`) that spin must be able to walk to its end.
+#[test]
+fn notify_handshake_traces_follow_notify_pml() {
+    let _g = serial();
+    let t0 = Instant::now();
+    let n = if aioctx_conformance::full() { traces_per_config() } else { 30 };
+    let (traces, steps) = follower::check_real_runs_against_notify_pml(n);
+    assert!(traces > 0, "zero traces given to spin");
+    report(
+        "impl->promela",
+        "notify.pml follower (epoll, polling off/on)",
+        traces,
+        steps,
+        t0.elapsed().as_secs_f64(),
+        "spin follows every trace; a mutated one is rejected",
+    );
+}

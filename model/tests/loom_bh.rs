@@ -1,0 +1,30 @@
+//! loom over the real code: bottom halves (bh.rs) scheduled from other threads vs a blocking poll
+//! loop. Exhaustive up to the preemption bound (LOOM_MAX_PREEMPTIONS; ci/loom uses 2, --full 3),
+//! with C11 weak memory for the fences; never capped by time or permutations. Scenarios and
+//! properties: support/mod.rs (3 threads each). Built only with `--cfg aioctx_loom`; run by
+//! ci/loom.
+#![cfg(aioctx_loom)]
+
+mod support;
+
+use aioctx::sync::model_named;
+use support::Size;
+
+/// Two remote threads schedule a BH each (a `Bh` made on the home thread) while the home thread
+/// loops `while !all_ran { poll(true) }`: each runs exactly once, no hang. (With a plain store in
+/// `notify_accept` this scenario found a C11 lost wakeup in the correct build; see notify.rs.)
+#[test]
+#[cfg_attr(
+    any(
+        aioctx_bug = "notify_no_seqcst_fence",
+        aioctx_bug = "poll_no_fence_after_arm",
+        aioctx_bug = "notify_me_rmw_instead_of_fence",
+        aioctx_bug = "poll_no_recheck_notified"
+    ),
+    should_panic(expected = "p_no_lost_wakeup")
+)]
+fn bh_schedule_vs_blocking_poll() {
+    model_named("bh_schedule_vs_blocking_poll", || {
+        support::bh_schedule_vs_blocking_poll(Size::LOOM)
+    });
+}

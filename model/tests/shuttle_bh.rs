@@ -1,0 +1,20 @@
+//! shuttle over the real code: bottom halves (bh.rs) scheduled by 6 threads, 8 each (`Bh`s and
+//! oneshots), against a blocking poll loop. Schedulers: PCT and random, each from a fixed seed
+//! (`support::shuttle_model`; knobs `AIOCTX_SHUTTLE_SCHED` = `pct,random` by default, `_ITERS`,
+//! `_SEED`, `_DEPTH`). shuttle has no weak memory: the fence bugs are loom's; the sequentially
+//! consistent ones are caught here too, by at least one of the two schedulers. A failure prints
+//! shuttle's schedule string (replay it with `shuttle::replay`). Built only with `--cfg
+//! aioctx_shuttle`.
+#![cfg(aioctx_shuttle)]
+
+mod support;
+
+use support::{shuttle_model, Size};
+
+#[test]
+#[cfg_attr(aioctx_bug = "poll_no_recheck_notified", should_panic(expected = "p_no_lost_wakeup"))]
+fn bh_schedule_vs_blocking_poll() {
+    shuttle_model("bh_schedule_vs_blocking_poll", || {
+        support::bh_schedule_vs_blocking_poll(Size::shuttle(6, 8))
+    });
+}
