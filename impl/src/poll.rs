@@ -330,6 +330,7 @@ impl AioContext {
             })
             .cloned()
             .collect();
+        #[cfg_attr(aioctx_bug = "no_final_poll_after_poll_end", allow(unused_mut))]
         let mut progress = false;
         for h in idle {
             crate::trace_step!(Step::CtxPollIdleRemove);
