@@ -360,6 +360,7 @@ impl AioContext {
         for h in &list {
             h.set_polling(false);
         }
+        #[cfg_attr(aioctx_bug = "no_final_poll_after_poll_end", allow(unused_mut))]
         let mut progress = false;
         #[cfg(not(aioctx_bug = "no_final_poll_after_poll_end"))]
         {
