@@ -99,3 +99,4 @@ impl Rng {
         self.next_u64() % n
     }
 }
+pub mod rescuer;
