@@ -23,7 +23,7 @@
 //! # Model
 //!
 //! `promela/notify.pml` (sequentially consistent), `promela/notify_tso.pml` (store buffers: each
-//! fence is needed), `promela/external.pml` (two pollers); loom scenarios in `model/tests/notify.rs`.
+//! fence is needed), `promela/external.pml` (two pollers); loom scenarios in `model/tests/loom_*.rs`.
 //! Planted bugs (`--cfg aioctx_bug="..."`): `notify_no_seqcst_fence`, `poll_no_fence_after_arm`,
 //! `notify_me_rmw_instead_of_fence`, `poll_no_recheck_notified`, `skip_event_when_notified`,
 //! `accept_after_scan` (in `ctx.rs`).

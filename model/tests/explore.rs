@@ -186,10 +186,14 @@ fn notify_vs_external_loop_loses_bare_notify_without_prepare_recheck() {
     explore_ok(sc.prepare_recheck());
 }
 
-/// With every waiter re-checking `notified` (poll, and prepare with the re-check), a stale
-/// `notified` always prevents blocking, so skipping the event write when `notified` was set loses no
-/// wakeup under sequential consistency: `skip_event_when_notified` is caught only through the
-/// external loop as protocol.md writes it.
+/// In the abstract model's scenarios, with every waiter re-checking `notified` (poll, and prepare
+/// with the re-check), a stale `notified` always prevents blocking, so skipping the event write when
+/// `notified` was set loses no wakeup under sequential consistency: here `skip_event_when_notified`
+/// is caught only through the external loop as protocol.md writes it. (The real code's external
+/// loop can also block with `notified` set: a non-blocking poll nested in the prepare/check window
+/// drains a kick that landed after its accept; the loom and shuttle scenario
+/// `external_prepare_and_nonblocking_poll` catches the bug that way. These model scenarios have no
+/// nested poll.)
 #[test]
 fn skip_event_when_notified_is_benign_with_prepare_recheck() {
     for sc in Scenario::named() {

@@ -359,22 +359,54 @@ pub fn bh_schedule_vs_blocking_poll(s: Size) {
 /// The external wait uses a second [`ModelFdMonitor`] over the same model kernel: it is ready when
 /// any fd the context registered is (the notifier included), as the context's epoll fd would be.
 pub fn external_prepare_and_poll_two_pollers(s: Size) {
+    external_loop(s, Nested::Blocking)
+}
+
+/// The external loop with a NON-blocking poll nested in each prepare/check window, on a context
+/// with one user fd handler that never fires (so the nested poll asks the fd monitor, with a zero
+/// timeout, and drains the notifier when it is readable; it never re-checks `notified`, as it does
+/// not block). Before the nested poll the home thread schedules a BH of its own, whose kick (bit 0
+/// is set) makes the eventfd readable. A remote kick that lands between the nested poll's accept
+/// and its drain then leaves `notified` set over an empty eventfd; the external wait that follows
+/// blocks on the fd, so the next remote kick must write the eventfd although `notified` is still
+/// set (bit 0 of `notify_me` asks for it). With `skip_event_when_notified` it does not, and the
+/// external wait hangs.
+pub fn external_prepare_and_nonblocking_poll(s: Size) {
+    external_loop(s, Nested::NonBlocking)
+}
+
+/// The poll nested in the external loop's prepare/check window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Nested {
+    Blocking,
+    NonBlocking,
+}
+
+fn external_loop(s: Size, nested: Nested) {
     let k = ModelKernel::new();
     let ctx = model_ctx(&k);
     let outer = ModelFdMonitor::new(k.clone());
+    if nested == Nested::NonBlocking {
+        let idle = k.open(); // never readable
+        ctx.set_fd_handler(idle, FdHandler::new().on_read(|| panic!("the idle fd never fires")))
+            .unwrap();
+    }
     let total = s.total();
-    let done = HomeCount::new();
+    let done = HomeCount::new(); // remote BHs run
+    let ran = HomeCount::new(); // all callbacks run (remote BHs and the home thread's own)
     let gate = Gate::new(s);
     let ts: Keep<Vec<_>> = Keep::new(
         (0..s.remotes)
             .map(|r| {
-                let (h, done, gate) = (ctx.handle().clone(), done.clone(), gate.clone());
+                let h = ctx.handle().clone();
+                let (done, ran, gate) = (done.clone(), ran.clone(), gate.clone());
                 thread::spawn(move || {
                     for j in 0..s.per_remote {
                         gate.wait(j * s.remotes + r);
-                        let (done, gate) = (done.clone(), gate.clone());
+                        let (done, ran, gate) = (done.clone(), ran.clone(), gate.clone());
                         h.bh_oneshot(move || {
                             done.inc();
+                            ran.inc();
                             gate.pass();
                         });
                     }
@@ -385,8 +417,19 @@ pub fn external_prepare_and_poll_two_pollers(s: Size) {
     let mut events = Vec::new();
     while done.get() < total {
         let timeout = ctx.prepare();
-        // Poller 2: a blocking poll inside the window. A BH is on its way, so it returns.
-        poll_checked(&ctx, true, &done, "blocking poll inside prepare/check");
+        // Poller 2, inside the window. Blocking: a BH is on its way, so it returns.
+        match nested {
+            Nested::Blocking => {
+                poll_checked(&ctx, true, &ran, "blocking poll inside prepare/check")
+            }
+            Nested::NonBlocking => {
+                let own = ran.clone();
+                ctx.bh_oneshot(move || {
+                    own.inc();
+                });
+                poll_checked(&ctx, false, &ran, "poll(false) inside prepare/check")
+            }
+        };
         // Poller 1: the external loop's own wait, only while a BH is still to come (bit 0 of
         // notify_me is set, so its schedule kicks the fd).
         if done.get() < total {
@@ -394,11 +437,11 @@ pub fn external_prepare_and_poll_two_pollers(s: Size) {
             events.clear();
         }
         let ready = ctx.check();
-        let before = done.get();
+        let before = ran.get();
         let p = ctx.dispatch();
         assert_eq!(
             p,
-            done.get() != before,
+            ran.get() != before,
             "p_progress_exact violated: dispatch returned {p} (check said {ready})"
         );
     }
