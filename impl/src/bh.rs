@@ -316,7 +316,7 @@ impl HomeBhs {
 
     /// `aio_bh_poll`: take `bh_list` as a new slice behind the outer ones, then run the queue.
     /// Returns true if a non-idle BH was called.
-    #[inline]
+    #[inline(always)] // three callers; inlined, the common one-BH slice costs no call frame
     pub(crate) fn poll(&self, ctx: &Shared) -> bool {
         // ORDERING: Acquire: pairs with the Release CAS in `push`: each node's `next` and the state
         // its scheduler published are visible. Model: bh.pml#bh_poll_take
@@ -441,6 +441,7 @@ fn call(ctx: &Shared, p: *mut BhInner, oneshot: bool) {
     }
     struct Done(*mut BhInner, bool);
     impl Drop for Done {
+        #[inline]
         fn drop(&mut self) {
             // SAFETY: as in `call`; runs on return and on unwind.
             let home = unsafe { &(*self.0).home };

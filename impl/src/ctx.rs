@@ -464,7 +464,41 @@ impl AioContext {
     /// Only on a failure of the fd monitor's wait that is not a fault of the caller (EBADF/EFAULT on
     /// the monitor's own fd); these are bugs in aioctx.
     #[doc(alias = "aio_poll")]
+    #[inline]
     pub fn poll(&self, blocking: bool) -> bool {
+        let s = &*self.handle.shared;
+        // ORDERING: Relaxed, as in `poll_full` (a change of either is followed by a notify).
+        if !blocking && !s.poll_params.enabled() && s.nr_user.load(Ordering::Relaxed) == 0 {
+            return self.poll_quiet();
+        }
+        self.poll_full(blocking)
+    }
+
+    /// `poll(false)` with polling off and no user fd handler: exactly what `poll_full(false)` does
+    /// then (no clock, no poll mode, no wait: a zero timeout with no user fd makes no syscall), as a
+    /// small function of its own so the common "run what was scheduled" iteration stays cheap.
+    #[inline]
+    fn poll_quiet(&self) -> bool {
+        let s = &*self.handle.shared;
+        let walk = self.enter();
+        crate::trace_step!(Step::CtxPollComputeTimeout, timeout = 0);
+        #[cfg(not(aioctx_bug = "accept_after_scan"))]
+        s.notify.accept(); // 8.
+        let mut progress = self.home.bhs.poll(s); // 10.
+        #[cfg(aioctx_bug = "accept_after_scan")]
+        s.notify.accept();
+        if self.home.polling.has_ready() {
+            progress |= self.dispatch_events(&[], 0);
+        }
+        // ORDERING: Relaxed, as in `poll_full`.
+        if self.home.walk_depth.get() == 1 && s.has_deleted.load(Ordering::Relaxed) {
+            self.finalize_deleted();
+        }
+        drop(walk);
+        progress | self.run_timers()
+    }
+
+    fn poll_full(&self, blocking: bool) -> bool {
         let s = &*self.handle.shared;
         let _walk = self.enter();
 
@@ -548,9 +582,11 @@ impl AioContext {
     }
 
     /// Enter a handler walk and make this the current context; undone on drop (also on unwind).
+    #[inline]
     fn enter(&self) -> impl Drop + '_ {
         struct Walk<'a>(&'a AioContext, *const AioContext);
         impl Drop for Walk<'_> {
+            #[inline]
             fn drop(&mut self) {
                 let d = &self.0.home.walk_depth;
                 d.set(d.get() - 1);
