@@ -48,7 +48,10 @@ use crate::Shared;
 
 type Callback = Box<dyn FnMut() + Send + 'static>;
 
-/// The shared part of a bottom half.
+/// The shared part of a bottom half. Aligned to a 128-byte block of its own (see
+/// [`crate::ctx::LineEnd`]): a scheduler's `fetch_or` on `flags` and its write of `next` touch one
+/// line, and two BHs scheduled from different threads never share one.
+#[repr(align(128))]
 pub(crate) struct BhInner {
     flags: AtomicU32,
     /// Link in `bh_list` or in the home thread's slice queue. Written by the thread that set PENDING

@@ -45,13 +45,27 @@ use crate::timer::{Timer, Timers};
 #[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
 use crate::trace::Step;
 
+/// A zero-sized field that ends a cache-line block in a `repr(C)` struct: the next field starts on
+/// the next 128-byte boundary (two 64-byte lines: Intel's adjacent-line prefetcher moves lines in
+/// pairs; crossbeam's `CachePadded` uses 128 on x86-64 and aarch64 for the same reason).
+#[derive(Debug, Default, Clone, Copy)]
+#[repr(align(128))]
+pub(crate) struct LineEnd;
+
 /// A pending idle BH caps a blocking wait at this (QEMU: 10 ms).
 const IDLE_BH_TIMEOUT_NS: u64 = 10_000_000;
 
 /// The shared half of a context.
+///
+/// Layout: the two fields every cross-thread kick writes (`notify.notified`, and `bh_list` for a BH)
+/// and `notify_me`, which the notifier reads right after, come first, in a cache-line block of their
+/// own ([`LineEnd`]): a kick then moves one line of the context, not two, and nothing the home
+/// thread writes on its own shares it.
+#[repr(C)]
 pub(crate) struct Shared {
     pub(crate) notify: NotifyState,
     pub(crate) bh_list: AtomicPtr<bh::BhInner>,
+    _line_end: LineEnd,
     pub(crate) handlers: Mutex<HandlerTable>,
     /// Bumped under the handler lock on every change (the home thread refreshes its cache).
     pub(crate) handlers_gen: AtomicU64,
@@ -157,6 +171,7 @@ impl Builder {
         let shared = Arc::new(Shared {
             notify: NotifyState::new(notifier),
             bh_list: AtomicPtr::new(ptr::null_mut()),
+            _line_end: LineEnd,
             handlers: Mutex::new(table),
             handlers_gen: AtomicU64::new(0),
             nr_user: AtomicUsize::new(0),
