@@ -40,10 +40,9 @@
 //! module needs its `sync` feature, which this package does not enable.
 #![allow(clippy::disallowed_types)] // the peers are measured over std's primitives; never a checker build
 
-use std::fmt::Write as _;
-use std::fs::File;
+mod common; // shared with polling.rs: counters, statistics, pinning, atomic ping-pong, table
+
 use std::future::Future;
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -52,162 +51,21 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use aioctx::{AioContext, Backend};
-
-// ---------------------------------------------------------------------------------------------------
-// Syscall and context-switch counters of the calling thread.
-
-/// A snapshot of the calling thread's counters.
-#[derive(Debug, Clone, Copy, Default)]
-struct Counts {
-    /// All syscalls (perf tracepoint), if available.
-    sys: Option<u64>,
-    /// Read-class syscalls (/proc/thread-self/io `syscr`).
-    syscr: u64,
-    /// Write-class syscalls (`syscw`).
-    syscw: u64,
-    /// Voluntary + involuntary context switches (getrusage RUSAGE_THREAD).
-    csw: u64,
-    /// User + system CPU time of the thread, ns (getrusage RUSAGE_THREAD, µs resolution).
-    cpu_ns: u64,
-}
+use common::{
+    atomic_ping_pong, default_tsv_path, exit_on_panic, render, stat, tsv_line, watchdog, AtomicRun,
+    BWindow, Counts, Meter, Row, Stat, TSV_HEAD,
+};
 
 impl Counts {
-    fn sub(self, o: Counts) -> Counts {
-        Counts {
-            sys: self.sys.zip(o.sys).map(|(a, b)| a.wrapping_sub(b)),
-            syscr: self.syscr.wrapping_sub(o.syscr),
-            syscw: self.syscw.wrapping_sub(o.syscw),
-            csw: self.csw.wrapping_sub(o.csw),
-            cpu_ns: self.cpu_ns.wrapping_sub(o.cpu_ns),
-        }
+    /// Voluntary + involuntary context switches (getrusage RUSAGE_THREAD): the `csw` this bench
+    /// reports.
+    fn csw(&self) -> u64 {
+        self.nvcsw + self.nivcsw
     }
-    fn add(self, o: Counts) -> Counts {
-        Counts {
-            sys: self.sys.zip(o.sys).map(|(a, b)| a + b),
-            syscr: self.syscr + o.syscr,
-            syscw: self.syscw + o.syscw,
-            csw: self.csw + o.csw,
-            cpu_ns: self.cpu_ns + o.cpu_ns,
-        }
-    }
-}
-
-/// `struct perf_event_attr` (PERF_ATTR_SIZE_VER5 and later are supersets; 128 bytes, zeroed tail).
-#[repr(C)]
-struct PerfEventAttr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    rest: [u64; 14],
-}
-
-const PERF_TYPE_TRACEPOINT: u32 = 2;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
-
-/// The id of the `raw_syscalls:sys_enter` tracepoint (tracefs is mounted on first access).
-fn sys_enter_id() -> Option<u64> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].iter().find_map(|d| {
-        let s = std::fs::read_to_string(format!("{d}/events/raw_syscalls/sys_enter/id")).ok()?;
-        s.trim().parse().ok()
-    })
-}
-
-/// Counters of the thread that creates it (`perf_event_open` with pid 0 counts the calling thread).
-struct Meter {
-    perf: Option<OwnedFd>,
-    /// What one `snap` costs (its own syscalls), measured at creation.
-    cost: Counts,
-}
-
-impl Meter {
-    fn new() -> Meter {
-        let perf = sys_enter_id().and_then(|id| {
-            let attr = PerfEventAttr {
-                type_: PERF_TYPE_TRACEPOINT,
-                size: std::mem::size_of::<PerfEventAttr>() as u32,
-                config: id,
-                rest: [0; 14], // enabled at once, not inherited, kernel and user counted
-            };
-            // SAFETY:
-            // - `attr` is a valid, initialised perf_event_attr of the size it declares, alive for the
-            //   call; pid 0 / cpu -1 / group -1 select "this thread, any CPU, no group".
-            let fd = unsafe {
-                libc::syscall(
-                    libc::SYS_perf_event_open,
-                    &attr as *const PerfEventAttr,
-                    0 as libc::pid_t,
-                    -1 as libc::c_int,
-                    -1 as libc::c_int,
-                    PERF_FLAG_FD_CLOEXEC,
-                )
-            };
-            // SAFETY:
-            // - a non-negative return is a new fd that nothing else owns.
-            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-        });
-        let mut m = Meter { perf, cost: Counts::default() };
-        let a = m.snap();
-        let b = m.snap();
-        m.cost = b.sub(a);
-        m
-    }
-
-    fn snap(&self) -> Counts {
-        let sys = self.perf.as_ref().and_then(|fd| {
-            let mut v = 0u64;
-            // SAFETY:
-            // - `v` is 8 writable bytes; a perf fd with read_format 0 returns one u64.
-            let n =
-                unsafe { libc::read(fd.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
-            (n == 8).then_some(v)
-        });
-        let (syscr, syscw) = proc_io();
-        // SAFETY:
-        // - an all-zero rusage is a valid value; getrusage fills it.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY:
-        // - `ru` is a valid, writable rusage.
-        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-        let tv_ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
-        Counts {
-            sys,
-            syscr,
-            syscw,
-            csw: (ru.ru_nvcsw + ru.ru_nivcsw) as u64,
-            cpu_ns: tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime),
-        }
-    }
-
-    /// The syscalls between `start` and a snapshot taken now, the snapshots' own cost removed.
-    fn since(&self, start: Counts) -> Counts {
-        let d = self.snap().sub(start);
-        Counts {
-            sys: d.sys.zip(self.cost.sys).map(|(d, c)| d.saturating_sub(c)),
-            syscr: d.syscr.saturating_sub(self.cost.syscr),
-            syscw: d.syscw.saturating_sub(self.cost.syscw),
-            csw: d.csw,
-            cpu_ns: d.cpu_ns,
-        }
-    }
-}
-
-/// `syscr` and `syscw` of the calling thread.
-fn proc_io() -> (u64, u64) {
-    let mut buf = [0u8; 512];
-    let mut f =
-        File::open("/proc/thread-self/io").expect("/proc/thread-self/io (task I/O accounting)");
-    let n = f.read(&mut buf).expect("read /proc/thread-self/io");
-    let s = std::str::from_utf8(&buf[..n]).unwrap_or("");
-    let field = |k: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no {k} in /proc/thread-self/io"))
-    };
-    (field("syscr:"), field("syscw:"))
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Samples and statistics.
+// Samples (the statistics over them: common::stat).
 
 /// One run of a round-trip (or per-operation) measure.
 #[derive(Debug, Clone, Copy)]
@@ -229,23 +87,9 @@ fn sample(elapsed: Duration, n: u64, c: Counts) -> Sample {
         sys: c.sys.map(|s| s as f64 / n),
         rw: (c.syscr + c.syscw) as f64 / n,
         w: c.syscw as f64 / n,
-        csw: c.csw as f64 / n,
+        csw: c.csw() as f64 / n,
         cpu: c.cpu_ns as f64 / n,
     }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    med: f64,
-    min: f64,
-    max: f64,
-}
-
-fn stat(mut v: Vec<f64>) -> Stat {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    Stat { med, min: v[0], max: v[n - 1] }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -318,39 +162,6 @@ fn notify_blocked(rounds: u64) -> Sample {
 // ---------------------------------------------------------------------------------------------------
 // b, d. Cross-thread round trips. Thread A is the bench thread; thread B is spawned per run. Each side
 // measures its own window of exactly `n` round trips after `w` warm-up ones.
-
-/// Window bookkeeping for the responder thread: opens its meter at round `w`, closes it at `w + n`.
-struct BWindow {
-    w: u64,
-    n: u64,
-    i: u64,
-    meter: Option<(Meter, Counts)>,
-    out: Arc<Mutex<Option<Counts>>>,
-}
-
-impl BWindow {
-    fn new(w: u64, n: u64) -> (BWindow, Arc<Mutex<Option<Counts>>>) {
-        let out = Arc::new(Mutex::new(None));
-        (BWindow { w, n, i: 0, meter: None, out: out.clone() }, out)
-    }
-    /// Call on receiving a ping, before replying.
-    fn before_reply(&mut self) {
-        if self.i == self.w {
-            let m = Meter::new();
-            let s = m.snap();
-            self.meter = Some((m, s));
-        }
-    }
-    /// Call after replying.
-    fn after_reply(&mut self) {
-        self.i += 1;
-        if self.i == self.w + self.n {
-            if let Some((m, s)) = self.meter.take() {
-                *self.out.lock().unwrap() = Some(m.since(s));
-            }
-        }
-    }
-}
 
 /// Thread A's window: call `tick(i)` before sending ping `i`, `finish()` after the last pong.
 struct AWindow {
@@ -634,30 +445,6 @@ fn rt_polling(w: u64, n: u64) -> Sample {
     rt_sample(a, &bout, n)
 }
 
-/// The calling thread's CPU affinity mask.
-fn affinity() -> libc::cpu_set_t {
-    // SAFETY:
-    // - an all-zero cpu_set_t is a valid (empty) set; sched_getaffinity fills it for this thread.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
-    unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    set
-}
-
-fn set_affinity(set: &libc::cpu_set_t) {
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
-}
-
-/// A set holding only `cpu`.
-fn only_cpu(cpu: usize) -> libc::cpu_set_t {
-    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes one bit of `set`; `cpu` is below CPU_SETSIZE (it came from CPU_ISSET).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    set
-}
-
 /// Two threads spinning on one AtomicU64 (odd: ping, even: pong, `u64::MAX`: stop): the hardware
 /// floor of a cross-thread hand-off, with no sleeping at all.
 ///
@@ -665,72 +452,11 @@ fn only_cpu(cpu: usize) -> libc::cpu_set_t {
 /// pinned to two different CPUs (when the process may use two), and on a loaded machine one of them
 /// is still regularly preempted, a round trip then costing a time slice. So thread A times blocks of
 /// `BLOCK` round trips and the run reports the 10th percentile of the blocks (the floor, which is
-/// what this row is for). The run stops after `n` round trips or `budget`, whichever comes first.
+/// what this row is for). The run stops after `n` round trips or `budget` (300 ms; the run itself is
+/// common::atomic_ping_pong, shared with polling.rs), whichever comes first.
 fn rt_atomic(w: u64, n: u64) -> Sample {
     const BLOCK: u64 = 250;
-    const STOP: u64 = u64::MAX;
-    let budget = Duration::from_millis(300);
-    #[repr(align(128))]
-    struct Line(AtomicU64);
-    /// Spin until `x` satisfies `f`; returns the value.
-    fn spin(x: &AtomicU64, f: impl Fn(u64) -> bool) -> u64 {
-        loop {
-            let v = x.load(Ordering::Acquire);
-            if f(v) {
-                return v;
-            }
-            std::hint::spin_loop();
-        }
-    }
-    let orig = affinity();
-    // SAFETY: CPU_ISSET reads one bit of a valid set, for indices below CPU_SETSIZE.
-    let is_set = |c: usize| unsafe { libc::CPU_ISSET(c, &orig) };
-    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| is_set(c)).take(2).collect();
-    let pin = cpus.len() == 2;
-    let x = Arc::new(Line(AtomicU64::new(0)));
-    let x2 = x.clone();
-    let cpu_b = cpus.get(1).copied();
-    let b = thread::spawn(move || {
-        if let (true, Some(c)) = (pin, cpu_b) {
-            set_affinity(&only_cpu(c));
-        }
-        let m = Meter::new();
-        let start = m.snap();
-        loop {
-            let v = spin(&x2.0, |v| v % 2 == 1);
-            if v == STOP {
-                return m.since(start);
-            }
-            x2.0.store(v + 1, Ordering::Release);
-        }
-    });
-    if pin {
-        set_affinity(&only_cpu(cpus[0]));
-    }
-    let m = Meter::new();
-    let start = m.snap();
-    let t_end = Instant::now() + budget;
-    let mut blocks = Vec::new();
-    let mut v = 0;
-    let mut t = Instant::now();
-    while v / 2 < w + n && Instant::now() < t_end {
-        x.0.store(v + 1, Ordering::Release);
-        v = spin(&x.0, |y| y == v + 2);
-        let done = v / 2;
-        if done > w && done % BLOCK == 0 {
-            let now = Instant::now();
-            blocks.push(now.duration_since(t).as_nanos() as f64 / BLOCK as f64);
-            t = now;
-        } else if done == w {
-            t = Instant::now();
-        }
-    }
-    let rts = (v / 2).max(1);
-    let ca = m.since(start);
-    x.0.store(STOP, Ordering::Release);
-    let cb = b.join().unwrap();
-    set_affinity(&orig);
-    let c = ca.add(cb);
+    let AtomicRun { mut blocks, rts, counts: c, .. } = atomic_ping_pong(w, n, BLOCK);
     blocks.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let ns = blocks.get(blocks.len() / 10).copied().unwrap_or(f64::NAN);
     let per = |k: u64| k as f64 / rts as f64;
@@ -739,7 +465,7 @@ fn rt_atomic(w: u64, n: u64) -> Sample {
         sys: c.sys.map(per),
         rw: per(c.syscr + c.syscw),
         w: per(c.syscw),
-        csw: per(c.csw),
+        csw: per(c.csw()),
         cpu: per(c.cpu_ns),
     }
 }
@@ -783,17 +509,6 @@ fn bh_poll(n: u64) -> Sample {
 // ---------------------------------------------------------------------------------------------------
 // The table.
 
-struct Row {
-    measure: String,
-    value: f64,
-    spread: String,
-    unit: &'static str,
-    ratio: Option<f64>,
-    reference: &'static str,
-    target: String,
-    result: &'static str,
-}
-
 fn fmt_v(v: f64) -> String {
     if v == 0.0 {
         "0".into()
@@ -806,91 +521,12 @@ fn fmt_v(v: f64) -> String {
     }
 }
 
-fn print_table(rows: &[Row]) -> String {
-    let head = ["measure", "value", "spread (min..max)", "unit", "ratio", "vs", "target", "result"];
-    let cells: Vec<[String; 8]> = rows
-        .iter()
-        .map(|r| {
-            [
-                r.measure.clone(),
-                fmt_v(r.value),
-                r.spread.clone(),
-                r.unit.to_string(),
-                r.ratio.map_or("-".into(), |x| format!("{x:.3}")),
-                r.reference.to_string(),
-                r.target.clone(),
-                r.result.to_string(),
-            ]
-        })
-        .collect();
-    let mut wd = head.map(str::len);
-    for c in &cells {
-        for (i, s) in c.iter().enumerate() {
-            wd[i] = wd[i].max(s.chars().count());
-        }
-    }
-    let line = |c: &[String]| {
-        let mut s = String::new();
-        for (i, x) in c.iter().enumerate() {
-            let pad = wd[i] - x.chars().count();
-            if i == 1 || i == 4 {
-                let _ = write!(s, "{}{}  ", " ".repeat(pad), x);
-            } else {
-                let _ = write!(s, "{}{}  ", x, " ".repeat(pad));
-            }
-        }
-        s.trim_end().to_string()
-    };
-    let mut out = String::new();
-    out += &line(&head.map(String::from));
-    out += "\n";
-    out += &wd.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  ");
-    out += "\n";
-    for c in &cells {
-        out += &line(c);
-        out += "\n";
-    }
-    out
-}
-
 fn tsv(rows: &[Row]) -> String {
-    let mut s = String::from("measure\tvalue\tmin_max\tunit\tratio\treference\ttarget\tresult\n");
+    let mut s = String::from(TSV_HEAD);
     for r in rows {
-        let _ = writeln!(
-            s,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            r.measure,
-            r.value,
-            r.spread,
-            r.unit,
-            r.ratio.map_or(String::new(), |x| format!("{x:.4}")),
-            r.reference,
-            r.target,
-            r.result
-        );
+        tsv_line(&mut s, &r.measure, &r.value.to_string(), r);
     }
     s
-}
-
-fn default_tsv_path() -> std::path::PathBuf {
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        return std::path::PathBuf::from(d).join("loop.tsv");
-    }
-    // <target>/release/deps/loop-<hash>
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).map(|t| t.join("loop.tsv")).unwrap_or_else(|| "loop.tsv".into())
-}
-
-/// Abort the process if the bench hangs (a lost wake-up would block a ping-pong forever).
-fn watchdog(limit: Duration, phase: Arc<Mutex<&'static str>>) {
-    thread::spawn(move || {
-        thread::sleep(limit);
-        eprintln!(
-            "loop bench: no progress after {limit:?} in phase {:?}: lost wake-up?",
-            phase.lock().unwrap()
-        );
-        std::process::exit(3);
-    });
 }
 
 /// Table labels of the round-trip variants, in the order `main` runs them.
@@ -936,12 +572,7 @@ fn main() {
         }
     }
 
-    // A panic on a helper thread would leave its partner blocked forever: fail the whole run.
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        std::process::exit(101);
-    }));
+    exit_on_panic();
 
     if let Some(name) = only {
         // Debugging aid: run one round-trip variant once and print its sample.
@@ -961,7 +592,7 @@ fn main() {
 
     let t_start = Instant::now();
     let phase = Arc::new(Mutex::new("setup"));
-    watchdog(Duration::from_secs(if quick { 60 } else { 240 }), phase.clone());
+    watchdog("loop", Duration::from_secs(if quick { 60 } else { 240 }), phase.clone());
     let set_phase = |p: &'static str| *phase.lock().unwrap() = p;
 
     // (rounds, round trips per run, warm-up, notifies, BH iterations, atomic round trips)
@@ -1027,7 +658,7 @@ fn main() {
         spread: spread(aw),
         unit: "writes",
         ratio: None,
-        reference: "-",
+        reference: "-".into(),
         target: "= 0".into(),
         result: if a_writes_max == 0.0 { "PASS" } else { "FAIL" },
     });
@@ -1038,7 +669,7 @@ fn main() {
             spread: spread(s),
             unit: "syscalls",
             ratio: None,
-            reference: "-",
+            reference: "-".into(),
             target: "= 0".into(),
             result: if s.max == 0.0 { "PASS" } else { "FAIL" },
         });
@@ -1050,7 +681,7 @@ fn main() {
         spread: spread(ans),
         unit: "ns/notify",
         ratio: None,
-        reference: "-",
+        reference: "-".into(),
         target: "-".into(),
         result: "info",
     });
@@ -1060,7 +691,7 @@ fn main() {
         spread: "-".into(),
         unit: "writes",
         ratio: None,
-        reference: "-",
+        reference: "-".into(),
         target: ">= 0.9 (counter works)".into(),
         result: if (0.9..=1.0).contains(&a0.w) { "PASS" } else { "FAIL" },
     });
@@ -1078,7 +709,7 @@ fn main() {
             spread: spread(ns),
             unit: "ns/RT",
             ratio: (i != 0).then(|| ns.med / raw_ns.med),
-            reference,
+            reference: reference.into(),
             target: "-".into(),
             result: "info",
         });
@@ -1090,7 +721,7 @@ fn main() {
             spread: spread(cpu),
             unit: "ns/RT",
             ratio: (i != 0 && raw_cpu.med > 0.0).then(|| cpu.med / raw_cpu.med),
-            reference,
+            reference: reference.into(),
             target: "-".into(),
             result: "info",
         });
@@ -1104,7 +735,7 @@ fn main() {
                 spread: spread(r),
                 unit: "x",
                 ratio: Some(r.med),
-                reference: "raw eventfd",
+                reference: "raw eventfd".into(),
                 target: "<= 1.15".into(),
                 result: if r.med <= 1.15 { "PASS" } else { "FAIL" },
             });
@@ -1116,7 +747,7 @@ fn main() {
                 spread: spread(s),
                 unit: "syscalls/RT",
                 ratio: (i != 0 && r.med > 0.0).then(|| s.med / r.med),
-                reference,
+                reference: reference.into(),
                 target: "-".into(),
                 result: "info",
             });
@@ -1128,7 +759,7 @@ fn main() {
             spread: spread(rw),
             unit: "syscalls/RT",
             ratio: (i != 0 && raw_rw.med > 0.0).then(|| rw.med / raw_rw.med),
-            reference,
+            reference: reference.into(),
             target: "-".into(),
             result: "info",
         });
@@ -1139,7 +770,7 @@ fn main() {
             spread: spread(csw),
             unit: "switches/RT",
             ratio: None,
-            reference: "-",
+            reference: "-".into(),
             target: "-".into(),
             result: "info",
         });
@@ -1153,7 +784,7 @@ fn main() {
         spread: spread(cns),
         unit: "ns/iter",
         ratio: None,
-        reference: "-",
+        reference: "-".into(),
         target: "- (instructions: ci/bench)".into(),
         result: "info",
     });
@@ -1170,12 +801,12 @@ fn main() {
         spread: format!("max {}", fmt_v(cmax)),
         unit: cunit,
         ratio: None,
-        reference: "-",
+        reference: "-".into(),
         target: "= 0".into(),
         result: if cmax == 0.0 { "PASS" } else { "FAIL" },
     });
 
-    let table = print_table(&rows);
+    let table = render(&rows, fmt_v);
     println!(
         "aioctx loop bench ({} mode: {rounds} rounds, {n_rt} round trips per run, median and min..max over rounds; \
          syscall counter: {})",
@@ -1183,7 +814,7 @@ fn main() {
         if perf_ok { "perf raw_syscalls:sys_enter + /proc/thread-self/io" } else { "/proc/thread-self/io only (perf n/a)" }
     );
     print!("{table}");
-    let path = tsv_path.unwrap_or_else(default_tsv_path);
+    let path = tsv_path.unwrap_or_else(|| default_tsv_path("loop"));
     match std::fs::write(&path, tsv(&rows)) {
         Ok(()) => println!("wrote {}", path.display()),
         Err(e) => eprintln!("loop bench: cannot write {}: {e}", path.display()),

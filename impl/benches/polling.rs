@@ -6,7 +6,7 @@
 //!
 //! | part | what | target |
 //! |---|---|---|
-//! | 1 | cross-thread BH ping-pong, both contexts polling (32768, 0, 0), each side loops `poll(true)`, vs an atomic cache-line ping-pong of the same run | ≤ 2.0× the atomic RT; 0 syscalls and 0 voluntary context switches per RT |
+//! | 1 | cross-thread BH ping-pong, both contexts polling (1 ms, 0, 0; `POLL_MAX_RT` says why not 32768, which is run too, as info), each side loops `poll(true)`, vs an atomic cache-line ping-pong of the same run | ≤ 2.0× the atomic RT; 0 syscalls and 0 voluntary context switches per RT |
 //! | 2 | a producer writes an eventfd every 1, 16, 64, 256 µs; the loop's handler has io_poll: latency, loop CPU, loop syscalls per event, polling on (32768) and off | polling (most events, ≥ 50 %, found by io_poll: the rest arrive while the loop thread is preempted or its window regrows after a reset) while the gap < poll_max_ns; at 256 µs CPU/event ≤ 1.1× polling off (median of 11 same-round pair ratios; 9 with --quick) |
 //! | idle | a polling loop (window grown to the max) left idle: its CPU over 10 s (2 s with --quick) | < 0.1 % |
 //! | 3 | `write active fd; poll(true)` with 1, 64, 512, 3200 idle fd handlers, ppoll / epoll / io_uring, polling off | epoll, io_uring: cost(3200) ≤ 1.1× cost(1) (best of 9 rounds each; 5 with --quick); ppoll: slope reported |
@@ -14,11 +14,11 @@
 //!
 //! # Measuring
 //!
-//! Syscalls are counted per thread, from inside the process, with the counters of `loop.rs` (copied
-//! here): a `perf_event_open` counter on the `raw_syscalls:sys_enter` tracepoint (pid 0: this thread
-//! only) and `/proc/thread-self/io`; CPU time and voluntary context switches come from
-//! `getrusage(RUSAGE_THREAD)`. Reading the counters is itself a syscall; each snapshot's own cost is
-//! measured and subtracted.
+//! Syscalls are counted per thread, from inside the process, with the counters of `loop.rs` (shared
+//! with it in `benches/common/mod.rs`): a `perf_event_open` counter on the `raw_syscalls:sys_enter`
+//! tracepoint (pid 0: this thread only) and `/proc/thread-self/io`; CPU time and voluntary context
+//! switches come from `getrusage(RUSAGE_THREAD)`. Reading the counters is itself a syscall; each
+//! snapshot's own cost is measured and subtracted.
 //!
 //! # Noise
 //!
@@ -44,15 +44,14 @@
 //! latency rows show as they are.
 #![allow(clippy::disallowed_types)] // benches use std directly: they never run under a checker
 
+mod common; // shared with loop.rs: counters, statistics, pinning, atomic ping-pong, table
+
 #[allow(dead_code)] // its `main` and some helpers are the example's own
 #[path = "../examples/virtqueue.rs"]
 mod virtqueue;
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
-use std::fs::File;
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
@@ -61,172 +60,34 @@ use std::time::{Duration, Instant};
 use aioctx::kernel::EventNotifier;
 use aioctx::sys::EventFd;
 use aioctx::{AioContext, Backend, FdHandler, IoThread};
+use common::{
+    affinity, atomic_ping_pong, default_tsv_path, exit_on_panic, only_cpu, render, rusage,
+    set_affinity, stat, tsv_line, tv_ns, two_cpus, watchdog, AtomicRun, BWindow, Counts, Meter,
+    Row, Stat, TSV_HEAD,
+};
 use virtqueue::{guest_run, Queue};
 
 /// QEMU's IoThread polling window.
 const POLL_MAX: u64 = 32768;
 
-// ---------------------------------------------------------------------------------------------------
-// Counters of the calling thread (from loop.rs, plus voluntary context switches on their own).
+/// Part 1's window: polling mode must outlast a partner's wake-up. A loop that blocks once (its
+/// partner was preempted for longer than the window) wakes the partner through the eventfd; on a VM
+/// whose idle vCPUs wake in tens of µs (this one: a blocking eventfd hop takes 10-60 µs) that wait
+/// exceeds 32768 ns, so the partner's window resets too (block_ns > max), and the pair keeps
+/// blocking until a wake-up happens to be fast. That is the adaptive algorithm doing its job, not
+/// the cost of polling mode, which is what part 1 measures; with 1 ms both stay in polling mode.
+/// The QEMU default is run too (info rows).
+const POLL_MAX_RT: u64 = 1_000_000;
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Counts {
-    /// All syscalls (perf tracepoint), if available.
-    sys: Option<u64>,
-    syscr: u64,
-    syscw: u64,
-    /// Voluntary context switches (the thread blocked).
-    nvcsw: u64,
-    /// Involuntary context switches (preempted).
-    nivcsw: u64,
-    /// User + system CPU time of the thread, ns.
-    cpu_ns: u64,
-}
+// ---------------------------------------------------------------------------------------------------
+// Counters of the calling thread: common::Counts (from loop.rs, plus voluntary context switches on
+// their own; loop.rs adds both kinds up).
 
 impl Counts {
-    fn sub(self, o: Counts) -> Counts {
-        Counts {
-            sys: self.sys.zip(o.sys).map(|(a, b)| a.wrapping_sub(b)),
-            syscr: self.syscr.wrapping_sub(o.syscr),
-            syscw: self.syscw.wrapping_sub(o.syscw),
-            nvcsw: self.nvcsw.wrapping_sub(o.nvcsw),
-            nivcsw: self.nivcsw.wrapping_sub(o.nivcsw),
-            cpu_ns: self.cpu_ns.wrapping_sub(o.cpu_ns),
-        }
-    }
-    fn add(self, o: Counts) -> Counts {
-        Counts {
-            sys: self.sys.zip(o.sys).map(|(a, b)| a + b),
-            syscr: self.syscr + o.syscr,
-            syscw: self.syscw + o.syscw,
-            nvcsw: self.nvcsw + o.nvcsw,
-            nivcsw: self.nivcsw + o.nivcsw,
-            cpu_ns: self.cpu_ns + o.cpu_ns,
-        }
-    }
     /// All syscalls if perf is available, else read + write syscalls.
     fn syscalls(&self) -> u64 {
         self.sys.unwrap_or(self.syscr + self.syscw)
     }
-}
-
-/// `struct perf_event_attr` (PERF_ATTR_SIZE_VER5 and later are supersets; 128 bytes, zeroed tail).
-#[repr(C)]
-struct PerfEventAttr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    rest: [u64; 14],
-}
-
-const PERF_TYPE_TRACEPOINT: u32 = 2;
-const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
-
-fn sys_enter_id() -> Option<u64> {
-    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"].iter().find_map(|d| {
-        let s = std::fs::read_to_string(format!("{d}/events/raw_syscalls/sys_enter/id")).ok()?;
-        s.trim().parse().ok()
-    })
-}
-
-/// Counters of the thread that creates it.
-struct Meter {
-    perf: Option<OwnedFd>,
-    cost: Counts,
-}
-
-impl Meter {
-    fn new() -> Meter {
-        let perf = sys_enter_id().and_then(|id| {
-            let attr = PerfEventAttr {
-                type_: PERF_TYPE_TRACEPOINT,
-                size: std::mem::size_of::<PerfEventAttr>() as u32,
-                config: id,
-                rest: [0; 14],
-            };
-            // SAFETY:
-            // - `attr` is a valid, initialised perf_event_attr of the size it declares, alive for the
-            //   call; pid 0 / cpu -1 / group -1 select "this thread, any CPU, no group".
-            let fd = unsafe {
-                libc::syscall(
-                    libc::SYS_perf_event_open,
-                    &attr as *const PerfEventAttr,
-                    0 as libc::pid_t,
-                    -1 as libc::c_int,
-                    -1 as libc::c_int,
-                    PERF_FLAG_FD_CLOEXEC,
-                )
-            };
-            // SAFETY:
-            // - a non-negative return is a new fd that nothing else owns.
-            (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
-        });
-        let mut m = Meter { perf, cost: Counts::default() };
-        let a = m.snap();
-        let b = m.snap();
-        m.cost = b.sub(a);
-        m
-    }
-
-    fn snap(&self) -> Counts {
-        let sys = self.perf.as_ref().and_then(|fd| {
-            let mut v = 0u64;
-            // SAFETY:
-            // - `v` is 8 writable bytes; a perf fd with read_format 0 returns one u64.
-            let n =
-                unsafe { libc::read(fd.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
-            (n == 8).then_some(v)
-        });
-        let (syscr, syscw) = proc_io();
-        let ru = rusage(libc::RUSAGE_THREAD);
-        Counts {
-            sys,
-            syscr,
-            syscw,
-            nvcsw: ru.ru_nvcsw as u64,
-            nivcsw: ru.ru_nivcsw as u64,
-            cpu_ns: tv_ns(ru.ru_utime) + tv_ns(ru.ru_stime),
-        }
-    }
-
-    /// Counts between `start` and now, the snapshots' own syscalls removed.
-    fn since(&self, start: Counts) -> Counts {
-        let d = self.snap().sub(start);
-        Counts {
-            sys: d.sys.zip(self.cost.sys).map(|(d, c)| d.saturating_sub(c)),
-            syscr: d.syscr.saturating_sub(self.cost.syscr),
-            syscw: d.syscw.saturating_sub(self.cost.syscw),
-            ..d
-        }
-    }
-}
-
-fn rusage(who: libc::c_int) -> libc::rusage {
-    // SAFETY:
-    // - an all-zero rusage is a valid value; getrusage fills it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY:
-    // - `ru` is a valid, writable rusage.
-    unsafe { libc::getrusage(who, &mut ru) };
-    ru
-}
-
-fn tv_ns(t: libc::timeval) -> u64 {
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000
-}
-
-fn proc_io() -> (u64, u64) {
-    let mut buf = [0u8; 512];
-    let mut f =
-        File::open("/proc/thread-self/io").expect("/proc/thread-self/io (task I/O accounting)");
-    let n = f.read(&mut buf).expect("read /proc/thread-self/io");
-    let s = std::str::from_utf8(&buf[..n]).unwrap_or("");
-    let field = |k: &str| {
-        s.lines()
-            .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no {k} in /proc/thread-self/io"))
-    };
-    (field("syscr:"), field("syscw:"))
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -291,38 +152,12 @@ fn nprocs() -> usize {
 // ---------------------------------------------------------------------------------------------------
 // Statistics and the table.
 
-#[derive(Debug, Clone, Copy)]
-struct Stat {
-    med: f64,
-    min: f64,
-    max: f64,
-}
-
-fn stat(mut v: Vec<f64>) -> Stat {
-    assert!(!v.is_empty());
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    Stat { med, min: v[0], max: v[n - 1] }
-}
-
 /// The `q`-quantile (0..=1) of a sorted slice.
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-struct Row {
-    measure: String,
-    value: f64,
-    spread: String,
-    unit: &'static str,
-    ratio: Option<f64>,
-    reference: String,
-    target: String,
-    result: &'static str,
 }
 
 fn fmt_v(v: f64) -> String {
@@ -390,56 +225,11 @@ impl Table {
     }
 
     fn render(&self) -> String {
-        let head =
-            ["measure", "value", "spread (min..max)", "unit", "ratio", "vs", "target", "result"];
-        let cells: Vec<[String; 8]> = self
-            .rows
-            .iter()
-            .map(|r| {
-                [
-                    r.measure.clone(),
-                    fmt_v(r.value),
-                    r.spread.clone(),
-                    r.unit.to_string(),
-                    r.ratio.map_or("-".into(), |x| format!("{x:.3}")),
-                    r.reference.clone(),
-                    r.target.clone(),
-                    r.result.to_string(),
-                ]
-            })
-            .collect();
-        let mut wd = head.map(str::len);
-        for c in &cells {
-            for (i, s) in c.iter().enumerate() {
-                wd[i] = wd[i].max(s.chars().count());
-            }
-        }
-        let line = |c: &[String]| {
-            let mut s = String::new();
-            for (i, x) in c.iter().enumerate() {
-                let pad = wd[i] - x.chars().count();
-                if i == 1 || i == 4 {
-                    let _ = write!(s, "{}{}  ", " ".repeat(pad), x);
-                } else {
-                    let _ = write!(s, "{}{}  ", x, " ".repeat(pad));
-                }
-            }
-            s.trim_end().to_string()
-        };
-        let mut out = line(&head.map(String::from));
-        out += "\n";
-        out += &wd.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  ");
-        out += "\n";
-        for c in &cells {
-            out += &line(c);
-            out += "\n";
-        }
-        out
+        render(&self.rows, fmt_v)
     }
 
     fn tsv(&self) -> String {
-        let mut s =
-            String::from("measure\tvalue\tmin_max\tunit\tratio\treference\ttarget\tresult\n");
+        let mut s = String::from(TSV_HEAD);
         let mut parent = String::new();
         for r in &self.rows {
             // An indented row belongs to the row above it: name both, so each line stands alone.
@@ -449,18 +239,8 @@ impl Table {
                 parent = r.measure.split(':').next().unwrap_or("").trim().to_string();
                 r.measure.clone()
             };
-            let _ = writeln!(
-                s,
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                name,
-                if r.value.is_nan() { String::new() } else { r.value.to_string() },
-                r.spread,
-                r.unit,
-                r.ratio.map_or(String::new(), |x| format!("{x:.4}")),
-                r.reference,
-                r.target,
-                r.result
-            );
+            let value = if r.value.is_nan() { String::new() } else { r.value.to_string() };
+            tsv_line(&mut s, &name, &value, r);
         }
         s
     }
@@ -491,44 +271,8 @@ fn pass(ok: bool) -> &'static str {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// CPU affinity (part 1 pins its two spinning threads, as loop.rs's atomic reference does).
-
-fn affinity() -> libc::cpu_set_t {
-    // SAFETY:
-    // - an all-zero cpu_set_t is a valid (empty) set; sched_getaffinity fills it for this thread.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable cpu_set_t of the size passed.
-    unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    set
-}
-
-fn set_affinity(set: &libc::cpu_set_t) {
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
-    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
-}
-
-fn only_cpu(cpu: usize) -> libc::cpu_set_t {
-    // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes one bit of `set`; `cpu` is below CPU_SETSIZE (it came from CPU_ISSET).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    set
-}
-
-/// The first two CPUs this process may use (None: only one), as the process started (so a thread
-/// that is pinned already still gets both).
-fn two_cpus() -> Option<(usize, usize)> {
-    static CPUS: std::sync::OnceLock<Option<(usize, usize)>> = std::sync::OnceLock::new();
-    *CPUS.get_or_init(two_cpus_now)
-}
-
-fn two_cpus_now() -> Option<(usize, usize)> {
-    let orig = affinity();
-    // SAFETY: CPU_ISSET reads one bit of a valid set, for indices below CPU_SETSIZE.
-    let is_set = |c: usize| unsafe { libc::CPU_ISSET(c, &orig) };
-    let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| is_set(c)).take(2).collect();
-    (cpus.len() == 2).then(|| (cpus[0], cpus[1]))
-}
+// CPU affinity (part 1 pins its two spinning threads, as loop.rs's atomic reference does; the
+// helpers are common).
 
 /// Pins the calling thread to `cpu` until dropped (then restores its mask).
 struct Pin(libc::cpu_set_t);
@@ -581,14 +325,14 @@ fn rt_run(blocks: &mut [f64], el: Duration, n: u64, c: Counts) -> RtRun {
     }
 }
 
-/// Two contexts with polling (32768, 0, 0): A (this thread) schedules a BH on B, whose callback
+/// Two contexts with polling (`pm`, 0, 0): A (this thread) schedules a BH on B, whose callback
 /// schedules a BH back on A; both sides loop `poll(true)`. `w` warm-up round trips (the notifier's
 /// window grows only after dispatches whose wait was shorter than max), then `n` measured.
 ///
-/// With `spin`, both contexts have polling off and both sides spin on `poll(false)` instead: the same
-/// BH hand-off without the adaptive-polling machinery (a reference for the analysis).
-fn rt_poll_bh(w: u64, n: u64, spin: bool) -> RtRun {
-    let pm = if spin { 0 } else { POLL_MAX };
+/// With `pm == 0`, both contexts have polling off and both sides spin on `poll(false)` instead: the
+/// same BH hand-off without the adaptive-polling machinery (a reference for the analysis).
+fn rt_poll_bh(w: u64, n: u64, pm: u64) -> RtRun {
+    let spin = pm == 0;
     let cpus = two_cpus();
     let orig = affinity();
     let ctx_a = AioContext::builder().poll_params(pm, 0, 0).build().unwrap();
@@ -616,23 +360,11 @@ fn rt_poll_bh(w: u64, n: u64, spin: bool) -> RtRun {
     }
     let (hb, stop) = rx.recv().unwrap();
     // B's window: opened at round w, closed at w + n, in B's BH (on B's thread).
-    let b_out: Arc<Mutex<Option<Counts>>> = Arc::new(Mutex::new(None));
-    let b_out2 = b_out.clone();
-    let mut b_i = 0u64;
-    let mut b_meter: Option<(Meter, Counts)> = None;
+    let (mut bw, b_out) = BWindow::new(w, n);
     let bh_b = hb.bh_new(move || {
-        if b_i == w {
-            let m = Meter::new();
-            let s = m.snap();
-            b_meter = Some((m, s));
-        }
+        bw.before_reply();
         bh_a.schedule();
-        b_i += 1;
-        if b_i == w + n {
-            if let Some((m, s)) = b_meter.take() {
-                *b_out2.lock().unwrap() = Some(m.since(s));
-            }
-        }
+        bw.after_reply();
     });
     let m = Meter::new();
     let mut start = None;
@@ -667,82 +399,26 @@ fn rt_poll_bh(w: u64, n: u64, spin: bool) -> RtRun {
 /// Two threads spinning on one AtomicU64 (odd: ping, even: pong), pinned to two CPUs: the hardware
 /// floor of a cross-thread hand-off (loop.rs's reference).
 fn rt_atomic(w: u64, n: u64) -> RtRun {
-    const STOP: u64 = u64::MAX;
-    let budget = Duration::from_millis(300);
-    #[repr(align(128))]
-    struct Line(AtomicU64);
-    fn spin(x: &AtomicU64, f: impl Fn(u64) -> bool) -> u64 {
-        loop {
-            let v = x.load(Ordering::Acquire);
-            if f(v) {
-                return v;
-            }
-            std::hint::spin_loop();
-        }
-    }
-    let orig = affinity();
-    let cpus = two_cpus();
-    let x = Arc::new(Line(AtomicU64::new(0)));
-    let x2 = x.clone();
-    let b = thread::spawn(move || {
-        if let Some((_, c1)) = cpus {
-            set_affinity(&only_cpu(c1));
-        }
-        let m = Meter::new();
-        let start = m.snap();
-        loop {
-            let v = spin(&x2.0, |v| v % 2 == 1);
-            if v == STOP {
-                return m.since(start);
-            }
-            x2.0.store(v + 1, Ordering::Release);
-        }
-    });
-    if let Some((c0, _)) = cpus {
-        set_affinity(&only_cpu(c0));
-    }
-    let m = Meter::new();
-    let start = m.snap();
-    let t_end = Instant::now() + budget;
-    let mut blocks = Vec::new();
-    let mut v = 0;
-    let mut t = Instant::now();
-    let t_all = Instant::now();
-    while v / 2 < w + n && Instant::now() < t_end {
-        x.0.store(v + 1, Ordering::Release);
-        v = spin(&x.0, |y| y == v + 2);
-        let done = v / 2;
-        if done > w && (done - w) % BLOCK == 0 {
-            let now = Instant::now();
-            blocks.push(now.duration_since(t).as_nanos() as f64 / BLOCK as f64);
-            t = now;
-        } else if done == w {
-            t = Instant::now();
-        }
-    }
-    let el = t_all.elapsed();
-    let rts = (v / 2).max(1);
-    let ca = m.since(start);
-    x.0.store(STOP, Ordering::Release);
-    let cb = b.join().unwrap();
-    set_affinity(&orig);
-    rt_run(&mut blocks, el, rts, ca.add(cb))
+    let AtomicRun { mut blocks, el, rts, counts } = atomic_ping_pong(w, n, BLOCK);
+    rt_run(&mut blocks, el, rts, counts)
 }
 
 fn part1(t: &mut Table, rounds: usize, n: u64) {
     let mut bh = Vec::new();
     let mut at = Vec::new();
     let mut sp = Vec::new();
+    let mut qd = Vec::new();
     for r in 0..rounds {
         // Alternate the order of the pair.
         if r % 2 == 0 {
-            bh.push(rt_poll_bh(n / 5, n, false));
+            bh.push(rt_poll_bh(n / 5, n, POLL_MAX_RT));
             at.push(rt_atomic(n / 5, 50 * n));
         } else {
             at.push(rt_atomic(n / 5, 50 * n));
-            bh.push(rt_poll_bh(n / 5, n, false));
+            bh.push(rt_poll_bh(n / 5, n, POLL_MAX_RT));
         }
-        sp.push(rt_poll_bh(n / 5, n, true));
+        sp.push(rt_poll_bh(n / 5, n, 0));
+        qd.push(rt_poll_bh(n / 5, n, POLL_MAX));
     }
     let s = |v: &[RtRun], f: fn(&RtRun) -> f64| stat(v.iter().map(f).collect());
     let a = s(&at, |r| r.p10);
@@ -750,7 +426,7 @@ fn part1(t: &mut Table, rounds: usize, n: u64) {
     let b = s(&bh, |r| r.p10);
     let ratio = stat(bh.iter().zip(&at).map(|(b, a)| b.p10 / a.p10).collect());
     t.push(
-        "1. RT aioctx BH ping-pong, both polling 32768, poll(true) (pinned; p10 of 250-RT blocks)",
+        "1. RT aioctx BH ping-pong, both polling 1 ms, poll(true) (pinned; p10 of 250-RT blocks)",
         b,
         "ns/RT",
         Some(ratio.med),
@@ -812,6 +488,19 @@ fn part1(t: &mut Table, rounds: usize, n: u64) {
         "info",
     );
     t.info("    syscalls per RT, both threads (perf)", s(&sp, |r| r.sys), "syscalls/RT");
+    let qr = stat(qd.iter().zip(&at).map(|(b, a)| b.p10 / a.p10).collect());
+    t.push(
+        "1. the same with QEMU's window, both polling 32768 (see POLL_MAX_RT)",
+        s(&qd, |r| r.p10),
+        "ns/RT",
+        Some(qr.med),
+        "atomic",
+        "-",
+        "info",
+    );
+    t.info("    mean over the window", s(&qd, |r| r.mean), "ns/RT");
+    t.info("    syscalls per RT, both threads (perf)", s(&qd, |r| r.sys), "syscalls/RT");
+    t.info("    voluntary context switches per RT", s(&qd, |r| r.nvcsw), "switches/RT");
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1674,27 +1363,6 @@ fn part4(t: &mut Table, rounds: usize, d: Duration) {
 
 // ---------------------------------------------------------------------------------------------------
 
-fn default_tsv_path() -> std::path::PathBuf {
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        return std::path::PathBuf::from(d).join("polling.tsv");
-    }
-    // <target>/release/deps/polling-<hash>
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).map(|t| t.join("polling.tsv")).unwrap_or_else(|| "polling.tsv".into())
-}
-
-/// Abort the process if the bench hangs (a lost wake-up, kick or interrupt blocks a side forever).
-fn watchdog(limit: Duration, phase: Arc<Mutex<&'static str>>) {
-    thread::spawn(move || {
-        thread::sleep(limit);
-        eprintln!(
-            "polling bench: no end after {limit:?}, in phase {:?}: lost wake-up?",
-            phase.lock().unwrap()
-        );
-        std::process::exit(3);
-    });
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut quick = false;
@@ -1720,18 +1388,14 @@ fn main() {
             }
         }
     }
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        std::process::exit(101);
-    }));
+    exit_on_panic();
     let has = |p: &str| parts.iter().any(|x| x == p);
     two_cpus(); // recorded before any thread is pinned
 
     let t_start = Instant::now();
     let load_start = loadavg();
     let phase = Arc::new(Mutex::new("setup"));
-    watchdog(Duration::from_secs(if quick { 90 } else { 300 }), phase.clone());
+    watchdog("polling", Duration::from_secs(if quick { 90 } else { 300 }), phase.clone());
     let set_phase = |p: &'static str| *phase.lock().unwrap() = p;
 
     // (rounds, part 1 RTs, part 2 time per config, idle period, part 3 time per measure, part 4 time per run)
@@ -1818,7 +1482,7 @@ fn main() {
         if perf_ok { "perf raw_syscalls:sys_enter" } else { "/proc/thread-self/io syscr+syscw only (perf n/a)" }
     );
     print!("{}", t.render());
-    let path = tsv_path.unwrap_or_else(default_tsv_path);
+    let path = tsv_path.unwrap_or_else(|| default_tsv_path("polling"));
     match std::fs::write(&path, t.tsv()) {
         Ok(()) => println!("wrote {}", path.display()),
         Err(e) => eprintln!("polling bench: cannot write {}: {e}", path.display()),
