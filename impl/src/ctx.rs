@@ -60,7 +60,8 @@ const IDLE_BH_TIMEOUT_NS: u64 = 10_000_000;
 /// Layout: the two fields every cross-thread kick writes (`notify.notified`, and `bh_list` for a BH)
 /// and `notify_me`, which the notifier reads right after, come first, in a cache-line block of their
 /// own ([`LineEnd`]): a kick then moves one line of the context, not two, and nothing the home
-/// thread writes on its own shares it.
+/// thread writes on its own shares it. (A layout guarantee, not a measured speed-up: the polling
+/// round trip of impl/benches/polling.rs did not change measurably on the 2-core VM.)
 #[repr(C)]
 pub(crate) struct Shared {
     pub(crate) notify: NotifyState,
