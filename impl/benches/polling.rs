@@ -6,7 +6,7 @@
 //!
 //! | part | what | target |
 //! |---|---|---|
-//! | 1 | cross-thread BH ping-pong, both contexts polling (1 ms, 0, 0; `POLL_MAX_RT` says why not 32768, which is run too, as info), each side loops `poll(true)`, vs an atomic cache-line ping-pong of the same run | ≤ 2.0× the atomic RT; 0 syscalls and 0 voluntary context switches per RT |
+//! | 1 | cross-thread BH ping-pong, both contexts polling (1 ms, 0, 0; `POLL_MAX_RT` says why not 32768, which is run too, as info), each side loops `poll(true)`, vs an atomic cache-line ping-pong of the same run; info rows: the same with polling off (`poll(false)` spinning) and QEMU's hand-off alone, written out by hand (`rt_hand_model`: the protocol's floor) | ≤ 2.0× the atomic RT; 0 syscalls and 0 voluntary context switches per RT |
 //! | 2 | a producer writes an eventfd every 1, 16, 64, 256 µs; the loop's handler has io_poll: latency, loop CPU, loop syscalls per event, polling on (32768) and off | polling (most events, ≥ 50 %, found by io_poll: the rest arrive while the loop thread is preempted or its window regrows after a reset) while the gap < poll_max_ns; at 256 µs CPU/event ≤ 1.1× polling off (median of 11 same-round pair ratios; 9 with --quick) |
 //! | idle | a polling loop (window grown to the max) left idle: its CPU over 10 s (2 s with --quick) | < 0.1 % |
 //! | 3 | `write active fd; poll(true)` with 1, 64, 512, 3200 idle fd handlers, ppoll / epoll / io_uring, polling off | epoll, io_uring: cost(3200) ≤ 1.1× cost(1) (best of 9 rounds each; 5 with --quick); ppoll: slope reported |
@@ -52,7 +52,7 @@ mod virtqueue;
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -403,11 +403,146 @@ fn rt_atomic(w: u64, n: u64) -> RtRun {
     rt_run(&mut blocks, el, rts, counts)
 }
 
+/// A context of the hand model: the fields a kick touches, on a 128-byte block of their own (as
+/// aioctx's `Shared`).
+#[repr(C, align(128))]
+struct HmCtx {
+    notified: AtomicBool,
+    list: AtomicPtr<HmBh>,
+    notify_me: AtomicU32,
+}
+
+/// A BH of the hand model (heap-allocated, as aioctx's).
+struct HmBh {
+    flags: AtomicU32,
+    next: AtomicPtr<HmBh>,
+}
+
+const HM_PENDING: u32 = 1;
+const HM_SCHEDULED: u32 = 2;
+
+/// The hand model's schedule: aioctx's `enqueue` + `notify`, written out (notify_me is never set:
+/// both sides poll, the eventfd write is never due).
+fn hm_schedule(c: &HmCtx, b: *mut HmBh) {
+    // SAFETY: the BHs live until both threads are done (rt_hand_model frees them after the join).
+    let bh = unsafe { &*b };
+    // ORDERING (all as in aioctx's bh.rs and notify.rs, whose comments name the pairs).
+    if bh.flags.fetch_or(HM_PENDING | HM_SCHEDULED, Ordering::AcqRel) & HM_PENDING == 0 {
+        let mut h = c.list.load(Ordering::Relaxed);
+        loop {
+            bh.next.store(h, Ordering::Relaxed);
+            match c.list.compare_exchange_weak(h, b, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(x) => h = x,
+            }
+        }
+    }
+    fence(Ordering::Release);
+    c.notified.swap(true, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    assert_eq!(c.notify_me.load(Ordering::Relaxed), 0, "the hand model never arms");
+}
+
+/// The hand model's poll: spin on `notified`, accept, take the list, dequeue each BH. Returns how
+/// many were scheduled (the "calls").
+fn hm_poll(c: &HmCtx) -> u64 {
+    // ORDERING: as in aioctx's try_poll_mode, accept and HomeBhs::poll.
+    while !c.notified.load(Ordering::Relaxed) {
+        std::hint::spin_loop();
+    }
+    c.notified.swap(false, Ordering::Relaxed);
+    fence(Ordering::SeqCst);
+    let mut p = c.list.swap(std::ptr::null_mut(), Ordering::Acquire);
+    let mut calls = 0;
+    while !p.is_null() {
+        // SAFETY: as in hm_schedule.
+        let bh = unsafe { &*p };
+        p = bh.next.load(Ordering::Relaxed);
+        if bh.flags.fetch_and(!(HM_PENDING | HM_SCHEDULED), Ordering::AcqRel) & HM_SCHEDULED != 0 {
+            calls += 1;
+        }
+    }
+    calls
+}
+
+/// QEMU's BH hand-off alone, by hand: the same atomics and fences per hop as aioctx's polling
+/// round trip (schedule: flags fetch_or, push, notify; poll: spin on `notified`, accept, take,
+/// dequeue), without the loop around them (no poll parameters, clock, handler lists, callbacks).
+/// The floor of the protocol itself on this machine, for the analysis of part 1's ratio.
+fn rt_hand_model(w: u64, n: u64) -> RtRun {
+    let cpus = two_cpus();
+    let orig = affinity();
+    let new_ctx = || HmCtx {
+        notified: AtomicBool::new(false),
+        list: AtomicPtr::new(std::ptr::null_mut()),
+        notify_me: AtomicU32::new(0),
+    };
+    let (ca, cb) = (Arc::new(new_ctx()), Arc::new(new_ctx()));
+    let new_bh =
+        || Box::into_raw(Box::new(HmBh { flags: AtomicU32::new(0), next: AtomicPtr::default() }));
+    // Addresses as usize: raw pointers are not Send; the BHs are shared by design (atomics only).
+    let (bh_a, bh_b) = (new_bh() as usize, new_bh() as usize);
+    let stop = Arc::new(AtomicBool::new(false));
+    let b = {
+        let (ca, cb, stop) = (ca.clone(), cb.clone(), stop.clone());
+        thread::spawn(move || {
+            if let Some((_, c1)) = cpus {
+                set_affinity(&only_cpu(c1));
+            }
+            let m = Meter::new();
+            let s0 = m.snap();
+            loop {
+                let calls = hm_poll(&cb);
+                // ORDERING: Relaxed: set before the last kick, which the accept's fence acquired.
+                if stop.load(Ordering::Relaxed) {
+                    return m.since(s0);
+                }
+                for _ in 0..calls {
+                    hm_schedule(&ca, bh_a as *mut HmBh);
+                }
+            }
+        })
+    };
+    if let Some((c0, _)) = cpus {
+        set_affinity(&only_cpu(c0));
+    }
+    let m = Meter::new();
+    let mut start = None;
+    let mut blocks = Vec::new();
+    let mut tb = Instant::now();
+    for i in 0..w + n {
+        if i == w {
+            start = Some((m.snap(), Instant::now()));
+            tb = Instant::now();
+        } else if i > w && (i - w) % BLOCK == 0 {
+            let now = Instant::now();
+            blocks.push(now.duration_since(tb).as_nanos() as f64 / BLOCK as f64);
+            tb = now;
+        }
+        hm_schedule(&cb, bh_b as *mut HmBh);
+        while hm_poll(&ca) == 0 {}
+    }
+    let (c0, t0) = start.unwrap();
+    let el = t0.elapsed();
+    let c_a = m.since(c0);
+    stop.store(true, Ordering::Relaxed);
+    hm_schedule(&cb, bh_b as *mut HmBh);
+    let c_b = b.join().unwrap();
+    set_affinity(&orig);
+    // SAFETY: both threads are done with them; allocated by new_bh.
+    unsafe {
+        drop(Box::from_raw(bh_a as *mut HmBh));
+        drop(Box::from_raw(bh_b as *mut HmBh));
+    }
+    rt_run(&mut blocks, el, n, c_a.add(c_b))
+}
+
 fn part1(t: &mut Table, rounds: usize, n: u64) {
     let mut bh = Vec::new();
     let mut at = Vec::new();
     let mut sp = Vec::new();
     let mut qd = Vec::new();
+    let mut hm = Vec::new();
     for r in 0..rounds {
         // Alternate the order of the pair.
         if r % 2 == 0 {
@@ -418,6 +553,7 @@ fn part1(t: &mut Table, rounds: usize, n: u64) {
             bh.push(rt_poll_bh(n / 5, n, POLL_MAX_RT));
         }
         sp.push(rt_poll_bh(n / 5, n, 0));
+        hm.push(rt_hand_model(n / 5, n));
         qd.push(rt_poll_bh(n / 5, n, POLL_MAX));
     }
     let s = |v: &[RtRun], f: fn(&RtRun) -> f64| stat(v.iter().map(f).collect());
@@ -488,6 +624,16 @@ fn part1(t: &mut Table, rounds: usize, n: u64) {
         "info",
     );
     t.info("    syscalls per RT, both threads (perf)", s(&sp, |r| r.sys), "syscalls/RT");
+    let hmr = stat(hm.iter().zip(&at).map(|(b, a)| b.p10 / a.p10).collect());
+    t.push(
+        "1. reference: QEMU's BH hand-off alone, by hand (same atomics and fences, no loop)",
+        s(&hm, |r| r.p10),
+        "ns/RT",
+        Some(hmr.med),
+        "atomic",
+        "-",
+        "info",
+    );
     let qr = stat(qd.iter().zip(&at).map(|(b, a)| b.p10 / a.p10).collect());
     t.push(
         "1. the same with QEMU's window, both polling 32768 (see POLL_MAX_RT)",

@@ -527,7 +527,8 @@ impl AioContext {
         // 2, 4. Userspace polling with notify_me still 0 (poll.rs).
         let polling = s.poll_params.enabled();
         let start = if polling { s.clock.now_ns() } else { 0 };
-        let mut progress = polling && self.try_poll_mode(&mut timeout);
+        let polled = if polling { Some(self.try_poll_mode(&mut timeout, start)) } else { None };
+        let mut progress = polled.is_some_and(|p| p.progress);
 
         // 5. Announce a blocking wait; a notify that came in while notify_me was 0 cancels it.
         let armed = timeout != Some(0);
@@ -558,8 +559,16 @@ impl AioContext {
         #[cfg(not(aioctx_bug = "accept_after_scan"))]
         s.notify.accept(); // 8.
 
-        // 9. Time spent polling and waiting (handler time excluded) for the adaptive window.
-        let block_ns = if polling { s.clock.now_ns().saturating_sub(start) } else { 0 };
+        // 9. Time spent polling and waiting (handler time excluded) for the adaptive window. Without a
+        // wait, polling's last clock reading is the end (no clock read between a kick and its BH).
+        let block_ns = match polled {
+            None => 0,
+            Some(p) => match p.end_ns {
+                Some(end) if !waits => end,
+                _ => s.clock.now_ns(),
+            }
+            .saturating_sub(start),
+        };
 
         // 10. Drain the notifier, then BHs, then ready handlers (and io_poll_ready), then deleted
         // handlers, then timers. Decision (a finding of promela/external.pml): the eventfd is drained

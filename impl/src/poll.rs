@@ -110,6 +110,15 @@ fn trace_adjust(fd: std::os::fd::RawFd, old: u64, new: u64) {
     }
 }
 
+/// What one `try_poll_mode` did.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Polled {
+    /// A user handler became ready.
+    pub(crate) progress: bool,
+    /// The clock when polling ended, if it polled.
+    pub(crate) end_ns: Option<u64>,
+}
+
 /// Home-thread polling state.
 #[derive(Debug, Default)]
 pub(crate) struct PollState {
@@ -207,23 +216,25 @@ impl AioContext {
     /// Protocol step 4 (`try_poll_mode`): poll the handlers in userspace for up to the largest window,
     /// clamped by `timeout`. A ready handler sets `timeout` to 0 and is queued for io_poll_ready; a
     /// notify (`notified`) ends polling without progress. The remaining timeout keeps its absolute
-    /// deadline. Returns progress (a user handler became ready).
-    pub(crate) fn try_poll_mode(&self, timeout: &mut Option<u64>) -> bool {
+    /// deadline. `start` is the clock at the start of the iteration (poll_full's: polling and
+    /// `block_ns` share it).
+    pub(crate) fn try_poll_mode(&self, timeout: &mut Option<u64>, start: u64) -> Polled {
         let s = self.shared();
+        let none = Polled { progress: false, end_ns: None };
         if !s.poll_params.enabled() {
-            return false;
+            return none;
         }
         self.reset_windows_if_params_changed();
         let st = self.home_polling();
         if st.list.borrow().is_empty() && !st.notifier_listed.get() {
-            return false;
+            return none;
         }
         let fdmon_polls = self.fdmon_polls_readiness();
         // On ppoll/epoll, poll only when every handler can (an fd-only handler must not starve; QEMU's
         // poll_disable_cnt).
         // ORDERING: Relaxed: a change of the count is followed by a notify, whose fences publish it.
         if !fdmon_polls && s.nr_no_poll.load(Ordering::Relaxed) != 0 {
-            return false;
+            return none;
         }
         // The budget: the largest window over the poll list and the context's own notifier (QEMU's
         // notifier is an ordinary poll handler; without it a context with only BHs never polls).
@@ -233,7 +244,7 @@ impl AioContext {
         let budget = listed.max(notifier);
         let budget = timeout.map_or(budget, |t| t.min(budget));
         if budget == 0 {
-            return false;
+            return none;
         }
 
         if !st.started.get() {
@@ -244,10 +255,15 @@ impl AioContext {
             }
         }
 
-        let start = s.clock.now_ns();
         tracing::trace!(target: "aioctx", max_ns = budget, timeout = ?timeout, "run_poll_handlers_begin");
         let mut progress = false;
         let mut rounds = 0u32;
+        // The end of polling (`block_ns`, idle deadlines, the remaining timeout): the last round's
+        // clock reading. A round that finds work or a kick breaks before reading the clock, so that
+        // no clock read stands between seeing a kick and running its work; its end is then the
+        // previous round's reading, at most one round early (a first round reads it after all: a
+        // window that was polled must not look like 0 ns).
+        let mut now = None;
         loop {
             rounds += 1;
             // Walk the list without cloning it (a clone costs a reference-count round trip per
@@ -275,13 +291,16 @@ impl AioContext {
             if *timeout == Some(0) {
                 break;
             }
-            let elapsed = s.clock.now_ns().saturating_sub(start);
-            if elapsed >= budget || (crate::sync::MODEL_CHECKER && rounds >= MODEL_POLL_ROUNDS) {
+            let t = s.clock.now_ns();
+            now = Some(t);
+            if t.saturating_sub(start) >= budget
+                || (crate::sync::MODEL_CHECKER && rounds >= MODEL_POLL_ROUNDS)
+            {
                 break;
             }
             crate::sync::hint::spin_loop();
         }
-        let now = s.clock.now_ns();
+        let now = now.unwrap_or_else(|| s.clock.now_ns());
         if fdmon_polls && self.remove_idle(now) {
             *timeout = Some(0);
             progress = true;
@@ -290,7 +309,7 @@ impl AioContext {
             *t = t.saturating_sub(now.saturating_sub(start));
         }
         tracing::trace!(target: "aioctx", progress, timeout = ?timeout, "run_poll_handlers_end");
-        progress
+        Polled { progress, end_ns: Some(now) }
     }
 
     /// One io_poll of `h`; true if it is ready (then queued for io_poll_ready).
