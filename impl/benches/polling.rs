@@ -325,6 +325,29 @@ fn rt_run(blocks: &mut [f64], el: Duration, n: u64, c: Counts) -> RtRun {
     }
 }
 
+/// Thread A's side of a ping-pong: `w` warm-up round trips, then `n` timed ones (`rt(i)` makes
+/// round trip `i`) in blocks of `BLOCK`. Returns the per-block ns/RT, the timed window's length and
+/// A's counters over it. The clock is read only at block ends (see `common::atomic_ping_pong`).
+fn timed_rts(w: u64, n: u64, mut rt: impl FnMut(u64)) -> (Vec<f64>, Duration, Counts) {
+    let m = Meter::new();
+    let mut start = None;
+    let mut blocks = Vec::new();
+    let mut tb = Instant::now();
+    for i in 0..w + n {
+        if i == w {
+            start = Some((m.snap(), Instant::now()));
+            tb = Instant::now();
+        } else if i > w && (i - w) % BLOCK == 0 {
+            let now = Instant::now();
+            blocks.push(now.duration_since(tb).as_nanos() as f64 / BLOCK as f64);
+            tb = now;
+        }
+        rt(i);
+    }
+    let (c0, t0) = start.expect("n > 0 round trips");
+    (blocks, t0.elapsed(), m.since(c0))
+}
+
 /// Two contexts with polling (`pm`, 0, 0): A (this thread) schedules a BH on B, whose callback
 /// schedules a BH back on A; both sides loop `poll(true)`. `w` warm-up round trips (the notifier's
 /// window grows only after dispatches whose wait was shorter than max), then `n` measured.
@@ -366,28 +389,13 @@ fn rt_poll_bh(w: u64, n: u64, pm: u64) -> RtRun {
         bh_a.schedule();
         bw.after_reply();
     });
-    let m = Meter::new();
-    let mut start = None;
-    let mut blocks = Vec::new();
-    let mut tb = Instant::now();
-    for i in 0..w + n {
-        if i == w {
-            start = Some((m.snap(), Instant::now()));
-            tb = Instant::now();
-        } else if i > w && (i - w) % BLOCK == 0 {
-            let now = Instant::now();
-            blocks.push(now.duration_since(tb).as_nanos() as f64 / BLOCK as f64);
-            tb = now;
-        }
+    let (mut blocks, el, ca) = timed_rts(w, n, |i| {
         bh_b.schedule();
         // ORDERING: Relaxed: A's own counter.
         while pongs.load(Ordering::Relaxed) == i {
             ctx_a.poll(!spin);
         }
-    }
-    let (c0, t0) = start.unwrap();
-    let el = t0.elapsed();
-    let ca = m.since(c0);
+    });
     hb.bh_oneshot(move || stop.store(true, Ordering::Relaxed));
     b.join().unwrap();
     set_affinity(&orig);
@@ -506,25 +514,10 @@ fn rt_hand_model(w: u64, n: u64) -> RtRun {
     if let Some((c0, _)) = cpus {
         set_affinity(&only_cpu(c0));
     }
-    let m = Meter::new();
-    let mut start = None;
-    let mut blocks = Vec::new();
-    let mut tb = Instant::now();
-    for i in 0..w + n {
-        if i == w {
-            start = Some((m.snap(), Instant::now()));
-            tb = Instant::now();
-        } else if i > w && (i - w) % BLOCK == 0 {
-            let now = Instant::now();
-            blocks.push(now.duration_since(tb).as_nanos() as f64 / BLOCK as f64);
-            tb = now;
-        }
+    let (mut blocks, el, c_a) = timed_rts(w, n, |_| {
         hm_schedule(&cb, bh_b as *mut HmBh);
         while hm_poll(&ca) == 0 {}
-    }
-    let (c0, t0) = start.unwrap();
-    let el = t0.elapsed();
-    let c_a = m.since(c0);
+    });
     stop.store(true, Ordering::Relaxed);
     hm_schedule(&cb, bh_b as *mut HmBh);
     let c_b = b.join().unwrap();
