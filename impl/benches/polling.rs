@@ -550,6 +550,11 @@ fn part1(t: &mut Table, rounds: usize, n: u64) {
         qd.push(rt_poll_bh(n / 5, n, POLL_MAX));
     }
     let s = |v: &[RtRun], f: fn(&RtRun) -> f64| stat(v.iter().map(f).collect());
+    // An info row: p10 ns/RT of `runs`, with the median same-round ratio to the atomic ping-pong.
+    let info_vs_atomic = |t: &mut Table, label: &str, runs: &[RtRun]| {
+        let ratio = stat(runs.iter().zip(&at).map(|(b, a)| b.p10 / a.p10).collect());
+        t.push(label, s(runs, |r| r.p10), "ns/RT", Some(ratio.med), "atomic", "-", "info");
+    };
     let a = s(&at, |r| r.p10);
     t.info("1. RT atomic cache-line ping-pong (pinned spin; p10 of 250-RT blocks)", a, "ns/RT");
     let b = s(&bh, |r| r.p10);
@@ -606,37 +611,18 @@ fn part1(t: &mut Table, rounds: usize, n: u64) {
     );
     t.info("    CPU time per RT, both threads", s(&bh, |r| r.cpu), "ns/RT");
     t.info("    atomic: syscalls per RT (control: 0)", s(&at, |r| r.sys), "syscalls/RT");
-    let spr = stat(sp.iter().zip(&at).map(|(b, a)| b.p10 / a.p10).collect());
-    t.push(
+    info_vs_atomic(
+        t,
         "1. reference: the same BH ping-pong, polling off, both spinning poll(false)",
-        s(&sp, |r| r.p10),
-        "ns/RT",
-        Some(spr.med),
-        "atomic",
-        "-",
-        "info",
+        &sp,
     );
     t.info("    syscalls per RT, both threads (perf)", s(&sp, |r| r.sys), "syscalls/RT");
-    let hmr = stat(hm.iter().zip(&at).map(|(b, a)| b.p10 / a.p10).collect());
-    t.push(
+    info_vs_atomic(
+        t,
         "1. reference: QEMU's BH hand-off alone, by hand (same atomics and fences, no loop)",
-        s(&hm, |r| r.p10),
-        "ns/RT",
-        Some(hmr.med),
-        "atomic",
-        "-",
-        "info",
+        &hm,
     );
-    let qr = stat(qd.iter().zip(&at).map(|(b, a)| b.p10 / a.p10).collect());
-    t.push(
-        "1. the same with QEMU's window, both polling 32768 (see POLL_MAX_RT)",
-        s(&qd, |r| r.p10),
-        "ns/RT",
-        Some(qr.med),
-        "atomic",
-        "-",
-        "info",
-    );
+    info_vs_atomic(t, "1. the same with QEMU's window, both polling 32768 (see POLL_MAX_RT)", &qd);
     t.info("    mean over the window", s(&qd, |r| r.mean), "ns/RT");
     t.info("    syscalls per RT, both threads (perf)", s(&qd, |r| r.sys), "syscalls/RT");
     t.info("    voluntary context switches per RT", s(&qd, |r| r.nvcsw), "switches/RT");
