@@ -6,7 +6,7 @@
 //!
 //! | part | what | target |
 //! |---|---|---|
-//! | 1 | cross-thread BH ping-pong, both contexts polling (1 ms, 0, 0; `POLL_MAX_RT` says why not 32768, which is run too, as info), each side loops `poll(true)`, vs an atomic cache-line ping-pong of the same run; info rows: the same with polling off (`poll(false)` spinning) and QEMU's hand-off alone, written out by hand (`rt_hand_model`: the protocol's floor) | ≤ 2.0× the atomic RT; 0 syscalls and 0 voluntary context switches per RT |
+//! | 1 | cross-thread BH ping-pong, both contexts polling (1 ms, 0, 0; `POLL_MAX_RT` says why not 32768, which is run too, as info), each side loops `poll(true)`, vs an atomic cache-line ping-pong of the same run; info rows: the same with polling off (`poll(false)` spinning) and QEMU's hand-off alone, written out by hand (`rt_hand_model`), and the notify / accept handshake alone (the floor of any implementation of the protocol: see `Hop::Handshake`) | ≤ 2.0× the atomic RT; 0 syscalls and 0 voluntary context switches per RT |
 //! | 2 | a producer writes an eventfd every 1, 16, 64, 256 µs; the loop's handler has io_poll: latency, loop CPU, loop syscalls per event, polling on (32768) and off | polling (most events, ≥ 50 %, found by io_poll: the rest arrive while the loop thread is preempted or its window regrows after a reset) while the gap < poll_max_ns; at 256 µs CPU/event ≤ 1.1× polling off (median of 11 same-round pair ratios; 9 with --quick) |
 //! | idle | a polling loop (window grown to the max) left idle: its CPU over 10 s (2 s with --quick) | < 0.1 % |
 //! | 3 | `write active fd; poll(true)` with 1, 64, 512, 3200 idle fd handlers, ppoll / epoll / io_uring, polling off | epoll, io_uring: cost(3200) ≤ 1.1× cost(1) (best of 9 rounds each; 5 with --quick); ppoll: slope reported |
@@ -429,13 +429,25 @@ struct HmBh {
 const HM_PENDING: u32 = 1;
 const HM_SCHEDULED: u32 = 2;
 
+/// What one hop of the hand model does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    /// QEMU's BH hand-off: enqueue (flags, push) + notify; poll: accept, take, dequeue.
+    Bh,
+    /// The notify handshake alone, which every hop of the protocol contains: notify (fences,
+    /// `notified = true`, read `notify_me`) and accept (`notified = false`, fence). No BH.
+    Handshake,
+}
+
 /// The hand model's schedule: aioctx's `enqueue` + `notify`, written out (notify_me is never set:
-/// both sides poll, the eventfd write is never due).
-fn hm_schedule(c: &HmCtx, b: *mut HmBh) {
+/// both sides poll, the eventfd write is never due). With `Hop::Handshake`, only the notify.
+fn hm_schedule(c: &HmCtx, b: *mut HmBh, hop: Hop) {
     // SAFETY: the BHs live until both threads are done (rt_hand_model frees them after the join).
     let bh = unsafe { &*b };
     // ORDERING (all as in aioctx's bh.rs and notify.rs, whose comments name the pairs).
-    if bh.flags.fetch_or(HM_PENDING | HM_SCHEDULED, Ordering::AcqRel) & HM_PENDING == 0 {
+    if hop == Hop::Bh
+        && bh.flags.fetch_or(HM_PENDING | HM_SCHEDULED, Ordering::AcqRel) & HM_PENDING == 0
+    {
         let mut h = c.list.load(Ordering::Relaxed);
         loop {
             bh.next.store(h, Ordering::Relaxed);
@@ -452,14 +464,17 @@ fn hm_schedule(c: &HmCtx, b: *mut HmBh) {
 }
 
 /// The hand model's poll: spin on `notified`, accept, take the list, dequeue each BH. Returns how
-/// many were scheduled (the "calls").
-fn hm_poll(c: &HmCtx) -> u64 {
+/// many were scheduled (the "calls"; with `Hop::Handshake`, 1: the kick itself).
+fn hm_poll(c: &HmCtx, hop: Hop) -> u64 {
     // ORDERING: as in aioctx's try_poll_mode, accept and HomeBhs::poll.
     while !c.notified.load(Ordering::Relaxed) {
         std::hint::spin_loop();
     }
     c.notified.swap(false, Ordering::Relaxed);
     fence(Ordering::SeqCst);
+    if hop == Hop::Handshake {
+        return 1;
+    }
     let mut p = c.list.swap(std::ptr::null_mut(), Ordering::Acquire);
     let mut calls = 0;
     while !p.is_null() {
@@ -476,8 +491,11 @@ fn hm_poll(c: &HmCtx) -> u64 {
 /// QEMU's BH hand-off alone, by hand: the same atomics and fences per hop as aioctx's polling
 /// round trip (schedule: flags fetch_or, push, notify; poll: spin on `notified`, accept, take,
 /// dequeue), without the loop around them (no poll parameters, clock, handler lists, callbacks).
-/// The floor of the protocol itself on this machine, for the analysis of part 1's ratio.
-fn rt_hand_model(w: u64, n: u64) -> RtRun {
+/// The floor of the protocol itself on this machine, for the analysis of part 1's ratio. With
+/// `Hop::Handshake`, only the notify / accept pair: the part of every hop that protocol.md §2
+/// fixes (the notifier sets `notified` on the poller's line, the poller clears it), so no
+/// implementation of the protocol can hop faster.
+fn rt_hand_model(w: u64, n: u64, hop: Hop) -> RtRun {
     let cpus = two_cpus();
     let orig = affinity();
     let new_ctx = || HmCtx {
@@ -500,13 +518,13 @@ fn rt_hand_model(w: u64, n: u64) -> RtRun {
             let m = Meter::new();
             let s0 = m.snap();
             loop {
-                let calls = hm_poll(&cb);
+                let calls = hm_poll(&cb, hop);
                 // ORDERING: Relaxed: set before the last kick, which the accept's fence acquired.
                 if stop.load(Ordering::Relaxed) {
                     return m.since(s0);
                 }
                 for _ in 0..calls {
-                    hm_schedule(&ca, bh_a as *mut HmBh);
+                    hm_schedule(&ca, bh_a as *mut HmBh, hop);
                 }
             }
         })
@@ -515,11 +533,11 @@ fn rt_hand_model(w: u64, n: u64) -> RtRun {
         set_affinity(&only_cpu(c0));
     }
     let (mut blocks, el, c_a) = timed_rts(w, n, |_| {
-        hm_schedule(&cb, bh_b as *mut HmBh);
-        while hm_poll(&ca) == 0 {}
+        hm_schedule(&cb, bh_b as *mut HmBh, hop);
+        while hm_poll(&ca, hop) == 0 {}
     });
     stop.store(true, Ordering::Relaxed);
-    hm_schedule(&cb, bh_b as *mut HmBh);
+    hm_schedule(&cb, bh_b as *mut HmBh, hop);
     let c_b = b.join().unwrap();
     set_affinity(&orig);
     // SAFETY: both threads are done with them; allocated by new_bh.
@@ -536,6 +554,7 @@ fn part1(t: &mut Table, rounds: usize, n: u64) {
     let mut sp = Vec::new();
     let mut qd = Vec::new();
     let mut hm = Vec::new();
+    let mut hs = Vec::new();
     for r in 0..rounds {
         // Alternate the order of the pair.
         if r % 2 == 0 {
@@ -546,7 +565,8 @@ fn part1(t: &mut Table, rounds: usize, n: u64) {
             bh.push(rt_poll_bh(n / 5, n, POLL_MAX_RT));
         }
         sp.push(rt_poll_bh(n / 5, n, 0));
-        hm.push(rt_hand_model(n / 5, n));
+        hm.push(rt_hand_model(n / 5, n, Hop::Bh));
+        hs.push(rt_hand_model(n / 5, n, Hop::Handshake));
         qd.push(rt_poll_bh(n / 5, n, POLL_MAX));
     }
     let s = |v: &[RtRun], f: fn(&RtRun) -> f64| stat(v.iter().map(f).collect());
@@ -621,6 +641,11 @@ fn part1(t: &mut Table, rounds: usize, n: u64) {
         t,
         "1. reference: QEMU's BH hand-off alone, by hand (same atomics and fences, no loop)",
         &hm,
+    );
+    info_vs_atomic(
+        t,
+        "1. floor: the notify handshake alone, by hand (notify + accept, no BH): every hop has it",
+        &hs,
     );
     info_vs_atomic(t, "1. the same with QEMU's window, both polling 32768 (see POLL_MAX_RT)", &qd);
     t.info("    mean over the window", s(&qd, |r| r.mean), "ns/RT");
