@@ -329,12 +329,10 @@ impl HomeBhs {
         crate::traced!(Step::BhPollTake,
             let taken = ctx.bh_list.swap(ptr::null_mut(), Ordering::Acquire);
             bh_list = 0, bh_list_old = !taken.is_null(), count = count(taken));
-        if !taken.is_null() {
-            if self.queue.get().is_null() {
-                self.queue.set(taken);
-            } else {
-                self.append(taken);
-            }
+        if self.queue.get().is_null() {
+            self.queue.set(taken);
+        } else if !taken.is_null() {
+            self.append(taken);
         }
 
         let mut progress = false;
@@ -349,11 +347,19 @@ impl HomeBhs {
             // ORDERING: Relaxed: `next` was published by the push's Release CAS and acquired by the swap
             // that took this slice.
             self.queue.set(bh.next.load(Ordering::Relaxed));
+            // Dequeue: clear PENDING, SCHEDULED and IDLE and read the flags (QEMU's
+            // `fetch_and(~(PENDING | SCHEDULED | IDLE))`), as a swap to 0: one `xchg` instead of a
+            // CAS loop, and the same for every BH that outlives this dequeue. Such a BH has neither
+            // DELETED nor ONESHOT in `f` (those are freed below: at once, or when their running
+            // callback returns, and nothing reads their flags again), and the only other bits are
+            // the three cleared ones, so the fetch_and would leave 0 too. A racing enqueue or
+            // cancel is ordered before or after this RMW exactly as it would be against the
+            // fetch_and. The trace records the fetch_and's result, the model's value.
             // ORDERING: AcqRel. Acquire: pairs with the AcqRel fetch_or in `enqueue` (the scheduler's
             // writes are visible to the callback). Release: our read of `next` happens before a
             // re-push writes it. Model: bh.pml#bh_poll_dequeue
             crate::traced!(Step::BhPollDequeue,
-                let f = bh.flags.fetch_and(!(BH_PENDING | BH_SCHEDULED | BH_IDLE), Ordering::AcqRel);
+                let f = bh.flags.swap(0, Ordering::AcqRel);
                 bh_flags = f & !(BH_PENDING | BH_SCHEDULED | BH_IDLE), bh_flags_old = f);
             if f & (BH_SCHEDULED | BH_DELETED) == BH_SCHEDULED {
                 if f & BH_IDLE == 0 {

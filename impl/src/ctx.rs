@@ -72,6 +72,9 @@ pub(crate) struct Shared {
     pub(crate) handlers_gen: AtomicU64,
     /// Registered user handlers (not counting the notifier).
     pub(crate) nr_user: AtomicUsize,
+    /// Polling is off and no user handler is registered: `poll(false)` takes the short path. Written
+    /// under the handler-table lock (by `publish_counts` and `set_poll_params`), read by `poll`.
+    pub(crate) quiet: AtomicBool,
     /// Registered user handlers that cannot poll (no io_poll + io_poll_ready): QEMU's poll_disable_cnt.
     pub(crate) nr_no_poll: AtomicUsize,
     /// The table's `deleted` list is non-empty.
@@ -86,10 +89,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Mirror the table's counts into the lock-free fields the home thread reads. Under the lock.
-    fn publish_counts(&self, t: &HandlerTable) {
+    pub(crate) fn publish_counts(&self, t: &HandlerTable) {
         // ORDERING: Relaxed, written under the table lock; every change ends with a notify, whose
         // fences publish them to the home thread.
         self.nr_user.store(t.by_fd.len(), Ordering::Relaxed);
+        // ORDERING: Relaxed, as above (the poll parameters are also written under the table lock).
+        self.quiet.store(t.by_fd.is_empty() && !self.poll_params.enabled(), Ordering::Relaxed);
         self.nr_no_poll.store(t.by_fd.values().filter(|h| !h.can_poll).count(), Ordering::Relaxed);
         self.has_deleted.store(!t.deleted.is_empty(), Ordering::Relaxed);
     }
@@ -176,6 +181,7 @@ impl Builder {
             handlers: Mutex::new(table),
             handlers_gen: AtomicU64::new(0),
             nr_user: AtomicUsize::new(0),
+            quiet: AtomicBool::new(poll.0 == 0),
             nr_no_poll: AtomicUsize::new(0),
             has_deleted: AtomicBool::new(false),
             timers: Timers::new(),
@@ -480,11 +486,11 @@ impl AioContext {
     /// Only on a failure of the fd monitor's wait that is not a fault of the caller (EBADF/EFAULT on
     /// the monitor's own fd); these are bugs in aioctx.
     #[doc(alias = "aio_poll")]
-    #[inline]
+    #[inline(always)]
     pub fn poll(&self, blocking: bool) -> bool {
         let s = &*self.handle.shared;
-        // ORDERING: Relaxed, as in `poll_full` (a change of either is followed by a notify).
-        if !blocking && !s.poll_params.enabled() && s.nr_user.load(Ordering::Relaxed) == 0 {
+        // ORDERING: Relaxed, as `nr_user` in `poll_full` (a change is followed by a notify).
+        if !blocking && s.quiet.load(Ordering::Relaxed) {
             return self.poll_quiet();
         }
         self.poll_full(blocking)
@@ -493,7 +499,7 @@ impl AioContext {
     /// `poll(false)` with polling off and no user fd handler: exactly what `poll_full(false)` does
     /// then (no clock, no poll mode, no wait: a zero timeout with no user fd makes no syscall), as a
     /// small function of its own so the common "run what was scheduled" iteration stays cheap.
-    #[inline]
+    #[inline(always)]
     fn poll_quiet(&self) -> bool {
         let s = &*self.handle.shared;
         let walk = self.enter();
@@ -507,13 +513,14 @@ impl AioContext {
             progress |= self.dispatch_events(&[], 0);
         }
         // ORDERING: Relaxed, as in `poll_full`.
-        if self.home.walk_depth.get() == 1 && s.has_deleted.load(Ordering::Relaxed) {
-            self.finalize_deleted();
+        if s.has_deleted.load(Ordering::Relaxed) {
+            self.finalize_deleted_outermost();
         }
         drop(walk);
         progress | self.run_timers()
     }
 
+    #[inline(never)]
     fn poll_full(&self, blocking: bool) -> bool {
         let s = &*self.handle.shared;
         let _walk = self.enter();
@@ -598,8 +605,8 @@ impl AioContext {
             self.home.events.set(events);
         }
         // ORDERING: Relaxed, as `nr_user` above.
-        if self.home.walk_depth.get() == 1 && s.has_deleted.load(Ordering::Relaxed) {
-            self.finalize_deleted();
+        if s.has_deleted.load(Ordering::Relaxed) {
+            self.finalize_deleted_outermost();
         }
         drop(_walk);
         progress |= self.run_timers();
@@ -693,6 +700,14 @@ impl AioContext {
         progress
     }
 
+    /// `finalize_deleted`, if this is the outermost handler walk (a nested poll leaves them to it).
+    #[cold]
+    fn finalize_deleted_outermost(&self) {
+        if self.home.walk_depth.get() == 1 {
+            self.finalize_deleted();
+        }
+    }
+
     /// Finalise removed handlers: io_poll_end where polling had begun, then drop them.
     #[cold]
     fn finalize_deleted(&self) {
@@ -780,8 +795,8 @@ impl AioContext {
         events.clear();
         self.home.events.set(events);
         // ORDERING: Relaxed, as in `poll`.
-        if self.home.walk_depth.get() == 1 && s.has_deleted.load(Ordering::Relaxed) {
-            self.finalize_deleted();
+        if s.has_deleted.load(Ordering::Relaxed) {
+            self.finalize_deleted_outermost();
         }
         drop(walk);
         progress | self.run_timers()

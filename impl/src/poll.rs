@@ -126,6 +126,8 @@ pub(crate) struct PollState {
     started: Cell<bool>,
     /// Handlers whose io_poll succeeded: io_poll_ready is due at dispatch.
     ready: RefCell<Vec<Arc<AioHandler>>>,
+    /// `ready` is not empty (read on every poll without a borrow).
+    any_ready: Cell<bool>,
     /// The params epoch the windows were last reset for.
     epoch: Cell<u64>,
     /// The context's own notifier as a poll handler (QEMU `aio_context_notifier_poll`: its io_poll reads
@@ -139,12 +141,20 @@ pub(crate) struct PollState {
 impl PollState {
     #[inline]
     pub(crate) fn has_ready(&self) -> bool {
-        !self.ready.borrow().is_empty()
+        self.any_ready.get()
+    }
+    fn push_ready(&self, h: Arc<AioHandler>) {
+        self.ready.borrow_mut().push(h);
+        self.any_ready.set(true);
+    }
+    fn take_ready(&self) -> Vec<Arc<AioHandler>> {
+        self.any_ready.set(false);
+        std::mem::take(&mut *self.ready.borrow_mut())
     }
     pub(crate) fn clear(&self) {
         self.notifier_listed.set(false);
         self.list.borrow_mut().clear();
-        self.ready.borrow_mut().clear();
+        drop(self.take_ready());
         self.started.set(false);
     }
     /// Whether poll mode is on (QEMU `poll_started`).
@@ -159,13 +169,20 @@ impl Handle {
     /// `shrink` divides one that was too long (0: reset to 0). Every handler's window restarts at 0.
     #[doc(alias = "aio_context_set_poll_params")]
     pub fn set_poll_params(&self, max_ns: u64, grow: u64, shrink: u64) {
-        let p = &self.shared.poll_params;
-        // ORDERING: Relaxed stores; the notify below publishes them.
-        p.max_ns.store(max_ns, Ordering::Relaxed);
-        p.grow.store(grow, Ordering::Relaxed);
-        p.shrink.store(shrink, Ordering::Relaxed);
-        p.epoch.fetch_add(1, Ordering::Relaxed);
-        self.shared.notify.notify();
+        let s = &*self.shared;
+        let p = &s.poll_params;
+        {
+            // Under the handler-table lock: concurrent calls do not mix their parameters, and
+            // `quiet` (polling off and no handler) is recomputed with the table's count.
+            let t = s.handlers.lock();
+            // ORDERING: Relaxed stores; the notify below publishes them.
+            p.max_ns.store(max_ns, Ordering::Relaxed);
+            p.grow.store(grow, Ordering::Relaxed);
+            p.shrink.store(shrink, Ordering::Relaxed);
+            p.epoch.fetch_add(1, Ordering::Relaxed);
+            s.publish_counts(&t);
+        }
+        s.notify.notify();
     }
 
     /// How long a poll handler may go without a successful io_poll before it leaves the poll list
@@ -324,7 +341,7 @@ impl AioContext {
                 !std::mem::replace(&mut l.poll_ready, true)
             });
             if first {
-                self.home_polling().ready.borrow_mut().push(h.clone());
+                self.home_polling().push_ready(h.clone());
             }
         }
         ready
@@ -461,10 +478,10 @@ impl AioContext {
     /// it runs (a nested poll must not poll it, bug-history B18).
     pub(crate) fn dispatch_poll_ready(&self, block_ns: u64) -> bool {
         let st = self.home_polling();
-        if st.ready.borrow().is_empty() {
+        if !st.has_ready() {
             return false;
         }
-        let ready = std::mem::take(&mut *st.ready.borrow_mut());
+        let ready = st.take_ready();
         let mut progress = false;
         for h in ready {
             if !h.with_local(|l| std::mem::replace(&mut l.poll_ready, false)) || h.is_deleted() {
