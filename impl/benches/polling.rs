@@ -481,7 +481,8 @@ fn hm_poll(c: &HmCtx, hop: Hop) -> u64 {
         // SAFETY: as in hm_schedule.
         let bh = unsafe { &*p };
         p = bh.next.load(Ordering::Relaxed);
-        if bh.flags.fetch_and(!(HM_PENDING | HM_SCHEDULED), Ordering::AcqRel) & HM_SCHEDULED != 0 {
+        // aioctx's dequeue: a swap to 0 (QEMU's fetch_and of PENDING | SCHEDULED; see bh.rs).
+        if bh.flags.swap(0, Ordering::AcqRel) & HM_SCHEDULED != 0 {
             calls += 1;
         }
     }

@@ -357,7 +357,8 @@ steps! {
     BhDelete = "bh_delete",
     /// poll: swap the whole `bh_list` out (snapshot).
     BhPollTake = "bh_poll_take",
-    /// poll: `f = flags.fetch_and(!(PENDING | SCHEDULED | IDLE))` for one BH.
+    /// poll: `f = flags.fetch_and(!(PENDING | SCHEDULED | IDLE))` for one BH (recorded so; the code
+    /// swaps in 0, which leaves the same flags on every BH that outlives the dequeue: `bh.rs`).
     BhPollDequeue = "bh_poll_dequeue",
     /// poll: the callback runs (SCHEDULED and not DELETED).
     BhPollCall = "bh_poll_call",
