@@ -3,6 +3,8 @@
 //! ```text
 //! cargo bench -p aioctx --bench loop -- [--quick] [--tsv PATH]
 //! <bench binary> --callgrind-iters N     # only `bh.schedule(); ctx.poll(false)` N times (ci/bench)
+//! <bench binary> --callgrind-bare N      # the same hand-off, bare: QEMU's algorithm without aioctx's
+//!                                        # contract around it (ci/bench's reference row)
 //! ```
 //!
 //! | id | what | target |
@@ -44,7 +46,7 @@ mod common; // shared with polling.rs: counters, statistics, pinning, atomic pin
 
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -483,6 +485,92 @@ fn bh_poll_loop(ctx: &AioContext, bh: &aioctx::Bh, n: u64) {
     }
 }
 
+/// The bare algorithm's context: what a kick touches.
+struct BareCtx {
+    notified: AtomicBool,
+    list: AtomicPtr<BareBh>,
+    notify_me: AtomicU32,
+}
+
+/// The bare algorithm's BH.
+struct BareBh {
+    flags: AtomicU32,
+    next: AtomicPtr<BareBh>,
+    cb: Box<dyn FnMut()>,
+}
+
+const BARE_PENDING: u32 = 1;
+const BARE_SCHEDULED: u32 = 2;
+const BARE_DELETED: u32 = 8;
+
+/// `bh_poll_loop`'s work with nothing but QEMU's algorithm, the atomics and fences of aioctx's
+/// `enqueue` + `notify` and of `accept` + take-all + dequeue (a swap to 0) + the boxed callback's
+/// call: no walk depth, current context, re-entrancy guard, outer slices, deferred deletion, ready
+/// poll handlers, timers or quiet check. ci/bench counts it as the floor under the ≤ 60 target.
+#[inline(never)]
+fn bare_poll_loop(c: &BareCtx, b: *mut BareBh, n: u64) {
+    for _ in 0..n {
+        // SAFETY: `b` lives until `bare_run` frees it after this loop; one thread.
+        let bh = unsafe { &*b };
+        // ORDERING: as in aioctx's bh.rs `enqueue` and `push`, notify.rs `notify`.
+        if bh.flags.fetch_or(BARE_PENDING | BARE_SCHEDULED, Ordering::AcqRel) & BARE_PENDING == 0 {
+            let mut h = c.list.load(Ordering::Relaxed);
+            loop {
+                bh.next.store(h, Ordering::Relaxed);
+                match c.list.compare_exchange_weak(h, b, Ordering::Release, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(x) => h = x,
+                }
+            }
+        }
+        fence(Ordering::Release);
+        c.notified.swap(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        assert_eq!(c.notify_me.load(Ordering::Relaxed), 0, "the bare loop never arms");
+        // ORDERING: as in notify.rs `accept` and bh.rs `HomeBhs::poll`.
+        c.notified.swap(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let mut p = c.list.swap(std::ptr::null_mut(), Ordering::Acquire);
+        while !p.is_null() {
+            // SAFETY: as above.
+            let bh = unsafe { &mut *p };
+            p = bh.next.load(Ordering::Relaxed);
+            let f = bh.flags.swap(0, Ordering::AcqRel);
+            if f & (BARE_SCHEDULED | BARE_DELETED) == BARE_SCHEDULED {
+                (bh.cb)();
+            }
+        }
+    }
+}
+
+/// A bare context and BH running `cb`; `f` gets them; the BH is freed afterwards.
+fn with_bare(cb: Box<dyn FnMut()>, f: impl FnOnce(&BareCtx, *mut BareBh)) {
+    let c = BareCtx {
+        notified: AtomicBool::new(false),
+        list: AtomicPtr::new(std::ptr::null_mut()),
+        notify_me: AtomicU32::new(0),
+    };
+    let b = Box::into_raw(Box::new(BareBh {
+        flags: AtomicU32::new(0),
+        next: AtomicPtr::new(std::ptr::null_mut()),
+        cb,
+    }));
+    f(&c, b);
+    // SAFETY: allocated above; `f` is over.
+    drop(unsafe { Box::from_raw(b) });
+}
+
+/// `--callgrind-bare N`: the bare loop N times with `bh_poll_loop`'s empty callback, then (the same
+/// in every run length, so it cancels in ci/bench's difference) a check that each iteration calls
+/// the BH once.
+fn bare_run(n: u64) {
+    with_bare(Box::new(|| {}), |c, b| bare_poll_loop(c, b, n));
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let c2 = calls.clone();
+    with_bare(Box::new(move || c2.set(c2.get() + 1)), |c, b| bare_poll_loop(c, b, 1_000));
+    assert_eq!(calls.get(), 1_000, "every iteration calls the BH once");
+}
+
 /// Outside any measurement: every `poll(false)` after a schedule runs the BH (progress).
 fn bh_poll_check(ctx: &AioContext, bh: &aioctx::Bh) {
     for i in 0..1_000 {
@@ -561,8 +649,12 @@ fn main() {
                 bh_poll_check(&ctx, &bh);
                 return;
             }
+            "--callgrind-bare" => {
+                bare_run(it.next().and_then(|s| s.parse().ok()).expect("--callgrind-bare N"));
+                return;
+            }
             "-h" | "--help" => {
-                println!("loop [--quick] [--tsv PATH] | --callgrind-iters N");
+                println!("loop [--quick] [--tsv PATH] | --callgrind-iters N | --callgrind-bare N");
                 return;
             }
             other => {
