@@ -46,7 +46,7 @@ mod common; // shared with polling.rs: counters, statistics, pinning, atomic pin
 
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use aioctx::{AioContext, Backend};
 use common::{
     atomic_ping_pong, default_tsv_path, exit_on_panic, render, stat, tsv_line, watchdog, AtomicRun,
-    BWindow, Counts, Meter, Row, Stat, TSV_HEAD,
+    BWindow, Counts, HandBh, HandCtx, Meter, Row, Stat, TSV_HEAD,
 };
 
 impl Counts {
@@ -485,89 +485,39 @@ fn bh_poll_loop(ctx: &AioContext, bh: &aioctx::Bh, n: u64) {
     }
 }
 
-/// The bare algorithm's context: what a kick touches.
-struct BareCtx {
-    notified: AtomicBool,
-    list: AtomicPtr<BareBh>,
-    notify_me: AtomicU32,
-}
-
-/// The bare algorithm's BH.
-struct BareBh {
-    flags: AtomicU32,
-    next: AtomicPtr<BareBh>,
-    cb: Box<dyn FnMut()>,
-}
-
-const BARE_PENDING: u32 = 1;
-const BARE_SCHEDULED: u32 = 2;
-const BARE_DELETED: u32 = 8;
-
-/// `bh_poll_loop`'s work with nothing but QEMU's algorithm, the atomics and fences of aioctx's
-/// `enqueue` + `notify` and of `accept` + take-all + dequeue (a swap to 0) + the boxed callback's
-/// call: no walk depth, current context, re-entrancy guard, outer slices, deferred deletion, ready
-/// poll handlers, timers or quiet check. ci/bench counts it as the floor under the ≤ 60 target.
+/// `bh_poll_loop`'s work with nothing but QEMU's algorithm (the hand model of `common`: aioctx's
+/// `enqueue` + `notify`, `accept`, take-all, the swap-to-0 dequeue) and `cb` called through a pointer, as aioctx
+/// calls a BH's boxed callback: no walk depth, current context, re-entrancy guard, outer slices, deferred
+/// deletion, ready poll handlers, timers or quiet check. ci/bench counts it as the floor under the
+/// ≤ 60 target.
 #[inline(never)]
-fn bare_poll_loop(c: &BareCtx, b: *mut BareBh, n: u64) {
+fn bare_poll_loop(c: &HandCtx, b: *mut HandBh, cb: &mut dyn FnMut(), n: u64) {
     for _ in 0..n {
-        // SAFETY: `b` lives until `bare_run` frees it after this loop; one thread.
-        let bh = unsafe { &*b };
-        // ORDERING: as in aioctx's bh.rs `enqueue` and `push`, notify.rs `notify`.
-        if bh.flags.fetch_or(BARE_PENDING | BARE_SCHEDULED, Ordering::AcqRel) & BARE_PENDING == 0 {
-            let mut h = c.list.load(Ordering::Relaxed);
-            loop {
-                bh.next.store(h, Ordering::Relaxed);
-                match c.list.compare_exchange_weak(h, b, Ordering::Release, Ordering::Relaxed) {
-                    Ok(_) => break,
-                    Err(x) => h = x,
-                }
-            }
-        }
-        fence(Ordering::Release);
-        c.notified.swap(true, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        assert_eq!(c.notify_me.load(Ordering::Relaxed), 0, "the bare loop never arms");
-        // ORDERING: as in notify.rs `accept` and bh.rs `HomeBhs::poll`.
-        c.notified.swap(false, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
-        let mut p = c.list.swap(std::ptr::null_mut(), Ordering::Acquire);
-        while !p.is_null() {
-            // SAFETY: as above.
-            let bh = unsafe { &mut *p };
-            p = bh.next.load(Ordering::Relaxed);
-            let f = bh.flags.swap(0, Ordering::AcqRel);
-            if f & (BARE_SCHEDULED | BARE_DELETED) == BARE_SCHEDULED {
-                (bh.cb)();
-            }
-        }
+        // SAFETY: `b` lives until `with_bare` frees it after this loop.
+        unsafe { c.enqueue(b) };
+        c.notify();
+        c.accept();
+        c.run_bhs(&mut *cb);
     }
 }
 
-/// A bare context and BH running `cb`; `f` gets them; the BH is freed afterwards.
-fn with_bare(cb: Box<dyn FnMut()>, f: impl FnOnce(&BareCtx, *mut BareBh)) {
-    let c = BareCtx {
-        notified: AtomicBool::new(false),
-        list: AtomicPtr::new(std::ptr::null_mut()),
-        notify_me: AtomicU32::new(0),
-    };
-    let b = Box::into_raw(Box::new(BareBh {
-        flags: AtomicU32::new(0),
-        next: AtomicPtr::new(std::ptr::null_mut()),
-        cb,
-    }));
+/// A bare context and BH; `f` gets them; the BH is freed afterwards.
+fn with_bare(f: impl FnOnce(&HandCtx, *mut HandBh)) {
+    let c = HandCtx::new();
+    let b = HandBh::alloc();
     f(&c, b);
-    // SAFETY: allocated above; `f` is over.
-    drop(unsafe { Box::from_raw(b) });
+    // SAFETY: allocated above; `f` is over, and nothing else had it.
+    unsafe { HandBh::free(b) };
 }
 
 /// `--callgrind-bare N`: the bare loop N times with `bh_poll_loop`'s empty callback, then (the same
 /// in every run length, so it cancels in ci/bench's difference) a check that each iteration calls
 /// the BH once.
 fn bare_run(n: u64) {
-    with_bare(Box::new(|| {}), |c, b| bare_poll_loop(c, b, n));
+    with_bare(|c, b| bare_poll_loop(c, b, &mut || {}, n));
     let calls = std::rc::Rc::new(std::cell::Cell::new(0u64));
     let c2 = calls.clone();
-    with_bare(Box::new(move || c2.set(c2.get() + 1)), |c, b| bare_poll_loop(c, b, 1_000));
+    with_bare(|c, b| bare_poll_loop(c, b, &mut || c2.set(c2.get() + 1), 1_000));
     assert_eq!(calls.get(), 1_000, "every iteration calls the BH once");
 }
 

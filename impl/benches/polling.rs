@@ -52,7 +52,7 @@ mod virtqueue;
 
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -62,8 +62,8 @@ use aioctx::sys::EventFd;
 use aioctx::{AioContext, Backend, FdHandler, IoThread};
 use common::{
     affinity, atomic_ping_pong, default_tsv_path, exit_on_panic, only_cpu, render, rusage,
-    set_affinity, stat, tsv_line, tv_ns, two_cpus, watchdog, AtomicRun, BWindow, Counts, Meter,
-    Row, Stat, TSV_HEAD,
+    set_affinity, stat, tsv_line, tv_ns, two_cpus, watchdog, AtomicRun, BWindow, Counts, HandBh,
+    HandCtx, Meter, Row, Stat, TSV_HEAD,
 };
 use virtqueue::{guest_run, Queue};
 
@@ -411,24 +411,6 @@ fn rt_atomic(w: u64, n: u64) -> RtRun {
     rt_run(&mut blocks, el, rts, counts)
 }
 
-/// A context of the hand model: the fields a kick touches, on a 128-byte block of their own (as
-/// aioctx's `Shared`).
-#[repr(C, align(128))]
-struct HmCtx {
-    notified: AtomicBool,
-    list: AtomicPtr<HmBh>,
-    notify_me: AtomicU32,
-}
-
-/// A BH of the hand model (heap-allocated, as aioctx's).
-struct HmBh {
-    flags: AtomicU32,
-    next: AtomicPtr<HmBh>,
-}
-
-const HM_PENDING: u32 = 1;
-const HM_SCHEDULED: u32 = 2;
-
 /// What one hop of the hand model does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hop {
@@ -439,54 +421,26 @@ enum Hop {
     Handshake,
 }
 
-/// The hand model's schedule: aioctx's `enqueue` + `notify`, written out (notify_me is never set:
-/// both sides poll, the eventfd write is never due). With `Hop::Handshake`, only the notify.
-fn hm_schedule(c: &HmCtx, b: *mut HmBh, hop: Hop) {
-    // SAFETY: the BHs live until both threads are done (rt_hand_model frees them after the join).
-    let bh = unsafe { &*b };
-    // ORDERING (all as in aioctx's bh.rs and notify.rs, whose comments name the pairs).
-    if hop == Hop::Bh
-        && bh.flags.fetch_or(HM_PENDING | HM_SCHEDULED, Ordering::AcqRel) & HM_PENDING == 0
-    {
-        let mut h = c.list.load(Ordering::Relaxed);
-        loop {
-            bh.next.store(h, Ordering::Relaxed);
-            match c.list.compare_exchange_weak(h, b, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(x) => h = x,
-            }
-        }
+/// The hand model's schedule: aioctx's `enqueue` + `notify`. With `Hop::Handshake`, only the notify.
+fn hm_schedule(c: &HandCtx, b: *mut HandBh, hop: Hop) {
+    if hop == Hop::Bh {
+        // SAFETY: the BHs live until both threads are done (rt_hand_model frees them after the join).
+        unsafe { c.enqueue(b) };
     }
-    fence(Ordering::Release);
-    c.notified.swap(true, Ordering::Relaxed);
-    fence(Ordering::SeqCst);
-    assert_eq!(c.notify_me.load(Ordering::Relaxed), 0, "the hand model never arms");
+    c.notify();
 }
 
 /// The hand model's poll: spin on `notified`, accept, take the list, dequeue each BH. Returns how
 /// many were scheduled (the "calls"; with `Hop::Handshake`, 1: the kick itself).
-fn hm_poll(c: &HmCtx, hop: Hop) -> u64 {
-    // ORDERING: as in aioctx's try_poll_mode, accept and HomeBhs::poll.
-    while !c.notified.load(Ordering::Relaxed) {
+fn hm_poll(c: &HandCtx, hop: Hop) -> u64 {
+    while !c.notified() {
         std::hint::spin_loop();
     }
-    c.notified.swap(false, Ordering::Relaxed);
-    fence(Ordering::SeqCst);
-    if hop == Hop::Handshake {
-        return 1;
+    c.accept();
+    match hop {
+        Hop::Handshake => 1,
+        Hop::Bh => c.run_bhs(|| {}),
     }
-    let mut p = c.list.swap(std::ptr::null_mut(), Ordering::Acquire);
-    let mut calls = 0;
-    while !p.is_null() {
-        // SAFETY: as in hm_schedule.
-        let bh = unsafe { &*p };
-        p = bh.next.load(Ordering::Relaxed);
-        // aioctx's dequeue: a swap to 0 (QEMU's fetch_and of PENDING | SCHEDULED; see bh.rs).
-        if bh.flags.swap(0, Ordering::AcqRel) & HM_SCHEDULED != 0 {
-            calls += 1;
-        }
-    }
-    calls
 }
 
 /// QEMU's BH hand-off alone, by hand: the same atomics and fences per hop as aioctx's polling
@@ -499,16 +453,8 @@ fn hm_poll(c: &HmCtx, hop: Hop) -> u64 {
 fn rt_hand_model(w: u64, n: u64, hop: Hop) -> RtRun {
     let cpus = two_cpus();
     let orig = affinity();
-    let new_ctx = || HmCtx {
-        notified: AtomicBool::new(false),
-        list: AtomicPtr::new(std::ptr::null_mut()),
-        notify_me: AtomicU32::new(0),
-    };
-    let (ca, cb) = (Arc::new(new_ctx()), Arc::new(new_ctx()));
-    let new_bh =
-        || Box::into_raw(Box::new(HmBh { flags: AtomicU32::new(0), next: AtomicPtr::default() }));
-    // Addresses as usize: raw pointers are not Send; the BHs are shared by design (atomics only).
-    let (bh_a, bh_b) = (new_bh() as usize, new_bh() as usize);
+    let (ca, cb) = (Arc::new(HandCtx::new()), Arc::new(HandCtx::new()));
+    let (bh_a, bh_b) = (HandBh::alloc() as usize, HandBh::alloc() as usize);
     let stop = Arc::new(AtomicBool::new(false));
     let b = {
         let (ca, cb, stop) = (ca.clone(), cb.clone(), stop.clone());
@@ -525,7 +471,7 @@ fn rt_hand_model(w: u64, n: u64, hop: Hop) -> RtRun {
                     return m.since(s0);
                 }
                 for _ in 0..calls {
-                    hm_schedule(&ca, bh_a as *mut HmBh, hop);
+                    hm_schedule(&ca, bh_a as *mut HandBh, hop);
                 }
             }
         })
@@ -534,17 +480,17 @@ fn rt_hand_model(w: u64, n: u64, hop: Hop) -> RtRun {
         set_affinity(&only_cpu(c0));
     }
     let (mut blocks, el, c_a) = timed_rts(w, n, |_| {
-        hm_schedule(&cb, bh_b as *mut HmBh, hop);
+        hm_schedule(&cb, bh_b as *mut HandBh, hop);
         while hm_poll(&ca, hop) == 0 {}
     });
     stop.store(true, Ordering::Relaxed);
-    hm_schedule(&cb, bh_b as *mut HmBh, hop);
+    hm_schedule(&cb, bh_b as *mut HandBh, hop);
     let c_b = b.join().unwrap();
     set_affinity(&orig);
-    // SAFETY: both threads are done with them; allocated by new_bh.
+    // SAFETY: both threads are done with them; allocated by HandBh::alloc, freed once.
     unsafe {
-        drop(Box::from_raw(bh_a as *mut HmBh));
-        drop(Box::from_raw(bh_b as *mut HmBh));
+        HandBh::free(bh_a as *mut HandBh);
+        HandBh::free(bh_b as *mut HandBh);
     }
     rt_run(&mut blocks, el, n, c_a.add(c_b))
 }

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -383,6 +383,114 @@ pub fn atomic_ping_pong(w: u64, n: u64, block: u64) -> AtomicRun {
     let cb = b.join().unwrap();
     set_affinity(&orig);
     AtomicRun { blocks, el, rts, counts: ca.add(cb) }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The hand model: QEMU's BH hand-off written out with aioctx's atomics and fences and nothing
+// around them (polling.rs: the protocol's floor for a round trip; loop.rs: for one schedule + poll).
+
+/// A context of the hand model: the fields a kick touches, on a 128-byte block of their own (as
+/// aioctx's `Shared`).
+#[repr(C, align(128))]
+pub struct HandCtx {
+    notified: AtomicBool,
+    list: AtomicPtr<HandBh>,
+    notify_me: AtomicU32,
+}
+
+/// A BH of the hand model (heap-allocated, as aioctx's): its flags and its list link.
+pub struct HandBh {
+    flags: AtomicU32,
+    next: AtomicPtr<HandBh>,
+}
+
+const HAND_PENDING: u32 = 1;
+const HAND_SCHEDULED: u32 = 2;
+const HAND_DELETED: u32 = 8;
+
+impl HandCtx {
+    pub fn new() -> HandCtx {
+        HandCtx {
+            notified: AtomicBool::new(false),
+            list: AtomicPtr::new(std::ptr::null_mut()),
+            notify_me: AtomicU32::new(0),
+        }
+    }
+
+    /// aioctx's `enqueue(SCHEDULED)` without the notify: set the flags; push if PENDING was clear.
+    ///
+    /// # Safety
+    ///
+    /// `b` came from [`HandBh::alloc`] and is not freed yet.
+    pub unsafe fn enqueue(&self, b: *mut HandBh) {
+        // SAFETY: the caller's obligation.
+        let bh = unsafe { &*b };
+        // ORDERING (here and below: as in aioctx's bh.rs and notify.rs, whose comments name the pairs).
+        if bh.flags.fetch_or(HAND_PENDING | HAND_SCHEDULED, Ordering::AcqRel) & HAND_PENDING == 0 {
+            let mut h = self.list.load(Ordering::Relaxed);
+            loop {
+                bh.next.store(h, Ordering::Relaxed);
+                match self.list.compare_exchange_weak(h, b, Ordering::Release, Ordering::Relaxed) {
+                    Ok(_) => break,
+                    Err(x) => h = x,
+                }
+            }
+        }
+    }
+
+    /// aioctx's `notify` (the hand model never arms: the eventfd write is never due).
+    pub fn notify(&self) {
+        fence(Ordering::Release);
+        self.notified.swap(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        assert_eq!(self.notify_me.load(Ordering::Relaxed), 0, "the hand model never arms");
+    }
+
+    /// What a polling loop watches.
+    #[allow(dead_code)] // loop.rs's bare loop never waits
+    pub fn notified(&self) -> bool {
+        self.notified.load(Ordering::Relaxed)
+    }
+
+    /// aioctx's `notify_accept`.
+    pub fn accept(&self) {
+        self.notified.swap(false, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// aioctx's `HomeBhs::poll` for one slice: take the list, dequeue each BH (a swap to 0), `call()`
+    /// for each scheduled one. Returns how many were called.
+    pub fn run_bhs(&self, mut call: impl FnMut()) -> u64 {
+        let mut p = self.list.swap(std::ptr::null_mut(), Ordering::Acquire);
+        let mut calls = 0;
+        while !p.is_null() {
+            // SAFETY: a listed BH is alive (`enqueue`'s caller keeps it until its last poll).
+            let bh = unsafe { &*p };
+            p = bh.next.load(Ordering::Relaxed);
+            if bh.flags.swap(0, Ordering::AcqRel) & (HAND_SCHEDULED | HAND_DELETED)
+                == HAND_SCHEDULED
+            {
+                call();
+                calls += 1;
+            }
+        }
+        calls
+    }
+}
+
+impl HandBh {
+    /// A new BH, to be freed with [`HandBh::free`].
+    pub fn alloc() -> *mut HandBh {
+        Box::into_raw(Box::new(HandBh { flags: AtomicU32::new(0), next: AtomicPtr::default() }))
+    }
+
+    /// # Safety
+    ///
+    /// `b` came from [`HandBh::alloc`], is freed once, and no thread uses it any more.
+    pub unsafe fn free(b: *mut HandBh) {
+        // SAFETY: the caller's obligations.
+        drop(unsafe { Box::from_raw(b) });
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
