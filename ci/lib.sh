@@ -1,7 +1,10 @@
 # Shared helpers of the ci/ scripts (sourced). Every checker script writes target/<checker>/summary.tsv
 # with the columns below; ci/test and ci/verify collect them into one table.
 #   model  checker  explored  properties  bugs_caught  seconds
-set -euo pipefail
+# shellcheck shell=bash
+set -Eeuo pipefail
+# No silent exits: a command that fails outside a condition (set -e) names itself, its line and status.
+trap 'rc=$?; [ "$BASH_SUBSHELL" != 0 ] || printf "\nFAIL: %s: line %s: \`%s\` exited with status %s\n" "$(basename "$0")" "$LINENO" "$BASH_COMMAND" "$rc" >&2' ERR
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 export CARGO_TERM_COLOR=never
