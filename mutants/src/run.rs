@@ -1,0 +1,822 @@
+//! The runner: copy the tree, write the schema, build one test set per checker tier, learn which
+//! tests reach which site (coverage), then run every mutant against the tests that reach its site,
+//! tier by tier, cheapest first, and stop at the first kill.
+//!
+//! Verdicts: `killed` (a test failed: the first one is named), `timeout` (a test ran past its budget:
+//! ten times its correct-build time, at least 60 s; a hang is how a lost wake-up shows in a test
+//! without a watchdog, and it counts as killed), `survived`, `equivalent` (listed in
+//! mutants/EQUIVALENT.md with the argument; still run with `--check-equivalents`, where a kill makes
+//! the list wrong), `uncovered` (no test of any tier reaches the site: counted as survived).
+
+use crate::schema;
+use crate::sites::{Mutant, Site};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+const HELP: &str = "\
+aioctx-mutants run [OPTIONS]
+  --root DIR          the repository (default: .)
+  --out DIR           work dir (default: target/mutants): tree/, build/<tier>/, logs/, results.tsv
+  --tiers A,B,..      checker tiers in order (default: std,ppoll,epoll,io_uring,props,loom,shuttle,conformance;
+                      io_uring is dropped when the kernel refuses io_uring; add miri to run it last)
+  --files F,..        only the mutants of these files (paths relative to impl/src, e.g. notify.rs)
+  --only NAME,..      only these mutants (stable names)
+  --shard I/N         only mutants whose index in the full list is I mod N
+  --jobs N            mutants run in parallel (default 2)
+  --loom-bound B      LOOM_MAX_PREEMPTIONS (default 2)
+  --shuttle-iters N   AIOCTX_SHUTTLE_ITERS (default 200)
+  --min-rate R        fail below this kill rate in percent (default 95)
+  --check-equivalents run the listed equivalents too (a kill means the list is wrong)
+  --claims FILE       check claims: lines `<mutant> <tier>:<target>::<test>`: that test must kill that mutant";
+
+#[derive(Clone)]
+struct Opts {
+    root: PathBuf,
+    out: PathBuf,
+    tiers: Vec<String>,
+    files: Option<Vec<String>>,
+    only: Option<Vec<String>>,
+    shard: Option<(usize, usize)>,
+    jobs: usize,
+    loom_bound: u32,
+    shuttle_iters: u32,
+    min_rate: f64,
+    check_equivalents: bool,
+    claims: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        root: PathBuf::from("."),
+        out: PathBuf::from("target/mutants"),
+        tiers: "std,ppoll,epoll,io_uring,props,loom,shuttle,conformance"
+            .split(',')
+            .map(String::from)
+            .collect(),
+        files: None,
+        only: None,
+        shard: None,
+        jobs: 2,
+        loom_bound: 2,
+        shuttle_iters: 200,
+        min_rate: 95.0,
+        check_equivalents: false,
+        claims: None,
+    };
+    let mut it = args.iter();
+    let list = |v: Option<&String>| -> Result<Vec<String>, String> {
+        Ok(v.ok_or("missing value")?
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect())
+    };
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--root" => o.root = it.next().ok_or("--root DIR")?.into(),
+            "--out" => o.out = it.next().ok_or("--out DIR")?.into(),
+            "--tiers" => o.tiers = list(it.next())?,
+            "--files" => o.files = Some(list(it.next())?),
+            "--only" => o.only = Some(list(it.next())?),
+            "--shard" => {
+                let v = it.next().ok_or("--shard I/N")?;
+                let (i, n) = v.split_once('/').ok_or("--shard I/N")?;
+                let (i, n): (usize, usize) =
+                    (i.parse().map_err(|_| "--shard I/N")?, n.parse().map_err(|_| "--shard I/N")?);
+                if n == 0 || i >= n {
+                    return Err(format!("--shard {v}: need 0 <= I < N"));
+                }
+                o.shard = Some((i, n));
+            }
+            "--jobs" => o.jobs = it.next().ok_or("--jobs N")?.parse().map_err(|_| "--jobs N")?,
+            "--loom-bound" => {
+                o.loom_bound =
+                    it.next().ok_or("--loom-bound B")?.parse().map_err(|_| "--loom-bound B")?
+            }
+            "--shuttle-iters" => {
+                o.shuttle_iters = it
+                    .next()
+                    .ok_or("--shuttle-iters N")?
+                    .parse()
+                    .map_err(|_| "--shuttle-iters N")?
+            }
+            "--min-rate" => {
+                o.min_rate = it.next().ok_or("--min-rate R")?.parse().map_err(|_| "--min-rate R")?
+            }
+            "--check-equivalents" => o.check_equivalents = true,
+            "--claims" => o.claims = Some(it.next().ok_or("--claims FILE")?.into()),
+            "-h" | "--help" => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            x => return Err(format!("unknown argument {x}\n{HELP}")),
+        }
+    }
+    o.jobs = o.jobs.max(1);
+    Ok(o)
+}
+
+/// The equivalence list: `### <mutant name>` headings of mutants/EQUIVALENT.md, each followed by
+/// its argument.
+pub fn equivalents(root: &Path) -> Result<BTreeMap<String, String>, String> {
+    let p = root.join("mutants/EQUIVALENT.md");
+    let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut out = BTreeMap::new();
+    let mut cur: Option<(String, String)> = None;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("### ") {
+            if let Some((n, a)) = cur.take() {
+                out.insert(n, a);
+            }
+            cur = Some((name.trim().trim_matches('`').to_string(), String::new()));
+        } else if line.starts_with("## ") {
+            if let Some((n, a)) = cur.take() {
+                out.insert(n, a);
+            }
+        } else if let Some((_, a)) = cur.as_mut() {
+            a.push_str(line.trim());
+            a.push(' ');
+        }
+    }
+    if let Some((n, a)) = cur {
+        out.insert(n, a);
+    }
+    for (n, a) in &out {
+        if a.split_whitespace().count() < 12 {
+            return Err(format!("{}: the argument for {n} is missing or too short", p.display()));
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scratch tree
+
+/// Copy the repository's files (tracked and untracked, not ignored) to `dst`, writing only files
+/// whose content changed, so cargo's incremental builds survive between runs.
+fn sync_tree(root: &Path, dst: &Path) -> Result<(), String> {
+    let out = Command::new("git")
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("git ls-files: {e}"))?;
+    if !out.status.success() {
+        return Err("git ls-files failed".into());
+    }
+    let mut keep = BTreeSet::new();
+    for rel in out.stdout.split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let rel = String::from_utf8_lossy(rel).to_string();
+        let src = root.join(&rel);
+        if !src.is_file() {
+            continue; // deleted in the work tree
+        }
+        let data = std::fs::read(&src).map_err(|e| format!("{rel}: {e}"))?;
+        let to = dst.join(&rel);
+        if std::fs::read(&to).ok().as_deref() != Some(&data[..]) {
+            std::fs::create_dir_all(to.parent().expect("a file has a parent"))
+                .map_err(|e| e.to_string())?;
+            std::fs::write(&to, &data).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
+        keep.insert(rel);
+    }
+    // The schema writes impl/src/sync/mutant.rs; files deleted from the repository go.
+    for rel in schema::rust_files(&dst.join("impl/src")) {
+        let full = format!("impl/src/{rel}");
+        if !keep.contains(&full) && rel != schema::RUNTIME_PATH {
+            let _ = std::fs::remove_file(dst.join(&full));
+        }
+    }
+    Ok(())
+}
+
+/// Write the schema into the scratch tree, touching only files whose schema text changed.
+fn apply_schema(root: &Path, tree: &Path) -> Result<(Vec<Site>, Vec<Mutant>), String> {
+    let stage = tree.with_extension("stage");
+    let _ = std::fs::remove_dir_all(&stage);
+    copy_dir(&root.join("impl/src"), &stage.join("impl/src"))?;
+    let r = schema::apply(&stage.join("impl/src"))?;
+    for rel in schema::rust_files(&stage.join("impl/src")) {
+        let new = std::fs::read(stage.join("impl/src").join(&rel)).map_err(|e| e.to_string())?;
+        let to = tree.join("impl/src").join(&rel);
+        if std::fs::read(&to).ok().as_deref() != Some(&new[..]) {
+            std::fs::create_dir_all(to.parent().expect("parent")).map_err(|e| e.to_string())?;
+            std::fs::write(&to, new).map_err(|e| e.to_string())?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&stage);
+    Ok(r)
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), String> {
+    for rel in schema::rust_files(from) {
+        let t = to.join(&rel);
+        std::fs::create_dir_all(t.parent().expect("parent")).map_err(|e| e.to_string())?;
+        std::fs::copy(from.join(&rel), &t).map_err(|e| format!("{rel}: {e}"))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiers
+
+struct Tier {
+    name: String,
+    /// Test binaries: (cargo target name, executable).
+    bins: Vec<(String, PathBuf)>,
+    env: Vec<(String, String)>,
+    /// test id "target::test" -> sites it reaches, and its correct-build seconds.
+    cover: HashMap<String, (BTreeSet<usize>, f64)>,
+    /// Pure ordering/fence mutants are invisible to this tier (shuttle: sequentially consistent).
+    sc_only: bool,
+}
+
+fn tier_spec(
+    name: &str,
+    o: &Opts,
+) -> Result<(Vec<(String, String)>, Vec<String>, Vec<(String, String)>), String> {
+    // (build env, cargo args, run env)
+    let force =
+        |b: &str| vec![("RUSTFLAGS".to_string(), format!("--cfg aioctx_force_fdmon=\"{b}\""))];
+    let props = [
+        "prop_bh",
+        "prop_polling",
+        "prop_timers",
+        "prop_handlers",
+        "qemu_multithread",
+        "qemu_gsource",
+    ];
+    let conf = ["traces_impl_to_model", "traces_model_to_impl"];
+    let tests = |pkg: &str, ts: &[&str]| {
+        let mut a = vec!["-p".to_string(), pkg.to_string()];
+        for t in ts {
+            a.push("--test".into());
+            a.push(t.to_string());
+        }
+        a
+    };
+    let model_tests = |prefix: &str| -> Result<Vec<String>, String> {
+        let mut names: Vec<String> = std::fs::read_dir(o.root.join("model/tests"))
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(prefix) && n.ends_with(".rs"))
+            .map(|n| n.trim_end_matches(".rs").to_string())
+            .collect();
+        names.sort();
+        Ok(names)
+    };
+    Ok(match name {
+        "std" => {
+            (vec![], vec!["-p".into(), "aioctx".into(), "--lib".into(), "--tests".into()], vec![])
+        }
+        "ppoll" | "epoll" | "io_uring" => {
+            (force(name), vec!["-p".into(), "aioctx".into(), "--tests".into()], vec![])
+        }
+        "props" => (vec![], tests("aioctx-conformance", &props), vec![]),
+        "conformance" => (vec![], tests("aioctx-conformance", &conf), vec![]),
+        "loom" => {
+            let ts = model_tests("loom_")?;
+            let ts: Vec<&str> = ts.iter().map(String::as_str).collect();
+            (
+                vec![("RUSTFLAGS".into(), "--cfg aioctx_loom".into())],
+                tests("aioctx-model", &ts),
+                vec![("LOOM_MAX_PREEMPTIONS".into(), o.loom_bound.to_string())],
+            )
+        }
+        "shuttle" => {
+            let ts = model_tests("shuttle_")?;
+            let ts: Vec<&str> = ts.iter().map(String::as_str).collect();
+            (
+                vec![("RUSTFLAGS".into(), "--cfg aioctx_shuttle".into())],
+                tests("aioctx-model", &ts),
+                vec![
+                    ("AIOCTX_SHUTTLE_ITERS".into(), o.shuttle_iters.to_string()),
+                    ("AIOCTX_SHUTTLE_SEED".into(), "24301".into()),
+                    ("AIOCTX_SHUTTLE_DEPTH".into(), "3".into()),
+                    ("AIOCTX_SHUTTLE_SCHED".into(), "pct,random".into()),
+                ],
+            )
+        }
+        x => return Err(format!("unknown tier {x}")),
+    })
+}
+
+fn build_tier(name: &str, o: &Opts, tree: &Path) -> Result<Tier, String> {
+    let (benv, args, renv) = tier_spec(name, o)?;
+    let target = o.out.join("build").join(name);
+    let log = o.out.join("logs").join(format!("build-{name}.log"));
+    let t0 = Instant::now();
+    let out = Command::new("cargo")
+        .args(["test", "--no-run", "--message-format=json"])
+        .args(&args)
+        .envs(benv)
+        .env("CARGO_TARGET_DIR", abs(&target))
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .current_dir(tree)
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("cargo: {e}"))?;
+    std::fs::write(&log, &out.stderr).map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(40).collect();
+        return Err(format!(
+            "tier {name}: the schema build failed (log {}):\n{}",
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if !line.contains("\"reason\":\"compiler-artifact\"") {
+            continue;
+        }
+        let (Some(exe), Some(tname)) =
+            (json_str(line, "\"executable\":\""), json_str(line, "\"name\":\""))
+        else {
+            continue;
+        };
+        bins.push((tname, PathBuf::from(exe)));
+    }
+    if bins.is_empty() {
+        return Err(format!("tier {name}: no test executable built"));
+    }
+    eprintln!(
+        "    tier {name}: {} test binaries built in {:.0} s",
+        bins.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(Tier {
+        name: name.into(),
+        bins,
+        env: renv,
+        cover: HashMap::new(),
+        sc_only: name == "shuttle",
+    })
+}
+
+fn json_str(line: &str, key: &str) -> Option<String> {
+    let i = line.find(key)? + key.len();
+    let rest = &line[i..];
+    let end = rest.find('"')?;
+    Some(rest[..end].to_string())
+}
+
+fn abs(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().expect("cwd").join(p)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running tests
+
+struct Outcome {
+    ok: bool,
+    timed_out: bool,
+    failed_test: Option<String>,
+    secs: f64,
+}
+
+/// Run `tests` (names in one binary) with `env`; kill the process group past `budget`.
+fn run_tests(
+    exe: &Path,
+    tests: &[String],
+    env: &[(String, String)],
+    budget: Duration,
+    log: &Path,
+) -> Outcome {
+    use std::os::unix::process::CommandExt;
+    let t0 = Instant::now();
+    let f = std::fs::File::create(log).expect("log file");
+    let mut cmd = Command::new(exe);
+    cmd.args(tests).arg("--exact").arg("--test-threads=1");
+    cmd.envs(env.iter().cloned()).env("RUST_BACKTRACE", "0");
+    cmd.stdout(f.try_clone().expect("dup")).stderr(f).stdin(Stdio::null());
+    cmd.process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome {
+                ok: false,
+                timed_out: false,
+                failed_test: Some(format!("<spawn: {e}>")),
+                secs: 0.0,
+            }
+        }
+    };
+    let pid = child.id() as i32;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if t0.elapsed() > budget => {
+                // SAFETY: kill(2) on the process group of our own child (it leads it).
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => break None,
+        }
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let failed_test = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("test ").and_then(|r| r.strip_suffix(" ... FAILED")).map(String::from)
+        })
+        .or_else(|| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("---- ")
+                    .and_then(|r| r.strip_suffix(" stdout ----"))
+                    .map(String::from)
+            })
+        });
+    match status {
+        Some(s) => Outcome { ok: s.success(), timed_out: false, failed_test, secs },
+        None => Outcome { ok: false, timed_out: true, failed_test, secs },
+    }
+}
+
+fn list_tests(exe: &Path) -> Result<Vec<String>, String> {
+    let out = Command::new(exe)
+        .args(["--list", "--format", "terse"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(String::from)
+        .collect())
+}
+
+/// The coverage pass: every test of the tier alone, correct build, recording the sites it reaches.
+fn cover_tier(t: &mut Tier, o: &Opts) -> Result<Vec<String>, String> {
+    let mut jobs = Vec::new();
+    for (tname, exe) in &t.bins {
+        for test in list_tests(exe)? {
+            jobs.push((tname.clone(), exe.clone(), test));
+        }
+    }
+    let total = jobs.len();
+    let jobs = Mutex::new(jobs);
+    let results = Mutex::new(Vec::new());
+    let dir = o.out.join("cover").join(&t.name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    std::thread::scope(|s| {
+        for _ in 0..o.jobs {
+            let (jobs, results, dir, env) =
+                (jobs.clone(), results.clone(), dir.clone(), t.env.clone());
+            s.spawn(move || loop {
+                let Some((tname, exe, test)) = jobs.lock().unwrap().pop() else { break };
+                let id = format!("{tname}::{test}");
+                let file = dir.join(id.replace("::", "__"));
+                let mut env = env.clone();
+                env.push(("AIOCTX_MUTANT_COVER".into(), abs(&file).to_string_lossy().into()));
+                let log = dir.join(format!("{}.log", id.replace("::", "__")));
+                let r = run_tests(
+                    &exe,
+                    std::slice::from_ref(&test),
+                    &env,
+                    Duration::from_secs(900),
+                    &log,
+                );
+                let sites: BTreeSet<usize> = std::fs::read_to_string(&file)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
+                results.lock().unwrap().push((id, r.ok, sites, r.secs));
+            });
+        }
+    });
+    let mut failed = Vec::new();
+    for (id, ok, sites, secs) in results.into_inner().unwrap() {
+        if ok {
+            t.cover.insert(id, (sites, secs));
+        } else {
+            failed.push(id);
+        }
+    }
+    eprintln!(
+        "    tier {}: {} tests, {} reach a site, {} failed on the correct build (left out)",
+        t.name,
+        total,
+        t.cover.values().filter(|(s, _)| !s.is_empty()).count(),
+        failed.len()
+    );
+    Ok(failed)
+}
+
+#[derive(Clone, Debug)]
+struct Verdict {
+    kind: &'static str,
+    by: String,
+    secs: f64,
+}
+
+fn run_mutant(m: &Mutant, tiers: &[Tier], logs: &Path) -> Verdict {
+    let t0 = Instant::now();
+    let mut reached = false;
+    for t in tiers {
+        if t.sc_only && !m.visible_under_sc {
+            continue;
+        }
+        // Tests reaching the site, cheapest first, grouped by binary.
+        let mut tests: Vec<(&String, f64)> = t
+            .cover
+            .iter()
+            .filter(|(_, (s, _))| s.contains(&m.site))
+            .map(|(id, (_, secs))| (id, *secs))
+            .collect();
+        if tests.is_empty() {
+            continue;
+        }
+        reached = true;
+        tests.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
+        let mut by_bin: Vec<(String, Vec<String>, f64)> = Vec::new();
+        for (id, secs) in tests {
+            let (tname, test) = id.split_once("::").expect("target::test");
+            match by_bin.iter_mut().find(|b| b.0 == tname) {
+                Some(b) => {
+                    b.1.push(test.to_string());
+                    b.2 += secs;
+                }
+                None => by_bin.push((tname.to_string(), vec![test.to_string()], secs)),
+            }
+        }
+        for (tname, tests, secs) in by_bin {
+            let exe = &t.bins.iter().find(|b| b.0 == tname).expect("binary").1;
+            let mut env = t.env.clone();
+            env.push(("AIOCTX_MUTANT".into(), format!("{}:{}", m.site, m.spec)));
+            let budget = Duration::from_secs_f64((secs * 10.0).max(60.0));
+            let log = logs.join(format!(
+                "{}.{}.{tname}.log",
+                m.name.replace([':', '/', '#', '='], "_"),
+                t.name
+            ));
+            let r = run_tests(exe, &tests, &env, budget, &log);
+            if r.timed_out {
+                let by = format!(
+                    "{}:{tname}::{}",
+                    t.name,
+                    r.failed_test.unwrap_or_else(|| tests.join("|"))
+                );
+                return Verdict { kind: "timeout", by, secs: t0.elapsed().as_secs_f64() };
+            }
+            if !r.ok {
+                let by =
+                    format!("{}:{tname}::{}", t.name, r.failed_test.unwrap_or_else(|| "?".into()));
+                return Verdict { kind: "killed", by, secs: t0.elapsed().as_secs_f64() };
+            }
+            let _ = std::fs::remove_file(&log);
+            let _ = r.secs;
+        }
+    }
+    let kind = if reached { "survived" } else { "uncovered" };
+    Verdict { kind, by: "-".into(), secs: t0.elapsed().as_secs_f64() }
+}
+
+pub fn main(args: &[String]) -> Result<(), String> {
+    let mut o = parse(args)?;
+    let t_start = Instant::now();
+    std::fs::create_dir_all(o.out.join("logs")).map_err(|e| e.to_string())?;
+    let tree = o.out.join("tree");
+    std::fs::create_dir_all(&tree).map_err(|e| e.to_string())?;
+    if o.tiers.iter().any(|t| t == "io_uring") && !io_uring_allowed(&o.root) {
+        eprintln!("    io_uring tier dropped: this kernel refuses io_uring (ci/has-io-uring)");
+        o.tiers.retain(|t| t != "io_uring");
+    }
+    eprintln!(
+        "==> mutants: scratch tree {} (schema written there, never in the repository)",
+        tree.display()
+    );
+    sync_tree(&o.root, &tree)?;
+    let (sites, all) = apply_schema(&o.root, &tree)?;
+    let equiv = equivalents(&o.root)?;
+    for name in equiv.keys() {
+        if !all.iter().any(|m| &m.name == name) {
+            return Err(format!(
+                "mutants/EQUIVALENT.md lists {name}, which the generator no longer produces"
+            ));
+        }
+    }
+    let claims = match &o.claims {
+        Some(p) => read_claims(p, &all)?,
+        None => Vec::new(),
+    };
+    let mut chosen: Vec<(usize, Mutant)> = all
+        .iter()
+        .cloned()
+        .enumerate()
+        .filter(|(_, m)| {
+            o.files.as_ref().is_none_or(|fs| fs.iter().any(|f| sites[m.site].file == *f))
+        })
+        .filter(|(_, m)| o.only.as_ref().is_none_or(|ns| ns.contains(&m.name)))
+        .filter(|(i, _)| o.shard.is_none_or(|(k, n)| i % n == k))
+        .collect();
+    if !claims.is_empty() {
+        chosen.retain(|(_, m)| claims.iter().any(|c| c.0 == m.name));
+    }
+    eprintln!(
+        "    {} sites, {} mutants generated; {} chosen ({} in the equivalence list)",
+        sites.len(),
+        all.len(),
+        chosen.len(),
+        chosen.iter().filter(|(_, m)| equiv.contains_key(&m.name)).count()
+    );
+    let mut tiers = Vec::new();
+    if !chosen.is_empty() {
+        eprintln!("==> building the schema once per tier: {}", o.tiers.join(", "));
+        for name in &o.tiers.clone() {
+            tiers.push(build_tier(name, &o, &tree)?);
+        }
+        eprintln!("==> coverage: every test alone on the correct build");
+        for t in &mut tiers {
+            cover_tier(t, &o)?;
+        }
+    }
+    if !claims.is_empty() {
+        return check_claims(&claims, &all, &tiers, &o);
+    }
+    let logs = o.out.join("logs");
+    eprintln!("==> running {} mutants ({} at a time)", chosen.len(), o.jobs);
+    let queue = Mutex::new(chosen.clone().into_iter().rev().collect::<Vec<_>>());
+    let results: Mutex<BTreeMap<usize, Verdict>> = Default::default();
+    let done = Mutex::new(0usize);
+    let n = chosen.len();
+    let t_run = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..o.jobs {
+            let (queue, results, done, tiers, o, logs, equiv) =
+                (&queue, &results, &done, &tiers, &o, &logs, &equiv);
+            s.spawn(move || loop {
+                let Some((i, m)) = queue.lock().unwrap().pop() else { break };
+                let v = if equiv.contains_key(&m.name) && !o.check_equivalents {
+                    Verdict { kind: "equivalent", by: "-".into(), secs: 0.0 }
+                } else {
+                    run_mutant(&m, tiers, logs)
+                };
+                let mut d = done.lock().unwrap();
+                *d += 1;
+                let eta = t_run.elapsed().as_secs_f64() / *d as f64 * (n - *d) as f64;
+                eprintln!(
+                    "    [{:>3}/{n}] {:<11} {:<58} {} (ETA {:.0} s)",
+                    *d, v.kind, m.name, v.by, eta
+                );
+                results.lock().unwrap().insert(i, v);
+            });
+        }
+    });
+    let results = results.into_inner().unwrap();
+    report(&o, &sites, &all, &chosen, &results, &equiv, t_start.elapsed().as_secs_f64())
+}
+
+fn io_uring_allowed(root: &Path) -> bool {
+    Command::new(root.join("ci/has-io-uring")).status().is_ok_and(|s| s.success())
+}
+
+fn report(
+    o: &Opts,
+    sites: &[Site],
+    all: &[Mutant],
+    chosen: &[(usize, Mutant)],
+    results: &BTreeMap<usize, Verdict>,
+    equiv: &BTreeMap<String, String>,
+    secs: f64,
+) -> Result<(), String> {
+    let path = o.out.join("results.tsv");
+    let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+    writeln!(f, "index\tname\tfile\tline\tmutation\tverdict\tby\tseconds")
+        .map_err(|e| e.to_string())?;
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_tier: BTreeMap<String, usize> = BTreeMap::new();
+    let mut wrong_equiv = Vec::new();
+    println!("{:<60} {:<18} {:<11} killed by", "mutant", "site", "verdict");
+    for (i, m) in chosen {
+        let v = &results[i];
+        let s = &sites[m.site];
+        let mut kind = v.kind;
+        if equiv.contains_key(&m.name) {
+            if matches!(kind, "killed" | "timeout") {
+                wrong_equiv
+                    .push(format!("{} is listed as equivalent but {} by {}", m.name, kind, v.by));
+            }
+            kind = "equivalent";
+        }
+        *count.entry(kind).or_default() += 1;
+        if matches!(kind, "killed" | "timeout") {
+            *by_tier.entry(v.by.split(':').next().unwrap_or("?").to_string()).or_default() += 1;
+        }
+        println!("{:<60} {:<18} {:<11} {}", m.name, format!("{}:{}", s.file, s.line), kind, v.by);
+        writeln!(
+            f,
+            "{i}\t{}\t{}\t{}\t{}\t{kind}\t{}\t{:.1}",
+            m.name, s.file, s.line, m.desc, v.by, v.secs
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let _ = all;
+    let c = |k: &str| count.get(k).copied().unwrap_or(0);
+    let (k, t, s, u, e) =
+        (c("killed"), c("timeout"), c("survived"), c("uncovered"), c("equivalent"));
+    let denom = chosen.len() - e;
+    let rate = if denom == 0 { 100.0 } else { 100.0 * (k + t) as f64 / denom as f64 };
+    println!();
+    for (tier, n) in &by_tier {
+        println!("  killed by {tier:<12} {n}");
+    }
+    println!(
+        "mutants: {} killed ({} of them by a hang past the budget), {} survived ({} reached by no test), {e} equivalent, 0 unviable, rate {rate:.1}% ({secs:.0} s)",
+        k + t,
+        t,
+        s + u,
+        u
+    );
+    std::fs::write(
+        o.out.join("summary.txt"),
+        format!("{} {} {e} 0 {rate:.1} {secs:.0}\n", k + t, s + u),
+    )
+    .map_err(|e| e.to_string())?;
+    if !wrong_equiv.is_empty() {
+        return Err(format!("the equivalence list is wrong:\n  {}", wrong_equiv.join("\n  ")));
+    }
+    if rate < o.min_rate {
+        return Err(format!("kill rate {rate:.1}% is below {}%", o.min_rate));
+    }
+    Ok(())
+}
+
+/// `<mutant name> <tier>:<target>::<test>` per line (`#` comments).
+fn read_claims(p: &Path, all: &[Mutant]) -> Result<Vec<(String, String)>, String> {
+    let f = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (m, t) = line.split_once(char::is_whitespace).ok_or(format!("claim: {line}"))?;
+        if !all.iter().any(|x| x.name == m) {
+            return Err(format!("claim cites {m}, which the generator no longer produces"));
+        }
+        out.push((m.to_string(), t.trim().to_string()));
+    }
+    Ok(out)
+}
+
+fn check_claims(
+    claims: &[(String, String)],
+    all: &[Mutant],
+    tiers: &[Tier],
+    o: &Opts,
+) -> Result<(), String> {
+    let logs = o.out.join("logs");
+    let mut bad = Vec::new();
+    for (name, test) in claims {
+        let m = all.iter().find(|m| &m.name == name).expect("checked");
+        let (tier, id) =
+            test.split_once(':').ok_or(format!("claim {test}: <tier>:<target>::<test>"))?;
+        let t = tiers
+            .iter()
+            .find(|t| t.name == tier)
+            .ok_or(format!("claim {test}: tier {tier} not built"))?;
+        let (tname, tst) = id.split_once("::").ok_or(format!("claim {test}: <target>::<test>"))?;
+        let exe = &t
+            .bins
+            .iter()
+            .find(|b| b.0 == tname)
+            .ok_or(format!("claim {test}: no binary {tname}"))?
+            .1;
+        let mut env = t.env.clone();
+        env.push(("AIOCTX_MUTANT".into(), format!("{}:{}", m.site, m.spec)));
+        let log = logs.join(format!("claim.{}.log", name.replace([':', '/', '#', '='], "_")));
+        let secs = t.cover.get(id).map_or(60.0, |c| c.1);
+        let r = run_tests(
+            exe,
+            &[tst.to_string()],
+            &env,
+            Duration::from_secs_f64((secs * 10.0).max(60.0)),
+            &log,
+        );
+        let ok = !r.ok;
+        println!("  claim {name:<56} {test}: {}", if ok { "killed" } else { "NOT KILLED" });
+        if !ok {
+            bad.push(format!("{test} no longer kills {name}"));
+        }
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(bad.join("\n"))
+    }
+}
