@@ -473,8 +473,7 @@ fn cover_tier(t: &mut Tier, o: &Opts) -> Result<Vec<String>, String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     std::thread::scope(|s| {
         for _ in 0..o.jobs {
-            let (jobs, results, dir, env) =
-                (jobs.clone(), results.clone(), dir.clone(), t.env.clone());
+            let (jobs, results, dir, env) = (&jobs, &results, dir.clone(), t.env.clone());
             s.spawn(move || loop {
                 let Some((tname, exe, test)) = jobs.lock().unwrap().pop() else { break };
                 let id = format!("{tname}::{test}");
