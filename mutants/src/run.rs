@@ -234,11 +234,10 @@ struct Tier {
     sc_only: bool,
 }
 
-fn tier_spec(
-    name: &str,
-    o: &Opts,
-) -> Result<(Vec<(String, String)>, Vec<String>, Vec<(String, String)>), String> {
-    // (build env, cargo args, run env)
+type Env = Vec<(String, String)>;
+
+/// A tier's build environment, cargo arguments and run environment.
+fn tier_spec(name: &str, o: &Opts) -> Result<(Env, Vec<String>, Env), String> {
     let force =
         |b: &str| vec![("RUSTFLAGS".to_string(), format!("--cfg aioctx_force_fdmon=\"{b}\""))];
     let props = [
