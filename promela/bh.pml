@@ -7,8 +7,8 @@
  *                        clear; always notify
  *                    Bh::cancel                        step bh_cancel: flags.fetch_and(!SCHEDULED),
  *                                                      no notify
- *                    Drop of the owner's handle        enqueue(DELETED) (protocol.md §4), the same
- *                                                      inline with step bh_delete:
+ *                    Drop of the owner's handle        enqueue(DELETED) (docs/protocol.md §4),
+ *                                                      the same inline with step bh_delete:
  *                                                      flags.fetch_or(PENDING | DELETED), push if
  *                                                      PENDING was clear, notify
  *                    AioContext::poll_bhs              hook ctx_poll_scan: take the whole list,

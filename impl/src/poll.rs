@@ -84,8 +84,8 @@ impl PollParams {
 }
 
 /// The new window after a dispatch that followed `block_ns` of polling + waiting (QEMU's
-/// `adjust_polling_time`, protocol.md §3): keep it if the wait fitted; shrink (÷shrink, or reset to 0)
-/// if the wait exceeded `max_ns`; otherwise grow (0 → 4000 → ×grow, default ×2), capped at `max_ns`.
+/// `adjust_polling_time`, docs/protocol.md §3): keep it if the wait fitted; shrink (÷shrink, or reset
+/// to 0) if the wait exceeded `max_ns`; otherwise grow (0 → 4000 → ×grow, default ×2), capped at `max_ns`.
 pub fn adjust_poll_ns(poll_ns: u64, block_ns: u64, max_ns: u64, grow: u64, shrink: u64) -> u64 {
     if block_ns <= poll_ns {
         poll_ns
