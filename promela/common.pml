@@ -170,7 +170,7 @@ inline ctx_dispatch(readable)
 }
 
 /*
- * AioContext::poll(true) (impl/src/poll.rs), home thread, one call.
+ * AioContext::poll(true) (impl/src/ctx.rs), home thread, one call.
  * tmo: byte; armed, readable: bool; caller's locals, 0 on entry and on exit.
  *
  * BUG_POLL_NO_RECHECK_NOTIFIED: notified is not re-read after notify_me += 2.

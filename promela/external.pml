@@ -3,7 +3,7 @@
  * (bug-history B1, B2), plus a notifier.
  *
  * What it models
- *   impl/src/poll.rs  AioContext::prepare   inline ctx_prepare: notify_me |= 1; fence;
+ *   impl/src/ctx.rs   AioContext::prepare   inline ctx_prepare: notify_me |= 1; fence;
  *                                            compute_timeout (after the fence: exact)
  *                     AioContext::check     inline ctx_check: notify_me &= !1; notify_accept
  *                     AioContext::dispatch  inline ctx_dispatch (common.pml): the notifier's read

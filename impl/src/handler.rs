@@ -16,7 +16,8 @@
 //!
 //! # Model
 //!
-//! loom scenario `handler_removal_during_dispatch` in `model/tests/handler.rs`.
+//! loom and shuttle scenario `handler_removal_during_dispatch` in `model/tests/loom_handler.rs` and
+//! `model/tests/shuttle_handler.rs` (the body is in `model/tests/support/mod.rs`); no Promela model.
 //!
 //! # Upstream
 //!

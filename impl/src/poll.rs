@@ -19,8 +19,10 @@
 //!
 //! # Model
 //!
-//! `promela/poll_mode.pml`, `promela/poll_idle.pml`; loom scenarios `notify_during_userspace_polling`,
-//! `poll_mode_end_racing_event`, `idle_removal_racing_event` in `model/tests/poll.rs`.
+//! `promela/poll_mode.pml`, `promela/poll_idle.pml`; loom and shuttle scenarios
+//! `notify_during_userspace_polling`, `poll_mode_end_racing_event`, `idle_removal_racing_event` in
+//! `model/tests/loom_poll.rs` and `model/tests/shuttle_poll.rs` (shuttle also `mixed_traffic`; the
+//! bodies are in `model/tests/support/mod.rs`).
 //!
 //! # Upstream
 //!
