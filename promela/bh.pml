@@ -7,14 +7,14 @@
  *                        clear; always notify
  *                    Bh::cancel                        step bh_cancel: flags.fetch_and(!SCHEDULED),
  *                                                      no notify
- *                    Drop of the owner's handle        enqueue(DELETED) (protocol.md §4), the same
- *                                                      inline with step bh_delete:
+ *                    Drop of the owner's handle        enqueue(DELETED) (docs/protocol.md §4),
+ *                                                      the same inline with step bh_delete:
  *                                                      flags.fetch_or(PENDING | DELETED), push if
  *                                                      PENDING was clear, notify
  *                    AioContext::poll_bhs              hook ctx_poll_scan: take the whole list,
  *                        then per BH f = flags.fetch_and(!(PENDING|SCHEDULED|IDLE)); call it if
  *                        SCHEDULED and not DELETED
- *   impl/src/notify.rs, impl/src/poll.rs: notify and poll(true) from common.pml; compute_timeout
+ *   impl/src/notify.rs, impl/src/ctx.rs: notify and poll(true) from common.pml; compute_timeout
  *   reads the BH: 0 if it is on the list SCHEDULED, not DELETED, not IDLE; finite (10 ms) if
  *   it is IDLE; with the model option WEAK_TIMEOUT_READ it may miss the BH altogether (a stale
  *   read before the arming fence, see notify.pml).

@@ -148,7 +148,7 @@ inline ctx_notify_accept_seq()
  * eventfd set for any other poller armed in notify_me; one that lands before it published its
  * work before, and the scan sees it.
  * BUG_DRAIN_AFTER_SCAN (not in the brief's list, see README "Findings"): scan, then drain --
- * the order of protocol.md §2 step 10 ("run BHs, then ready handlers"); a temporary poller then
+ * QEMU's order (docs/protocol.md §7.2: "run BHs, then ready handlers"); a temporary poller then
  * eats the kick meant for an external loop sleeping in its own wait (external.pml).
  */
 inline ctx_dispatch(readable)
@@ -170,7 +170,7 @@ inline ctx_dispatch(readable)
 }
 
 /*
- * AioContext::poll(true) (impl/src/poll.rs), home thread, one call.
+ * AioContext::poll(true) (impl/src/ctx.rs), home thread, one call.
  * tmo: byte; armed, readable: bool; caller's locals, 0 on entry and on exit.
  *
  * BUG_POLL_NO_RECHECK_NOTIFIED: notified is not re-read after notify_me += 2.
@@ -217,9 +217,10 @@ inline ctx_poll(tmo, armed, readable)
 	:: else -> skip
 	fi;
 
-	/* the fd monitor wait.  With timeout 0 the call may be skipped altogether (protocol §6.1:
-	 * no syscall when nothing but the context's own notifier is registered) or be a zero-
-	 * timeout check.  end_idle_wait: sleeping here with nothing to do is a valid end state. */
+	/* the fd monitor wait.  With timeout 0 the call may be skipped altogether
+	 * (docs/protocol.md §6.1: no syscall when nothing but the context's own notifier is
+	 * registered) or be a zero-timeout check.  end_idle_wait: sleeping here with nothing to
+	 * do is a valid end state. */
 	if
 	:: tmo == TMO_ZERO -> skip
 	:: true ->

@@ -3,7 +3,7 @@
  * (bug-history B1, B2), plus a notifier.
  *
  * What it models
- *   impl/src/poll.rs  AioContext::prepare   inline ctx_prepare: notify_me |= 1; fence;
+ *   impl/src/ctx.rs   AioContext::prepare   inline ctx_prepare: notify_me |= 1; fence;
  *                                            compute_timeout (after the fence: exact)
  *                     AioContext::check     inline ctx_check: notify_me &= !1; notify_accept
  *                     AioContext::dispatch  inline ctx_dispatch (common.pml): the notifier's read
@@ -41,8 +41,8 @@
  *       and skips the eventfd write.  The external loop never reads notified, so it sleeps
  *       with the BH pending.  Caught by p_no_lost_wakeup and by safety.
  *   BUG_DRAIN_AFTER_SCAN (proposed name, not in the brief's list: see README "Findings")  hang.
- *       The notifier's read handler runs after the BH scan, as protocol.md §2 step 10 orders it.
- *       While ext_loop sleeps in its wait, blocking_poll's wait (even a zero-timeout one: a
+ *       The notifier's read handler runs after the BH scan, as QEMU orders it (docs/protocol.md
+ *       §7.2).  While ext_loop sleeps in its wait, blocking_poll's wait (even a zero-timeout one: a
  *       poll(false) does the same) reports the eventfd readable; it takes the BH; a second
  *       notify sees ext_loop's bit in notify_me and writes the eventfd; blocking_poll's late
  *       drain eats that write and it stops; ext_loop sleeps with the BH pending (B2's shape in

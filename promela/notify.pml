@@ -4,7 +4,7 @@
  * What it models
  *   impl/src/notify.rs  AioContext::notify          inline ctx_notify          (common.pml)
  *                       AioContext::notify_accept   ctx_notify_accept()        (common.pml)
- *   impl/src/poll.rs    AioContext::poll(true)      inline ctx_poll            (common.pml):
+ *   impl/src/ctx.rs     AioContext::poll(true)      inline ctx_poll            (common.pml):
  *       compute_timeout; userspace polling with notify_me == 0 that watches notified (seeing it
  *       ends polling and is not progress); notify_me += 2, fence, re-check of notified; the wait
  *       (blocks until the eventfd is set, or returns at once with timeout 0); notify_me -= 2;

@@ -3,7 +3,7 @@
  * each of the two full fences is needed (bug-history B8, B13).
  *
  * What it models
- *   impl/src/notify.rs AioContext::notify and notify_accept, impl/src/poll.rs AioContext::poll
+ *   impl/src/notify.rs AioContext::notify and notify_accept, impl/src/ctx.rs AioContext::poll
  *   (the notify_me / notified part), as in notify.pml, but every plain store goes to the
  *   storing thread's FIFO store buffer and reaches memory later:
  *     - tso_store: append (variable, value) to the thread's buffer;

@@ -1,6 +1,6 @@
 /*
  * poll_idle.pml -- an idle poll handler leaves the poll list (io_poll_end, then a final poll)
- * while its device adds a request (protocol §3 "Poll list membership"; bug-history B20).
+ * while its device adds a request (docs/protocol.md §3, idle removal; bug-history B20).
  *
  * What it models
  *   impl/src/poll.rs  AioContext::poll(true) with one poll-capable handler that starts on the

@@ -115,7 +115,8 @@ inline ctx_poll_mode_poll(blocking, tmo, ready, readable)
 	:: else -> skip
 	fi;
 
-	/* the wait; with timeout 0 it may be skipped or be a zero-timeout check (§6.1) */
+	/* the wait; with timeout 0 it may be skipped or be a zero-timeout check
+	 * (docs/protocol.md §6.1) */
 	if
 	:: tmo == TMO_ZERO -> skip
 	:: true ->

@@ -1,6 +1,6 @@
 //! Reading the names each side uses: Promela labels, trace keys, globals and BUG_* variants; the
-//! implementation's traced steps and value keys; model citations in comments. `tests/names.rs`
-//! compares them.
+//! implementation's traced steps and value keys; model citations in comments; the repository paths
+//! and docs/protocol.md sections that any file cites. `tests/names.rs` compares them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -279,4 +279,234 @@ pub fn cargo_bug_values() -> BTreeSet<String> {
         .expect("the workspace Cargo.toml declares cfg(aioctx_bug, values(...))");
     let inner = &line[line.find("values(").unwrap() + 7..];
     inner.split('"').skip(1).step_by(2).map(String::from).collect()
+}
+
+/// The repository's text files, relative to the root, with their contents: what git tracks plus the
+/// untracked files it does not ignore (`git ls-files -co --exclude-standard`), so build outputs
+/// (`target/`, spin's `pan*` files, trails) are not read. Files that are gone from the worktree or
+/// are not UTF-8 are skipped.
+pub fn repo_text_files() -> Vec<(String, String)> {
+    let o = Command::new("git")
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .current_dir(root())
+        .output()
+        .expect("git ls-files (the citation checks read the files git knows)");
+    assert!(o.status.success(), "git ls-files: {}", String::from_utf8_lossy(&o.stderr));
+    let names: BTreeSet<String> = String::from_utf8(o.stdout)
+        .expect("utf-8 file names")
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    names
+        .into_iter()
+        .filter_map(|f| {
+            let text = String::from_utf8(std::fs::read(root().join(&f)).ok()?).ok()?;
+            Some((f, text))
+        })
+        .collect()
+}
+
+/// The top-level folders whose paths the citation check resolves.
+pub const PATH_ROOTS: &[&str] = &["impl", "model", "conformance", "promela", "ci", "docs"];
+
+/// Files whose path-like lines are not citations: `.gitignore` names files that must NOT exist in
+/// the repository (build outputs).
+pub const PATH_CITATION_EXEMPT_FILES: &[&str] = &[".gitignore"];
+
+/// One repository path cited in a file.
+#[derive(Debug, Clone)]
+pub struct PathCitation {
+    /// `file:line`.
+    pub at: String,
+    /// The path as written (placeholders such as `<file>` or `{model}` included).
+    pub cited: String,
+    /// The pattern that must match at least one file or folder: placeholders become `*`.
+    pub pattern: String,
+}
+
+fn path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/' | '*')
+}
+
+/// The path token that starts at the beginning of `s`: path characters, plus placeholders `<...>`
+/// and `{...}` without whitespace. Trailing sentence punctuation is not part of it.
+fn path_token(s: &str) -> &str {
+    let mut end = 0;
+    let mut open: Option<(char, usize)> = None;
+    for (i, c) in s.char_indices() {
+        match open {
+            Some((close, at)) => {
+                if c == close {
+                    open = None;
+                } else if c.is_whitespace() || c == '`' {
+                    end = at; // an unclosed placeholder is not part of the path
+                    break;
+                }
+            }
+            None if path_char(c) => {}
+            None if c == '<' => open = Some(('>', i)),
+            None if c == '{' => open = Some(('}', i)),
+            None => break,
+        }
+        end = i + c.len_utf8();
+    }
+    if let Some((_, at)) = open {
+        end = end.min(at);
+    }
+    s[..end].trim_end_matches(['.', ',', ':', ';', '-'])
+}
+
+/// `path` with each `<...>` / `{...}` placeholder replaced by `*`.
+fn placeholders_to_glob(path: &str) -> String {
+    let mut out = String::new();
+    let mut skip: Option<char> = None;
+    for c in path.chars() {
+        match skip {
+            Some(close) if c == close => {
+                skip = None;
+                out.push('*');
+            }
+            Some(_) => {}
+            None if c == '<' => skip = Some('>'),
+            None if c == '{' => skip = Some('}'),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every citation of a repository path (`impl/...`, `model/...`, `conformance/...`, `promela/...`,
+/// `ci/...`, `docs/...`, in backticks or plain text) in `files`. A path is recognised where such a
+/// prefix starts a word (the character before it is not a letter, digit, `_`, `.`, `-` or `/`, so
+/// `aioctx-model/` or `qemu/docs/` are not ours). A path written right after `QEMU` or `QEMU's`
+/// names QEMU's tree (`QEMU's docs/spin/...`) and is not checked.
+pub fn path_citations(files: &[(String, String)]) -> Vec<PathCitation> {
+    let mut out = Vec::new();
+    for (f, text) in files {
+        if PATH_CITATION_EXEMPT_FILES.contains(&f.as_str()) {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            for r in PATH_ROOTS {
+                let prefix = format!("{r}/");
+                for (i, _) in line.match_indices(&prefix) {
+                    if line[..i].chars().next_back().is_some_and(path_char) {
+                        continue;
+                    }
+                    let before = line[..i].trim_end_matches(['`', '"', '(']);
+                    if before.ends_with("QEMU ") || before.ends_with("QEMU's ") {
+                        continue;
+                    }
+                    let cited = path_token(&line[i..]).to_string();
+                    let pattern = placeholders_to_glob(&cited);
+                    out.push(PathCitation { at: format!("{f}:{}", n + 1), cited, pattern });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `*` matches any run of characters within one path component.
+fn wildcard(pat: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pat.chars().collect(), name.chars().collect());
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && p[i] != '*' && p[i] == n[j] {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+fn glob_matches(dir: &std::path::Path, comps: &[&str]) -> bool {
+    let Some((c, rest)) = comps.split_first() else { return true };
+    let entries = || {
+        std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect::<Vec<_>>()
+    };
+    if *c == "**" {
+        return glob_matches(dir, rest)
+            || entries().iter().any(|p| p.is_dir() && glob_matches(p, comps));
+    }
+    if c.contains('*') {
+        return entries().iter().any(|p| {
+            p.file_name().and_then(|s| s.to_str()).is_some_and(|s| wildcard(c, s))
+                && (rest.is_empty() || p.is_dir() && glob_matches(p, rest))
+        });
+    }
+    let p = dir.join(c);
+    p.exists() && (rest.is_empty() || glob_matches(&p, rest))
+}
+
+/// Whether a cited path (a glob after [`placeholders_to_glob`]: `*` within a component, `**` over
+/// folders) names at least one existing file or folder of the repository.
+pub fn path_exists(pattern: &str) -> bool {
+    let comps: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+    glob_matches(&root(), &comps)
+}
+
+/// The section numbers of docs/protocol.md: every heading whose text starts with its number and a
+/// period (`## 6. Points ...`, `### 6.1. A non-blocking ...`).
+pub fn protocol_sections() -> BTreeSet<String> {
+    let text =
+        std::fs::read_to_string(root().join("docs").join("protocol.md")).expect("docs/protocol.md");
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        let hashes = line.chars().take_while(|c| *c == '#').count();
+        if !(2..=6).contains(&hashes) {
+            continue;
+        }
+        let Some(rest) = line[hashes..].strip_prefix(' ') else { continue };
+        let num: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        if let Some(id) = num.strip_suffix('.') {
+            if !id.is_empty() && rest[num.len()..].starts_with(' ') {
+                out.insert(id.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Every `§N` / `§N.M` in `files` that cites docs/protocol.md: (where, section). A `§` cites another
+/// document only when that document's `.md` name is the last one written before it on the same line
+/// (`qemu-tests.md §4.5`); with no `.md` name before it, or `protocol.md`, it cites docs/protocol.md.
+pub fn section_citations(files: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (f, text) in files {
+        for (n, line) in text.lines().enumerate() {
+            for (i, _) in line.match_indices('§') {
+                let after = &line[i + '§'.len_utf8()..];
+                let num: String =
+                    after.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+                let id = num.trim_end_matches('.');
+                if id.is_empty() {
+                    continue; // `§N`: a placeholder, not a citation
+                }
+                let before = &line[..i];
+                if let Some(md) = before.rfind(".md") {
+                    let start = before[..md]
+                        .rfind(|c: char| !(c.is_ascii_alphanumeric() || "_.-/".contains(c)))
+                        .map_or(0, |k| k + 1);
+                    let name = &before[start..md + 3];
+                    if !(name == "protocol.md" || name.ends_with("/protocol.md")) {
+                        continue;
+                    }
+                }
+                out.push((format!("{f}:{}", n + 1), id.to_string()));
+            }
+        }
+    }
+    out
 }

@@ -10,6 +10,11 @@
 //! - Planted bugs: `BUG_*` of the current-protocol models ↔ the workspace's `aioctx_bug` check-cfg
 //!   values (plus [`RUST_ONLY_BUGS`]) ↔ the Rust model's `Bug::ALL`.
 //! - Citations: every `<file>.pml#<label>` in a comment of `impl/src` names an existing label.
+//! - Repository citations, in every file git knows: a cited repository path (`impl/`, `model/`,
+//!   `conformance/`, `promela/`, `ci/`, `docs/`, in backticks or not; placeholders such as `<file>`
+//!   and globs must match something) exists; no file cites the brief's spec pages, which are outside
+//!   the repository; every `§N` citing docs/protocol.md names one of its headings (`## N.`,
+//!   `### N.M.`).
 
 use std::collections::BTreeSet;
 
@@ -252,4 +257,67 @@ fn model_citations_in_impl_comments_exist() {
     }
     assert!(bad.is_empty(), "stale model citations:\n  {}", bad.join("\n  "));
     println!("NAMES citations: {} checked", cites.len());
+}
+
+#[test]
+fn cited_repository_paths_exist() {
+    let files = names::repo_text_files();
+    assert!(files.len() > 50, "git ls-files found only {} text files", files.len());
+    let cites = names::path_citations(&files);
+    assert!(cites.len() > 100, "found only {} repository path citations", cites.len());
+    let bad: Vec<String> = cites
+        .iter()
+        .filter(|c| !names::path_exists(&c.pattern))
+        .map(|c| {
+            if c.cited == c.pattern {
+                format!("{}: `{}` does not exist", c.at, c.cited)
+            } else {
+                format!("{}: `{}` matches nothing (as `{}`)", c.at, c.cited, c.pattern)
+            }
+        })
+        .collect();
+    assert!(bad.is_empty(), "cited repository paths that do not exist:\n  {}", bad.join("\n  "));
+    println!("NAMES paths: {} citations in {} files checked", cites.len(), files.len());
+}
+
+#[test]
+fn nothing_cites_the_spec_outside_the_repository() {
+    // Built at run time, so that this file does not cite it.
+    let outside = ["shared", "spec"].join("/");
+    let files = names::repo_text_files();
+    let mut bad = Vec::new();
+    for (f, text) in &files {
+        for (n, line) in text.lines().enumerate() {
+            if line.contains(&outside) {
+                bad.push(format!("{f}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "citations of `{outside}` (outside the repository; cite docs/protocol.md):\n  {}",
+        bad.join("\n  ")
+    );
+}
+
+#[test]
+fn cited_protocol_sections_exist() {
+    let sections = names::protocol_sections();
+    for s in ["2", "3", "4", "5", "6", "6.1"] {
+        assert!(sections.contains(s), "docs/protocol.md has no heading for section {s}");
+    }
+    let files = names::repo_text_files();
+    let cites = names::section_citations(&files);
+    assert!(cites.len() > 30, "found only {} section citations", cites.len());
+    let bad: Vec<String> = cites
+        .iter()
+        .filter(|(_, s)| !sections.contains(s))
+        .map(|(at, s)| format!("{at}: §{s} is not a heading of docs/protocol.md"))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "docs/protocol.md sections cited but missing (headings: {sections:?}):\n  {}",
+        bad.join("\n  ")
+    );
+    println!("NAMES sections: {} citations of {} sections checked", cites.len(), sections.len());
 }

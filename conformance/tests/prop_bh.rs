@@ -9,10 +9,10 @@
 //! reference says it cannot block. Callback effects: reschedule itself up to a bound, drop itself,
 //! schedule / schedule-idle / cancel / drop another slot, create a oneshot.
 //!
-//! The reference is protocol.md §4 written as a plain sequential model (flags PENDING, SCHEDULED, IDLE,
-//! DELETED, a LIFO list, take-all slices). The order of the BHs within one slice is unspecified
-//! (protocol.md §6.4), so the reference is nondeterministic: a poll is simulated under every order of
-//! its slice, and the set of reference states consistent with what the implementation showed (which
+//! The reference is docs/protocol.md §4 written as a plain sequential model (flags PENDING,
+//! SCHEDULED, IDLE, DELETED, a LIFO list, take-all slices). The order of the BHs within one slice is
+//! unspecified (docs/protocol.md §6.4), so the reference is nondeterministic: a poll is simulated
+//! under every order of its slice, and the set of reference states consistent with what the implementation showed (which
 //! callbacks ran in what order, the return value, which BHs were freed, `is_scheduled`) is carried
 //! forward. The test fails when that set becomes empty.
 //!
@@ -98,7 +98,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 // ------------------------------------------------------------------------------------------------
-// The sequential reference (protocol.md §4)
+// The sequential reference (docs/protocol.md §4)
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Id {

@@ -1,8 +1,8 @@
 //! Property test: random fd-handler registration, replacement and removal, fd events and polls, also
 //! from inside callbacks, against a sequential reference. Model kernel fds (`Backend::Model`).
 //!
-//! Provenance: generalises test-aio.c's `/aio/event/*` cases and protocol.md §5's deferred removal
-//! ("removal during dispatch, own or other handler, is deferred"; QEMU `aio_set_fd_handler`,
+//! Provenance: generalises test-aio.c's `/aio/event/*` cases and docs/protocol.md §5's deferred
+//! removal ("removal during dispatch, own or other handler, is deferred"; QEMU `aio_set_fd_handler`,
 //! `aio_dispatch_handler`, `deleted_aio_handlers`) to arbitrary sequences.
 //!
 //! Operations on `K` model fds: register a handler (or replace the registered one), remove it, make

@@ -1,9 +1,9 @@
-//! Property tests of adaptive userspace polling (protocol.md §3).
+//! Property tests of adaptive userspace polling (docs/protocol.md §3).
 //!
 //! Provenance: no QEMU unit test checks the arithmetic; QEMU's `adjust_polling_time`
 //! (util/aio-posix.c) is the upstream. Two layers:
 //!
-//! 1. `aioctx::adjust_poll_ns` against a reference written from protocol.md §3 (in u128, so the
+//! 1. `aioctx::adjust_poll_ns` against a reference written from docs/protocol.md §3 (in u128, so the
 //!    reference cannot overflow where the implementation saturates), plus invariants: the result never
 //!    exceeds `max` when the window did not; a wait that fitted the window keeps it; a wait past `max`
 //!    never grows it; from 0, waits between the window and `max` give 4000 · grow^k capped at `max`
@@ -41,7 +41,7 @@ fn cases() -> u32 {
     std::env::var("AIOCTX_PROP_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
 }
 
-/// protocol.md §3, written independently of `poll.rs`.
+/// docs/protocol.md §3, written independently of `poll.rs`.
 fn reference(poll_ns: u64, block_ns: u64, max: u64, grow: u64, shrink: u64) -> u64 {
     if block_ns <= poll_ns {
         return poll_ns; // the wait fitted the window
@@ -181,8 +181,8 @@ fn adjust_poll_ns_grow_sequence() {
     quick("adjust grow sequence", prop as fn(u64, u8) -> TestResult);
 }
 
-/// protocol.md's own example: defaults give 0 → 4000 → 8000 → 16000 → 32000 → 32768, and any wait
-/// longer than max resets to 0.
+/// docs/protocol.md §3's own example: defaults give 0 → 4000 → 8000 → 16000 → 32000 → 32768, and
+/// any wait longer than max resets to 0.
 #[test]
 fn adjust_poll_ns_protocol_example() {
     let mut w = 0;

@@ -4,8 +4,8 @@
 //!
 //! Provenance: generalises test-aio.c's `/aio/timer/schedule` (never early, only inside poll, re-arm
 //! from the callback, a blocking poll wakes for the timer) to arbitrary sequences. The reference is
-//! QEMU's `timerlist_run_timers` (util/qemu-timer.c) as protocol.md §5 states it: at each poll, the
-//! armed timers with `deadline <= now` run, earliest deadline first (ties in arming order), each
+//! QEMU's `timerlist_run_timers` (util/qemu-timer.c) as docs/protocol.md §5 states it: at each poll,
+//! the armed timers with `deadline <= now` run, earliest deadline first (ties in arming order), each
 //! disarmed just before its call; `del` prevents a call; a re-arm replaces the deadline.
 //!
 //! Checked: a timer fires iff it is armed and its deadline is `<= now` at a poll; never early (the clock

@@ -7,8 +7,8 @@
 //! found work, `dispatch()`. Like glib's, it returns whether the source was dispatched.
 //!
 //! What changed from QEMU, and why:
-//! - A notify alone is not progress (protocol.md §2 step 11, §6.2): `check()` reports BHs, ready fds
-//!   and expired timers, never the context's own eventfd. So QEMU's `/aio-gsource/notify`
+//! - A notify alone is not progress (docs/protocol.md §2 step 11, §6.2): `check()` reports BHs,
+//!   ready fds and expired timers, never the context's own eventfd. So QEMU's `/aio-gsource/notify`
 //!   (`aio_notify; g_assert(it(true))`) becomes: `it(true)` after a notify returns without blocking
 //!   (the notify is not lost) and returns **false**. Glib needed drain loops (`while (it(false))`)
 //!   where its own wake-ups could interfere; with no glib in between, the exact values are asserted

@@ -1,4 +1,4 @@
-//! Adaptive-polling benchmarks of aioctx (protocol.md §3; bug-history B12, B14, B16, B22).
+//! Adaptive-polling benchmarks of aioctx (docs/protocol.md §3; bug-history B12, B14, B16, B22).
 //!
 //! ```text
 //! cargo bench -p aioctx --bench polling -- [--quick] [--tsv PATH] [--part 1,2,3,4,idle]
@@ -447,7 +447,7 @@ fn hm_poll(c: &HandCtx, hop: Hop) -> u64 {
 /// round trip (schedule: flags fetch_or, push, notify; poll: spin on `notified`, accept, take,
 /// dequeue), without the loop around them (no poll parameters, clock, handler lists, callbacks).
 /// The floor of the protocol itself on this machine, for the analysis of part 1's ratio. With
-/// `Hop::Handshake`, only the notify / accept pair: the part of every hop that protocol.md §2
+/// `Hop::Handshake`, only the notify / accept pair: the part of every hop that docs/protocol.md §2
 /// fixes (the notifier sets `notified` on the poller's line, the poller clears it), so no
 /// implementation of the protocol can hop faster.
 fn rt_hand_model(w: u64, n: u64, hop: Hop) -> RtRun {

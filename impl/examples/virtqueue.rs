@@ -15,7 +15,7 @@
 //!
 //! # No lost kick, no lost interrupt
 //!
-//! Both directions are the Dekker pattern of aioctx's own notify (protocol.md §2):
+//! Both directions are the Dekker pattern of aioctx's own notify (docs/protocol.md §2):
 //!
 //! ```text
 //!   guest:  avail = n;            fence(SeqCst); if notify_enabled { kick }
@@ -25,8 +25,8 @@
 //!   guest:  irq_enabled = 1;      fence(SeqCst); read used, sleep only if nothing new
 //! ```
 //!
-//! After `io_poll_end` the context polls every handler once more before it blocks (protocol.md §3),
-//! so a request the guest published without a kick (it still saw notifications disabled) is found
+//! After `io_poll_end` the context polls every handler once more before it blocks
+//! (docs/protocol.md §3), so a request the guest published without a kick (it still saw notifications disabled) is found
 //! by that poll. A lost kick or interrupt would hang the run.
 //!
 //! The bench `impl/benches/polling.rs` includes this file as a module and runs the same workload.

@@ -15,8 +15,8 @@
 //!
 //! A BH is a heap cell with two possible holders: its owner (`Bh`, until dropped; none for a oneshot)
 //! and the lists (while PENDING). It is freed exactly once, by the home thread, when it dequeues it
-//! with DELETED or ONESHOT set. Dropping a `Bh` is `enqueue(DELETED)` (protocol.md §4): it pushes the
-//! BH if it was not pending and never touches it again, so the loop always gets to free it. A BH is
+//! with DELETED or ONESHOT set. Dropping a `Bh` is `enqueue(DELETED)` (docs/protocol.md §4): it
+//! pushes the BH if it was not pending and never touches it again, so the loop always gets to free it. A BH is
 //! never freed while its callback runs: if a nested poll inside the callback dequeues it DELETED (the
 //! callback dropped its own handle), it is only marked, and freed when the callback returns (QEMU's
 //! re-entrancy-guard use-after-free, bug-history B19, cannot happen). Push-only plus take-all has no

@@ -13,8 +13,8 @@
 //! foreign-poll hang, bug-history B5, is impossible by type). Callbacks that need the context (a nested
 //! poll) reach it through [`AioContext::with_current`].
 //!
-//! `poll(blocking)` follows protocol.md §2 step by step; the numbers in the comments below are its
-//! steps. Our decisions where QEMU is loose (§6) are marked "Decision".
+//! `poll(blocking)` follows docs/protocol.md §2 step by step; the numbers in the comments below are
+//! its steps. Our decisions where QEMU is loose (§6) are marked "Decision".
 //!
 //! # Model
 //!
@@ -545,7 +545,7 @@ impl AioContext {
             timeout = Some(0);
         }
 
-        // 6. Wait (leaving poll mode first if it will block). Decision (protocol.md §6.1): a
+        // 6. Wait (leaving poll mode first if it will block). Decision (docs/protocol.md §6.1): a
         // non-blocking poll with user handlers still checks their fds once; with none it makes no
         // syscall at all (the context's own notifier is covered by `notified`).
         // ORDERING: Relaxed: a change of the count is followed by a notify, whose fences publish it.

@@ -11,12 +11,13 @@
 //! Removal is deferred the Rust way: a handler is reference counted, the dispatch list holds a
 //! reference while its callbacks may run, and `deleted` stops any further call at once. Removed
 //! handlers wait in the table's `deleted` list until the home thread, outside any handler walk,
-//! finalises them (`io_poll_end` if polling had begun, protocol.md §6.3) and drops them. Every change
-//! ends with a notify, so a loop blocked on the old fd set re-evaluates it (bug-history B4).
+//! finalises them (`io_poll_end` if polling had begun, docs/protocol.md §6.3) and drops them. Every
+//! change ends with a notify, so a loop blocked on the old fd set re-evaluates it (bug-history B4).
 //!
 //! # Model
 //!
-//! loom scenario `handler_removal_during_dispatch` in `model/tests/handler.rs`.
+//! loom and shuttle scenario `handler_removal_during_dispatch` in `model/tests/loom_handler.rs` and
+//! `model/tests/shuttle_handler.rs` (the body is in `model/tests/support/mod.rs`); no Promela model.
 //!
 //! # Upstream
 //!

@@ -91,7 +91,7 @@ pub trait FdMonitor: Send + Sync + std::fmt::Debug {
     }
     /// Whether the backend reports fd readiness through memory the loop can poll from userspace
     /// (io_uring's completion ring). Only then do fd-only handlers get polled and idle poll handlers
-    /// leave the poll list (protocol.md §3).
+    /// leave the poll list (docs/protocol.md §3).
     fn polls_readiness(&self) -> bool {
         false
     }

@@ -19,8 +19,10 @@
 //!
 //! # Model
 //!
-//! `promela/poll_mode.pml`, `promela/poll_idle.pml`; loom scenarios `notify_during_userspace_polling`,
-//! `poll_mode_end_racing_event`, `idle_removal_racing_event` in `model/tests/poll.rs`.
+//! `promela/poll_mode.pml`, `promela/poll_idle.pml`; loom and shuttle scenarios
+//! `notify_during_userspace_polling`, `poll_mode_end_racing_event`, `idle_removal_racing_event` in
+//! `model/tests/loom_poll.rs` and `model/tests/shuttle_poll.rs` (shuttle also `mixed_traffic`; the
+//! bodies are in `model/tests/support/mod.rs`).
 //!
 //! # Upstream
 //!
@@ -84,8 +86,8 @@ impl PollParams {
 }
 
 /// The new window after a dispatch that followed `block_ns` of polling + waiting (QEMU's
-/// `adjust_polling_time`, protocol.md §3): keep it if the wait fitted; shrink (÷shrink, or reset to 0)
-/// if the wait exceeded `max_ns`; otherwise grow (0 → 4000 → ×grow, default ×2), capped at `max_ns`.
+/// `adjust_polling_time`, docs/protocol.md §3): keep it if the wait fitted; shrink (÷shrink, or reset
+/// to 0) if the wait exceeded `max_ns`; otherwise grow (0 → 4000 → ×grow, default ×2), capped at `max_ns`.
 pub fn adjust_poll_ns(poll_ns: u64, block_ns: u64, max_ns: u64, grow: u64, shrink: u64) -> u64 {
     if block_ns <= poll_ns {
         poll_ns

@@ -14,7 +14,9 @@
 //!
 //! # Model
 //!
-//! loom scenario `timer_mod_from_other_thread` in `model/tests/timer.rs`.
+//! loom and shuttle scenario `timer_mod_from_other_thread` in `model/tests/loom_timer.rs` and
+//! `model/tests/shuttle_timer.rs` (the body is in `model/tests/support/mod.rs`); no Promela model
+//! (`timer_mod` and `timer_run` are implementation-only steps).
 //!
 //! # Upstream
 //!

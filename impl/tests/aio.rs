@@ -1,5 +1,6 @@
 //! Notify, event notifiers, timers, fd handlers and IoThread: QEMU's test-aio.c / test-aio-multithread.c
-//! behaviours (written afresh), plus protocol.md's decisions, on every real backend.
+//! behaviours (written afresh), plus the decisions of docs/protocol.md §6, on every
+//! real backend.
 #![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 mod common;
 

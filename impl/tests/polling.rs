@@ -1,5 +1,5 @@
-//! Adaptive userspace polling (protocol.md §3), deterministic: the model kernel's fds and a model clock
-//! (advanced by the test, or ticking on every read so a polling loop always sees time pass).
+//! Adaptive userspace polling (docs/protocol.md §3), deterministic: the model kernel's fds and a
+//! model clock (advanced by the test, or ticking on every read so a polling loop always sees time pass).
 #![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 mod common;
 
@@ -363,7 +363,7 @@ fn nested_poll_in_io_poll_ready_does_not_reenter() {
 }
 
 /// An always-ready poll handler does not starve an fd-only handler (bug-history B12), nor a
-/// poll-capable handler that has not fired yet (protocol.md §6.1).
+/// poll-capable handler that has not fired yet (docs/protocol.md §6.1).
 #[test]
 fn always_ready_poll_handler_does_not_starve_fd_handlers() {
     for fd_only in [true, false] {

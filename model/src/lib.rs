@@ -1,5 +1,5 @@
-//! aioctx-model: the abstract AioContext protocol (protocol.md §2 and §4) as an explicit transition
-//! system, used three ways:
+//! aioctx-model: the abstract AioContext protocol (docs/protocol.md §2 and §4) as an explicit
+//! transition system, used three ways:
 //!
 //! 1. [`explore()`]: exhaustive exploration of a bounded [`Scenario`], checking `p_no_lost_wakeup`,
 //!    `p_no_busy_loop`, `p_deleted_bh_never_called` and `p_bh_never_on_list_twice` (the same names as
@@ -25,7 +25,7 @@
 //!   `&= !1`, accept, [readiness query], drain, dispatch), so two pollers can share a context;
 //!   remote threads doing bare notifies, schedule / schedule_idle / oneshot, cancel, and delete (the
 //!   owner's drop: enqueue(DELETED), i.e. `fetch_or(PENDING | DELETED)`, push if PENDING was clear,
-//!   notify; as the implementation and protocol.md §4).
+//!   notify; as the implementation and docs/protocol.md §4).
 //! - A bare notify carries a ghost request that only the scan sees (QEMU's `req` in its
 //!   aio_notify_accept model): the work a notify announces may be invisible to compute_timeout.
 //! - Planted bugs as runtime variants ([`Bug`]), named like the `aioctx_bug` cfg values.
@@ -43,8 +43,8 @@
 //!   only the home thread writes it; two pollers in one scenario interleave at step granularity,
 //!   with no home-role lock (promela/external.pml has one), which allows every interleaving the lock
 //!   allows and more.
-//! - BH order within a slice is LIFO, as the implementation does today (protocol.md leaves it
-//!   unspecified).
+//! - BH order within a slice is LIFO, as the implementation does today (docs/protocol.md §6.4
+//!   leaves it unspecified).
 
 #![warn(missing_docs)]
 

@@ -16,7 +16,7 @@ pub enum Loops {
 /// A thread that polls the context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Poller {
-    /// `poll(true)` on the home thread (protocol.md §2, steps 1–11).
+    /// `poll(true)` on the home thread (docs/protocol.md §2, steps 1–11).
     Blocking(Loops),
     /// An external loop driving the context (QEMU's GSource): prepare, its own wait on the context's
     /// fd (a `ctx_poll_wait` step, recorded by whoever drives the loop; Promela's `env_loop_wait`),
@@ -47,8 +47,8 @@ pub enum Op {
     Oneshot(u8),
     /// `bh.cancel()`: `fetch_and(!SCHEDULED)`, no notify.
     Cancel(u8),
-    /// The owner drops its handle: enqueue(DELETED) (protocol.md §4, the implementation's `Drop for
-    /// Bh`): `fetch_or(PENDING | DELETED)` (step `bh_delete`), push if PENDING was clear, then notify.
+    /// The owner drops its handle: enqueue(DELETED) (docs/protocol.md §4, the implementation's
+    /// `Drop for Bh`): `fetch_or(PENDING | DELETED)` (step `bh_delete`), push if PENDING was clear, then notify.
     /// The next dequeue sees DELETED and does not call it.
     Delete(u8),
 }
@@ -63,9 +63,9 @@ pub enum Bug {
     /// `notify_accept` clears `notified` after the BH scan instead of before: a notify between the scan
     /// and the accept is forgotten: lost wakeup. (Blocking poll only.)
     AcceptAfterScan,
-    /// The blocking poll drains the eventfd after the BH scan instead of before (protocol.md §2 step
-    /// 10's old order): a poll running while an external loop waits eats the kick meant for that
-    /// wait (promela/external.pml): lost wakeup.
+    /// The blocking poll drains the eventfd after the BH scan instead of before (QEMU's order,
+    /// docs/protocol.md §7.2): a poll running while an external loop waits eats the kick meant for
+    /// that wait (promela/external.pml): lost wakeup.
     DrainAfterScan,
     /// notify skips the event write when `notified` was already set (QEMU's BUG2): a stale `notified`
     /// hides a later notify from a waiter that does not re-check `notified` (the external loop).
@@ -132,9 +132,10 @@ pub struct Scenario {
     pub zero_timeout_wait: bool,
     /// The external loop's prepare re-checks `notified` after its fence (as a
     /// `ctx_poll_recheck_notified` step; true zeroes the timeout). On by default: the implementation's
-    /// `NotifyState::prepare` does it (traced). protocol.md's prepare (and promela/external.pml) does
-    /// not, and then a bare notify made while `notify_me` was 0 is lost by the external loop (see the
-    /// tests); [`Scenario::without_prepare_recheck`] models that.
+    /// `NotifyState::prepare` does it (traced; docs/protocol.md §7.3). The first version of the
+    /// protocol's prepare (and promela/external.pml's) does not, and then a bare notify made while
+    /// `notify_me` was 0 is lost by the external loop (see the tests);
+    /// [`Scenario::without_prepare_recheck`] models that.
     pub prepare_recheck_notified: bool,
     /// The external loop's check asks the fd monitor for readiness (a `ctx_poll_wait` with timeout 0
     /// after accept) and drains the notifier if it is readable, as the implementation's `check` does
@@ -193,8 +194,8 @@ impl Scenario {
         self
     }
 
-    /// The external loop's prepare does not re-check `notified`: protocol.md as written and
-    /// promela/external.pml (the name gains `+no_prepare_recheck`).
+    /// The external loop's prepare does not re-check `notified`: the protocol before
+    /// docs/protocol.md §7.3, and promela/external.pml (the name gains `+no_prepare_recheck`).
     pub fn without_prepare_recheck(mut self) -> Scenario {
         self.prepare_recheck_notified = false;
         self.name = format!("{}+no_prepare_recheck", self.name);

@@ -835,7 +835,8 @@ fn remote_step(sc: &Scenario, st: &State, t: usize, out: &mut Vec<(TraceEvent, S
                 Op::ScheduleIdle(_) => old | BH_PENDING | BH_SCHEDULED | BH_IDLE,
                 Op::Oneshot(_) => old | BH_PENDING | BH_SCHEDULED | BH_ONESHOT,
                 Op::Cancel(_) => old & !BH_SCHEDULED,
-                // The owner's drop is enqueue(DELETED) (protocol.md §4), as in the implementation.
+                // The owner's drop is enqueue(DELETED) (docs/protocol.md §4), as in the
+                // implementation.
                 Op::Delete(_) => old | BH_PENDING | BH_DELETED,
                 Op::Notify => unreachable!(),
             };

@@ -169,11 +169,12 @@ fn two_pollers_external_and_poll_finds_no_event_drain() {
     finds(Scenario::two_pollers_external_and_poll(), Bug::NoEventDrain, Property::NoBusyLoop);
 }
 
-// ---- findings about protocol.md (see the report) ----
+// ---- findings about the protocol (docs/protocol.md §7) ----
 
-/// protocol.md's external-loop prepare has no re-check of `notified`: a bare notify made while
-/// `notify_me` was 0 (before the first prepare, or between check and the next prepare) wrote no event,
-/// compute_timeout cannot see its work, and the external wait blocks. With the re-check it passes.
+/// An external-loop prepare with no re-check of `notified` (the protocol before docs/protocol.md
+/// §7.3): a bare notify made while `notify_me` was 0 (before the first prepare, or between check and
+/// the next prepare) wrote no event, compute_timeout cannot see its work, and the external wait
+/// blocks. With the re-check it passes.
 #[test]
 fn notify_vs_external_loop_loses_bare_notify_without_prepare_recheck() {
     let sc = Scenario::new("notify_vs_external_loop")
@@ -181,7 +182,9 @@ fn notify_vs_external_loop_loses_bare_notify_without_prepare_recheck() {
         .remote(&[Op::Notify])
         .without_prepare_recheck();
     let e = explore(&sc);
-    let v = e.violation(Property::NoLostWakeup).expect("protocol.md's prepare loses a bare notify");
+    let v = e
+        .violation(Property::NoLostWakeup)
+        .expect("prepare without the re-check loses a bare notify");
     println!("{v}");
     explore_ok(sc.prepare_recheck());
 }
@@ -189,9 +192,10 @@ fn notify_vs_external_loop_loses_bare_notify_without_prepare_recheck() {
 /// In the abstract model's scenarios, with every waiter re-checking `notified` (poll, and prepare
 /// with the re-check), a stale `notified` always prevents blocking, so skipping the event write when
 /// `notified` was set loses no wakeup under sequential consistency: here `skip_event_when_notified`
-/// is caught only through the external loop as protocol.md writes it. (The real code's external
-/// loop can also block with `notified` set: a non-blocking poll nested in the prepare/check window
-/// drains a kick that landed after its accept; the loom and shuttle scenario
+/// is caught only through an external loop whose prepare has no re-check (the protocol before
+/// docs/protocol.md §7.3). (The real code's external loop can also block with `notified` set: a
+/// non-blocking poll nested in the prepare/check window drains a kick that landed after its accept;
+/// the loom and shuttle scenario
 /// `external_prepare_and_nonblocking_poll` catches the bug that way. These model scenarios have no
 /// nested poll.)
 #[test]

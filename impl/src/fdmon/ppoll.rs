@@ -6,7 +6,8 @@
 //! so a loop iteration with an unchanged handler set makes no allocation and copies nothing.
 //!
 //! A registration that changes while a `wait` blocks takes effect at the next `wait`: the caller ends
-//! every change with a notify (protocol §5), whose eventfd is in the array and ends the blocking wait.
+//! every change with a notify (docs/protocol.md §5), whose eventfd is in the array and ends the
+//! blocking wait.
 //!
 //! # Upstream
 //!
