@@ -43,3 +43,12 @@ fn external_prepare_and_nonblocking_poll() {
         support::external_prepare_and_nonblocking_poll(Size { remotes: 1, per_remote: 2 })
     });
 }
+
+/// The plain external loop (prepare, its own wait, check, dispatch; nothing nested) vs one remote
+/// oneshot: `prepare`'s fence alone orders its `notify_me |= 1` before its re-check of `notified`
+/// (kills mutant `notify::prepare::fence#1:remove`, see mutants/CLAIMS).
+#[test]
+#[cfg_attr(aioctx_bug = "notify_no_seqcst_fence", should_panic(expected = "p_no_lost_wakeup"))]
+fn external_plain_loop() {
+    model_named("external_plain_loop", || support::external_plain_loop(Size { remotes: 1, per_remote: 1 }));
+}

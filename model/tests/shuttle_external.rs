@@ -29,3 +29,9 @@ fn external_prepare_and_nonblocking_poll() {
         support::external_prepare_and_nonblocking_poll(Size::shuttle(4, 4))
     });
 }
+
+/// The plain external loop (nothing nested in the prepare/check window) vs remote oneshots.
+#[test]
+fn external_plain_loop() {
+    shuttle_model("external_plain_loop", || support::external_plain_loop(Size::shuttle(4, 4)));
+}

@@ -375,9 +375,20 @@ pub fn external_prepare_and_nonblocking_poll(s: Size) {
     external_loop(s, Nested::NonBlocking)
 }
 
+/// The plain external loop, as a GSource-driven main loop runs it: `prepare`, its own wait on the
+/// context's fd, `check`, `dispatch`, with NO poll nested in the window, vs remote oneshot BHs.
+/// Every BH runs exactly once and the external wait never hangs. Here `prepare`'s own fence is the
+/// only thing between its `notify_me |= 1` and its re-check of `notified` (the nested scenarios run
+/// a poll whose fence hides a missing one): without it a remote kick can read `notify_me == 0` and
+/// skip the eventfd while `prepare` reads a stale `notified == false` and the BH list empty.
+pub fn external_plain_loop(s: Size) {
+    external_loop(s, Nested::None)
+}
+
 /// The poll nested in the external loop's prepare/check window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Nested {
+    None,
     Blocking,
     NonBlocking,
 }
@@ -419,6 +430,7 @@ fn external_loop(s: Size, nested: Nested) {
         let timeout = ctx.prepare();
         // Poller 2, inside the window. Blocking: a BH is on its way, so it returns.
         match nested {
+            Nested::None => false,
             Nested::Blocking => {
                 poll_checked(&ctx, true, &ran, "blocking poll inside prepare/check")
             }
