@@ -106,14 +106,17 @@ impl NotifyState {
     pub(crate) fn accept(&self) {
         // ORDERING: Relaxed RMW; the fence below orders it (and the loads of `notified` made while
         // polling) before the work scan, and acquires: pairs with the Release fence in `notify`.
-        // An RMW, not a store (loom, 3 threads: bh_schedule_vs_blocking_poll): with a store, a
-        // notify's `notified = true` can be ordered before this write in `notified`'s modification
-        // order (overwritten, never read) while its SeqCst fence comes after ours; C11 then lets the
-        // scan and the next compute_timeout miss its work, the re-check after arming read our
-        // `false`, and the notifier read the disarmed `notify_me == 0`: a lost wakeup. An RMW reads
-        // the latest value: either it reads that `true` (and acquires its work through the fence
-        // below), or the `true` comes later in the modification order and the re-check sees it.
-        // x86 and ARMv8 (multi-copy atomic) cannot show the lost wakeup; the C11 model can.
+        // An RMW, not a store: with a store, a notify's `notified = true` can be ordered before
+        // this write in `notified`'s modification order (overwritten, never read) while its SeqCst
+        // fence comes after ours; C11 then lets the scan and the next compute_timeout miss its
+        // work, the re-check after arming read our `false`, and the notifier read the disarmed
+        // `notify_me == 0`: a lost wakeup. An RMW reads the latest value: either it reads that
+        // `true` (and acquires its work through the fence below), or the `true` comes later in the
+        // modification order and the re-check sees it. x86 and ARMv8 (multi-copy atomic) cannot
+        // show the lost wakeup; the C11 model can. NO CHECKER HERE SHOWS IT: loom, shuttle and Miri
+        // explore interleavings, whose modification orders all follow one global order of the
+        // writes, and this execution needs `notified`'s order to disagree with the BH list's; the
+        // mutant `notify::accept::swap#1:split` survives (mutants/SURVIVORS.md).
         // Model: notify.pml#ctx_notify_accept
         traced!(Step::CtxNotifyAccept, let _old = self.notified.swap(false, Ordering::Relaxed);
             notified = 0, notified_old = _old);

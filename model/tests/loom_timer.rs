@@ -25,3 +25,11 @@ use support::Size;
 fn timer_mod_from_other_thread() {
     model_named("timer_mod_from_other_thread", || support::timer_mod_from_other_thread(Size::LOOM));
 }
+
+/// A remote timer move racing a remote BH (3 threads): accept's fence publishes the timer's
+/// `earliest` to the next timeout computation (kills mutant `notify::accept::fence#1:remove`, see
+/// mutants/CLAIMS; notify's Release fence is not shown here, see mutants/SURVIVORS.md).
+#[test]
+fn timer_mod_racing_bh() {
+    model_named("timer_mod_racing_bh", support::timer_mod_racing_bh);
+}

@@ -17,3 +17,9 @@ fn timer_mod_from_other_thread() {
         support::timer_mod_from_other_thread(Size::shuttle(4, 4))
     });
 }
+
+/// A remote timer move racing a remote BH (3 threads; see support::timer_mod_racing_bh).
+#[test]
+fn timer_mod_racing_bh() {
+    shuttle_model("timer_mod_racing_bh", support::timer_mod_racing_bh);
+}

@@ -123,7 +123,12 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 /// The equivalence list: `### <mutant name>` headings of mutants/EQUIVALENT.md, each followed by
 /// its argument.
 pub fn equivalents(root: &Path) -> Result<BTreeMap<String, String>, String> {
-    let p = root.join("mutants/EQUIVALENT.md");
+    argued(root, "mutants/EQUIVALENT.md")
+}
+
+/// The `### <mutant>` entries of a list with an argument each (EQUIVALENT.md, SURVIVORS.md).
+fn argued(root: &Path, rel: &str) -> Result<BTreeMap<String, String>, String> {
+    let p = root.join(rel);
     let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
     let mut out = BTreeMap::new();
     let mut cur: Option<(String, String)> = None;
@@ -600,11 +605,14 @@ pub fn main(args: &[String]) -> Result<(), String> {
     sync_tree(&o.root, &tree)?;
     let (sites, all) = apply_schema(&o.root, &tree)?;
     let equiv = equivalents(&o.root)?;
-    for name in equiv.keys() {
-        if !all.iter().any(|m| &m.name == name) {
-            return Err(format!(
-                "mutants/EQUIVALENT.md lists {name}, which the generator no longer produces"
-            ));
+    let known = argued(&o.root, "mutants/SURVIVORS.md")?;
+    for (list, names) in [("EQUIVALENT", &equiv), ("SURVIVORS", &known)] {
+        for name in names.keys() {
+            if !all.iter().any(|m| &m.name == name) {
+                return Err(format!(
+                    "mutants/{list}.md lists {name}, which the generator no longer produces"
+                ));
+            }
         }
     }
     let claims = match &o.claims {
@@ -675,20 +683,21 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
     });
     let results = results.into_inner().unwrap();
-    report(&o, &sites, &all, &chosen, &results, &equiv, t_start.elapsed().as_secs_f64())
+    report(&o, &sites, &chosen, &results, (&equiv, &known), t_start.elapsed().as_secs_f64())
 }
 
 fn io_uring_allowed(root: &Path) -> bool {
     Command::new(root.join("ci/has-io-uring")).status().is_ok_and(|s| s.success())
 }
 
+type Lists<'a> = (&'a BTreeMap<String, String>, &'a BTreeMap<String, String>);
+
 fn report(
     o: &Opts,
     sites: &[Site],
-    all: &[Mutant],
     chosen: &[(usize, Mutant)],
     results: &BTreeMap<usize, Verdict>,
-    equiv: &BTreeMap<String, String>,
+    (equiv, known): Lists,
     secs: f64,
 ) -> Result<(), String> {
     let path = o.out.join("results.tsv");
@@ -698,6 +707,7 @@ fn report(
     let mut count: BTreeMap<&str, usize> = BTreeMap::new();
     let mut by_tier: BTreeMap<String, usize> = BTreeMap::new();
     let mut wrong_equiv = Vec::new();
+    let mut new_survivors = Vec::new();
     println!("{:<60} {:<18} {:<11} killed by", "mutant", "site", "verdict");
     for (i, m) in chosen {
         let v = &results[i];
@@ -709,12 +719,24 @@ fn report(
                     .push(format!("{} is listed as equivalent but {} by {}", m.name, kind, v.by));
             }
             kind = "equivalent";
+        } else if known.contains_key(&m.name) {
+            if matches!(kind, "killed" | "timeout") {
+                wrong_equiv
+                    .push(format!("{} is listed in SURVIVORS.md but {} by {}", m.name, kind, v.by));
+            }
+        } else if matches!(kind, "survived" | "uncovered") {
+            new_survivors.push(m.name.clone());
         }
         *count.entry(kind).or_default() += 1;
         if matches!(kind, "killed" | "timeout") {
             *by_tier.entry(v.by.split(':').next().unwrap_or("?").to_string()).or_default() += 1;
         }
-        println!("{:<60} {:<18} {:<11} {}", m.name, format!("{}:{}", s.file, s.line), kind, v.by);
+        let shown = if known.contains_key(&m.name) {
+            "survived (known: SURVIVORS.md)"
+        } else {
+            v.by.as_str()
+        };
+        println!("{:<60} {:<18} {:<11} {}", m.name, format!("{}:{}", s.file, s.line), kind, shown);
         writeln!(
             f,
             "{i}\t{}\t{}\t{}\t{}\t{kind}\t{}\t{:.1}",
@@ -722,7 +744,6 @@ fn report(
         )
         .map_err(|e| e.to_string())?;
     }
-    let _ = all;
     let c = |k: &str| count.get(k).copied().unwrap_or(0);
     let (k, t, s, u, e) =
         (c("killed"), c("timeout"), c("survived"), c("uncovered"), c("equivalent"));
@@ -745,7 +766,14 @@ fn report(
     )
     .map_err(|e| e.to_string())?;
     if !wrong_equiv.is_empty() {
-        return Err(format!("the equivalence list is wrong:\n  {}", wrong_equiv.join("\n  ")));
+        return Err(format!("a list is wrong:\n  {}", wrong_equiv.join("\n  ")));
+    }
+    if !new_survivors.is_empty() {
+        return Err(format!(
+            "{} survivor(s) with neither a check that kills them nor an entry in mutants/EQUIVALENT.md or SURVIVORS.md:\n  {}",
+            new_survivors.len(),
+            new_survivors.join("\n  ")
+        ));
     }
     if rate < o.min_rate {
         return Err(format!("kill rate {rate:.1}% is below {}%", o.min_rate));

@@ -763,6 +763,47 @@ pub fn handler_removal_during_dispatch(s: Size) {
 // ---------------------------------------------------------------------------------------------
 // timers
 
+/// Three threads, one piece of work each: remote A schedules a oneshot BH, remote B moves a timer
+/// (lowering `earliest`, then notify), the home thread loops `poll(true)` until both ran. A's kick
+/// wakes the home thread, whose accept then reads A's `notified = true`; A's swap is an RMW in the
+/// release sequence headed by B's swap, so notify's Release fence in B is what makes B's timer
+/// (`earliest`, a Relaxed hint) visible to the next timeout computation. Without that fence the home
+/// thread can compute an infinite timeout from the stale hint, arm, re-check `notified` (already
+/// accepted) and block, while B's notify read `notify_me == 0` before the arm: a lost wake-up that
+/// needs the third thread (with one remote the accept that could read B's kick comes only after
+/// the home thread was woken through the eventfd, which synchronises). loom finds it when accept's
+/// own fence is removed; with notify's Release fence removed it does not (mutants/SURVIVORS.md).
+pub fn timer_mod_racing_bh() {
+    let k = ModelKernel::new();
+    let ctx = model_ctx(&k);
+    let done = HomeCount::new();
+    let (clock, d) = (k.clock(), done.clone());
+    let t = ctx.timer_new(move || {
+        assert!(clock.now_ns() >= 1000, "p_timer_not_early violated");
+        d.inc();
+    });
+    let h = ctx.handle().clone();
+    let d = done.clone();
+    let ts: Keep<Vec<_>> = Keep::new(vec![
+        thread::spawn(move || {
+            h.bh_oneshot(move || {
+                d.inc();
+            });
+            None
+        }),
+        thread::spawn(move || {
+            t.mod_ns(1000);
+            Some(t) // keep it armed: dropping a Timer disarms it
+        }),
+    ]);
+    while done.get() < 2 {
+        poll_checked(&ctx, true, &done, "timer_mod_racing_bh");
+    }
+    let timers = join_all(ts);
+    assert!(!ctx.poll(false), "p_progress_exact violated: everything already ran");
+    drop(timers);
+}
+
 /// Remote threads arm timers (created on the home thread) at fixed deadlines on the model clock, in
 /// rounds (see [`Gate`]); the home thread loops `while !all_fired { poll(true) }`. A blocked wait
 /// must be woken by the arming to recompute its timeout; each timer then fires once, never early
