@@ -4,7 +4,7 @@
 //! `AIOCTX_MUTANT=<site>:<spec>` selects one mutant for the whole process; unset, every site behaves
 //! exactly as written. Specs: `ord<k>=<Ordering>` (the k-th ordering argument), `split` (an RMW as a
 //! load + a store), `weak` (a strong CAS that fails spuriously on every other call), `remove` (a fence),
-//! `fence=<Ordering>`. `AIOCTX_MUTANT_COVER=<file>` appends each site's id to `<file>` the first time
+//! `fence=<Ordering>`, `on` (a logic mutant: `on(id)` is true). `AIOCTX_MUTANT_COVER=<file>` appends each site's id to `<file>` the first time
 //! the process reaches it (the runner's coverage pass).
 #![allow(dead_code, missing_docs, clippy::all)]
 
@@ -23,6 +23,8 @@ enum Kind {
     Weak,
     Remove,
     FenceTo(Ordering),
+    /// A logic mutant (cargo-mutants' replacement at its site).
+    On,
 }
 
 fn parse_ord(s: &str) -> Ordering {
@@ -47,6 +49,7 @@ fn active() -> Option<(usize, Kind)> {
             "split" => Kind::Split,
             "weak" => Kind::Weak,
             "remove" => Kind::Remove,
+            "on" => Kind::On,
             s if s.starts_with("fence=") => Kind::FenceTo(parse_ord(&s[6..])),
             s if s.starts_with("ord") => {
                 let (k, o) = s[3..].split_once('=').expect("ord<k>=<Ordering>");
@@ -123,6 +126,12 @@ fn rel(o: Ordering) -> Ordering {
 fn spurious() -> bool {
     static N: StdUsize = StdUsize::new(0);
     N.fetch_add(1, StdOrd::Relaxed) % 2 == 0
+}
+
+/// Whether logic mutant `id` is the active one.
+#[inline]
+pub fn on(id: usize) -> bool {
+    kind(id) == Some(Kind::On)
 }
 
 pub fn fence(site: usize, o: Ordering) {

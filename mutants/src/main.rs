@@ -5,6 +5,7 @@
 //!                                       the site table (id, file, line, function, op, orderings)
 //!   aioctx-mutants run ...              the runner (see `run --help`)
 
+mod logic;
 mod run;
 mod schema;
 mod sites;
@@ -17,8 +18,8 @@ fn main() -> ExitCode {
     let r = match args.first().map(String::as_str) {
         Some("list") => list(args.get(1).map_or("impl/src", String::as_str)),
         Some("apply") => match args.get(1) {
-            Some(dir) => schema::apply(&PathBuf::from(dir)).map(|(sites, _)| {
-                for s in sites {
+            Some(dir) => schema::apply(&PathBuf::from(dir), &[], &Default::default()).map(|a| {
+                for s in a.sites {
                     println!(
                         "{}\t{}\t{}\t{}\t{}\t{}",
                         s.id,

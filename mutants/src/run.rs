@@ -8,8 +8,9 @@
 //! mutants/EQUIVALENT.md with the argument; still run with `--check-equivalents`, where a kill makes
 //! the list wrong), `uncovered` (no test of any tier reaches the site: counted as survived).
 
-use crate::schema;
-use crate::sites::{Mutant, Site};
+use crate::logic::Placed;
+use crate::schema::{self, Applied};
+use crate::sites::Mutant;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -31,6 +32,9 @@ aioctx-mutants run [OPTIONS]
   --shuttle-iters N   AIOCTX_SHUTTLE_ITERS (default 200)
   --min-rate R        fail below this kill rate in percent (default 95)
   --check-equivalents run the listed equivalents too (a kill means the list is wrong)
+  --logic             also cargo-mutants' logic mutants (listed by `cargo mutants --list`), in the
+                      same schema builds; one that does not compile is blamed and left out (unviable)
+  --no-ordering       only the logic mutants
   --claims FILE       check claims: lines `<mutant> <tier>:<target>::<test>`: that test must kill that mutant";
 
 #[derive(Clone)]
@@ -47,6 +51,8 @@ struct Opts {
     min_rate: f64,
     check_equivalents: bool,
     claims: Option<PathBuf>,
+    logic: bool,
+    ordering: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -66,6 +72,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         min_rate: 95.0,
         check_equivalents: false,
         claims: None,
+        logic: false,
+        ordering: true,
     };
     let mut it = args.iter();
     let list = |v: Option<&String>| -> Result<Vec<String>, String> {
@@ -108,6 +116,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
                 o.min_rate = it.next().ok_or("--min-rate R")?.parse().map_err(|_| "--min-rate R")?
             }
             "--check-equivalents" => o.check_equivalents = true,
+            "--logic" => o.logic = true,
+            "--no-ordering" => o.ordering = false,
             "--claims" => o.claims = Some(it.next().ok_or("--claims FILE")?.into()),
             "-h" | "--help" => {
                 println!("{HELP}");
@@ -199,11 +209,16 @@ fn sync_tree(root: &Path, dst: &Path) -> Result<(), String> {
 }
 
 /// Write the schema into the scratch tree, touching only files whose schema text changed.
-fn apply_schema(root: &Path, tree: &Path) -> Result<(Vec<Site>, Vec<Mutant>), String> {
+fn apply_schema(
+    root: &Path,
+    tree: &Path,
+    logic: &[Placed],
+    skip: &BTreeSet<usize>,
+) -> Result<Applied, String> {
     let stage = tree.with_extension("stage");
     let _ = std::fs::remove_dir_all(&stage);
     copy_dir(&root.join("impl/src"), &stage.join("impl/src"))?;
-    let r = schema::apply(&stage.join("impl/src"))?;
+    let r = schema::apply(&stage.join("impl/src"), logic, skip)?;
     for rel in schema::rust_files(&stage.join("impl/src")) {
         let new = std::fs::read(stage.join("impl/src").join(&rel)).map_err(|e| e.to_string())?;
         let to = tree.join("impl/src").join(&rel);
@@ -309,8 +324,15 @@ fn tier_spec(name: &str, o: &Opts) -> Result<(Env, Vec<String>, Env), String> {
     })
 }
 
-fn build_tier(name: &str, o: &Opts, tree: &Path) -> Result<Tier, String> {
-    let (benv, args, renv) = tier_spec(name, o)?;
+/// A tier's build failed: with the errors' (file, byte offset) in the scratch tree, or for another
+/// reason.
+enum BuildErr {
+    Compile(Vec<(String, usize)>, String),
+    Other(String),
+}
+
+fn build_tier(name: &str, o: &Opts, tree: &Path) -> Result<Tier, BuildErr> {
+    let (benv, args, renv) = tier_spec(name, o).map_err(BuildErr::Other)?;
     let target = o.out.join("build").join(name);
     let log = o.out.join("logs").join(format!("build-{name}.log"));
     let t0 = Instant::now();
@@ -323,31 +345,50 @@ fn build_tier(name: &str, o: &Opts, tree: &Path) -> Result<Tier, String> {
         .current_dir(tree)
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| format!("cargo: {e}"))?;
-    std::fs::write(&log, &out.stderr).map_err(|e| e.to_string())?;
+        .map_err(|e| BuildErr::Other(format!("cargo: {e}")))?;
+    std::fs::write(&log, &out.stderr).map_err(|e| BuildErr::Other(e.to_string()))?;
+    let mut bins = Vec::new();
+    let mut errors = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        match v["reason"].as_str() {
+            Some("compiler-artifact") => {
+                if let (Some(exe), Some(t)) =
+                    (v["executable"].as_str(), v["target"]["name"].as_str())
+                {
+                    bins.push((t.to_string(), PathBuf::from(exe)));
+                }
+            }
+            Some("compiler-message") if v["message"]["level"] == "error" => {
+                for sp in v["message"]["spans"].as_array().into_iter().flatten() {
+                    if sp["is_primary"] == true {
+                        if let (Some(f), Some(b)) =
+                            (sp["file_name"].as_str(), sp["byte_start"].as_u64())
+                        {
+                            errors.push((f.to_string(), b as usize));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = err.lines().rev().take(40).collect();
-        return Err(format!(
+        let msg = format!(
             "tier {name}: the schema build failed (log {}):\n{}",
             log.display(),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ));
-    }
-    let mut bins = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if !line.contains("\"reason\":\"compiler-artifact\"") {
-            continue;
-        }
-        let (Some(exe), Some(tname)) =
-            (json_str(line, "\"executable\":\""), json_str(line, "\"name\":\""))
-        else {
-            continue;
-        };
-        bins.push((tname, PathBuf::from(exe)));
+        );
+        return Err(if errors.is_empty() {
+            BuildErr::Other(msg)
+        } else {
+            BuildErr::Compile(errors, msg)
+        });
     }
     if bins.is_empty() {
-        return Err(format!("tier {name}: no test executable built"));
+        return Err(BuildErr::Other(format!("tier {name}: no test executable built")));
     }
     eprintln!(
         "    tier {name}: {} test binaries built in {:.0} s",
@@ -361,13 +402,6 @@ fn build_tier(name: &str, o: &Opts, tree: &Path) -> Result<Tier, String> {
         cover: HashMap::new(),
         sc_only: name == "shuttle",
     })
-}
-
-fn json_str(line: &str, key: &str) -> Option<String> {
-    let i = line.find(key)? + key.len();
-    let rest = &line[i..];
-    let end = rest.find('"')?;
-    Some(rest[..end].to_string())
 }
 
 fn abs(p: &Path) -> PathBuf {
@@ -603,12 +637,27 @@ pub fn main(args: &[String]) -> Result<(), String> {
         tree.display()
     );
     sync_tree(&o.root, &tree)?;
-    let (sites, all) = apply_schema(&o.root, &tree)?;
+    let n_sites = schema::scan_tree(&o.root.join("impl/src"))?.0.len();
+    let logic: Vec<Placed> = if o.logic {
+        list_logic(&o)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, listed)| Placed { id: n_sites + i, listed })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut skip: BTreeSet<usize> = BTreeSet::new();
+    let mut applied = apply_schema(&o.root, &tree, &logic, &skip)?;
+    skip.extend(applied.unplaced.iter().copied());
+    if !applied.unplaced.is_empty() {
+        applied = apply_schema(&o.root, &tree, &logic, &skip)?;
+    }
     let equiv = equivalents(&o.root)?;
     let known = argued(&o.root, "mutants/SURVIVORS.md")?;
     for (list, names) in [("EQUIVALENT", &equiv), ("SURVIVORS", &known)] {
         for name in names.keys() {
-            if !all.iter().any(|m| &m.name == name) {
+            if !applied.mutants.iter().any(|m| &m.name == name) {
                 return Err(format!(
                     "mutants/{list}.md lists {name}, which the generator no longer produces"
                 ));
@@ -616,34 +665,56 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
     }
     let claims = match &o.claims {
-        Some(p) => read_claims(p, &all)?,
+        Some(p) => read_claims(p, &applied.mutants)?,
         None => Vec::new(),
     };
-    let mut chosen: Vec<(usize, Mutant)> = all
-        .iter()
-        .cloned()
-        .enumerate()
-        .filter(|(_, m)| {
-            o.files.as_ref().is_none_or(|fs| fs.iter().any(|f| sites[m.site].file == *f))
-        })
-        .filter(|(_, m)| o.only.as_ref().is_none_or(|ns| ns.contains(&m.name)))
-        .filter(|(i, _)| o.shard.is_none_or(|(k, n)| i % n == k))
-        .collect();
-    if !claims.is_empty() {
-        chosen.retain(|(_, m)| claims.iter().any(|c| c.0 == m.name));
-    }
+    let select = |all: &[Mutant]| -> Vec<(usize, Mutant)> {
+        all.iter()
+            .cloned()
+            .enumerate()
+            .filter(|(_, m)| o.files.as_ref().is_none_or(|fs| fs.contains(&m.file)))
+            .filter(|(_, m)| o.only.as_ref().is_none_or(|ns| ns.contains(&m.name)))
+            .filter(|(i, _)| o.shard.is_none_or(|(k, n)| i % n == k))
+            .filter(|(_, m)| claims.is_empty() || claims.iter().any(|c| c.0 == m.name))
+            .filter(|(_, m)| o.ordering || m.spec == "on")
+            .collect()
+    };
+    let chosen_all = select(&applied.mutants);
     eprintln!(
-        "    {} sites, {} mutants generated; {} chosen ({} in the equivalence list)",
-        sites.len(),
-        all.len(),
-        chosen.len(),
-        chosen.iter().filter(|(_, m)| equiv.contains_key(&m.name)).count()
+        "    {} ordering sites, {} mutants generated ({} logic, {} of them not placed by syn); {} chosen ({} in the equivalence list)",
+        applied.sites.len(),
+        applied.mutants.len(),
+        logic.len(),
+        applied.unplaced.len(),
+        chosen_all.len(),
+        chosen_all.iter().filter(|(_, m)| equiv.contains_key(&m.name)).count()
     );
     let mut tiers = Vec::new();
-    if !chosen.is_empty() {
+    if !chosen_all.is_empty() {
         eprintln!("==> building the schema once per tier: {}", o.tiers.join(", "));
         for name in &o.tiers.clone() {
-            tiers.push(build_tier(name, &o, &tree)?);
+            let mut rounds = 0;
+            loop {
+                match build_tier(name, &o, &tree) {
+                    Ok(t) => {
+                        tiers.push(t);
+                        break;
+                    }
+                    Err(BuildErr::Compile(errors, msg)) if !logic.is_empty() && rounds < 30 => {
+                        let blamed = blame(&errors, &applied);
+                        if blamed.is_empty() {
+                            return Err(format!(
+                                "{msg}\n(no mutant to blame: the schema itself does not compile)"
+                            ));
+                        }
+                        eprintln!("    tier {name}: {} logic mutant(s) do not compile: left out as unviable", blamed.len());
+                        skip.extend(blamed);
+                        applied = apply_schema(&o.root, &tree, &logic, &skip)?;
+                        rounds += 1;
+                    }
+                    Err(BuildErr::Compile(_, msg) | BuildErr::Other(msg)) => return Err(msg),
+                }
+            }
         }
         if claims.is_empty() {
             eprintln!("==> coverage: every test alone on the correct build");
@@ -652,8 +723,15 @@ pub fn main(args: &[String]) -> Result<(), String> {
             }
         }
     }
+    let unviable: BTreeSet<usize> = skip.clone();
+    let chosen: Vec<(usize, Mutant)> = chosen_all
+        .iter()
+        .filter(|(_, m)| !(m.spec == "on" && unviable.contains(&m.site)))
+        .cloned()
+        .collect();
+    let n_unviable = chosen_all.len() - chosen.len();
     if !claims.is_empty() {
-        return check_claims(&claims, &all, &tiers, &o);
+        return check_claims(&claims, &applied.mutants, &tiers, &o);
     }
     let logs = o.out.join("logs");
     eprintln!("==> running {} mutants ({} at a time)", chosen.len(), o.jobs);
@@ -685,7 +763,55 @@ pub fn main(args: &[String]) -> Result<(), String> {
         }
     });
     let results = results.into_inner().unwrap();
-    report(&o, &sites, &chosen, &results, (&equiv, &known), t_start.elapsed().as_secs_f64())
+    report(&o, &chosen, n_unviable, &results, (&equiv, &known), t_start.elapsed().as_secs_f64())
+}
+
+/// cargo-mutants' logic mutants of the files in scope (`--files` narrows them).
+fn list_logic(o: &Opts) -> Result<Vec<crate::logic::Listed>, String> {
+    let mut cmd = Command::new("cargo");
+    cmd.args(["mutants", "--list", "--json", "-p", "aioctx"]).current_dir(&o.root);
+    let files: Vec<String> = match &o.files {
+        Some(fs) => fs.iter().map(|f| format!("impl/src/{f}")).collect(),
+        None => ["notify", "bh", "poll", "handler", "timer", "ctx"]
+            .iter()
+            .map(|f| format!("impl/src/{f}.rs"))
+            .chain(["impl/src/fdmon/*.rs".to_string()])
+            .collect(),
+    };
+    for f in &files {
+        cmd.args(["-f", f]);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cargo mutants: {e} (install it: cargo install cargo-mutants)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo mutants --list failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let listed = crate::logic::parse_list(&String::from_utf8_lossy(&out.stdout))?;
+    // Only files in scope of the schema (cargo-mutants' globs may reach further).
+    Ok(listed
+        .into_iter()
+        .filter(|l| l.file.strip_prefix("impl/src/").is_some_and(schema::in_scope))
+        .collect())
+}
+
+/// The logic mutants whose schema text holds a compile error (innermost owner of each error).
+fn blame(errors: &[(String, usize)], applied: &Applied) -> BTreeSet<usize> {
+    let mut out = BTreeSet::new();
+    for (file, at) in errors {
+        let rel = file.trim_start_matches("impl/src/");
+        if let Some(owners) = applied.owners.get(rel) {
+            if let Some(&(_, _, id)) =
+                owners.iter().filter(|(a, b, _)| a <= at && at < b).min_by_key(|(a, b, _)| b - a)
+            {
+                out.insert(id);
+            }
+        }
+    }
+    out
 }
 
 fn io_uring_allowed(root: &Path) -> bool {
@@ -696,8 +822,8 @@ type Lists<'a> = (&'a BTreeMap<String, String>, &'a BTreeMap<String, String>);
 
 fn report(
     o: &Opts,
-    sites: &[Site],
     chosen: &[(usize, Mutant)],
+    n_unviable: usize,
     results: &BTreeMap<usize, Verdict>,
     (equiv, known): Lists,
     secs: f64,
@@ -713,7 +839,6 @@ fn report(
     println!("{:<60} {:<18} {:<11} killed by", "mutant", "site", "verdict");
     for (i, m) in chosen {
         let v = &results[i];
-        let s = &sites[m.site];
         let mut kind = v.kind;
         if equiv.contains_key(&m.name) {
             if matches!(kind, "killed" | "timeout") {
@@ -726,7 +851,8 @@ fn report(
                 wrong_equiv
                     .push(format!("{} is listed in SURVIVORS.md but {} by {}", m.name, kind, v.by));
             }
-        } else if matches!(kind, "survived" | "uncovered") {
+        } else if matches!(kind, "survived" | "uncovered") && m.spec != "on" {
+            // Ordering survivors must be killed or argued; logic survivors are gated by the rate.
             new_survivors.push(m.name.clone());
         }
         *count.entry(kind).or_default() += 1;
@@ -738,11 +864,11 @@ fn report(
         } else {
             v.by.as_str()
         };
-        println!("{:<60} {:<18} {:<11} {}", m.name, format!("{}:{}", s.file, s.line), kind, shown);
+        println!("{:<60} {:<18} {:<11} {}", m.name, format!("{}:{}", m.file, m.line), kind, shown);
         writeln!(
             f,
             "{i}\t{}\t{}\t{}\t{}\t{kind}\t{}\t{:.1}",
-            m.name, s.file, s.line, m.desc, v.by, v.secs
+            m.name, m.file, m.line, m.desc, v.by, v.secs
         )
         .map_err(|e| e.to_string())?;
     }
@@ -756,7 +882,7 @@ fn report(
         println!("  killed by {tier:<12} {n}");
     }
     println!(
-        "mutants: {} killed ({} of them by a hang past the budget), {} survived ({} reached by no test), {e} equivalent, 0 unviable, rate {rate:.1}% ({secs:.0} s)",
+        "mutants: {} killed ({} of them by a hang past the budget), {} survived ({} reached by no test), {e} equivalent, {n_unviable} unviable, rate {rate:.1}% ({secs:.0} s)",
         k + t,
         t,
         s + u,
@@ -764,7 +890,7 @@ fn report(
     );
     std::fs::write(
         o.out.join("summary.txt"),
-        format!("{} {} {e} 0 {rate:.1} {secs:.0}\n", k + t, s + u),
+        format!("{} {} {e} {n_unviable} {rate:.1} {secs:.0}\n", k + t, s + u),
     )
     .map_err(|e| e.to_string())?;
     if !wrong_equiv.is_empty() {

@@ -42,6 +42,9 @@ pub struct Site {
 #[derive(Debug, Clone)]
 pub struct Mutant {
     pub site: usize,
+    /// File (relative to impl/src) and line of the site.
+    pub file: String,
+    pub line: usize,
     /// What the schema runtime applies, e.g. `ord0=Relaxed`, `split`, `weak`, `remove`, `fence=AcqRel`.
     pub spec: String,
     /// Stable name: `notify::accept::swap#1:split` (file stem path, function, op and its ordinal, spec).
@@ -117,6 +120,8 @@ pub fn mutants_of(s: &Site) -> Vec<Mutant> {
     let mut push = |spec: String, desc: String, sc: bool| {
         out.push(Mutant {
             site: s.id,
+            file: s.file.clone(),
+            line: s.line,
             name: format!("{base}:{spec}"),
             spec,
             desc,
@@ -154,18 +159,18 @@ pub fn mutants_of(s: &Site) -> Vec<Mutant> {
 }
 
 /// Byte offset of a line/column (column in chars) in `src`.
-struct Offsets<'a> {
+pub struct Offsets<'a> {
     src: &'a str,
     line_starts: Vec<usize>,
 }
 
 impl<'a> Offsets<'a> {
-    fn new(src: &'a str) -> Self {
+    pub fn new(src: &'a str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(src.match_indices('\n').map(|(i, _)| i + 1));
         Offsets { src, line_starts }
     }
-    fn at(&self, lc: LineColumn) -> usize {
+    pub fn at(&self, lc: LineColumn) -> usize {
         let start = self.line_starts[lc.line - 1];
         let line = &self.src[start..];
         start + line.char_indices().nth(lc.column).map_or(line.len(), |(i, _)| i)
@@ -352,22 +357,6 @@ pub fn scan_file(rel: &str, src: &str, first_id: usize) -> Result<Vec<Site>, Str
     Ok(scan.sites)
 }
 
-/// Apply the sites' edits to `src` (edits never overlap: each covers a method name or a fence path
-/// and the opening parenthesis).
-pub fn rewrite(src: &str, sites: &[Site]) -> String {
-    let mut edits: Vec<&(usize, usize, String)> = sites.iter().map(|s| &s.edit).collect();
-    edits.sort_by_key(|e| e.0);
-    let mut out = String::with_capacity(src.len() + 64 * edits.len());
-    let mut at = 0;
-    for (from, to, with) in edits {
-        out.push_str(&src[at..*from]);
-        out.push_str(with);
-        at = *to;
-    }
-    out.push_str(&src[at..]);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,7 +392,8 @@ mod tests { fn t() { x.load(Ordering::SeqCst); } }
                 ("compare_exchange", "AcqRel,Acquire".to_string(), 11)
             ]
         );
-        let out = rewrite(SRC, &sites);
+        let leaves: Vec<_> = sites.iter().map(|s| crate::schema::Node::leaf(&s.edit)).collect();
+        let out = crate::schema::render(SRC, leaves).0;
         assert!(
             out.contains("traced!(Step::A, crate::mutant::fence(0, Ordering::Release));"),
             "{out}"
