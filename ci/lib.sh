@@ -4,7 +4,8 @@
 # shellcheck shell=bash
 set -Eeuo pipefail
 # No silent exits: a command that fails outside a condition (set -e) names itself, its line and status.
-trap 'rc=$?; [ "$BASH_SUBSHELL" != 0 ] || printf "\nFAIL: %s: line %s: \`%s\` exited with status %s\n" "$(basename "$0")" "$LINENO" "$BASH_COMMAND" "$rc" >&2' ERR
+# shellcheck disable=SC2154 # rc is assigned inside the trap
+trap 'rc=$?; [[ $- != *e* ]] || [ "$BASH_SUBSHELL" != 0 ] || printf "\nFAIL: %s: line %s: \`%s\` exited with status %s\n" "$(basename "$0")" "$LINENO" "$BASH_COMMAND" "$rc" >&2' ERR
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 export CARGO_TERM_COLOR=never
