@@ -4,7 +4,9 @@
 //!   aioctx-mutants apply SCRATCH_SRC    rewrite a scratch copy's impl/src into the schema; prints
 //!                                       the site table (id, file, line, function, op, orderings)
 //!   aioctx-mutants run ...              the runner (see `run --help`)
+//!   aioctx-mutants fence-map            docs/fence-map.md from the code and mutants/RESULTS.tsv
 
+mod fencemap;
 mod logic;
 mod run;
 mod schema;
@@ -34,7 +36,13 @@ fn main() -> ExitCode {
             None => Err("usage: aioctx-mutants apply SCRATCH/impl/src".into()),
         },
         Some("run") => run::main(&args[1..]),
-        _ => Err("usage: aioctx-mutants list [SRC] | apply SCRATCH_SRC | run --help".into()),
+        Some("fence-map") => fencemap::read_results(&PathBuf::from("mutants/RESULTS.tsv"))
+            .and_then(|r| fencemap::render(&PathBuf::from("."), &r))
+            .map(|t| print!("{t}")),
+        _ => {
+            Err("usage: aioctx-mutants list [SRC] | apply SCRATCH_SRC | run --help | fence-map"
+                .into())
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

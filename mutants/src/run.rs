@@ -418,7 +418,6 @@ fn abs(p: &Path) -> PathBuf {
 struct Outcome {
     ok: bool,
     timed_out: bool,
-    failed_test: Option<String>,
     secs: f64,
 }
 
@@ -438,17 +437,8 @@ fn run_tests(
     cmd.envs(env.iter().cloned()).env("RUST_BACKTRACE", "0");
     cmd.stdout(f.try_clone().expect("dup")).stderr(f).stdin(Stdio::null());
     cmd.process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return Outcome {
-                ok: false,
-                timed_out: false,
-                failed_test: Some(format!("<spawn: {e}>")),
-                secs: 0.0,
-            }
-        }
-    };
+    // A test that cannot even start is the runner's failure, never a kill.
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
     let pid = child.id() as i32;
     let status = loop {
         match child.try_wait() {
@@ -464,22 +454,9 @@ fn run_tests(
         }
     };
     let secs = t0.elapsed().as_secs_f64();
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let failed_test = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("test ").and_then(|r| r.strip_suffix(" ... FAILED")).map(String::from)
-        })
-        .or_else(|| {
-            text.lines().find_map(|l| {
-                l.strip_prefix("---- ")
-                    .and_then(|r| r.strip_suffix(" stdout ----"))
-                    .map(String::from)
-            })
-        });
     match status {
-        Some(s) => Outcome { ok: s.success(), timed_out: false, failed_test, secs },
-        None => Outcome { ok: false, timed_out: true, failed_test, secs },
+        Some(s) => Outcome { ok: s.success(), timed_out: false, secs },
+        None => Outcome { ok: false, timed_out: true, secs },
     }
 }
 
@@ -497,6 +474,59 @@ fn list_tests(exe: &Path) -> Result<Vec<String>, String> {
 
 /// The coverage pass: every test of the tier alone, correct build, recording the sites it reaches.
 fn cover_tier(t: &mut Tier, o: &Opts) -> Result<Vec<String>, String> {
+    // Reuse the last pass when the tier's binaries and environment are the same (a rebuilt binary
+    // has a new mtime): `--changed` runs repeat it for nothing otherwise.
+    let sig = {
+        let mut sig = format!("{:?}", t.env);
+        for (n, exe) in &t.bins {
+            let md = std::fs::metadata(exe).map_err(|e| format!("{}: {e}", exe.display()))?;
+            let mt = md
+                .modified()
+                .ok()
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            sig.push_str(&format!(" {n}={}:{}:{mt}", exe.display(), md.len()));
+        }
+        sig
+    };
+    let cache = o.out.join("cover").join(format!("{}.tsv", t.name));
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        let mut lines = text.lines();
+        if lines.next() == Some(sig.as_str()) {
+            let mut failed = Vec::new();
+            for l in lines {
+                let f: Vec<&str> = l.split('\t').collect();
+                match f.as_slice() {
+                    ["FAILED", id] => failed.push(id.to_string()),
+                    [id, secs, sites] => {
+                        let sites = sites.split(',').filter_map(|x| x.parse().ok()).collect();
+                        t.cover.insert(id.to_string(), (sites, secs.parse().unwrap_or(60.0)));
+                    }
+                    _ => {}
+                }
+            }
+            eprintln!(
+                "    tier {}: coverage of the same binaries reused ({} tests)",
+                t.name,
+                t.cover.len() + failed.len()
+            );
+            return Ok(failed);
+        }
+    }
+    let failed = cover_tier_run(t, o)?;
+    let mut text = format!("{sig}\n");
+    for (id, (sites, secs)) in &t.cover {
+        let s: Vec<String> = sites.iter().map(|x| x.to_string()).collect();
+        text.push_str(&format!("{id}\t{secs}\t{}\n", s.join(",")));
+    }
+    for id in &failed {
+        text.push_str(&format!("FAILED\t{id}\n"));
+    }
+    std::fs::write(&cache, text).map_err(|e| e.to_string())?;
+    Ok(failed)
+}
+
+fn cover_tier_run(t: &mut Tier, o: &Opts) -> Result<Vec<String>, String> {
     let mut jobs = Vec::new();
     for (tname, exe) in &t.bins {
         for test in list_tests(exe)? {
@@ -585,43 +615,27 @@ fn run_mutant(m: &Mutant, tiers: &[Tier], logs: &Path) -> Verdict {
         }
         reached = true;
         tests.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
-        let mut by_bin: Vec<(String, Vec<String>, f64)> = Vec::new();
+        // One test at a time, cheapest first: the first failure ends the mutant's run.
         for (id, secs) in tests {
             let (tname, test) = id.split_once("::").expect("target::test");
-            match by_bin.iter_mut().find(|b| b.0 == tname) {
-                Some(b) => {
-                    b.1.push(test.to_string());
-                    b.2 += secs;
-                }
-                None => by_bin.push((tname.to_string(), vec![test.to_string()], secs)),
-            }
-        }
-        for (tname, tests, secs) in by_bin {
             let exe = &t.bins.iter().find(|b| b.0 == tname).expect("binary").1;
             let mut env = t.env.clone();
             env.push(("AIOCTX_MUTANT".into(), format!("{}:{}", m.site, m.spec)));
             let budget = Duration::from_secs_f64((secs * 10.0).max(60.0));
             let log = logs.join(format!(
                 "{}.{}.{tname}.log",
-                m.name.replace([':', '/', '#', '='], "_"),
+                m.name.replace([':', '/', '#', '=', ' ', '<', '>', '*', '&', '|'], "_"),
                 t.name
             ));
-            let r = run_tests(exe, &tests, &env, budget, &log);
+            let r = run_tests(exe, &[test.to_string()], &env, budget, &log);
+            let by = format!("{}:{id}", t.name);
             if r.timed_out {
-                let by = format!(
-                    "{}:{tname}::{}",
-                    t.name,
-                    r.failed_test.unwrap_or_else(|| tests.join("|"))
-                );
                 return Verdict { kind: "timeout", by, secs: t0.elapsed().as_secs_f64() };
             }
             if !r.ok {
-                let by =
-                    format!("{}:{tname}::{}", t.name, r.failed_test.unwrap_or_else(|| "?".into()));
                 return Verdict { kind: "killed", by, secs: t0.elapsed().as_secs_f64() };
             }
             let _ = std::fs::remove_file(&log);
-            let _ = r.secs;
         }
     }
     let kind = if reached { "survived" } else { "uncovered" };
@@ -741,6 +755,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     }
     let logs = o.out.join("logs");
     eprintln!("==> running {} mutants ({} at a time)", chosen.len(), o.jobs);
+    let _ = std::fs::remove_file(o.out.join("partial.tsv"));
     let queue = Mutex::new(chosen.clone().into_iter().rev().collect::<Vec<_>>());
     let results: Mutex<BTreeMap<usize, Verdict>> = Default::default();
     let done = Mutex::new(0usize);
@@ -757,6 +772,14 @@ pub fn main(args: &[String]) -> Result<(), String> {
                 } else {
                     run_mutant(&m, tiers, logs)
                 };
+                // Each verdict as it comes (a run stopped early keeps what it found).
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(o.out.join("partial.tsv"))
+                {
+                    let _ = writeln!(f, "{}\t{}\t{}\t{:.1}", m.name, v.kind, v.by, v.secs);
+                }
                 let mut d = done.lock().unwrap();
                 *d += 1;
                 let eta = t_run.elapsed().as_secs_f64() / *d as f64 * (n - *d) as f64;
