@@ -8,15 +8,19 @@ use crate::schema::scan_tree;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// `name -> (verdict, by)` from a results table (columns of `aioctx-mutants run`'s results.tsv).
+/// `name -> (verdict, by)` from a results table (`aioctx-mutants run`'s results.tsv or partial.tsv).
 pub fn read_results(path: &Path) -> Result<BTreeMap<String, (String, String)>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = BTreeMap::new();
-    for line in text.lines().skip(1) {
+    for line in text.lines().filter(|l| !l.starts_with("index\t")) {
         let f: Vec<&str> = line.split('\t').collect();
-        if f.len() >= 7 {
-            out.insert(f[1].to_string(), (f[5].to_string(), f[6].to_string()));
-        }
+        match f.len() {
+            // results.tsv: index, name, file, line, mutation, verdict, by, seconds
+            8 => out.insert(f[1].to_string(), (f[5].to_string(), f[6].to_string())),
+            // partial.tsv (a run's verdicts as they came): name, verdict, by, seconds
+            4 => out.insert(f[0].to_string(), (f[1].to_string(), f[2].to_string())),
+            _ => return Err(format!("{}: a line with {} columns", path.display(), f.len())),
+        };
     }
     Ok(out)
 }

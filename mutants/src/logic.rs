@@ -149,13 +149,15 @@ pub fn nodes(
                 Some(&(_, pe, None)) => out.push(Node::Insert {
                     at: off(pe),
                     text: format!(" if !crate::mutant::on({})", p.id),
+                    id: p.id,
                 }),
                 Some(&(_, _, Some((gs, ge)))) => {
                     out.push(Node::Insert {
                         at: off(gs),
                         text: format!("!crate::mutant::on({}) && (", p.id),
+                        id: p.id,
                     });
-                    out.push(Node::Insert { at: off(ge), text: ")".into() });
+                    out.push(Node::Insert { at: off(ge), text: ")".into(), id: p.id });
                 }
                 None => unplaced.push(p.id),
             },

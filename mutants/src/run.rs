@@ -349,6 +349,7 @@ fn build_tier(name: &str, o: &Opts, tree: &Path) -> Result<Tier, BuildErr> {
     std::fs::write(&log, &out.stderr).map_err(|e| BuildErr::Other(e.to_string()))?;
     let mut bins = Vec::new();
     let mut errors = Vec::new();
+    let mut rendered = String::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         match v["reason"].as_str() {
@@ -360,6 +361,7 @@ fn build_tier(name: &str, o: &Opts, tree: &Path) -> Result<Tier, BuildErr> {
                 }
             }
             Some("compiler-message") if v["message"]["level"] == "error" => {
+                rendered.push_str(v["message"]["rendered"].as_str().unwrap_or(""));
                 for sp in v["message"]["spans"].as_array().into_iter().flatten() {
                     if sp["is_primary"] == true {
                         if let (Some(f), Some(b)) =
@@ -374,7 +376,9 @@ fn build_tier(name: &str, o: &Opts, tree: &Path) -> Result<Tier, BuildErr> {
         }
     }
     if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
+        let _ =
+            std::fs::write(&log, format!("{rendered}\n{}", String::from_utf8_lossy(&out.stderr)));
+        let err = format!("{rendered}\n{}", String::from_utf8_lossy(&out.stderr));
         let tail: Vec<&str> = err.lines().rev().take(40).collect();
         let msg = format!(
             "tier {name}: the schema build failed (log {}):\n{}",

@@ -62,8 +62,8 @@ pub fn scan_tree(src: &Path) -> Result<(Vec<Site>, Vec<Mutant>), String> {
 pub enum Node {
     /// An ordering site: `from..to` becomes `text`.
     Leaf { from: usize, to: usize, text: String },
-    /// Text inserted at a point (a match arm's guard).
-    Insert { at: usize, text: String },
+    /// Text inserted at a point (a match arm's guard), owned by a mutant.
+    Insert { at: usize, text: String, id: usize },
     /// `from..to` (a body's contents, or a guard) kept behind alternatives `(id, replacement)`.
     Alt { from: usize, to: usize, alts: Vec<(usize, String)>, kind: AltKind },
     /// A binary expression `from..to` whose operator `op` has alternatives `(id, operator)`.
@@ -127,7 +127,7 @@ impl Node {
             Node::Alt { alts, .. } | Node::Binary { alts, .. } => {
                 alts.iter().map(|a| a.0).collect()
             }
-            Node::Unary { id, .. } => vec![*id],
+            Node::Unary { id, .. } | Node::Insert { id, .. } => vec![*id],
             _ => Vec::new(),
         }
     }
@@ -232,15 +232,17 @@ impl Out<'_> {
     }
     fn node(&mut self, t: &Tree) {
         match &t.node {
-            Node::Leaf { text, .. } | Node::Insert { text, .. } => self.text.push_str(text),
+            Node::Leaf { text, .. } => self.text.push_str(text),
+            Node::Insert { text, id, .. } => self.owned(*id, |o| o.text.push_str(text)),
             Node::Alt { from, to, alts, kind } => {
                 let paren = *kind == AltKind::Guard;
                 if paren {
                     self.text.push('(');
                 }
                 for (id, with) in alts {
-                    self.text.push_str(&format!("if crate::mutant::on({id}) "));
-                    self.owned(*id, |o| o.text.push_str(&format!("{{ {with} }}")));
+                    self.owned(*id, |o| {
+                        o.text.push_str(&format!("if crate::mutant::on({id}) {{ {with} }}"))
+                    });
                     self.text.push_str(" else ");
                 }
                 self.text.push_str("{ ");
@@ -253,9 +255,8 @@ impl Out<'_> {
             Node::Binary { from, to, op, alts } => {
                 self.text.push('(');
                 for (id, with) in alts {
-                    self.text.push_str(&format!("if crate::mutant::on({id}) "));
                     self.owned(*id, |o| {
-                        o.text.push_str("{ ");
+                        o.text.push_str(&format!("if crate::mutant::on({id}) {{ "));
                         o.range(*from, op.0, &t.kids);
                         o.text.push_str(&format!(" {with} "));
                         o.range(op.1, *to, &t.kids);
@@ -268,9 +269,9 @@ impl Out<'_> {
                 self.text.push_str(" })");
             }
             Node::Unary { from, to, op_end, id } => {
-                self.text.push_str(&format!("(if crate::mutant::on({id}) "));
+                self.text.push('(');
                 self.owned(*id, |o| {
-                    o.text.push_str("{ ");
+                    o.text.push_str(&format!("if crate::mutant::on({id}) {{ "));
                     o.range(*op_end, *to, &t.kids);
                     o.text.push_str(" }");
                 });
@@ -426,8 +427,8 @@ mod tests {
         let src = "match x { A if c => 1, _ => 2 }";
         let g = src.find("c =>").unwrap();
         let nodes = vec![
-            Node::Insert { at: g, text: "!crate::mutant::on(5) && (".into() },
-            Node::Insert { at: g + 1, text: ")".into() },
+            Node::Insert { at: g, text: "!crate::mutant::on(5) && (".into(), id: 5 },
+            Node::Insert { at: g + 1, text: ")".into(), id: 5 },
             Node::Alt { from: g, to: g + 1, alts: vec![(6, "true".into())], kind: AltKind::Guard },
         ];
         let (out, _) = render(src, nodes);
