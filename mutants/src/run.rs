@@ -2,6 +2,9 @@
 //! tests reach which site (coverage), then run every mutant against the tests that reach its site,
 //! tier by tier, cheapest first, and stop at the first kill.
 //!
+//! A failing test is run again on the correct build before its failure counts: one that fails there
+//! too is flaky (a busy machine) and kills nothing.
+//!
 //! Verdicts: `killed` (a test failed: the first one is named), `timeout` (a test ran past its budget:
 //! ten times its correct-build time, at least 60 s; a hang is how a lost wake-up shows in a test
 //! without a watchdog, and it counts as killed), `survived`, `equivalent` (listed in
@@ -632,12 +635,22 @@ fn run_mutant(m: &Mutant, tiers: &[Tier], logs: &Path) -> Verdict {
                 t.name
             ));
             let r = run_tests(exe, &[test.to_string()], &env, budget, &log);
-            let by = format!("{}:{id}", t.name);
-            if r.timed_out {
-                return Verdict { kind: "timeout", by, secs: t0.elapsed().as_secs_f64() };
-            }
             if !r.ok {
-                return Verdict { kind: "killed", by, secs: t0.elapsed().as_secs_f64() };
+                // Confirm on the correct build: a test that fails there too is flaky (a busy
+                // machine), and its failure kills nothing.
+                let clean = logs.join(format!("flake-check.{}.log", id.replace("::", "__")));
+                let again = run_tests(exe, &[test.to_string()], &t.env, budget, &clean);
+                if !again.ok {
+                    eprintln!(
+                        "    flaky: {}:{id} failed on the correct build too (log {}); not a kill",
+                        t.name,
+                        clean.display()
+                    );
+                    continue;
+                }
+                let by = format!("{}:{id}", t.name);
+                let kind = if r.timed_out { "timeout" } else { "killed" };
+                return Verdict { kind, by, secs: t0.elapsed().as_secs_f64() };
             }
             let _ = std::fs::remove_file(&log);
         }
