@@ -2,8 +2,8 @@
 //! tests reach which site (coverage), then run every mutant against the tests that reach its site,
 //! tier by tier, cheapest first, and stop at the first kill.
 //!
-//! A failing test is run again on the correct build before its failure counts: one that fails there
-//! too is flaky (a busy machine) and kills nothing.
+//! A failing test counts only if it fails again with the mutant and passes on the correct build;
+//! otherwise it is flaky (a busy machine) and kills nothing.
 //!
 //! Verdicts: `killed` (a test failed: the first one is named), `timeout` (a test ran past its budget:
 //! ten times its correct-build time, at least 60 s; a hang is how a lost wake-up shows in a test
@@ -636,13 +636,20 @@ fn run_mutant(m: &Mutant, tiers: &[Tier], logs: &Path) -> Verdict {
             ));
             let r = run_tests(exe, &[test.to_string()], &env, budget, &log);
             if !r.ok {
-                // Confirm on the correct build: a test that fails there too is flaky (a busy
-                // machine), and its failure kills nothing.
+                // Confirm: the test fails again with the mutant, and passes on the correct build.
+                // Otherwise it is flaky (a busy machine), and its failure kills nothing.
                 let clean = logs.join(format!("flake-check.{}.log", id.replace("::", "__")));
-                let again = run_tests(exe, &[test.to_string()], &t.env, budget, &clean);
-                if !again.ok {
+                let test = [test.to_string()];
+                let flaky = if run_tests(exe, &test, &env, budget, &clean).ok {
+                    Some("passed on a second run with the mutant")
+                } else if !run_tests(exe, &test, &t.env, budget, &clean).ok {
+                    Some("failed on the correct build too")
+                } else {
+                    None
+                };
+                if let Some(why) = flaky {
                     eprintln!(
-                        "    flaky: {}:{id} failed on the correct build too (log {}); not a kill",
+                        "    flaky: {}:{id} {why} (log {}); not a kill",
                         t.name,
                         clean.display()
                     );
