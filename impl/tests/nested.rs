@@ -1,0 +1,126 @@
+//! Nested polls (issue 14): a callback that polls its own context (`AioContext::with_current`, QEMU's
+//! `AIO_WAIT_WHILE` / drain idiom) while a BH, timer or fd handler cannot run because its callback is
+//! the one running further up the stack. The rule, on every backend: such work is neither progress nor
+//! a reason for a zero timeout (a nested `poll(false)` loop ends, a nested `poll(true)` sleeps until
+//! something it can run arrives), and it is not lost: it runs once the outer call has returned.
+#![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aioctx::{AioContext, Bh, Handle};
+use common::*;
+
+/// More nested calls than this is a spin (the defect made 416,348 in 50 ms); the loops stop here so a
+/// regression fails quickly instead of running forever.
+const SPIN_CAP: u32 = 10_000;
+
+/// A nested blocking wait for another thread's work makes at most this many `poll(true)` calls: one
+/// that consumes the self-reschedule's notify, one that sleeps until the work arrives, and slack
+/// for a spurious wake-up.
+const FEW_CALLS: u32 = 4;
+
+/// A thread that, after `delay`, runs a oneshot BH on the context setting the returned flag.
+fn work_after(h: &Handle, delay: Duration) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let (d2, h) = (done.clone(), h.clone());
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        h.bh_oneshot(move || d2.store(true, Relaxed));
+    });
+    (done, t)
+}
+
+/// Nested `poll(true)` until `done`; returns (calls, calls that reported progress). Stops at SPIN_CAP.
+fn nested_wait(done: &AtomicBool) -> (u32, u32) {
+    let (mut calls, mut progress) = (0, 0);
+    while !done.load(Relaxed) && calls < SPIN_CAP {
+        calls += 1;
+        progress += u32::from(AioContext::with_current(|c| c.poll(true)).expect("current context"));
+    }
+    (calls, progress)
+}
+
+/// Nested `while poll(false) {}`; returns how many calls reported progress. Stops at SPIN_CAP.
+fn nested_drain() -> u32 {
+    let mut n = 0;
+    while n < SPIN_CAP && AioContext::with_current(|c| c.poll(false)).expect("current context") {
+        n += 1;
+    }
+    n
+}
+
+// ---------------------------------------------------------------- bottom halves
+
+/// A BH that reschedules itself, then drains nested: the nested poll does not call it (it is running)
+/// and must not report progress for it, so the drain loop ends at once. The reschedule is kept: the
+/// BH runs again in the first poll after the outer one.
+#[test]
+fn bh_rescheduled_then_nested_drain_ends_and_runs_after() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+        let calls = Arc::new(AtomicU32::new(0));
+        let nested_progress = Arc::new(AtomicU32::new(u32::MAX));
+        let (s2, c2, p2) = (slot.clone(), calls.clone(), nested_progress.clone());
+        let bh = ctx.bh_new(move || {
+            if c2.fetch_add(1, Relaxed) == 0 {
+                s2.lock().unwrap().as_ref().unwrap().schedule();
+                p2.store(nested_drain(), Relaxed);
+            }
+        });
+        bh.schedule();
+        *slot.lock().unwrap() = Some(bh);
+        assert!(ctx.poll(false), "{name}");
+        assert_eq!(calls.load(Relaxed), 1, "{name}: the BH was re-entered");
+        assert_eq!(
+            nested_progress.load(Relaxed),
+            0,
+            "{name}: nested poll(false) reported progress for a BH it did not call"
+        );
+        assert!(ctx.poll(false), "{name}: the reschedule was lost");
+        assert_eq!(calls.load(Relaxed), 2, "{name}");
+        assert!(!ctx.poll(false), "{name}");
+        slot.lock().unwrap().take();
+    }
+}
+
+/// A BH that reschedules itself, then waits nested (poll(true)) for another thread's work 50 ms away:
+/// the nested wait must sleep, not spin with a zero timeout.
+#[test]
+fn bh_rescheduled_then_nested_blocking_wait_sleeps() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+        let calls = Arc::new(AtomicU32::new(0));
+        let seen = Arc::new(Mutex::new((0, 0)));
+        let h = ctx.handle().clone();
+        let (s2, c2, seen2) = (slot.clone(), calls.clone(), seen.clone());
+        let bh = ctx.bh_new(move || {
+            if c2.fetch_add(1, Relaxed) == 0 {
+                s2.lock().unwrap().as_ref().unwrap().schedule();
+                let (done, t) = work_after(&h, Duration::from_millis(50));
+                *seen2.lock().unwrap() = nested_wait(&done);
+                t.join().unwrap();
+            }
+        });
+        bh.schedule();
+        *slot.lock().unwrap() = Some(bh);
+        assert!(ctx.poll(false), "{name}");
+        let (n, progress) = *seen.lock().unwrap();
+        assert!(
+            n <= FEW_CALLS,
+            "{name}: the nested wait spun: {n} poll(true) calls ({progress} reported progress)"
+        );
+        assert_eq!(
+            progress, 1,
+            "{name}: only the call that ran the other thread's work is progress"
+        );
+        assert_eq!(calls.load(Relaxed), 1, "{name}: the BH was re-entered");
+        assert!(ctx.poll(false), "{name}: the reschedule was lost");
+        assert_eq!(calls.load(Relaxed), 2, "{name}");
+        slot.lock().unwrap().take();
+    }
+}
