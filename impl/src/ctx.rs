@@ -35,7 +35,7 @@ use std::time::Duration;
 use crate::bh::{self, Bh, HomeBhs, Pending};
 use crate::handler::{AioHandler, FdHandler, HandlerTable, NOTIFIER_TOKEN};
 use crate::kernel::{
-    Clock, Event, EventNotifier, FdMonitor, ModelFdMonitor, ModelKernel, ModelNotifier,
+    Clock, Event, EventNotifier, FdMonitor, Interest, ModelFdMonitor, ModelKernel, ModelNotifier,
 };
 use crate::notify::NotifyState;
 use crate::poll::{PollParams, PollState};
@@ -558,7 +558,11 @@ impl AioContext {
                 timeout = Some(0);
                 progress = true;
             }
-            self.wait(timeout, &mut events);
+            if timeout != Some(0) && self.home.walk_depth.get() > 1 {
+                self.nested_wait(timeout, &mut events);
+            } else {
+                self.wait(timeout, &mut events);
+            }
         }
 
         // 7. The wait is over.
@@ -678,6 +682,39 @@ impl AioContext {
             notifier = events.iter().any(|e| e.token == NOTIFIER_TOKEN),
             readable = events.iter().any(|e| e.token == NOTIFIER_TOKEN)
         );
+    }
+
+    /// A blocking wait of a nested poll: the fds of handlers whose callback is running further up the
+    /// stack are out of it. Such a handler cannot run here, so its readiness (level-triggered: its
+    /// fd stays ready until the running callback consumes it) must not end the wait; it would make
+    /// the nested poll spin. Their interest is set to none for the wait and restored after it, under
+    /// the table lock and only for a handler still registered (a concurrent `set_fd_handler` or
+    /// `remove_fd_handler` wins). Restored, a still-ready fd is reported by the next wait after the
+    /// callback returned. (epoll and io_uring always report a hang-up or error: for such an fd the
+    /// nested wait still returns at once, without progress.)
+    #[cold]
+    fn nested_wait(&self, timeout: Option<u64>, events: &mut Vec<Event>) {
+        let s = &*self.handle.shared;
+        let running: Vec<Arc<AioHandler>> = {
+            let t = s.handlers.lock();
+            let running: Vec<_> =
+                t.by_fd.values().filter(|h| h.with_local(|l| l.in_callback)).cloned().collect();
+            for h in &running {
+                // An error (the fd was closed under the running callback) leaves it as it is.
+                let _ = t.fdmon.modify(h.fd, h.token, Interest::NONE);
+            }
+            running
+        };
+        self.wait(timeout, events);
+        if !running.is_empty() {
+            let t = s.handlers.lock();
+            for h in &running {
+                // Still registered: `retire` sets `deleted` under this lock.
+                if !h.is_deleted() {
+                    let _ = t.fdmon.modify(h.fd, h.token, h.interest);
+                }
+            }
+        }
     }
 
     /// Dispatch the events of a wait (the notifier's already taken out): run ready handlers and

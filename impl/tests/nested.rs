@@ -6,11 +6,13 @@
 #![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 mod common;
 
+use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aioctx::{AioContext, Bh, Handle};
+use aioctx::{AioContext, Bh, FdHandler, Handle};
 use common::*;
 
 /// More nested calls than this is a spin (the defect made 416,348 in 50 ms); the loops stop here so a
@@ -122,5 +124,51 @@ fn bh_rescheduled_then_nested_blocking_wait_sleeps() {
         assert!(ctx.poll(false), "{name}: the reschedule was lost");
         assert_eq!(calls.load(Relaxed), 2, "{name}");
         slot.lock().unwrap().take();
+    }
+}
+
+// ---------------------------------------------------------------- fd handlers
+
+/// A read handler whose fd stays readable waits nested for another thread's work: the nested wait
+/// must sleep (the handler cannot run, so its readiness must not end the wait), and the handler runs
+/// again after the outer call (its fd is still readable).
+#[test]
+fn handler_nested_blocking_wait_sleeps_and_runs_after() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (r, mut w) = std::os::unix::net::UnixStream::pair().unwrap();
+        let calls = Arc::new(AtomicU32::new(0));
+        let seen = Arc::new(Mutex::new((0, 0)));
+        let h = ctx.handle().clone();
+        let (c2, seen2) = (calls.clone(), seen.clone());
+        ctx.set_fd_handler(
+            r.as_raw_fd(),
+            FdHandler::new().on_read(move || {
+                if c2.fetch_add(1, Relaxed) == 0 {
+                    let (done, t) = work_after(&h, Duration::from_millis(50));
+                    *seen2.lock().unwrap() = nested_wait(&done);
+                    t.join().unwrap();
+                }
+            }),
+        )
+        .unwrap();
+        w.write_all(b"x").unwrap(); // never read: the fd stays readable
+        while calls.load(Relaxed) == 0 {
+            ctx.poll(true);
+        }
+        let (n, progress) = *seen.lock().unwrap();
+        assert!(
+            n <= FEW_CALLS,
+            "{name}: the nested wait spun: {n} poll(true) calls ({progress} reported progress)"
+        );
+        assert_eq!(
+            progress, 1,
+            "{name}: only the call that ran the other thread's work is progress"
+        );
+        assert_eq!(calls.load(Relaxed), 1, "{name}: the handler was re-entered");
+        assert!(ctx.poll(false), "{name}: the handler does not run after the outer call");
+        assert_eq!(calls.load(Relaxed), 2, "{name}");
+        ctx.remove_fd_handler(r.as_raw_fd()).unwrap();
+        assert!(!ctx.poll(false), "{name}");
     }
 }
