@@ -5,9 +5,13 @@
 //!
 //! | field | written by | read by | meaning |
 //! |---|---|---|---|
-//! | `TimerQueue` (under the timers mutex) | any thread (`mod`/`del`), home thread (run) | home thread | min-heap of (deadline, arm sequence); stale entries are skipped lazily |
+//! | `TimerQueue` (under the timers mutex) | any thread (`mod`/`del`), home thread (run) | home thread | min-heap of (deadline, arm sequence, timer id); stale entries are skipped lazily |
 //! | `earliest: AtomicU64` | under the timers mutex | home thread (timeout, run check) without the lock | earliest heap deadline, `u64::MAX` if none (may be early, never late) |
-//! | `TimerInner::armed` (under the mutex) | `mod`/`del`/run | run | the sequence number of the live arming, 0 if none |
+//! | `TimerQueue::armed` (under the mutex) | `mod`/`del`/run | run | timer id → its live arming (sequence number, deadline) and its callback; absent: disarmed |
+//!
+//! Only `armed` holds a reference to a timer's callback (heap entries name the timer by id), so `del`
+//! and the owner's drop release it at once: a dropped timer's closure is freed by the drop, or, if the
+//! home thread is running it, when that call returns.
 //!
 //! A `mod` that makes the timer the earliest notifies the loop (a blocked wait recomputes its timeout).
 //! Timers run only inside `poll`, after BHs and fd handlers, when `now >= deadline`.
@@ -47,12 +51,19 @@ unsafe impl Send for TimerInner {}
 // SAFETY: see the Send impl above.
 unsafe impl Sync for TimerInner {}
 
+/// A heap entry: one arming of timer `id`, live while `TimerQueue::armed[id]` has its `seq`.
 struct Entry {
     deadline: u64,
     seq: u64,
-    timer: Arc<TimerInner>,
-    /// Sequence number shared with the owning `Timer`'s state (see `TimerQueue::armed`).
     id: u64,
+}
+
+/// The live arming of one timer.
+struct Armed {
+    seq: u64,
+    deadline: u64,
+    /// The only reference besides the owner's (and a running call's): dropped on `del` and `run`.
+    timer: Arc<TimerInner>,
 }
 
 impl PartialEq for Entry {
@@ -78,14 +89,18 @@ pub(crate) struct TimerQueue {
     heap: BinaryHeap<Reverse<Entry>>,
     next_seq: u64,
     next_id: u64,
-    /// timer id -> (live seq, deadline): the arming that counts.
-    armed: std::collections::HashMap<u64, (u64, u64)>,
+    /// timer id -> the arming that counts.
+    armed: std::collections::HashMap<u64, Armed>,
 }
 
 impl TimerQueue {
+    /// `e` is the live arming of its timer (not superseded by a later `mod`, nor deleted).
+    fn is_live(&self, e: &Entry) -> bool {
+        self.armed.get(&e.id).is_some_and(|a| a.seq == e.seq)
+    }
     fn prune(&mut self) {
         while let Some(Reverse(top)) = self.heap.peek() {
-            if self.armed.get(&top.id) == Some(&(top.seq, top.deadline)) {
+            if self.is_live(top) {
                 break;
             }
             self.heap.pop();
@@ -95,9 +110,9 @@ impl TimerQueue {
     /// in time and the heap's size stays within twice the number of armed timers.
     fn compact(&mut self) {
         if self.heap.len() > 64 && self.heap.len() > 2 * self.armed.len() {
-            let armed = std::mem::take(&mut self.armed);
-            self.heap.retain(|Reverse(e)| armed.get(&e.id) == Some(&(e.seq, e.deadline)));
-            self.armed = armed;
+            let mut heap = std::mem::take(&mut self.heap);
+            heap.retain(|Reverse(e)| self.is_live(e));
+            self.heap = heap;
         }
     }
     fn earliest(&mut self) -> u64 {
@@ -144,8 +159,8 @@ impl Timers {
                 let due = match q.heap.peek() {
                     Some(Reverse(e)) if e.deadline <= now && e.seq <= limit => {
                         let Reverse(e) = q.heap.pop().expect("peeked");
-                        q.armed.remove(&e.id);
-                        Some(e.timer)
+                        // Live: `prune` left it on top.
+                        q.armed.remove(&e.id).map(|a| a.timer)
                     }
                     _ => None,
                 };
@@ -196,7 +211,8 @@ fn call(t: &TimerInner) {
 
 /// A timer of one context (QEMU `QEMUTimer` on the context's clock). Arm it with [`Timer::mod_ns`] or
 /// [`Timer::mod_in`] from any thread; its callback runs on the home thread, inside `poll`, at or after
-/// the deadline. Dropping the `Timer` disarms it.
+/// the deadline. Dropping the `Timer` disarms it and drops its callback (at once; if the callback is
+/// running on the home thread, when it returns).
 ///
 /// # Examples
 ///
@@ -247,13 +263,11 @@ impl Timer {
             let mut q = t.queue.lock();
             q.next_seq += 1;
             let seq = q.next_seq;
-            q.armed.insert(self.id, (seq, deadline_ns));
-            q.heap.push(Reverse(Entry {
-                deadline: deadline_ns,
-                seq,
-                timer: self.inner.clone(),
-                id: self.id,
-            }));
+            // The callback reference it replaces is not the last one (`self.inner`): nothing is
+            // dropped under the lock.
+            q.armed
+                .insert(self.id, Armed { seq, deadline: deadline_ns, timer: self.inner.clone() });
+            q.heap.push(Reverse(Entry { deadline: deadline_ns, seq, id: self.id }));
             q.compact();
             // ORDERING: Relaxed, under the timers lock.
             let old = t.earliest.load(Ordering::Relaxed);
@@ -285,7 +299,7 @@ impl Timer {
 
     /// The armed deadline, if any.
     pub fn deadline_ns(&self) -> Option<u64> {
-        self.ctx.timers.queue.lock().armed.get(&self.id).map(|&(_, d)| d)
+        self.ctx.timers.queue.lock().armed.get(&self.id).map(|a| a.deadline)
     }
 
     /// Whether the timer is armed.
@@ -296,6 +310,9 @@ impl Timer {
 }
 
 impl Drop for Timer {
+    /// Disarm: the queue's reference to the callback goes (stale heap entries name only the id), so
+    /// the callback and its captures are dropped with `self.inner` right after this, unless the home
+    /// thread is running it (then when that call returns).
     fn drop(&mut self) {
         self.del();
     }

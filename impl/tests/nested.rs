@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aioctx::{AioContext, Bh, FdHandler, Handle};
+use aioctx::{AioContext, Bh, FdHandler, Handle, Timer};
 use common::*;
 
 /// More nested calls than this is a spin (the defect made 416,348 in 50 ms); the loops stop here so a
@@ -125,6 +125,60 @@ fn bh_rescheduled_then_nested_blocking_wait_sleeps() {
         assert_eq!(calls.load(Relaxed), 2, "{name}");
         slot.lock().unwrap().take();
     }
+}
+
+// ---------------------------------------------------------------- timer drop
+
+/// Dropping an armed timer releases its closure (and what it captured) at once, not when its heap
+/// entry is pruned (an hour away here).
+#[test]
+fn timer_drop_releases_its_closure() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let token = Arc::new(());
+        let t2 = token.clone();
+        let t = ctx.timer_new(move || {
+            let _keep = &t2;
+        });
+        t.mod_in(Duration::from_secs(3600));
+        t.mod_in(Duration::from_secs(7200)); // a stale entry as well
+        assert_eq!(Arc::strong_count(&token), 2);
+        drop(t);
+        assert_eq!(Arc::strong_count(&token), 1, "{name}: the dropped timer's closure is alive");
+        assert!(!ctx.poll(false), "{name}");
+
+        // Disarmed first, dropped on another thread.
+        let t3 = token.clone();
+        let t = ctx.timer_new(move || {
+            let _keep = &t3;
+        });
+        t.mod_in(Duration::from_secs(3600));
+        t.del();
+        std::thread::spawn(move || drop(t)).join().unwrap();
+        assert_eq!(Arc::strong_count(&token), 1, "{name}: (other thread)");
+    }
+}
+
+/// A timer callback that drops its own `Timer`: the closure stays alive until the call returns (it
+/// keeps using its captures), and is released then.
+#[test]
+fn timer_callback_drops_its_own_timer() {
+    let ctx = AioContext::new().unwrap();
+    let token = Arc::new(());
+    let slot: Arc<Mutex<Option<Timer>>> = Arc::new(Mutex::new(None));
+    let (s2, t2) = (slot.clone(), token.clone());
+    let state = [1u8; 64];
+    let t = ctx.timer_new(move || {
+        drop(s2.lock().unwrap().take());
+        AioContext::with_current(|c| c.poll(false)).unwrap();
+        assert_eq!(state.iter().map(|&b| b as u32).sum::<u32>(), 64);
+        assert!(Arc::strong_count(&t2) >= 2);
+    });
+    t.mod_ns(0);
+    *slot.lock().unwrap() = Some(t);
+    assert!(ctx.poll(false));
+    assert!(slot.lock().unwrap().is_none());
+    assert_eq!(Arc::strong_count(&token), 1, "the closure was not released after its call");
 }
 
 // ---------------------------------------------------------------- fd handlers
