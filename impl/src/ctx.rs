@@ -196,6 +196,7 @@ impl Builder {
             home: Home {
                 bhs: HomeBhs::new(),
                 walk_depth: Cell::new(0),
+                timers_running: Cell::new(0),
                 fdmon: RefCell::new((0, fdmon)),
                 events: Cell::new(Vec::new()),
                 ready: Cell::new(Vec::new()),
@@ -376,6 +377,8 @@ struct Home {
     walk_depth: Cell<u32>,
     /// (generation, fd monitor) cached from the handler table.
     fdmon: RefCell<(u64, Arc<Box<dyn FdMonitor>>)>,
+    /// Timer callbacks running (a poll nested in one leaves its timer out of the timeout).
+    timers_running: Cell<u32>,
     /// Reusable buffers (taken by the outermost poll; a nested poll allocates its own).
     events: Cell<Vec<Event>>,
     ready: Cell<Vec<(Arc<AioHandler>, Event)>>,
@@ -649,12 +652,24 @@ impl AioContext {
             Pending::Idle => Some(IDLE_BH_TIMEOUT_NS),
             Pending::None => None,
         };
-        let earliest = s.timers.earliest();
+        let earliest = self.timer_deadline();
         if earliest != u64::MAX {
             let d = earliest.saturating_sub(s.clock.now_ns());
             t = Some(t.map_or(d, |t| t.min(d)));
         }
         t
+    }
+
+    /// The earliest deadline of a timer this poll can call (`u64::MAX`: none). A poll nested in a
+    /// timer callback cannot call that timer: its deadline is left out.
+    #[inline]
+    fn timer_deadline(&self) -> u64 {
+        let s = &*self.handle.shared;
+        if self.home.timers_running.get() == 0 {
+            s.timers.earliest()
+        } else {
+            s.timers.earliest_callable()
+        }
     }
 
     /// The fd monitor, refreshed from the handler table when it changed.
@@ -775,7 +790,7 @@ impl AioContext {
     fn run_timers_slow(&self) -> bool {
         let s = &*self.handle.shared;
         let _walk = self.enter();
-        s.timers.run(s.clock.now_ns())
+        s.timers.run(s.clock.now_ns(), &self.home.timers_running)
     }
 
     // ---- external-loop integration (QEMU's GSource: prepare / check / dispatch) ----
@@ -819,7 +834,7 @@ impl AioContext {
         self.home.events.set(events);
         fd_ready
             || self.home.bhs.pending(s) == Pending::Busy
-            || s.timers.earliest() <= s.clock.now_ns()
+            || self.timer_deadline() <= s.clock.now_ns()
             || self.home.polling.has_ready()
     }
 

@@ -25,6 +25,7 @@
 //! QEMU util/qemu-timer.c: `timer_mod_ns`, `timer_del`, `timerlist_run_timers`,
 //! `timerlistgroup_deadline_ns`, `timerlist_notify`.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
@@ -146,24 +147,36 @@ impl Timers {
     /// lock just before its call, so a callback that deletes or moves a timer due later in the same
     /// pass is obeyed (it is not called, or not early). Only armings made before the pass began run in
     /// it: a callback that re-arms a timer for "now" runs it again in the next poll, not in a loop here.
-    pub(crate) fn run(&self, now: u64) -> bool {
+    ///
+    /// A timer whose callback is running further up the stack (this is a poll nested in it) is not
+    /// called, and stays armed: its entry is set aside for the pass and put back, so it fires in a
+    /// poll after that call returned. `running` counts the timer callbacks running (home thread).
+    pub(crate) fn run(&self, now: u64, running: &Cell<u32>) -> bool {
         if self.earliest() > now {
             return false;
         }
         let limit = self.queue.lock().next_seq;
         let mut ran = false;
+        let mut aside = Vec::new(); // no allocation unless a running timer is due
         loop {
             let due = {
                 let mut q = self.queue.lock();
-                q.prune();
-                let due = match q.heap.peek() {
-                    Some(Reverse(e)) if e.deadline <= now && e.seq <= limit => {
-                        let Reverse(e) = q.heap.pop().expect("peeked");
-                        // Live: `prune` left it on top.
-                        q.armed.remove(&e.id).map(|a| a.timer)
+                let due = loop {
+                    q.prune();
+                    match q.heap.peek() {
+                        Some(Reverse(e)) if e.deadline <= now && e.seq <= limit => {
+                            let Reverse(e) = q.heap.pop().expect("peeked");
+                            // Live: `prune` left it on top.
+                            if q.armed.get(&e.id).is_some_and(|a| is_running(&a.timer)) {
+                                aside.push(e);
+                                continue;
+                            }
+                            break q.armed.remove(&e.id).map(|a| a.timer);
+                        }
+                        _ => break None,
                     }
-                    _ => None,
                 };
+                q.heap.extend(aside.drain(..).map(Reverse));
                 let earliest = q.earliest();
                 // ORDERING: Relaxed, written under the lock (see `earliest`).
                 self.earliest.store(earliest, Ordering::Relaxed);
@@ -171,10 +184,21 @@ impl Timers {
             };
             let Some(t) = due else { break };
             crate::trace_step!(Step::TimerRun);
-            call(&t);
+            call(&t, running);
             ran = true;
         }
         ran
+    }
+
+    /// The earliest deadline of an armed timer whose callback is not running, `u64::MAX` if none: the
+    /// timeout of a poll nested in a timer callback, which cannot call that timer (its deadline,
+    /// passed or not, must not make the nested poll spin). Home thread only; O(armed timers), and
+    /// used only while a timer callback runs.
+    #[cold]
+    pub(crate) fn earliest_callable(&self) -> u64 {
+        let q = self.queue.lock();
+        let callable = q.armed.values().filter(|a| !is_running(&a.timer));
+        callable.map(|a| a.deadline).min().unwrap_or(u64::MAX)
     }
 
     /// Forget every timer (the context is going away).
@@ -187,24 +211,29 @@ impl Timers {
     }
 }
 
-fn call(t: &TimerInner) {
+/// Whether `t`'s callback is running further up the stack. Home thread only.
+fn is_running(t: &TimerInner) -> bool {
+    // SAFETY: `running` is only accessed on the home thread (the caller), by short reads and writes.
+    t.running.with(|r| unsafe { *r })
+}
+
+/// Call `t`, which is not running (`Timers::run` sets running timers aside), counting it in `running`.
+fn call(t: &TimerInner, running: &Cell<u32>) {
+    debug_assert!(!is_running(t), "a running timer was called again");
     // SAFETY:
     // - `cb` and `running` are only accessed on the home thread (from `Timers::run`, called by poll);
     // - `running` prevents a second &mut to the callback from a nested poll inside it.
-    let running = t.running.with(|r| unsafe { *r });
-    if running {
-        return;
-    }
-    // SAFETY: as above.
     t.running.with_mut(|r| unsafe { *r = true });
-    struct Reset<'a>(&'a TimerInner);
+    running.set(running.get() + 1);
+    struct Reset<'a>(&'a TimerInner, &'a Cell<u32>);
     impl Drop for Reset<'_> {
         fn drop(&mut self) {
             // SAFETY: as above.
             self.0.running.with_mut(|r| unsafe { *r = false });
+            self.1.set(self.1.get() - 1);
         }
     }
-    let _reset = Reset(t);
+    let _reset = Reset(t, running);
     // SAFETY: as above.
     t.cb.with_mut(|c| unsafe { (*c)() });
 }
@@ -213,6 +242,12 @@ fn call(t: &TimerInner) {
 /// [`Timer::mod_in`] from any thread; its callback runs on the home thread, inside `poll`, at or after
 /// the deadline. Dropping the `Timer` disarms it and drops its callback (at once; if the callback is
 /// running on the home thread, when it returns).
+///
+/// Re-entrancy: a timer's callback is never re-entered. If it polls its context nested
+/// ([`AioContext::with_current`](crate::AioContext::with_current)), that nested poll does not call
+/// this timer, even if the callback re-armed it for a deadline that is passed by then: the arming is
+/// kept, is not progress and does not keep the nested poll from sleeping, and the timer fires in the
+/// first poll after the running call returned.
 ///
 /// # Examples
 ///

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aioctx::{AioContext, Bh, FdHandler, Handle, Timer};
 use common::*;
@@ -123,6 +123,90 @@ fn bh_rescheduled_then_nested_blocking_wait_sleeps() {
         assert_eq!(calls.load(Relaxed), 1, "{name}: the BH was re-entered");
         assert!(ctx.poll(false), "{name}: the reschedule was lost");
         assert_eq!(calls.load(Relaxed), 2, "{name}");
+        slot.lock().unwrap().take();
+    }
+}
+
+// ---------------------------------------------------------------- timers
+
+/// A timer that re-arms itself for "now" and then polls nested: the nested poll does not call it and
+/// does not report progress, and the new arming is kept: it fires again after the outer call.
+#[test]
+fn timer_rearmed_then_nested_poll_keeps_its_arming() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let slot: Arc<Mutex<Option<Timer>>> = Arc::new(Mutex::new(None));
+        let fired = Arc::new(AtomicU32::new(0));
+        let nested_progress = Arc::new(AtomicU32::new(u32::MAX));
+        let (s2, f2, p2) = (slot.clone(), fired.clone(), nested_progress.clone());
+        let t = ctx.timer_new(move || {
+            if f2.fetch_add(1, Relaxed) == 0 {
+                s2.lock().unwrap().as_ref().unwrap().mod_ns(0);
+                p2.store(nested_drain(), Relaxed);
+            }
+        });
+        t.mod_ns(0);
+        *slot.lock().unwrap() = Some(t);
+        assert!(ctx.poll(false), "{name}");
+        assert_eq!(fired.load(Relaxed), 1, "{name}: the timer was re-entered");
+        assert!(
+            slot.lock().unwrap().as_ref().unwrap().is_pending(),
+            "{name}: the re-arming made inside the callback was dropped"
+        );
+        assert_eq!(
+            nested_progress.load(Relaxed),
+            0,
+            "{name}: nested poll(false) reported progress for a timer it did not call"
+        );
+        assert!(ctx.poll(false), "{name}");
+        assert_eq!(fired.load(Relaxed), 2, "{name}: fired once instead of twice");
+        assert!(!slot.lock().unwrap().as_ref().unwrap().is_pending(), "{name}");
+        slot.lock().unwrap().take();
+    }
+}
+
+/// A periodic 20 ms timer that re-arms first, then waits nested (poll(true)) 60 ms for another
+/// thread's work. Its deadline passes during the nested wait: the wait must sleep (not spin on the
+/// expired, uncallable timer), and the timer must keep firing, about once per 60 ms.
+#[test]
+fn periodic_timer_with_nested_wait_keeps_firing() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        const PERIOD: Duration = Duration::from_millis(20);
+        let slot: Arc<Mutex<Option<Timer>>> = Arc::new(Mutex::new(None));
+        let fired = Arc::new(AtomicU32::new(0));
+        let max_calls = Arc::new(AtomicU32::new(0));
+        let h = ctx.handle().clone();
+        let (s2, f2, m2) = (slot.clone(), fired.clone(), max_calls.clone());
+        let t = ctx.timer_new(move || {
+            f2.fetch_add(1, Relaxed);
+            s2.lock().unwrap().as_ref().unwrap().mod_in(PERIOD);
+            let (done, t) = work_after(&h, Duration::from_millis(60));
+            let (n, _) = nested_wait(&done);
+            m2.fetch_max(n, Relaxed);
+            t.join().unwrap();
+        });
+        t.mod_in(PERIOD);
+        *slot.lock().unwrap() = Some(t);
+        // The run ends at a second timer (the loop below never blocks forever, even if the periodic
+        // timer stopped).
+        let over = Arc::new(AtomicBool::new(false));
+        let o2 = over.clone();
+        let end = ctx.timer_new(move || o2.store(true, Relaxed));
+        end.mod_in(Duration::from_millis(300));
+        let t0 = Instant::now();
+        while !over.load(Relaxed) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "{name}: hang");
+            ctx.poll(true);
+        }
+        let n = fired.load(Relaxed);
+        assert!(n >= 3, "{name}: the periodic timer fired {n} times in 300 ms");
+        assert!(
+            slot.lock().unwrap().as_ref().unwrap().is_pending(),
+            "{name}: the periodic timer was left disarmed"
+        );
+        let m = max_calls.load(Relaxed);
+        assert!(m <= FEW_CALLS, "{name}: a nested wait spun: {m} poll(true) calls");
         slot.lock().unwrap().take();
     }
 }
