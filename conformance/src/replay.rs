@@ -432,9 +432,23 @@ fn ops_started(sc: &Scenario, last: &State) -> Vec<usize> {
         .collect()
 }
 
+/// Knobs of a replay, for tests of the replayer itself.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The home thread sleeps this long before each blocking `poll`: asleep, but not in a wait, as a
+    /// thread descheduled on a busy machine or asleep on a lock looks. The replay must not take it
+    /// for blocked.
+    pub home_pause: Option<Duration>,
+}
+
 /// Replay `trace` (a trace of `sc` the model accepts) on the implementation; see the module docs.
 /// The caller holds [`crate::serial`].
 pub fn replay(sc: &Scenario, trace: &Trace) -> Outcome {
+    replay_with(sc, trace, &Options::default())
+}
+
+/// [`replay`] with [`Options`].
+pub fn replay_with(sc: &Scenario, trace: &Trace, opts: &Options) -> Outcome {
     if let Some(r) = static_limits(sc, trace) {
         return Outcome::NotReplayable(r);
     }
@@ -475,7 +489,8 @@ pub fn replay(sc: &Scenario, trace: &Trace) -> Outcome {
     let home = {
         let (sc, ctl, clock, stop, start) =
             (sc.clone(), ctl.clone(), clock.clone(), stop.clone(), start.clone());
-        std::thread::spawn(move || home_thread(&sc, &ctl, &clock, &stop, &start, world_tx))
+        let pause = opts.home_pause;
+        std::thread::spawn(move || home_thread(&sc, &ctl, &clock, &stop, &start, world_tx, pause))
     };
     let world = world_rx.recv().expect("the home thread failed to build the context");
     let started = ops_started(sc, last);
@@ -534,6 +549,7 @@ fn home_thread(
     stop: &Arc<AtomicBool>,
     start: &std::sync::Barrier,
     world_tx: std::sync::mpsc::Sender<World>,
+    pause: Option<Duration>,
 ) {
     let k = ModelKernel::new();
     let mut b =
@@ -658,6 +674,9 @@ fn home_thread(
         ctl.set_current(Some(t));
         match sc.pollers[t as usize] {
             Poller::Blocking(_) => {
+                if let Some(d) = pause {
+                    std::thread::sleep(d);
+                }
                 ctx.poll(true);
                 if let Some(n) = &mut left[t as usize] {
                     *n -= 1;
