@@ -29,9 +29,7 @@ use aioctx::kernel::ModelKernel;
 use aioctx::trace::Step;
 use aioctx::{AioContext, Backend, FdHandler};
 
-use crate::replay::{
-    gettid, set_model_tid, thread_state, ClockRef, Controller, Outcome, ReplayClock, Slot, St,
-};
+use crate::replay::{set_model_tid, ClockRef, Controller, Outcome, ReplayClock, Slot, St};
 
 /// One event of the trail, as the replayer uses it.
 #[derive(Debug, Clone)]
@@ -183,7 +181,7 @@ pub fn replay_device_trail(model: &str, spin_output: &str) -> Outcome {
     let drivers: Vec<bool> =
         evs.iter().filter_map(|e| if let Ev::Driver(b) = e { Some(*b) } else { None }).collect();
     let ctl = Arc::new(Controller {
-        st: Mutex::new(St { slots: vec![Slot::default()], tids: vec![0], ..St::default() }),
+        st: Mutex::new(St { slots: vec![Slot::default()], ..St::default() }),
         cv: Condvar::new(),
         hidden: Step::ALL.iter().copied().filter(|s| !VOCABULARY.contains(s)).collect(),
         trace: Vec::new(),
@@ -197,8 +195,7 @@ pub fn replay_device_trail(model: &str, spin_output: &str) -> Outcome {
     let (tx, rx) = std::sync::mpsc::channel();
     let go = Arc::new(std::sync::Barrier::new(2));
     let home = {
-        let (ctl, clock, dev, stop, go) =
-            (ctl.clone(), clock.clone(), dev.clone(), stop.clone(), go.clone());
+        let (clock, dev, stop, go) = (clock.clone(), dev.clone(), stop.clone(), go.clone());
         let idle = model == "poll_idle";
         std::thread::spawn(move || {
             let k = ModelKernel::new();
@@ -231,7 +228,6 @@ pub fn replay_device_trail(model: &str, spin_output: &str) -> Outcome {
             assert!(ctx.is_polled(fd), "the device handler is not on the poll list");
             while ctx.poll(false) {}
             dev.kick_enabled.store(true, SeqCst);
-            ctl.lock().tids[0] = gettid();
             tx.send((k.clone(), fd, ctx.handle().clone())).ok();
             go.wait(); // the gate is installed
             set_model_tid(Some(0));
@@ -264,38 +260,23 @@ pub fn replay_device_trail(model: &str, spin_output: &str) -> Outcome {
     outcome
 }
 
-/// Where the home thread is: at a gate (step), blocked, or running.
-fn home_stand(ctl: &Controller) -> Option<Result<Step, ()>> {
+/// Where the home thread is: at a gate (step), blocked (`Err`), or running (None). Blocked is read
+/// from the model kernel, exactly: parked in the model fd monitor's wait with nothing ready (only
+/// the guest's steps, which `drive` makes itself after settling, change an fd).
+fn home_stand(ctl: &Controller, k: &ModelKernel) -> Option<Result<Step, ()>> {
     let g = ctl.lock();
     if let Some((s, _)) = g.slots[0].arrived {
         return Some(Ok(s));
     }
-    let tid = g.tids[0];
     drop(g);
-    match thread_state(tid) {
-        Some('S') | Some('D') => {
-            for _ in 0..3 {
-                std::thread::sleep(Duration::from_millis(1));
-                let g = ctl.lock();
-                if g.slots[0].arrived.is_some() {
-                    return None;
-                }
-                drop(g);
-                if !matches!(thread_state(tid), Some('S') | Some('D')) {
-                    return None;
-                }
-            }
-            Some(Err(()))
-        }
-        _ => None,
-    }
+    (k.blocked_waiters() > 0).then_some(Err(()))
 }
 
 /// Wait until the home thread is at a gate or blocked.
-fn settle(ctl: &Controller) -> Result<Result<Step, ()>, String> {
+fn settle(ctl: &Controller, k: &ModelKernel) -> Result<Result<Step, ()>, String> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        if let Some(s) = home_stand(ctl) {
+        if let Some(s) = home_stand(ctl, k) {
             return Ok(s);
         }
         if Instant::now() > deadline {
@@ -331,7 +312,7 @@ fn drive(
         match e {
             Ev::Driver(_) => {}
             Ev::Submit | Ev::Kick(_) => {
-                if let Err(m) = settle(ctl) {
+                if let Err(m) = settle(ctl, k) {
                     return diverged(i, m);
                 }
                 if let Ev::Kick(enabled) = e {
@@ -353,7 +334,7 @@ fn drive(
                 steps += 1;
             }
             Ev::Home(step, vals) => {
-                match settle(ctl) {
+                match settle(ctl, k) {
                     Err(m) => return diverged(i, m),
                     Ok(Err(())) => {
                         return diverged(i, "the home thread is blocked in a wait".into())
@@ -419,7 +400,7 @@ fn drive(
         }
     }
     let end = evs.len();
-    match settle(ctl) {
+    match settle(ctl, k) {
         Err(m) => diverged(end, m),
         Ok(Err(())) if hang && dev.pending.load(SeqCst) => {
             Outcome::Followed { steps, blocked: vec![0], hang: true }

@@ -175,7 +175,7 @@ fn scenario(
         }
     };
     let rounds = events.iter().any(|e| e.step == Step::CtxPollUserspace);
-    sc = sc.bhs(1).polling(u8::from(rounds));
+    sc = sc.bhs(1).polling(u32::from(rounds));
     sc.zero_timeout_wait = zero_wait;
     if zero_wait {
         sc.name += "+zero_timeout_wait";

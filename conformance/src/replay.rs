@@ -14,8 +14,11 @@
 //!    event, and the implementation's state (`Handle::debug_state`: `notify_me`, `notified`,
 //!    `bh_list`; the model kernel's notifier; each live BH's flags) with the model's state after
 //!    the step;
-//! 3. a thread that should arrive but sits in the fd monitor (its OS thread sleeps and is at no
-//!    gate, read from `/proc/self/task/<tid>/stat`) is "blocked where the model takes a step".
+//! 3. a thread that should arrive but sits in the fd monitor is "blocked where the model takes a
+//!    step". Blocked is read from the model kernel, exactly: parked in the model fd monitor's wait
+//!    with nothing ready ([`ModelKernel::blocked_waiters`]), or in the external loop's own wait with
+//!    the notifier not readable. (Sampling the OS thread's state instead took a thread asleep on a
+//!    lock, descheduled on a busy machine, for one blocked in its wait.)
 //!
 //! At the end it waits until every thread is at a gate, blocked, or finished, and compares with the
 //! model's final state: a thread the model says is blocked in its wait must be blocked, and no
@@ -184,8 +187,6 @@ pub(crate) struct St {
     /// there.
     pub(crate) end_release: Vec<bool>,
     pub(crate) aborted: bool,
-    /// OS thread ids (gettid) by model thread.
-    pub(crate) tids: Vec<i32>,
     /// The trace index of the step released last (its `done` moves `pos` past it).
     pub(crate) released_index: Option<usize>,
     /// The poller whose call the home thread is in (pollers share it).
@@ -283,17 +284,6 @@ impl Controller {
     }
 }
 
-/// Read `/proc/self/task/<tid>/stat`'s state letter.
-pub(crate) fn thread_state(tid: i32) -> Option<char> {
-    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    s[s.rfind(')')? + 1..].trim_start().chars().next()
-}
-
-pub(crate) fn gettid() -> i32 {
-    // SAFETY: gettid takes no arguments and cannot fail.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The clock the controller moves (userspace polling windows).
 
@@ -333,6 +323,8 @@ type Bhs = Arc<Vec<AtomicPtr<Bh>>>;
 struct World {
     handle: Handle,
     kernel: Arc<ModelKernel>,
+    /// The context's notifier (a model fd of `kernel`).
+    notifier_fd: std::os::fd::RawFd,
     bhs: Bhs,
     calls: Arc<Vec<AtomicU32>>,
 }
@@ -440,9 +432,23 @@ fn ops_started(sc: &Scenario, last: &State) -> Vec<usize> {
         .collect()
 }
 
+/// Knobs of a replay, for tests of the replayer itself.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The home thread sleeps this long before each blocking `poll`: asleep, but not in a wait, as a
+    /// thread descheduled on a busy machine or asleep on a lock looks. The replay must not take it
+    /// for blocked.
+    pub home_pause: Option<Duration>,
+}
+
 /// Replay `trace` (a trace of `sc` the model accepts) on the implementation; see the module docs.
 /// The caller holds [`crate::serial`].
 pub fn replay(sc: &Scenario, trace: &Trace) -> Outcome {
+    replay_with(sc, trace, &Options::default())
+}
+
+/// [`replay`] with [`Options`].
+pub fn replay_with(sc: &Scenario, trace: &Trace, opts: &Options) -> Outcome {
     if let Some(r) = static_limits(sc, trace) {
         return Outcome::NotReplayable(r);
     }
@@ -466,7 +472,6 @@ pub fn replay(sc: &Scenario, trace: &Trace) -> Outcome {
         hidden: PROJECTED_OUT.to_vec(),
         st: Mutex::new(St {
             slots: vec![Slot::default(); nthreads],
-            tids: vec![0; nthreads],
             end_release: (0..nthreads).map(|t| last.blocked(t)).collect(),
             ..St::default()
         }),
@@ -484,7 +489,8 @@ pub fn replay(sc: &Scenario, trace: &Trace) -> Outcome {
     let home = {
         let (sc, ctl, clock, stop, start) =
             (sc.clone(), ctl.clone(), clock.clone(), stop.clone(), start.clone());
-        std::thread::spawn(move || home_thread(&sc, &ctl, &clock, &stop, &start, world_tx))
+        let pause = opts.home_pause;
+        std::thread::spawn(move || home_thread(&sc, &ctl, &clock, &stop, &start, world_tx, pause))
     };
     let world = world_rx.recv().expect("the home thread failed to build the context");
     let started = ops_started(sc, last);
@@ -501,7 +507,6 @@ pub fn replay(sc: &Scenario, trace: &Trace) -> Outcome {
         );
         remotes.push(std::thread::spawn(move || {
             set_model_tid(Some(t));
-            ctl.lock().tids[t as usize] = gettid();
             start.wait();
             for op in ops {
                 run_op(op, &h, &bhs, &calls);
@@ -544,6 +549,7 @@ fn home_thread(
     stop: &Arc<AtomicBool>,
     start: &std::sync::Barrier,
     world_tx: std::sync::mpsc::Sender<World>,
+    pause: Option<Duration>,
 ) {
     let k = ModelKernel::new();
     let mut b =
@@ -616,10 +622,9 @@ fn home_thread(
     // Forget what setup did (notifies, drains): the model starts from the initial state.
     while ctx.poll(false) {}
     assert!(!k.is_readable(ctx.handle().debug_state().notifier_fd));
-    world_tx
-        .send(World { handle: ctx.handle().clone(), kernel: k.clone(), bhs: bhs.clone(), calls })
-        .ok();
-    ctl.lock().tids.iter_mut().take(sc.pollers.len()).for_each(|t| *t = gettid());
+    let notifier_fd = ctx.handle().debug_state().notifier_fd;
+    let handle = ctx.handle().clone();
+    world_tx.send(World { handle, kernel: k.clone(), notifier_fd, bhs: bhs.clone(), calls }).ok();
     start.wait();
 
     let notifier_fd = ctx.handle().debug_state().notifier_fd;
@@ -669,6 +674,9 @@ fn home_thread(
         ctl.set_current(Some(t));
         match sc.pollers[t as usize] {
             Poller::Blocking(_) => {
+                if let Some(d) = pause {
+                    std::thread::sleep(d);
+                }
                 ctx.poll(true);
                 if let Some(n) = &mut left[t as usize] {
                     *n -= 1;
@@ -748,7 +756,18 @@ enum Stand {
     Running,
 }
 
-fn stand(ctl: &Controller, sc: &Scenario, t: u32) -> Stand {
+/// Whether the home thread, if it is in a wait, is blocked there: parked in the model fd monitor's
+/// wait with nothing ready, or (`parked`) in the external loop's own wait, which has no timeout then,
+/// with the notifier not readable. Exact: nothing but a step the controller releases changes an fd.
+fn home_blocked(w: &World, parked: bool) -> bool {
+    if parked {
+        !w.kernel.is_readable(w.notifier_fd)
+    } else {
+        w.kernel.blocked_waiters() > 0
+    }
+}
+
+fn stand(ctl: &Controller, sc: &Scenario, w: &World, t: u32) -> Stand {
     let g = ctl.lock();
     let at_gate = |u: usize| match g.slots[u].arrived {
         Some((_, true)) if g.end && g.end_release[u] => None, // being let into its wait
@@ -763,15 +782,11 @@ fn stand(ctl: &Controller, sc: &Scenario, t: u32) -> Stand {
         if s.finished {
             return Stand::Finished;
         }
-        if s.parked {
-            return Stand::Blocked;
-        }
-        let tid = g.tids[t as usize];
+        let parked = s.parked;
         drop(g);
-        return match thread_state(tid) {
-            Some('S') | Some('D') => Stand::Blocked,
-            _ => Stand::Running,
-        };
+        // A remote never waits: between two gates it is running (or descheduled, or asleep on a
+        // lock), never blocked.
+        return if poller && home_blocked(w, parked) { Stand::Blocked } else { Stand::Running };
     }
     // Pollers share the home thread: it is at one poller's gate, in the external loop's own wait,
     // idle, or in the current poller's call (blocked in the fd monitor, or running).
@@ -783,7 +798,8 @@ fn stand(ctl: &Controller, sc: &Scenario, t: u32) -> Stand {
         return Stand::Finished;
     }
     if g.slots[t as usize].parked {
-        return Stand::Blocked;
+        drop(g);
+        return if home_blocked(w, true) { Stand::Blocked } else { Stand::Running };
     }
     let other_settled =
         (0..n).any(|u| u != t as usize && (at_gate(u).is_some() || g.slots[u].parked));
@@ -794,30 +810,12 @@ fn stand(ctl: &Controller, sc: &Scenario, t: u32) -> Stand {
         return Stand::Running; // its pre-wait gate is opening at the end
     }
     let current = g.current;
-    let tid = g.tids[t as usize];
     drop(g);
-    match thread_state(tid) {
-        Some('S') | Some('D') if current == Some(t) => Stand::Blocked,
-        Some('S') | Some('D') => Stand::Suspended,
-        _ => Stand::Running,
+    match home_blocked(w, false) {
+        true if current == Some(t) => Stand::Blocked,
+        true => Stand::Suspended,
+        false => Stand::Running,
     }
-}
-
-/// `stand`, required to be the same over a few samples (a thread passing between two gates is
-/// briefly neither at a gate nor running).
-fn stable_stand(ctl: &Controller, sc: &Scenario, t: u32) -> Stand {
-    let first = stand(ctl, sc, t);
-    if first != Stand::Blocked {
-        return first;
-    }
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(1));
-        let s = stand(ctl, sc, t);
-        if s != first {
-            return Stand::Running;
-        }
-    }
-    first
 }
 
 fn drive(
@@ -837,9 +835,8 @@ fn drive(
     for (i, ev) in trace.events.iter().enumerate() {
         let t = ev.thread;
         let deadline = Instant::now() + Duration::from_secs(3);
-        let mut checks = 0u32;
         loop {
-            match stand(ctl, sc, t) {
+            match stand(ctl, sc, world, t) {
                 Stand::AtGate(s) if s == ev.step => break,
                 Stand::AtGate(s) => {
                     return diverged(i, format!("thread {t} takes `{}` instead", s.as_str()))
@@ -850,7 +847,7 @@ fn drive(
                     // Another poller holds the home thread: fine while it runs to the end of its
                     // call, not if it waits at a gate or blocks.
                     let p = ctl.lock().current.unwrap_or(0);
-                    let sp = if p != t { stable_stand(ctl, sc, p) } else { Stand::Running };
+                    let sp = if p != t { stand(ctl, sc, world, p) } else { Stand::Running };
                     if matches!(sp, Stand::AtGate(_) | Stand::Blocked) {
                         return Outcome::NotReplayable(format!(
                             "event {i}: poller {t} steps while poller {p} is inside its call (one \
@@ -859,16 +856,13 @@ fn drive(
                     }
                 }
                 Stand::Blocked => {
-                    checks += 1;
-                    if checks > 3 && stable_stand(ctl, sc, t) == Stand::Blocked {
-                        if (t as usize) < sc.pollers.len() && sc.pollers.len() > 1 {
-                            return Outcome::NotReplayable(format!(
-                                "event {i}: poller {t} must step while the home thread is blocked \
-                                 in another poller's wait"
-                            ));
-                        }
-                        return diverged(i, format!("thread {t} is blocked in a wait"));
+                    if (t as usize) < sc.pollers.len() && sc.pollers.len() > 1 {
+                        return Outcome::NotReplayable(format!(
+                            "event {i}: poller {t} must step while the home thread is blocked in \
+                             another poller's wait"
+                        ));
                     }
+                    return diverged(i, format!("thread {t} is blocked in a wait"));
                 }
             }
             if Instant::now() > deadline {
@@ -929,7 +923,7 @@ fn drive(
     let end = trace.events.len();
     let deadline = Instant::now() + Duration::from_secs(5);
     let stands = loop {
-        let s: Vec<Stand> = (0..sc.threads() as u32).map(|t| stable_stand(ctl, sc, t)).collect();
+        let s: Vec<Stand> = (0..sc.threads() as u32).map(|t| stand(ctl, sc, world, t)).collect();
         if !s.contains(&Stand::Running) {
             break s;
         }

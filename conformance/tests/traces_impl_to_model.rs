@@ -197,6 +197,36 @@ fn io_uring_polling_on_with_user_handler() {
     check_config(Kernel::IoUring, Polling::OnWithHandler);
 }
 
+/// A poll of more than 255 userspace rounds is checked like any other: the oracle's bound is the
+/// most rounds one recorded poll made, with no cap (it counts a time window over the cost of a
+/// round; a u8 cap failed on a busy machine with "350 polling rounds in one poll"). A recorded run
+/// has one of its polling rounds repeated to 300 (what a longer window, or a cheaper round, makes:
+/// more `ctx_poll_userspace notified=0` reads in the same poll); the oracle accepts it with the
+/// derived bound and rejects it with one round less.
+#[test]
+fn a_poll_of_more_than_255_rounds_is_checked() {
+    use aioctx::trace::Step;
+    let _g = serial();
+    let found = (0..500u64).find_map(|seed| {
+        let s = RunSpec::random_ops(Kernel::Epoll, Polling::On, Driver::Blocking, seed);
+        let rec = real::record(&s);
+        let i = rec.trace.events.iter().position(|e| {
+            e.thread == 0 && e.step == Step::CtxPollUserspace && e.value("notified") == Some(0)
+        })?;
+        Some((s, rec, i))
+    });
+    let (s, rec, i) = found.expect("no recorded run made a polling round that saw no notify");
+    let mut t = rec.trace.clone();
+    let round = t.events[i].clone();
+    t.events.splice(i + 1..i + 1, std::iter::repeat_n(round, 299));
+    let rounds = u32::try_from(aioctx_conformance::convert::max_rounds(&t)).unwrap();
+    assert!(rounds >= 300, "{rounds} rounds");
+    check_trace(&s.scenario(rounds), &t)
+        .unwrap_or_else(|rej| panic!("{rounds} rounds in one poll rejected: {rej}"));
+    let rej = check_trace(&s.scenario(rounds - 1), &t).expect_err("a bound below the rounds made");
+    assert!(rej.index > i, "rejected at {} (the stretched poll starts at {i})", rej.index);
+}
+
 /// The notify handshake of real runs against promela/notify.pml: each trace becomes a Promela
 /// follower (see `aioctx_conformance::follower`) that spin must be able to walk to its end.
 #[test]

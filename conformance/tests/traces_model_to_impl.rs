@@ -19,10 +19,10 @@
 //! source that replays zero traces fails.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aioctx_conformance::lift::{self, Source};
-use aioctx_conformance::replay::{replay, Outcome};
+use aioctx_conformance::replay::{replay, replay_with, Options, Outcome};
 use aioctx_conformance::{full, report, serial, spin};
 use aioctx_model::{enumerate_traces, Bound, Loops, Op, Poller, Scenario};
 
@@ -147,6 +147,27 @@ fn enumerated_interleavings_replay_on_the_implementation() {
             total.traces
         ),
     );
+}
+
+/// The replayer tells a thread blocked in its wait from one asleep elsewhere (descheduled on a busy
+/// machine, asleep on a lock): with the home thread sleeping 10 ms before every blocking poll, the
+/// interleavings still replay. (Judged from the OS thread's state over a few ms, the replayer
+/// reported "diverged at event 0: thread 0 is blocked in a wait" here.)
+#[test]
+fn replay_does_not_take_a_sleeping_home_thread_for_blocked() {
+    let _g = serial();
+    let opts = Options { home_pause: Some(Duration::from_millis(10)) };
+    for sc in [Scenario::bh_schedule_vs_blocking_poll(), Scenario::notify_vs_blocking_poll()] {
+        let mut followed = 0;
+        for trace in enumerate_traces(&sc, Bound::preemptions(1)).take(8) {
+            match replay_with(&sc, &trace, &opts) {
+                Outcome::Followed { .. } => followed += 1,
+                Outcome::NotReplayable(_) => {}
+                d => panic!("{}: a paused home thread: {d}\ntrace:\n{trace}", sc.name),
+            }
+        }
+        assert!(followed > 0, "{}: no trace replayed", sc.name);
+    }
 }
 
 /// Random spin simulations of the current-protocol models (correct variants), lifted to the Rust

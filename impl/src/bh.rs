@@ -27,6 +27,11 @@
 //! scheduled from its own callback is pushed to `bh_list` again and runs in the next poll. Order within
 //! a slice is LIFO today and **not** part of the API.
 //!
+//! Re-entrancy: a nested poll that dequeues a BH whose callback is running does not call it (not
+//! progress). It is deferred: PENDING and SCHEDULED again but on no list, so the nested poll neither
+//! takes it again nor computes a zero timeout for it (re-pushed at once, it made `while poll(false)
+//! {}` endless and a nested `poll(true)` spin); the running call's return pushes it back on `bh_list`.
+//!
 //! # Model
 //!
 //! `promela/bh.pml` (schedule/cancel/delete against poll), loom scenario
@@ -70,6 +75,9 @@ struct Home {
     running: bool,
     /// Dequeued DELETED while running: free it when the callback returns.
     free_on_return: bool,
+    /// Dequeued SCHEDULED by a nested poll while running: PENDING again but on no list (see
+    /// `defer`); pushed on `bh_list` when the callback returns.
+    deferred: bool,
 }
 
 // SAFETY:
@@ -86,7 +94,12 @@ impl BhInner {
         let b = Box::new(BhInner {
             flags: AtomicU32::new(flags),
             next: AtomicPtr::new(ptr::null_mut()),
-            home: UnsafeCell::new(Home { cb, running: false, free_on_return: false }),
+            home: UnsafeCell::new(Home {
+                cb,
+                running: false,
+                free_on_return: false,
+                deferred: false,
+            }),
         });
         NonNull::from(Box::leak(b))
     }
@@ -111,6 +124,12 @@ impl BhInner {
 /// another thread races with the loop: a call the loop has already dequeued may still run (never one
 /// dequeued after the drop; `promela/bh.pml` checks exactly this). `Bh` is `Send + Sync`; share it
 /// with `Arc` to schedule from several threads.
+///
+/// Re-entrancy: a BH's callback is never re-entered. If it polls its context nested
+/// ([`AioContext::with_current`](crate::AioContext::with_current)) while the BH is scheduled again
+/// (by itself or another thread), that nested poll does not call it; the uncalled BH is not progress
+/// and does not keep the nested poll from blocking. It stays scheduled and runs in the first poll
+/// after the running call returned (a `cancel` or drop in between is obeyed).
 ///
 /// # Examples
 ///
@@ -273,7 +292,9 @@ fn classify(list: *const BhInner, mut acc: Pending) -> Pending {
         let bh = unsafe { &*p };
         // ORDERING: Relaxed: a hint for the timeout; a BH scheduled concurrently also notifies.
         let f = bh.flags.load(Ordering::Relaxed);
-        if f & (BH_SCHEDULED | BH_DELETED) == BH_SCHEDULED {
+        // A BH whose callback is running cannot be called by this (nested) poll: no reason to
+        // hurry (it may be here if another thread scheduled it after the nested poll's dequeue).
+        if f & (BH_SCHEDULED | BH_DELETED) == BH_SCHEDULED && !is_running(bh) {
             if f & BH_IDLE == 0 {
                 return Pending::Busy;
             }
@@ -362,12 +383,12 @@ impl HomeBhs {
                 let f = bh.flags.swap(0, Ordering::AcqRel);
                 bh_flags = f & !(BH_PENDING | BH_SCHEDULED | BH_IDLE), bh_flags_old = f);
             if f & (BH_SCHEDULED | BH_DELETED) == BH_SCHEDULED {
-                if f & BH_IDLE == 0 {
+                crate::trace_step!(Step::BhPollCall, idle = f & BH_IDLE != 0);
+                // A oneshot is freed when its call returns. A BH whose callback is running further
+                // up the stack is not called: not progress.
+                if call(ctx, p, f) && f & BH_IDLE == 0 {
                     progress = true;
                 }
-                crate::trace_step!(Step::BhPollCall, idle = f & BH_IDLE != 0);
-                // A oneshot is freed when its call returns.
-                call(ctx, p, f & BH_ONESHOT != 0);
             } else if f & (BH_DELETED | BH_ONESHOT) != 0 {
                 release(p);
             }
@@ -435,11 +456,21 @@ fn release(p: *mut BhInner) {
     }
 }
 
-/// Run `p`'s callback unless it is already running further up the stack (a nested poll from inside
-/// its own callback): then it is enqueued again and runs in a poll after the outer call returned.
-/// Frees the BH afterwards if it is a oneshot or was deleted meanwhile.
+/// Whether `bh`'s callback is running further up the stack. Home thread only.
 #[inline]
-fn call(ctx: &Shared, p: *mut BhInner, oneshot: bool) {
+fn is_running(bh: &BhInner) -> bool {
+    // SAFETY:
+    // - `home` is accessed only on the home thread (the caller), through short raw-pointer accesses;
+    //   no `&mut` to it is live here (a running callback's frame holds only the raw pointer).
+    bh.home.with(|h| unsafe { (*h).running })
+}
+
+/// Run `p`'s callback (dequeued with flags `f`) unless it is already running further up the stack (a
+/// nested poll from inside its own callback): then it is deferred (see `defer`) and runs in a poll
+/// after the outer call returned. Frees the BH afterwards if it is a oneshot or was deleted
+/// meanwhile. Returns whether the callback was called.
+#[inline]
+fn call(ctx: &Shared, p: *mut BhInner, f: u32) -> bool {
     // SAFETY:
     // - `p` was just dequeued by the home thread (this thread); only this thread frees it, and not
     //   while `running` is set, so it is alive for this whole function.
@@ -448,21 +479,26 @@ fn call(ctx: &Shared, p: *mut BhInner, oneshot: bool) {
     // through short raw-pointer accesses; the callback is borrowed only for the duration of the call,
     // and a nested poll never borrows it while `running` is set.
     if home.with(|h| unsafe { (*h).running }) {
-        reenter(ctx, p);
-        return;
+        defer(p, f);
+        return false;
     }
-    struct Done(*mut BhInner, bool);
-    impl Drop for Done {
+    struct Done<'a>(*mut BhInner, bool, &'a Shared);
+    impl Drop for Done<'_> {
         #[inline]
         fn drop(&mut self) {
             // SAFETY: as in `call`; runs on return and on unwind.
             let home = unsafe { &(*self.0).home };
             // SAFETY: as in `call`.
-            let free = home.with_mut(|h| unsafe {
+            let (free, deferred) = home.with_mut(|h| unsafe {
                 (*h).running = false;
-                (*h).free_on_return
+                ((*h).free_on_return, std::mem::take(&mut (*h).deferred))
             });
-            if free || self.1 {
+            if deferred {
+                // A deferred BH is PENDING and on no list, so no poll dequeued it meanwhile (it
+                // cannot have been freed by one) and it is neither a oneshot nor marked to free.
+                debug_assert!(!free && !self.1);
+                resume(self.2, self.0);
+            } else if free || self.1 {
                 // SAFETY: dequeued with ONESHOT, or DELETED by a nested poll; the call is over.
                 unsafe { BhInner::free(self.0) };
             }
@@ -470,13 +506,44 @@ fn call(ctx: &Shared, p: *mut BhInner, oneshot: bool) {
     }
     // SAFETY: as above.
     home.with_mut(|h| unsafe { (*h).running = true });
-    let _done = Done(p, oneshot);
+    let _done = Done(p, f & BH_ONESHOT != 0, ctx);
     // SAFETY: see above; `running` makes this the only live &mut to the callback.
     home.with_mut(|h| unsafe { ((*h).cb)() });
+    true
 }
 
-/// A nested poll dequeued a BH whose callback is running: schedule it again for a later poll.
+/// A nested poll dequeued (with flags `f`) a BH whose callback is running: schedule it again, but keep
+/// it off every list until the callback returns. Re-pushed at once, it would be taken by the next
+/// nested poll and re-pushed again, forever: the nested loop would never block (every timeout 0),
+/// and `while poll(false) {}` would never end. Deferred, it is no reason for a zero timeout, and
+/// `resume` pushes it when the call returns, so it runs in a poll after that (nothing is lost).
+///
+/// This is `enqueue` without the push and the notify: setting PENDING makes a racing `schedule` or
+/// the owner's drop find it pending (they set their flags and do not push), as on a list.
 #[cold]
-fn reenter(ctx: &Shared, p: *mut BhInner) {
-    enqueue(ctx, p, BH_SCHEDULED);
+fn defer(p: *mut BhInner, f: u32) {
+    // SAFETY: as in `call`: `p` is alive, only this thread frees it.
+    let b = unsafe { &*p };
+    // ORDERING: AcqRel, as the fetch_or in `enqueue` (pairs with the dequeue that will read it).
+    crate::traced!(Step::BhScheduleFlags,
+        let old = b.flags.fetch_or(BH_PENDING | BH_SCHEDULED | (f & BH_IDLE), Ordering::AcqRel);
+        bh_flags = old | BH_PENDING | BH_SCHEDULED | (f & BH_IDLE), bh_flags_old = old);
+    if old & BH_PENDING == 0 {
+        // We set PENDING: the BH is ours until we push it (`resume`).
+        // SAFETY: as in `call`.
+        b.home.with_mut(|h| unsafe { (*h).deferred = true });
+    }
+    // Otherwise another thread scheduled (or deleted) it after our dequeue and pushed it: it is on
+    // `bh_list`, where `classify` ignores it while it runs, and a later poll dequeues it again.
+}
+
+/// The callback of a deferred BH returned: push it on `bh_list` (it is PENDING and ours), so the next
+/// poll dequeues it: it is called if still SCHEDULED (a cancel in between is obeyed), freed if its
+/// owner dropped it meanwhile. No notify: only the home thread (this one) dequeues, and its next
+/// timeout computation sees the BH on the list.
+#[cold]
+fn resume(ctx: &Shared, p: *mut BhInner) {
+    // SAFETY: as in `call`: `p` is alive, PENDING and on no list.
+    let b = unsafe { &*p };
+    crate::traced!(Step::BhSchedulePush, push(&ctx.bh_list, b, p); bh_list = 1);
 }

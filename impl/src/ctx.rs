@@ -35,7 +35,7 @@ use std::time::Duration;
 use crate::bh::{self, Bh, HomeBhs, Pending};
 use crate::handler::{AioHandler, FdHandler, HandlerTable, NOTIFIER_TOKEN};
 use crate::kernel::{
-    Clock, Event, EventNotifier, FdMonitor, ModelFdMonitor, ModelKernel, ModelNotifier,
+    Clock, Event, EventNotifier, FdMonitor, Interest, ModelFdMonitor, ModelKernel, ModelNotifier,
 };
 use crate::notify::NotifyState;
 use crate::poll::{PollParams, PollState};
@@ -196,6 +196,7 @@ impl Builder {
             home: Home {
                 bhs: HomeBhs::new(),
                 walk_depth: Cell::new(0),
+                timers_running: Cell::new(0),
                 fdmon: RefCell::new((0, fdmon)),
                 events: Cell::new(Vec::new()),
                 ready: Cell::new(Vec::new()),
@@ -376,6 +377,8 @@ struct Home {
     walk_depth: Cell<u32>,
     /// (generation, fd monitor) cached from the handler table.
     fdmon: RefCell<(u64, Arc<Box<dyn FdMonitor>>)>,
+    /// Timer callbacks running (a poll nested in one leaves its timer out of the timeout).
+    timers_running: Cell<u32>,
     /// Reusable buffers (taken by the outermost poll; a nested poll allocates its own).
     events: Cell<Vec<Event>>,
     ready: Cell<Vec<(Arc<AioHandler>, Event)>>,
@@ -558,7 +561,11 @@ impl AioContext {
                 timeout = Some(0);
                 progress = true;
             }
-            self.wait(timeout, &mut events);
+            if timeout != Some(0) && self.home.walk_depth.get() > 1 {
+                self.nested_wait(timeout, &mut events);
+            } else {
+                self.wait(timeout, &mut events);
+            }
         }
 
         // 7. The wait is over.
@@ -645,12 +652,24 @@ impl AioContext {
             Pending::Idle => Some(IDLE_BH_TIMEOUT_NS),
             Pending::None => None,
         };
-        let earliest = s.timers.earliest();
+        let earliest = self.timer_deadline();
         if earliest != u64::MAX {
             let d = earliest.saturating_sub(s.clock.now_ns());
             t = Some(t.map_or(d, |t| t.min(d)));
         }
         t
+    }
+
+    /// The earliest deadline of a timer this poll can call (`u64::MAX`: none). A poll nested in a
+    /// timer callback cannot call that timer: its deadline is left out.
+    #[inline]
+    fn timer_deadline(&self) -> u64 {
+        let s = &*self.handle.shared;
+        if self.home.timers_running.get() == 0 {
+            s.timers.earliest()
+        } else {
+            s.timers.earliest_callable()
+        }
     }
 
     /// The fd monitor, refreshed from the handler table when it changed.
@@ -678,6 +697,39 @@ impl AioContext {
             notifier = events.iter().any(|e| e.token == NOTIFIER_TOKEN),
             readable = events.iter().any(|e| e.token == NOTIFIER_TOKEN)
         );
+    }
+
+    /// A blocking wait of a nested poll: the fds of handlers whose callback is running further up the
+    /// stack are out of it. Such a handler cannot run here, so its readiness (level-triggered: its
+    /// fd stays ready until the running callback consumes it) must not end the wait; it would make
+    /// the nested poll spin. Their interest is set to none for the wait and restored after it, under
+    /// the table lock and only for a handler still registered (a concurrent `set_fd_handler` or
+    /// `remove_fd_handler` wins). Restored, a still-ready fd is reported by the next wait after the
+    /// callback returned. (epoll and io_uring always report a hang-up or error: for such an fd the
+    /// nested wait still returns at once, without progress.)
+    #[cold]
+    fn nested_wait(&self, timeout: Option<u64>, events: &mut Vec<Event>) {
+        let s = &*self.handle.shared;
+        let running: Vec<Arc<AioHandler>> = {
+            let t = s.handlers.lock();
+            let running: Vec<_> =
+                t.by_fd.values().filter(|h| h.with_local(|l| l.in_callback)).cloned().collect();
+            for h in &running {
+                // An error (the fd was closed under the running callback) leaves it as it is.
+                let _ = t.fdmon.modify(h.fd, h.token, Interest::NONE);
+            }
+            running
+        };
+        self.wait(timeout, events);
+        if !running.is_empty() {
+            let t = s.handlers.lock();
+            for h in &running {
+                // Still registered: `retire` sets `deleted` under this lock.
+                if !h.is_deleted() {
+                    let _ = t.fdmon.modify(h.fd, h.token, h.interest);
+                }
+            }
+        }
     }
 
     /// Dispatch the events of a wait (the notifier's already taken out): run ready handlers and
@@ -738,7 +790,7 @@ impl AioContext {
     fn run_timers_slow(&self) -> bool {
         let s = &*self.handle.shared;
         let _walk = self.enter();
-        s.timers.run(s.clock.now_ns())
+        s.timers.run(s.clock.now_ns(), &self.home.timers_running)
     }
 
     // ---- external-loop integration (QEMU's GSource: prepare / check / dispatch) ----
@@ -782,7 +834,7 @@ impl AioContext {
         self.home.events.set(events);
         fd_ready
             || self.home.bhs.pending(s) == Pending::Busy
-            || s.timers.earliest() <= s.clock.now_ns()
+            || self.timer_deadline() <= s.clock.now_ns()
             || self.home.polling.has_ready()
     }
 

@@ -46,6 +46,12 @@ type PollCb = Box<dyn FnMut() -> bool + Send + 'static>;
 /// `io_poll_end` bracket a stretch of polling (virtio uses them to suppress guest notifications). A
 /// handler with `io_poll` but no `io_poll_ready` is not polled.
 ///
+/// Re-entrancy: a handler's callbacks are never re-entered. While one of them runs, a nested poll
+/// ([`AioContext::with_current`](crate::AioContext::with_current)) skips the handler, which is not
+/// progress, and a nested blocking poll leaves its fd out of its wait, so the fd's readiness does not
+/// keep the nested poll from sleeping. Nothing is lost: fds are level-triggered, so a readiness the
+/// callback left unconsumed is reported again by the first wait after it returned.
+///
 /// # Examples
 ///
 /// ```

@@ -205,6 +205,8 @@ struct KernelState {
     fds: Vec<(bool, bool, bool)>,
     /// Registrations of the (single) model fd monitor: fd -> (token, interest).
     watched: Vec<Option<(u64, Interest)>>,
+    /// Threads parked in the model fd monitor's wait (on `cond`, this lock released).
+    parked: usize,
 }
 
 /// Model fd numbers start here, so they are never mistaken for real fds in messages.
@@ -268,6 +270,25 @@ impl ModelKernel {
         drop(s);
         if readable {
             self.cond.notify_all();
+        }
+    }
+
+    /// How many threads are blocked in the model fd monitor's wait: parked with no timeout while no
+    /// watched fd is ready, so that only a change of an fd or of a registration can end their wait.
+    /// Exact, not sampled (read under the kernel's lock): a harness that steps the threads itself
+    /// (the conformance replay) tells "blocked in its wait" from "descheduled on its way to a gate"
+    /// with it, whatever the machine's load.
+    pub fn blocked_waiters(&self) -> usize {
+        let s = self.state.lock();
+        if s.parked == 0 {
+            return 0;
+        }
+        let mut ready = Vec::new();
+        ModelFdMonitor::ready(&s, &mut ready);
+        if ready.is_empty() {
+            s.parked
+        } else {
+            0 // about to return
         }
     }
 
@@ -392,7 +413,11 @@ impl FdMonitor for ModelFdMonitor {
                     self.kernel.clock.advance_to(deadline);
                     return Ok(());
                 }
-                None => s = self.kernel.cond.wait(s),
+                None => {
+                    s.parked += 1;
+                    s = self.kernel.cond.wait(s);
+                    s.parked -= 1;
+                }
             }
         }
     }

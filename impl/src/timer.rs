@@ -5,9 +5,13 @@
 //!
 //! | field | written by | read by | meaning |
 //! |---|---|---|---|
-//! | `TimerQueue` (under the timers mutex) | any thread (`mod`/`del`), home thread (run) | home thread | min-heap of (deadline, arm sequence); stale entries are skipped lazily |
+//! | `TimerQueue` (under the timers mutex) | any thread (`mod`/`del`), home thread (run) | home thread | min-heap of (deadline, arm sequence, timer id); stale entries are skipped lazily |
 //! | `earliest: AtomicU64` | under the timers mutex | home thread (timeout, run check) without the lock | earliest heap deadline, `u64::MAX` if none (may be early, never late) |
-//! | `TimerInner::armed` (under the mutex) | `mod`/`del`/run | run | the sequence number of the live arming, 0 if none |
+//! | `TimerQueue::armed` (under the mutex) | `mod`/`del`/run | run | timer id → its live arming (sequence number, deadline) and its callback; absent: disarmed |
+//!
+//! Only `armed` holds a reference to a timer's callback (heap entries name the timer by id), so `del`
+//! and the owner's drop release it at once: a dropped timer's closure is freed by the drop, or, if the
+//! home thread is running it, when that call returns.
 //!
 //! A `mod` that makes the timer the earliest notifies the loop (a blocked wait recomputes its timeout).
 //! Timers run only inside `poll`, after BHs and fd handlers, when `now >= deadline`.
@@ -23,6 +27,7 @@
 //! QEMU util/qemu-timer.c: `timer_mod_ns`, `timer_del`, `timerlist_run_timers`,
 //! `timerlistgroup_deadline_ns`, `timerlist_notify`.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
@@ -49,12 +54,19 @@ unsafe impl Send for TimerInner {}
 // SAFETY: see the Send impl above.
 unsafe impl Sync for TimerInner {}
 
+/// A heap entry: one arming of timer `id`, live while `TimerQueue::armed[id]` has its `seq`.
 struct Entry {
     deadline: u64,
     seq: u64,
-    timer: Arc<TimerInner>,
-    /// Sequence number shared with the owning `Timer`'s state (see `TimerQueue::armed`).
     id: u64,
+}
+
+/// The live arming of one timer.
+struct Armed {
+    seq: u64,
+    deadline: u64,
+    /// The only reference besides the owner's (and a running call's): dropped on `del` and `run`.
+    timer: Arc<TimerInner>,
 }
 
 impl PartialEq for Entry {
@@ -80,14 +92,18 @@ pub(crate) struct TimerQueue {
     heap: BinaryHeap<Reverse<Entry>>,
     next_seq: u64,
     next_id: u64,
-    /// timer id -> (live seq, deadline): the arming that counts.
-    armed: std::collections::HashMap<u64, (u64, u64)>,
+    /// timer id -> the arming that counts.
+    armed: std::collections::HashMap<u64, Armed>,
 }
 
 impl TimerQueue {
+    /// `e` is the live arming of its timer (not superseded by a later `mod`, nor deleted).
+    fn is_live(&self, e: &Entry) -> bool {
+        self.armed.get(&e.id).is_some_and(|a| a.seq == e.seq)
+    }
     fn prune(&mut self) {
         while let Some(Reverse(top)) = self.heap.peek() {
-            if self.armed.get(&top.id) == Some(&(top.seq, top.deadline)) {
+            if self.is_live(top) {
                 break;
             }
             self.heap.pop();
@@ -97,9 +113,9 @@ impl TimerQueue {
     /// in time and the heap's size stays within twice the number of armed timers.
     fn compact(&mut self) {
         if self.heap.len() > 64 && self.heap.len() > 2 * self.armed.len() {
-            let armed = std::mem::take(&mut self.armed);
-            self.heap.retain(|Reverse(e)| armed.get(&e.id) == Some(&(e.seq, e.deadline)));
-            self.armed = armed;
+            let mut heap = std::mem::take(&mut self.heap);
+            heap.retain(|Reverse(e)| self.is_live(e));
+            self.heap = heap;
         }
     }
     fn earliest(&mut self) -> u64 {
@@ -133,24 +149,36 @@ impl Timers {
     /// lock just before its call, so a callback that deletes or moves a timer due later in the same
     /// pass is obeyed (it is not called, or not early). Only armings made before the pass began run in
     /// it: a callback that re-arms a timer for "now" runs it again in the next poll, not in a loop here.
-    pub(crate) fn run(&self, now: u64) -> bool {
+    ///
+    /// A timer whose callback is running further up the stack (this is a poll nested in it) is not
+    /// called, and stays armed: its entry is set aside for the pass and put back, so it fires in a
+    /// poll after that call returned. `running` counts the timer callbacks running (home thread).
+    pub(crate) fn run(&self, now: u64, running: &Cell<u32>) -> bool {
         if self.earliest() > now {
             return false;
         }
         let limit = self.queue.lock().next_seq;
         let mut ran = false;
+        let mut aside = Vec::new(); // no allocation unless a running timer is due
         loop {
             let due = {
                 let mut q = self.queue.lock();
-                q.prune();
-                let due = match q.heap.peek() {
-                    Some(Reverse(e)) if e.deadline <= now && e.seq <= limit => {
-                        let Reverse(e) = q.heap.pop().expect("peeked");
-                        q.armed.remove(&e.id);
-                        Some(e.timer)
+                let due = loop {
+                    q.prune();
+                    match q.heap.peek() {
+                        Some(Reverse(e)) if e.deadline <= now && e.seq <= limit => {
+                            let Reverse(e) = q.heap.pop().expect("peeked");
+                            // Live: `prune` left it on top.
+                            if q.armed.get(&e.id).is_some_and(|a| is_running(&a.timer)) {
+                                aside.push(e);
+                                continue;
+                            }
+                            break q.armed.remove(&e.id).map(|a| a.timer);
+                        }
+                        _ => break None,
                     }
-                    _ => None,
                 };
+                q.heap.extend(aside.drain(..).map(Reverse));
                 let earliest = q.earliest();
                 // ORDERING: Relaxed, written under the lock (see `earliest`).
                 self.earliest.store(earliest, Ordering::Relaxed);
@@ -158,10 +186,21 @@ impl Timers {
             };
             let Some(t) = due else { break };
             crate::trace_step!(Step::TimerRun);
-            call(&t);
+            call(&t, running);
             ran = true;
         }
         ran
+    }
+
+    /// The earliest deadline of an armed timer whose callback is not running, `u64::MAX` if none: the
+    /// timeout of a poll nested in a timer callback, which cannot call that timer (its deadline,
+    /// passed or not, must not make the nested poll spin). Home thread only; O(armed timers), and
+    /// used only while a timer callback runs.
+    #[cold]
+    pub(crate) fn earliest_callable(&self) -> u64 {
+        let q = self.queue.lock();
+        let callable = q.armed.values().filter(|a| !is_running(&a.timer));
+        callable.map(|a| a.deadline).min().unwrap_or(u64::MAX)
     }
 
     /// Forget every timer (the context is going away).
@@ -174,31 +213,43 @@ impl Timers {
     }
 }
 
-fn call(t: &TimerInner) {
+/// Whether `t`'s callback is running further up the stack. Home thread only.
+fn is_running(t: &TimerInner) -> bool {
+    // SAFETY: `running` is only accessed on the home thread (the caller), by short reads and writes.
+    t.running.with(|r| unsafe { *r })
+}
+
+/// Call `t`, which is not running (`Timers::run` sets running timers aside), counting it in `running`.
+fn call(t: &TimerInner, running: &Cell<u32>) {
+    debug_assert!(!is_running(t), "a running timer was called again");
     // SAFETY:
     // - `cb` and `running` are only accessed on the home thread (from `Timers::run`, called by poll);
     // - `running` prevents a second &mut to the callback from a nested poll inside it.
-    let running = t.running.with(|r| unsafe { *r });
-    if running {
-        return;
-    }
-    // SAFETY: as above.
     t.running.with_mut(|r| unsafe { *r = true });
-    struct Reset<'a>(&'a TimerInner);
+    running.set(running.get() + 1);
+    struct Reset<'a>(&'a TimerInner, &'a Cell<u32>);
     impl Drop for Reset<'_> {
         fn drop(&mut self) {
             // SAFETY: as above.
             self.0.running.with_mut(|r| unsafe { *r = false });
+            self.1.set(self.1.get() - 1);
         }
     }
-    let _reset = Reset(t);
+    let _reset = Reset(t, running);
     // SAFETY: as above.
     t.cb.with_mut(|c| unsafe { (*c)() });
 }
 
 /// A timer of one context (QEMU `QEMUTimer` on the context's clock). Arm it with [`Timer::mod_ns`] or
 /// [`Timer::mod_in`] from any thread; its callback runs on the home thread, inside `poll`, at or after
-/// the deadline. Dropping the `Timer` disarms it.
+/// the deadline. Dropping the `Timer` disarms it and drops its callback (at once; if the callback is
+/// running on the home thread, when it returns).
+///
+/// Re-entrancy: a timer's callback is never re-entered. If it polls its context nested
+/// ([`AioContext::with_current`](crate::AioContext::with_current)), that nested poll does not call
+/// this timer, even if the callback re-armed it for a deadline that is passed by then: the arming is
+/// kept, is not progress and does not keep the nested poll from sleeping, and the timer fires in the
+/// first poll after the running call returned.
 ///
 /// # Examples
 ///
@@ -249,13 +300,11 @@ impl Timer {
             let mut q = t.queue.lock();
             q.next_seq += 1;
             let seq = q.next_seq;
-            q.armed.insert(self.id, (seq, deadline_ns));
-            q.heap.push(Reverse(Entry {
-                deadline: deadline_ns,
-                seq,
-                timer: self.inner.clone(),
-                id: self.id,
-            }));
+            // The callback reference it replaces is not the last one (`self.inner`): nothing is
+            // dropped under the lock.
+            q.armed
+                .insert(self.id, Armed { seq, deadline: deadline_ns, timer: self.inner.clone() });
+            q.heap.push(Reverse(Entry { deadline: deadline_ns, seq, id: self.id }));
             q.compact();
             // ORDERING: Relaxed, under the timers lock.
             let old = t.earliest.load(Ordering::Relaxed);
@@ -287,7 +336,7 @@ impl Timer {
 
     /// The armed deadline, if any.
     pub fn deadline_ns(&self) -> Option<u64> {
-        self.ctx.timers.queue.lock().armed.get(&self.id).map(|&(_, d)| d)
+        self.ctx.timers.queue.lock().armed.get(&self.id).map(|a| a.deadline)
     }
 
     /// Whether the timer is armed.
@@ -298,6 +347,9 @@ impl Timer {
 }
 
 impl Drop for Timer {
+    /// Disarm: the queue's reference to the callback goes (stale heap entries name only the id), so
+    /// the callback and its captures are dropped with `self.inner` right after this, unless the home
+    /// thread is running it (then when that call returns).
     fn drop(&mut self) {
         self.del();
     }

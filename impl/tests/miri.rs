@@ -141,6 +141,64 @@ fn bh_deleting_itself_from_its_callback() {
     }
 }
 
+/// A BH that reschedules itself and polls nested: the nested poll defers it (PENDING again, on no
+/// list) and the callback's return pushes it back, so it runs once more in the next poll, where it
+/// drops its own handle. Miri checks the deferred BH's hand-back (no access after a free, no early
+/// free).
+#[test]
+fn bh_deferred_by_a_nested_poll_runs_again_then_deletes_itself() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (s2, r2) = (slot.clone(), runs.clone());
+        let bh = ctx.bh_new(move || {
+            if r2.fetch_add(1, Ordering::Relaxed) == 0 {
+                s2.lock().as_ref().unwrap().schedule();
+                let nested = AioContext::with_current(|c| c.poll(false)).unwrap();
+                assert!(!nested, "the nested poll reported progress for the running BH");
+            } else {
+                drop(s2.lock().take());
+            }
+        });
+        bh.schedule();
+        *slot.lock() = Some(bh);
+        assert!(ctx.poll(false), "{name}: the BH did not run");
+        assert!(ctx.poll(false), "{name}: the deferred BH did not run again");
+        assert!(slot.lock().is_none(), "{name}: the second call did not drop its handle");
+        assert!(!ctx.poll(false), "{name}: a deleted BH ran again");
+        assert_eq!(runs.load(Ordering::Relaxed), 2, "{name}: runs");
+        assert_eq!(Arc::strong_count(&runs), 1, "{name}: the deleted BH was not freed");
+    }
+}
+
+/// As above, but the callback drops its own handle right after the nested poll deferred it: the
+/// owner's drop finds it PENDING (no push), the callback's return pushes it, and the next poll
+/// dequeues it DELETED and frees it without calling it.
+#[test]
+fn bh_deleted_while_deferred_by_a_nested_poll() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (s2, r2) = (slot.clone(), runs.clone());
+        let bh = ctx.bh_new(move || {
+            r2.fetch_add(1, Ordering::Relaxed);
+            s2.lock().as_ref().unwrap().schedule();
+            let nested = AioContext::with_current(|c| c.poll(false)).unwrap();
+            assert!(!nested, "the nested poll reported progress for the running BH");
+            drop(s2.lock().take());
+        });
+        bh.schedule();
+        *slot.lock() = Some(bh);
+        assert!(ctx.poll(false), "{name}: the BH did not run");
+        assert!(slot.lock().is_none(), "{name}: the callback did not drop its handle");
+        assert!(!ctx.poll(false), "{name}: a deleted BH ran again");
+        assert_eq!(runs.load(Ordering::Relaxed), 1, "{name}: runs");
+        assert_eq!(Arc::strong_count(&runs), 1, "{name}: the deleted BH was not freed");
+    }
+}
+
 /// A BH deleted (its handle dropped) on another thread while scheduled: it never runs and is freed
 /// by the loop.
 #[test]

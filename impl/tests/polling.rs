@@ -468,7 +468,16 @@ fn polling_emits_qemu_trace_events() {
     // default rebuilds every callsite's interest. (Other tests' events land here too: harmless, we
     // only look for names.)
     tracing::subscriber::set_global_default(names).expect("the only global subscriber");
-    drive_window_sequence();
+    // A callsite that another test thread was registering meanwhile can still end up disabled:
+    // tracing-core pushes a new callsite on its list, then computes its interest from the
+    // subscribers it sees and stores it, with no lock, so a computation that began before the
+    // default was set may store "never" after the rebuild (seen once beside two CPU hogs: no
+    // run_poll_handlers_begin). That store happens once per callsite, and the next rebuild repairs
+    // it; so two rounds of (rebuild, drive), names accumulated: a late store spoils one at most.
+    for _ in 0..2 {
+        tracing::callsite::rebuild_interest_cache();
+        drive_window_sequence();
+    }
     let seen = names.0.lock().unwrap().clone();
     for want in [
         "poll_add",

@@ -126,7 +126,9 @@ pub struct Scenario {
     pub bhs: u8,
     /// Userspace polling: the most `ctx_poll_userspace` rounds one `poll` may make (0 = polling off).
     /// Any number from 0 to this bound is allowed (the budget is time, which the model does not have).
-    pub poll_rounds: u8,
+    /// A count, not a `u8`: a recorded run's bound is the most rounds one of its polls made, which is
+    /// the polling window divided by the cost of a round (hundreds in a 50 µs window on a fast machine).
+    pub poll_rounds: u32,
     /// The blocking poll still calls the fd monitor when its timeout is 0 (user fd handlers exist, or
     /// the backend needs a wait); false models an otherwise empty context, which makes no syscall then.
     pub zero_timeout_wait: bool,
@@ -181,7 +183,7 @@ impl Scenario {
     }
 
     /// Enable userspace polling with up to `rounds` rounds per poll.
-    pub fn polling(mut self, rounds: u8) -> Scenario {
+    pub fn polling(mut self, rounds: u32) -> Scenario {
         self.poll_rounds = rounds;
         self
     }

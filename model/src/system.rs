@@ -138,8 +138,8 @@ pub struct PollerState {
     pub armed: bool,
     /// The wait reported the notifier readable (its read handler will drain it).
     pub ready: bool,
-    /// Userspace polling rounds made in this iteration.
-    pub rounds: u8,
+    /// Userspace polling rounds made in this iteration (at most `Scenario::poll_rounds`).
+    pub rounds: u32,
     /// How many phases of the post-wait sequence (accept, readiness query, drain, scan) are done.
     pub post: u8,
     /// BHs taken from the list and not yet dequeued; the next one is the last (LIFO).

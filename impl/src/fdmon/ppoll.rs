@@ -56,7 +56,10 @@ impl PollSet {
         self.tokens.clear();
         for r in &reg.regs {
             let events = interest_bits(r.interest) as libc::c_short;
-            self.fds.push(libc::pollfd { fd: r.fd, events, revents: 0 });
+            // No interest (a nested wait leaves out a handler whose callback runs): a negative fd,
+            // which ppoll ignores (with events 0 it would still report a hang-up or error).
+            let fd = if r.interest.is_empty() { -1 } else { r.fd };
+            self.fds.push(libc::pollfd { fd, events, revents: 0 });
             self.tokens.push(r.token);
         }
         self.generation = reg.generation;

@@ -1,0 +1,312 @@
+//! Nested polls (issue 14): a callback that polls its own context (`AioContext::with_current`, QEMU's
+//! `AIO_WAIT_WHILE` / drain idiom) while a BH, timer or fd handler cannot run because its callback is
+//! the one running further up the stack. The rule, on every backend: such work is neither progress nor
+//! a reason for a zero timeout (a nested `poll(false)` loop ends, a nested `poll(true)` sleeps until
+//! something it can run arrives), and it is not lost: it runs once the outer call has returned.
+#![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
+mod common;
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aioctx::{AioContext, Bh, FdHandler, Handle, Timer};
+use common::*;
+
+/// More nested calls than this is a spin (the defect made 416,348 in 50 ms); the loops stop here so a
+/// regression fails quickly instead of running forever.
+const SPIN_CAP: u32 = 10_000;
+
+/// A nested blocking wait for another thread's work makes at most this many `poll(true)` calls: one
+/// that consumes the self-reschedule's notify, one that sleeps until the work arrives, and slack
+/// for a spurious wake-up.
+const FEW_CALLS: u32 = 4;
+
+/// A thread that, after `delay`, runs a oneshot BH on the context setting the returned flag.
+fn work_after(h: &Handle, delay: Duration) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let (d2, h) = (done.clone(), h.clone());
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        h.bh_oneshot(move || d2.store(true, Relaxed));
+    });
+    (done, t)
+}
+
+/// Nested `poll(true)` until `done`; returns (calls, calls that reported progress). Stops at SPIN_CAP.
+fn nested_wait(done: &AtomicBool) -> (u32, u32) {
+    let (mut calls, mut progress) = (0, 0);
+    while !done.load(Relaxed) && calls < SPIN_CAP {
+        calls += 1;
+        progress += u32::from(AioContext::with_current(|c| c.poll(true)).expect("current context"));
+    }
+    (calls, progress)
+}
+
+/// Nested `while poll(false) {}`; returns how many calls reported progress. Stops at SPIN_CAP.
+fn nested_drain() -> u32 {
+    let mut n = 0;
+    while n < SPIN_CAP && AioContext::with_current(|c| c.poll(false)).expect("current context") {
+        n += 1;
+    }
+    n
+}
+
+// ---------------------------------------------------------------- bottom halves
+
+/// A BH that reschedules itself, then drains nested: the nested poll does not call it (it is running)
+/// and must not report progress for it, so the drain loop ends at once. The reschedule is kept: the
+/// BH runs again in the first poll after the outer one.
+#[test]
+fn bh_rescheduled_then_nested_drain_ends_and_runs_after() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+        let calls = Arc::new(AtomicU32::new(0));
+        let nested_progress = Arc::new(AtomicU32::new(u32::MAX));
+        let (s2, c2, p2) = (slot.clone(), calls.clone(), nested_progress.clone());
+        let bh = ctx.bh_new(move || {
+            if c2.fetch_add(1, Relaxed) == 0 {
+                s2.lock().unwrap().as_ref().unwrap().schedule();
+                p2.store(nested_drain(), Relaxed);
+            }
+        });
+        bh.schedule();
+        *slot.lock().unwrap() = Some(bh);
+        assert!(ctx.poll(false), "{name}");
+        assert_eq!(calls.load(Relaxed), 1, "{name}: the BH was re-entered");
+        assert_eq!(
+            nested_progress.load(Relaxed),
+            0,
+            "{name}: nested poll(false) reported progress for a BH it did not call"
+        );
+        assert!(ctx.poll(false), "{name}: the reschedule was lost");
+        assert_eq!(calls.load(Relaxed), 2, "{name}");
+        assert!(!ctx.poll(false), "{name}");
+        slot.lock().unwrap().take();
+    }
+}
+
+/// A BH that reschedules itself, then waits nested (poll(true)) for another thread's work 50 ms away:
+/// the nested wait must sleep, not spin with a zero timeout.
+#[test]
+fn bh_rescheduled_then_nested_blocking_wait_sleeps() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+        let calls = Arc::new(AtomicU32::new(0));
+        let seen = Arc::new(Mutex::new((0, 0)));
+        let h = ctx.handle().clone();
+        let (s2, c2, seen2) = (slot.clone(), calls.clone(), seen.clone());
+        let bh = ctx.bh_new(move || {
+            if c2.fetch_add(1, Relaxed) == 0 {
+                s2.lock().unwrap().as_ref().unwrap().schedule();
+                let (done, t) = work_after(&h, Duration::from_millis(50));
+                *seen2.lock().unwrap() = nested_wait(&done);
+                t.join().unwrap();
+            }
+        });
+        bh.schedule();
+        *slot.lock().unwrap() = Some(bh);
+        assert!(ctx.poll(false), "{name}");
+        let (n, progress) = *seen.lock().unwrap();
+        assert!(
+            n <= FEW_CALLS,
+            "{name}: the nested wait spun: {n} poll(true) calls ({progress} reported progress)"
+        );
+        assert_eq!(
+            progress, 1,
+            "{name}: only the call that ran the other thread's work is progress"
+        );
+        assert_eq!(calls.load(Relaxed), 1, "{name}: the BH was re-entered");
+        assert!(ctx.poll(false), "{name}: the reschedule was lost");
+        assert_eq!(calls.load(Relaxed), 2, "{name}");
+        slot.lock().unwrap().take();
+    }
+}
+
+// ---------------------------------------------------------------- timers
+
+/// A timer that re-arms itself for "now" and then polls nested: the nested poll does not call it and
+/// does not report progress, and the new arming is kept: it fires again after the outer call.
+#[test]
+fn timer_rearmed_then_nested_poll_keeps_its_arming() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let slot: Arc<Mutex<Option<Timer>>> = Arc::new(Mutex::new(None));
+        let fired = Arc::new(AtomicU32::new(0));
+        let nested_progress = Arc::new(AtomicU32::new(u32::MAX));
+        let (s2, f2, p2) = (slot.clone(), fired.clone(), nested_progress.clone());
+        let t = ctx.timer_new(move || {
+            if f2.fetch_add(1, Relaxed) == 0 {
+                s2.lock().unwrap().as_ref().unwrap().mod_ns(0);
+                p2.store(nested_drain(), Relaxed);
+            }
+        });
+        t.mod_ns(0);
+        *slot.lock().unwrap() = Some(t);
+        assert!(ctx.poll(false), "{name}");
+        assert_eq!(fired.load(Relaxed), 1, "{name}: the timer was re-entered");
+        assert!(
+            slot.lock().unwrap().as_ref().unwrap().is_pending(),
+            "{name}: the re-arming made inside the callback was dropped"
+        );
+        assert_eq!(
+            nested_progress.load(Relaxed),
+            0,
+            "{name}: nested poll(false) reported progress for a timer it did not call"
+        );
+        assert!(ctx.poll(false), "{name}");
+        assert_eq!(fired.load(Relaxed), 2, "{name}: fired once instead of twice");
+        assert!(!slot.lock().unwrap().as_ref().unwrap().is_pending(), "{name}");
+        slot.lock().unwrap().take();
+    }
+}
+
+/// A periodic 20 ms timer that re-arms first, then waits nested (poll(true)) 60 ms for another
+/// thread's work. Its deadline passes during the nested wait: the wait must sleep (not spin on the
+/// expired, uncallable timer), and the timer must keep firing, about once per 60 ms.
+#[test]
+fn periodic_timer_with_nested_wait_keeps_firing() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        const PERIOD: Duration = Duration::from_millis(20);
+        let slot: Arc<Mutex<Option<Timer>>> = Arc::new(Mutex::new(None));
+        let fired = Arc::new(AtomicU32::new(0));
+        let max_calls = Arc::new(AtomicU32::new(0));
+        let h = ctx.handle().clone();
+        let (s2, f2, m2) = (slot.clone(), fired.clone(), max_calls.clone());
+        let t = ctx.timer_new(move || {
+            f2.fetch_add(1, Relaxed);
+            s2.lock().unwrap().as_ref().unwrap().mod_in(PERIOD);
+            let (done, t) = work_after(&h, Duration::from_millis(60));
+            let (n, _) = nested_wait(&done);
+            m2.fetch_max(n, Relaxed);
+            t.join().unwrap();
+        });
+        t.mod_in(PERIOD);
+        *slot.lock().unwrap() = Some(t);
+        // The run ends at a second timer (the loop below never blocks forever, even if the periodic
+        // timer stopped).
+        let over = Arc::new(AtomicBool::new(false));
+        let o2 = over.clone();
+        let end = ctx.timer_new(move || o2.store(true, Relaxed));
+        end.mod_in(Duration::from_millis(300));
+        let t0 = Instant::now();
+        while !over.load(Relaxed) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "{name}: hang");
+            ctx.poll(true);
+        }
+        let n = fired.load(Relaxed);
+        assert!(n >= 3, "{name}: the periodic timer fired {n} times in 300 ms");
+        assert!(
+            slot.lock().unwrap().as_ref().unwrap().is_pending(),
+            "{name}: the periodic timer was left disarmed"
+        );
+        let m = max_calls.load(Relaxed);
+        assert!(m <= FEW_CALLS, "{name}: a nested wait spun: {m} poll(true) calls");
+        slot.lock().unwrap().take();
+    }
+}
+
+// ---------------------------------------------------------------- timer drop
+
+/// Dropping an armed timer releases its closure (and what it captured) at once, not when its heap
+/// entry is pruned (an hour away here).
+#[test]
+fn timer_drop_releases_its_closure() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let token = Arc::new(());
+        let t2 = token.clone();
+        let t = ctx.timer_new(move || {
+            let _keep = &t2;
+        });
+        t.mod_in(Duration::from_secs(3600));
+        t.mod_in(Duration::from_secs(7200)); // a stale entry as well
+        assert_eq!(Arc::strong_count(&token), 2);
+        drop(t);
+        assert_eq!(Arc::strong_count(&token), 1, "{name}: the dropped timer's closure is alive");
+        assert!(!ctx.poll(false), "{name}");
+
+        // Disarmed first, dropped on another thread.
+        let t3 = token.clone();
+        let t = ctx.timer_new(move || {
+            let _keep = &t3;
+        });
+        t.mod_in(Duration::from_secs(3600));
+        t.del();
+        std::thread::spawn(move || drop(t)).join().unwrap();
+        assert_eq!(Arc::strong_count(&token), 1, "{name}: (other thread)");
+    }
+}
+
+/// A timer callback that drops its own `Timer`: the closure stays alive until the call returns (it
+/// keeps using its captures), and is released then.
+#[test]
+fn timer_callback_drops_its_own_timer() {
+    let ctx = AioContext::new().unwrap();
+    let token = Arc::new(());
+    let slot: Arc<Mutex<Option<Timer>>> = Arc::new(Mutex::new(None));
+    let (s2, t2) = (slot.clone(), token.clone());
+    let state = [1u8; 64];
+    let t = ctx.timer_new(move || {
+        drop(s2.lock().unwrap().take());
+        AioContext::with_current(|c| c.poll(false)).unwrap();
+        assert_eq!(state.iter().map(|&b| b as u32).sum::<u32>(), 64);
+        assert!(Arc::strong_count(&t2) >= 2);
+    });
+    t.mod_ns(0);
+    *slot.lock().unwrap() = Some(t);
+    assert!(ctx.poll(false));
+    assert!(slot.lock().unwrap().is_none());
+    assert_eq!(Arc::strong_count(&token), 1, "the closure was not released after its call");
+}
+
+// ---------------------------------------------------------------- fd handlers
+
+/// A read handler whose fd stays readable waits nested for another thread's work: the nested wait
+/// must sleep (the handler cannot run, so its readiness must not end the wait), and the handler runs
+/// again after the outer call (its fd is still readable).
+#[test]
+fn handler_nested_blocking_wait_sleeps_and_runs_after() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (r, mut w) = std::os::unix::net::UnixStream::pair().unwrap();
+        let calls = Arc::new(AtomicU32::new(0));
+        let seen = Arc::new(Mutex::new((0, 0)));
+        let h = ctx.handle().clone();
+        let (c2, seen2) = (calls.clone(), seen.clone());
+        ctx.set_fd_handler(
+            r.as_raw_fd(),
+            FdHandler::new().on_read(move || {
+                if c2.fetch_add(1, Relaxed) == 0 {
+                    let (done, t) = work_after(&h, Duration::from_millis(50));
+                    *seen2.lock().unwrap() = nested_wait(&done);
+                    t.join().unwrap();
+                }
+            }),
+        )
+        .unwrap();
+        w.write_all(b"x").unwrap(); // never read: the fd stays readable
+        while calls.load(Relaxed) == 0 {
+            ctx.poll(true);
+        }
+        let (n, progress) = *seen.lock().unwrap();
+        assert!(
+            n <= FEW_CALLS,
+            "{name}: the nested wait spun: {n} poll(true) calls ({progress} reported progress)"
+        );
+        assert_eq!(
+            progress, 1,
+            "{name}: only the call that ran the other thread's work is progress"
+        );
+        assert_eq!(calls.load(Relaxed), 1, "{name}: the handler was re-entered");
+        assert!(ctx.poll(false), "{name}: the handler does not run after the outer call");
+        assert_eq!(calls.load(Relaxed), 2, "{name}");
+        ctx.remove_fd_handler(r.as_raw_fd()).unwrap();
+        assert!(!ctx.poll(false), "{name}");
+    }
+}
