@@ -28,3 +28,10 @@ fn bh_schedule_vs_blocking_poll() {
         support::bh_schedule_vs_blocking_poll(Size::LOOM)
     });
 }
+
+/// A remote schedule racing the home thread's cancel + schedule of the same BH: `cancel` clears
+/// SCHEDULED with one RMW (kills mutant `bh::cancel::fetch_and#1:split`, see mutants/CLAIMS).
+#[test]
+fn bh_cancel_racing_schedule() {
+    model_named("bh_cancel_racing_schedule", support::bh_cancel_racing_schedule);
+}

@@ -50,5 +50,7 @@ fn external_prepare_and_nonblocking_poll() {
 #[test]
 #[cfg_attr(aioctx_bug = "notify_no_seqcst_fence", should_panic(expected = "p_no_lost_wakeup"))]
 fn external_plain_loop() {
-    model_named("external_plain_loop", || support::external_plain_loop(Size { remotes: 1, per_remote: 1 }));
+    model_named("external_plain_loop", || {
+        support::external_plain_loop(Size { remotes: 1, per_remote: 1 })
+    });
 }

@@ -18,3 +18,9 @@ fn bh_schedule_vs_blocking_poll() {
         support::bh_schedule_vs_blocking_poll(Size::shuttle(6, 8))
     });
 }
+
+/// A remote schedule racing the home thread's cancel + schedule of the same BH.
+#[test]
+fn bh_cancel_racing_schedule() {
+    shuttle_model("bh_cancel_racing_schedule", support::bh_cancel_racing_schedule);
+}

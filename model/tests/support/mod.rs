@@ -269,6 +269,35 @@ fn poll_checked(ctx: &AioContext, blocking: bool, done: &HomeCount, what: &str) 
 // ---------------------------------------------------------------------------------------------
 // notify
 
+/// A remote `schedule` racing the home thread's `cancel` and its own `schedule` of the same BH.
+/// Whatever the order, the BH runs once or twice (twice when the remote schedule lands after the
+/// first run), every poll reports progress exactly, and the BH list stays a list: `cancel` must clear
+/// SCHEDULED with one RMW, or a schedule that lands between its load and its store loses PENDING
+/// while the BH is queued, and the next schedule queues it a second time (a cycle in the list).
+pub fn bh_cancel_racing_schedule() {
+    let k = ModelKernel::new();
+    let ctx = model_ctx(&k);
+    let runs = HomeCount::new();
+    let r = runs.clone();
+    let bh = Arc::new(ctx.bh_new(move || {
+        r.inc();
+    }));
+    let remote = bh.clone();
+    let ts: Keep<Vec<_>> = Keep::new(vec![thread::spawn(move || {
+        remote.schedule();
+        remote
+    })]);
+    bh.cancel();
+    bh.schedule();
+    while runs.get() < 1 {
+        poll_checked(&ctx, true, &runs, "bh_cancel_racing_schedule");
+    }
+    let kept = join_all(ts);
+    while poll_checked(&ctx, false, &runs, "bh_cancel_racing_schedule (drain)") {}
+    assert!(runs.get() <= 2, "p_bh_runs_once violated: {} runs for two schedules", runs.get());
+    drop(kept);
+}
+
 /// Remote threads notify; the home thread's single blocking poll must return (a notify made before
 /// it is not lost), and returns false (a notify is not progress).
 pub fn notify_vs_blocking_poll(s: Size) {
