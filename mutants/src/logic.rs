@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn parses_cargo_mutants_list() {
-        let j = r#"[{"diff":"x \"y\"\n","file":"impl/src/a.rs","genre":"BinaryOperator","name":"impl/src/a.rs:2:7: replace == with != in f","package":"aioctx","replacement":"!=","span":{"end":{"column":9,"line":2},"start":{"column":7,"line":2}}}]"#;
+        let j = r#"[{"diff":"x \"y\"\n","file":"impl/src/bh.rs","genre":"BinaryOperator","name":"impl/src/bh.rs:2:7: replace == with != in f","package":"aioctx","replacement":"!=","span":{"end":{"column":9,"line":2},"start":{"column":7,"line":2}}}]"#;
         let l = parse_list(j).unwrap();
         assert_eq!(l.len(), 1);
         assert_eq!((l[0].start, l[0].end, l[0].replacement.as_str()), ((2, 7), (2, 9), "!="));

@@ -202,7 +202,7 @@ fn sync_tree(root: &Path, dst: &Path) -> Result<(), String> {
         }
         keep.insert(rel);
     }
-    // The schema writes impl/src/sync/mutant.rs; files deleted from the repository go.
+    // The schema writes its runtime (schema::RUNTIME_PATH); files deleted from the repository go.
     for rel in schema::rust_files(&dst.join("impl/src")) {
         let full = format!("impl/src/{rel}");
         if !keep.contains(&full) && rel != schema::RUNTIME_PATH {

@@ -1,5 +1,5 @@
 //! Writing the schema into a scratch copy of the tree: every site of every file in scope calls the
-//! schema runtime (`mutants/schema/mutant.rs`, copied to `impl/src/mutant.rs`), so ONE build per
+//! schema runtime (`mutants/schema/mutant.rs`, copied into the scratch tree at [`RUNTIME_PATH`]), so ONE build per
 //! checker holds every ordering and fence mutant, chosen at run time by `AIOCTX_MUTANT`.
 //!
 //! Why schemata and not one build per mutant: about 200 mutants × 5 checker builds (std per backend,
