@@ -335,7 +335,8 @@ pub fn project_to_notify_pml(raw: &[aioctx::trace::TraceEvent]) -> Vec<PmlEvent>
 ///
 /// On a trace the model cannot follow (with the first event it cannot take), or a tool failure.
 pub fn check_real_runs_against_notify_pml(n: usize) -> (usize, usize) {
-    let dir = crate::out_dir().join("follower");
+    // Private to this process, as spin's workdirs (the same test may run in two processes at once).
+    let dir = crate::spin::workdir("follower");
     let f =
         Follower::build("notify", &dir).unwrap_or_else(|e| panic!("building the follower: {e}"));
     let mut events = 0;

@@ -14,9 +14,31 @@ pub fn available() -> bool {
         && Command::new("gcc").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
-/// A private copy of promela/ in `target/conformance/spin/<name>/`.
-pub fn workdir(name: &str) -> PathBuf {
-    let d = out_dir().join("spin").join(name);
+/// A private copy of promela/ in `target/conformance/spin/<name>.<pid>/`, removed when dropped.
+///
+/// Private to this process: the same test may run in several processes at once (the mutant runner
+/// runs two mutants side by side), and a copy shared between them was rewritten under a running
+/// spin, which then read a torn model ("syntax error") and failed a correct build.
+#[derive(Debug)]
+pub struct Workdir(PathBuf);
+
+impl std::ops::Deref for Workdir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// See [`Workdir`].
+pub fn workdir(name: &str) -> Workdir {
+    let d = out_dir().join("spin").join(format!("{name}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d); // a previous process with the same pid
     std::fs::create_dir_all(&d).expect("create spin workdir");
     for e in std::fs::read_dir(root().join("promela")).expect("promela/") {
         let p = e.expect("promela entry").path();
@@ -24,7 +46,7 @@ pub fn workdir(name: &str) -> PathBuf {
             std::fs::copy(&p, d.join(p.file_name().unwrap())).expect("copy pml");
         }
     }
-    d
+    Workdir(d)
 }
 
 fn run(dir: &Path, cmd: &str, args: &[String]) -> Result<String, String> {

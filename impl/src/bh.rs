@@ -65,12 +65,14 @@ pub(crate) struct BhInner {
     /// Link in `bh_list` or in the home thread's slice queue. Written by the thread that set PENDING
     /// (before its push), read by the home thread (before it clears PENDING).
     next: AtomicPtr<BhInner>,
-    /// Home thread only: the callback and its re-entrancy state.
+    /// Home thread only: the callback, borrowed exclusively for the duration of a call.
+    cb: UnsafeCell<Callback>,
+    /// Home thread only: the re-entrancy state, a separate cell because a nested poll inside the
+    /// callback reads and writes it while the callback's borrow is live.
     home: UnsafeCell<Home>,
 }
 
 struct Home {
-    cb: Callback,
     /// The callback is running (a nested poll must not re-enter it).
     running: bool,
     /// Dequeued DELETED while running: free it when the callback returns.
@@ -94,12 +96,8 @@ impl BhInner {
         let b = Box::new(BhInner {
             flags: AtomicU32::new(flags),
             next: AtomicPtr::new(ptr::null_mut()),
-            home: UnsafeCell::new(Home {
-                cb,
-                running: false,
-                free_on_return: false,
-                deferred: false,
-            }),
+            cb: UnsafeCell::new(cb),
+            home: UnsafeCell::new(Home { running: false, free_on_return: false, deferred: false }),
         });
         NonNull::from(Box::leak(b))
     }
@@ -507,8 +505,9 @@ fn call(ctx: &Shared, p: *mut BhInner, f: u32) -> bool {
     // SAFETY: as above.
     home.with_mut(|h| unsafe { (*h).running = true });
     let _done = Done(p, f & BH_ONESHOT != 0, ctx);
-    // SAFETY: see above; `running` makes this the only live &mut to the callback.
-    home.with_mut(|h| unsafe { ((*h).cb)() });
+    // SAFETY: see above; `running` makes this the only live &mut to the callback (a nested poll
+    // touches only `home`, the other cell).
+    unsafe { &(*p).cb }.with_mut(|cb| unsafe { (*cb)() });
     true
 }
 

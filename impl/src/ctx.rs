@@ -364,8 +364,11 @@ impl Handle {
     }
 
     /// True once the [`AioContext`] was dropped: BHs scheduled now are dropped without running.
+    /// When it returns true, everything the home thread did before dropping the context is visible
+    /// to the caller, as after joining a thread.
     pub fn is_closed(&self) -> bool {
-        // ORDERING: Acquire: pairs with the Release store in AioContext's drop.
+        // ORDERING: Acquire: pairs with the Release store in AioContext's drop (checked:
+        // `loom_bh::closed_publishes`, mutants/CLAIMS).
         self.shared.closed.load(Ordering::Acquire)
     }
 }

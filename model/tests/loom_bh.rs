@@ -35,3 +35,40 @@ fn bh_schedule_vs_blocking_poll() {
 fn bh_cancel_racing_schedule() {
     model_named("bh_cancel_racing_schedule", support::bh_cancel_racing_schedule);
 }
+
+/// A remote schedule of a pending BH publishes its writes through the flags alone (mutants/CLAIMS).
+#[test]
+fn bh_schedule_publishes() {
+    model_named("bh_schedule_publishes", support::bh_schedule_publishes);
+}
+
+/// A remote drop of a pending BH racing the home thread's dequeue: freed once, its drop sees the
+/// owner's writes (mutants/CLAIMS).
+#[test]
+fn bh_delete_racing_dequeue() {
+    model_named("bh_delete_racing_dequeue", || support::bh_delete_publishes(true));
+}
+
+/// The same racing the context's drop (`drop_all`).
+#[test]
+fn bh_delete_racing_context_drop() {
+    model_named("bh_delete_racing_context_drop", || support::bh_delete_publishes(false));
+}
+
+/// Two remote oneshots racing the context's drop: both freed once, never called (mutants/CLAIMS).
+#[test]
+fn oneshots_racing_context_drop() {
+    model_named("oneshots_racing_context_drop", support::oneshots_racing_context_drop);
+}
+
+/// A remote schedule + drop racing a nested poll that defers the running BH.
+#[test]
+fn bh_reschedule_racing_nested_poll() {
+    model_named("bh_reschedule_racing_nested_poll", support::bh_reschedule_racing_nested_poll);
+}
+
+/// `is_closed` synchronizes with the context's drop (mutants/CLAIMS).
+#[test]
+fn closed_publishes() {
+    model_named("closed_publishes", support::closed_publishes);
+}

@@ -24,3 +24,33 @@ fn bh_schedule_vs_blocking_poll() {
 fn bh_cancel_racing_schedule() {
     shuttle_model("bh_cancel_racing_schedule", support::bh_cancel_racing_schedule);
 }
+
+/// A remote schedule of a pending BH (shuttle: the sequentially consistent half of the property).
+#[test]
+fn bh_schedule_publishes() {
+    shuttle_model("bh_schedule_publishes", support::bh_schedule_publishes);
+}
+
+/// A remote drop of a pending BH racing the home thread's dequeue: freed exactly once.
+#[test]
+fn bh_delete_racing_dequeue() {
+    shuttle_model("bh_delete_racing_dequeue", || support::bh_delete_publishes(true));
+}
+
+/// The same racing the context's drop (`drop_all`).
+#[test]
+fn bh_delete_racing_context_drop() {
+    shuttle_model("bh_delete_racing_context_drop", || support::bh_delete_publishes(false));
+}
+
+/// Two remote oneshots racing the context's drop: both freed once, never called.
+#[test]
+fn oneshots_racing_context_drop() {
+    shuttle_model("oneshots_racing_context_drop", support::oneshots_racing_context_drop);
+}
+
+/// A remote schedule + drop racing a nested poll that defers the running BH.
+#[test]
+fn bh_reschedule_racing_nested_poll() {
+    shuttle_model("bh_reschedule_racing_nested_poll", support::bh_reschedule_racing_nested_poll);
+}

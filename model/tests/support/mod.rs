@@ -298,6 +298,184 @@ pub fn bh_cancel_racing_schedule() {
     drop(kept);
 }
 
+/// Counts the drops of the closure that owns it and records, at its drop, the value of `data` it
+/// saw (+1, so 0 means "not dropped"). The drop may run on any thread (a context's last reference
+/// can go with a remote `Bh`), so both counters are std atomics: bookkeeping, not model state.
+pub struct DropProbe {
+    data: Arc<AtomicU32>,
+    drops: HomeCount,
+    seen: HomeCount,
+}
+
+impl Drop for DropProbe {
+    fn drop(&mut self) {
+        self.drops.inc();
+        // ORDERING: Relaxed on purpose: the value is the scenario's verdict on the code's ordering.
+        self.seen.set(self.data.load(Ordering::Relaxed) as usize + 1);
+    }
+}
+
+/// A BH is pending (the home thread scheduled it) when a remote thread writes `data` (Relaxed) and
+/// schedules it again: the remote finds PENDING set and does not push, so only the flags carry its
+/// write. Whether that schedule is absorbed by the call in progress or makes a second call, the last
+/// call must see the write (`p_schedule_publishes`: what a thread wrote before `schedule` is visible
+/// to the call it causes). Kills the mutants that drop the release of `enqueue`'s fetch_or, the
+/// acquire of the dequeue's swap, or split the swap (mutants/CLAIMS).
+pub fn bh_schedule_publishes() {
+    let k = ModelKernel::new();
+    let ctx = model_ctx(&k);
+    let data = Arc::new(AtomicU32::new(0));
+    let (seen, calls) = (HomeCount::new(), HomeCount::new());
+    let (d, s, c) = (data.clone(), seen.clone(), calls.clone());
+    let bh = Arc::new(ctx.bh_new(move || {
+        c.inc();
+        // ORDERING: Relaxed on purpose, as in DropProbe.
+        s.set(d.load(Ordering::Relaxed) as usize + 1);
+    }));
+    bh.schedule();
+    let remote = bh.clone();
+    let ts: Keep<Vec<_>> = Keep::new(vec![thread::spawn(move || {
+        data.store(1, Ordering::Relaxed);
+        remote.schedule();
+        remote
+    })]);
+    ctx.poll(false);
+    let kept = join_all(ts);
+    while ctx.poll(false) {}
+    assert!(calls.get() >= 1, "p_bh_runs_once violated: a scheduled BH never ran");
+    assert_eq!(
+        seen.get(),
+        2,
+        "p_schedule_publishes violated: the last call missed a write made before its schedule"
+    );
+    drop(kept);
+}
+
+/// A remote thread writes `data` (Relaxed) and drops a BH that the home thread scheduled, while the
+/// home thread polls (`poll_first`) or drops the context at once (`HomeBhs::drop_all`). The closure
+/// is dropped exactly once (`p_bh_freed_once`: a delete racing the dequeue is not lost, or the BH
+/// leaks) and its drop sees the write (`p_delete_publishes`: what the owner did before dropping a
+/// `Bh` happens before its closure's drop, as for an `Arc`). Kills the RMW splits of the dequeue and
+/// of `drop_all`, and the mutants that drop the acquire of either (mutants/CLAIMS).
+pub fn bh_delete_publishes(poll_first: bool) {
+    let k = ModelKernel::new();
+    let ctx = model_ctx(&k);
+    let data = Arc::new(AtomicU32::new(0));
+    let (drops, seen) = (HomeCount::new(), HomeCount::new());
+    let probe = DropProbe { data: data.clone(), drops: drops.clone(), seen: seen.clone() };
+    let bh = ctx.bh_new(move || {
+        let _ = &probe;
+    });
+    bh.schedule();
+    let ts: Keep<Vec<_>> = Keep::new(vec![thread::spawn(move || {
+        data.store(1, Ordering::Relaxed);
+        drop(bh);
+    })]);
+    if poll_first {
+        ctx.poll(false);
+    }
+    drop(ctx.into_inner());
+    join_all(ts);
+    assert_eq!(
+        drops.get(),
+        1,
+        "p_bh_freed_once violated: a deleted BH's closure was dropped {} times",
+        drops.get()
+    );
+    assert_eq!(
+        seen.get(),
+        2,
+        "p_delete_publishes violated: the closure's drop missed a write made before the Bh's drop"
+    );
+}
+
+/// A remote thread queues two oneshots while the home thread drops the context: both closures are
+/// dropped exactly once, never called (`p_bh_freed_once`). `drop_all` takes the list and walks its
+/// `next` links: each must be the pusher's (kills `drop_all`'s swap made Relaxed: the second node's
+/// `next` read stale, the first node leaks).
+pub fn oneshots_racing_context_drop() {
+    let k = ModelKernel::new();
+    let ctx = model_ctx(&k);
+    let data = Arc::new(AtomicU32::new(0));
+    let (drops, seen, calls) = (HomeCount::new(), HomeCount::new(), HomeCount::new());
+    let h = ctx.handle().clone();
+    let (d, s, c) = (drops.clone(), seen.clone(), calls.clone());
+    let ts: Keep<Vec<_>> = Keep::new(vec![thread::spawn(move || {
+        for _ in 0..2 {
+            let probe = DropProbe { data: data.clone(), drops: d.clone(), seen: s.clone() };
+            let c = c.clone();
+            h.bh_oneshot(move || {
+                let _ = &probe;
+                c.inc();
+            });
+        }
+    })]);
+    drop(ctx.into_inner());
+    join_all(ts);
+    assert_eq!(calls.get(), 0, "a oneshot ran after its context was dropped");
+    assert_eq!(
+        drops.get(),
+        2,
+        "p_bh_freed_once violated: {} of 2 oneshot closures dropped",
+        drops.get()
+    );
+}
+
+/// A BH's callback polls its context (nested, QEMU's drain idiom) while a remote thread schedules and
+/// then drops the BH: the nested poll dequeues the running BH and defers it (`defer` sets PENDING by
+/// one RMW, racing the remote's flags). No double push, no lost delete: the closure is dropped exactly
+/// once, and every call but the running one is made (`p_bh_runs_once`: at most one call per schedule
+/// plus the first).
+pub fn bh_reschedule_racing_nested_poll() {
+    let k = ModelKernel::new();
+    let ctx = model_ctx(&k);
+    let data = Arc::new(AtomicU32::new(0));
+    let (drops, seen, calls) = (HomeCount::new(), HomeCount::new(), HomeCount::new());
+    let probe = DropProbe { data, drops: drops.clone(), seen };
+    let c = calls.clone();
+    let bh = ctx.bh_new(move || {
+        let _ = &probe;
+        if c.inc() == 1 {
+            AioContext::with_current(|ctx| ctx.poll(false));
+        }
+    });
+    bh.schedule();
+    let ts: Keep<Vec<_>> = Keep::new(vec![thread::spawn(move || {
+        bh.schedule();
+        drop(bh);
+    })]);
+    ctx.poll(false);
+    join_all(ts);
+    while ctx.poll(false) {}
+    assert!(calls.get() <= 2, "p_bh_runs_once violated: {} calls for two schedules", calls.get());
+    drop(ctx.into_inner());
+    assert_eq!(
+        drops.get(),
+        1,
+        "p_bh_freed_once violated: the closure was dropped {} times",
+        drops.get()
+    );
+}
+
+/// The home thread writes `data` and drops the context; a remote thread that sees `is_closed()` also
+/// sees the write (`p_closed_publishes`: `is_closed` synchronizes with the drop, as a join does).
+/// Kills the mutants that make the store in the drop or the load in `is_closed` Relaxed.
+pub fn closed_publishes() {
+    let k = ModelKernel::new();
+    let ctx = model_ctx(&k);
+    let data = Arc::new(AtomicU32::new(0));
+    let (h, d) = (ctx.handle().clone(), data.clone());
+    let ts: Keep<Vec<_>> = Keep::new(vec![thread::spawn(move || {
+        if h.is_closed() {
+            // ORDERING: Relaxed on purpose: the verdict on the drop's Release / is_closed's Acquire.
+            assert_eq!(d.load(Ordering::Relaxed), 1, "p_closed_publishes violated");
+        }
+    })]);
+    data.store(1, Ordering::Relaxed);
+    drop(ctx.into_inner());
+    join_all(ts);
+}
+
 /// Remote threads notify; the home thread's single blocking poll must return (a notify made before
 /// it is not lost), and returns false (a notify is not progress).
 pub fn notify_vs_blocking_poll(s: Size) {
