@@ -406,6 +406,26 @@ fn epoll_regular_file_is_a_clear_error() {
     assert!(e.to_string().contains(&f.as_raw_fd().to_string()), "{e}");
 }
 
+/// `epoll_threshold(n)` on a ppoll context switches to epoll at the n-th fd, not before.
+#[test]
+fn epoll_threshold_switches_at_exactly_n_fds() {
+    let ctx =
+        AioContext::builder().backend(aioctx::Backend::Ppoll).epoll_threshold(3).build().unwrap();
+    if cfg!(any(
+        aioctx_force_fdmon = "ppoll",
+        aioctx_force_fdmon = "epoll",
+        aioctx_force_fdmon = "io_uring"
+    )) {
+        return; // the build forces one backend: nothing switches
+    }
+    let pipes: Vec<_> = (0..3).map(|_| pipe()).collect();
+    for (i, (r, _)) in pipes.iter().enumerate() {
+        assert_eq!(ctx.backend_name(), "ppoll", "before fd {} of a threshold of 3", i + 1);
+        ctx.set_fd_handler(r.as_raw_fd(), FdHandler::new().on_read(|| {})).unwrap();
+    }
+    assert_eq!(ctx.backend_name(), "epoll", "switched at the 3rd fd");
+}
+
 /// The ppoll → epoll switch at 64 fds does not lose a registration that races it (B17).
 #[test]
 fn backend_switch_at_64_fds_keeps_racing_registrations() {

@@ -629,7 +629,11 @@ fn run_mutant(m: &Mutant, tiers: &[Tier], logs: &Path) -> Verdict {
             let exe = &t.bins.iter().find(|b| b.0 == tname).expect("binary").1;
             let mut env = t.env.clone();
             env.push(("AIOCTX_MUTANT".into(), format!("{}:{}", m.site, m.spec)));
-            let budget = Duration::from_secs_f64((secs * 10.0).max(60.0));
+            // A hang is the common way a logic mutant dies (a BH that never runs, a wait that never
+            // ends), and its cost is the budget itself, paid again by each confirmation: ten times
+            // the test's own time on the correct build (a busy machine slows both alike), at least
+            // 15 s (a test of milliseconds is still far from it on a loaded 2-core machine).
+            let budget = Duration::from_secs_f64((secs * 10.0).max(15.0));
             let log = logs.join(format!(
                 "{}.{}.{tname}.log",
                 m.name.replace([':', '/', '#', '=', ' ', '<', '>', '*', '&', '|'], "_"),
@@ -643,7 +647,13 @@ fn run_mutant(m: &Mutant, tiers: &[Tier], logs: &Path) -> Verdict {
                 let test = [test.to_string()];
                 // loom and shuttle replay the same schedules; the other tiers race real threads on
                 // a machine that may be busy, so their failure must repeat twice more.
-                let repeats = if matches!(t.name.as_str(), "loom" | "shuttle") { 1 } else { 2 };
+                // A hang past the budget repeats once: a mutant that only slows a test ten times
+                // over on one run and not on the next is rare, and each repeat costs the budget.
+                let repeats = if r.timed_out || matches!(t.name.as_str(), "loom" | "shuttle") {
+                    1
+                } else {
+                    2
+                };
                 let flaky = if (0..repeats).any(|_| run_tests(exe, &test, &env, budget, &clean).ok)
                 {
                     Some("passed on another run with the mutant")

@@ -351,12 +351,28 @@ pub fn apply(src: &Path, logic: &[Placed], skip: &BTreeSet<usize>) -> Result<App
         std::fs::write(&p, out).map_err(|e| format!("{rel}: {e}"))?;
         owners.insert(rel, own);
     }
-    for p in logic {
+    // Stable names: cargo-mutants' own name without its line and column (which any edit above
+    // moves), plus ` #k` when the same replacement occurs k times in one function.
+    let base = |p: &crate::logic::Placed| {
         let file = p.listed.file.trim_start_matches("impl/src/");
-        let name = format!(
+        format!(
             "{file}: {}",
             p.listed.name.split_once(": ").map_or(p.listed.name.as_str(), |x| x.1)
-        );
+        )
+    };
+    let mut total = std::collections::HashMap::<String, usize>::new();
+    for p in logic {
+        *total.entry(base(p)).or_default() += 1;
+    }
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for p in logic {
+        let file = p.listed.file.trim_start_matches("impl/src/");
+        let mut name = base(p);
+        if total[&name] > 1 {
+            let k = seen.entry(name.clone()).or_default();
+            *k += 1;
+            name = format!("{name} #{k}");
+        }
         mutants.push(Mutant {
             site: p.id,
             file: file.to_string(),
