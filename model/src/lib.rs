@@ -48,6 +48,7 @@
 
 #![warn(missing_docs)]
 
+pub mod c11;
 pub mod explore;
 pub mod scenario;
 pub mod system;
