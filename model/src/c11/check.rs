@@ -153,6 +153,10 @@ fn invalid(msg: String) -> io::Error {
 
 #[derive(Debug, Clone)]
 struct Path {
+    /// Values this path reads that only another thread can have written.
+    needs: Vec<(&'static str, u64)>,
+    /// Values this path writes.
+    writes: BTreeSet<(&'static str, u64)>,
     events: Vec<Event>,
     rmw: Vec<(usize, usize)>,
     regs: BTreeMap<&'static str, u64>,
@@ -181,14 +185,15 @@ impl Run<'_> {
     /// value) or a value another thread may write: coherence (CoWR, CoRR) rules out the rest.
     fn read(&mut self, loc: &'static str) -> io::Result<u64> {
         let mut d: BTreeSet<u64> = self.src.others.get(loc).cloned().unwrap_or_default();
-        d.insert(match self.own.get(loc) {
+        let local = match self.own.get(loc) {
             Some(v) => *v,
             None => *self
                 .src
                 .init
                 .get(loc)
                 .ok_or_else(|| invalid(format!("location `{loc}` has no initial value")))?,
-        });
+        };
+        d.insert(local);
         let d: Vec<u64> = d.into_iter().collect();
         let k = self.reads;
         self.reads += 1;
@@ -196,7 +201,11 @@ impl Run<'_> {
             self.choices.push(0);
         }
         self.options.push(d.len());
-        Ok(d[self.choices[k]])
+        let v = d[self.choices[k]];
+        if v != local {
+            self.path.needs.push((loc, v));
+        }
+        Ok(v)
     }
 
     fn ev(
@@ -208,7 +217,9 @@ impl Run<'_> {
         site: Option<&'static str>,
     ) -> usize {
         if kind == Kind::W {
-            self.own.insert(loc.expect("a write has a location"), val);
+            let l = loc.expect("a write has a location");
+            self.own.insert(l, val);
+            self.path.writes.insert((l, val));
         }
         self.path.events.push(Event { thread: Some(self.tid), kind, loc, val, ord, site });
         self.path.events.len() - 1
@@ -291,7 +302,13 @@ fn thread_paths(code: &[Instr], tid: usize, src: &Sources, cap: u64) -> io::Resu
             choices: std::mem::take(&mut choices),
             options: Vec::new(),
             reads: 0,
-            path: Path { events: Vec::new(), rmw: Vec::new(), regs: BTreeMap::new() },
+            path: Path {
+                needs: Vec::new(),
+                writes: BTreeSet::new(),
+                events: Vec::new(),
+                rmw: Vec::new(),
+                regs: BTreeMap::new(),
+            },
         };
         if run.exec(code)? {
             out.push(run.path);
@@ -882,66 +899,75 @@ pub fn check(p: &Program, model: Model, cap: u64) -> io::Result<Report> {
     loop {
         ctx.report.path_combos += 1;
         let chosen: Vec<&Path> = paths.iter().zip(&pick).map(|(ps, &k)| &ps[k]).collect();
-        let mut events: Vec<Event> = locs
-            .iter()
-            .map(|l| Event {
-                thread: None,
-                kind: Kind::W,
-                loc: Some(l),
-                val: init.get(l).copied().unwrap_or(0),
-                ord: Order::Relaxed,
-                site: None,
-            })
-            .collect();
-        let mut rmw = Vec::new();
-        let mut spans = Vec::new();
-        for path in &chosen {
-            let off = events.len();
-            events.extend(path.events.iter().cloned());
-            rmw.extend(path.rmw.iter().map(|&(r, w)| (r + off, w + off)));
-            spans.push(off..events.len());
-        }
-        let n = events.len();
-        if n > MAX_EVENTS {
-            return Err(invalid(format!(
-                "{}: {n} events in one execution, more than {MAX_EVENTS}",
-                p.name
-            )));
-        }
-        let mask = |k: usize| if k >= 64 { !0u64 } else { (1u64 << k) - 1 };
-        let mut sb: Rel = vec![0; n];
-        for row in sb.iter_mut().take(locs.len()) {
-            // The initial writes are sb-before every event of every thread.
-            *row = mask(n) & !mask(locs.len());
-        }
-        for s in &spans {
-            for i in s.clone() {
-                for j in i + 1..s.end {
-                    sb[i] |= 1 << j;
+        // Every value a path reads from another thread is written by another chosen path (else
+        // no rf exists: skip before building anything).
+        let feasible = chosen.iter().enumerate().all(|(t, p)| {
+            p.needs
+                .iter()
+                .all(|nv| chosen.iter().enumerate().any(|(u, q)| u != t && q.writes.contains(nv)))
+        });
+        if feasible {
+            let mut events: Vec<Event> = locs
+                .iter()
+                .map(|l| Event {
+                    thread: None,
+                    kind: Kind::W,
+                    loc: Some(l),
+                    val: init.get(l).copied().unwrap_or(0),
+                    ord: Order::Relaxed,
+                    site: None,
+                })
+                .collect();
+            let mut rmw = Vec::new();
+            let mut spans = Vec::new();
+            for path in &chosen {
+                let off = events.len();
+                events.extend(path.events.iter().cloned());
+                rmw.extend(path.rmw.iter().map(|&(r, w)| (r + off, w + off)));
+                spans.push(off..events.len());
+            }
+            let n = events.len();
+            if n > MAX_EVENTS {
+                return Err(invalid(format!(
+                    "{}: {n} events in one execution, more than {MAX_EVENTS}",
+                    p.name
+                )));
+            }
+            let mask = |k: usize| if k >= 64 { !0u64 } else { (1u64 << k) - 1 };
+            let mut sb: Rel = vec![0; n];
+            for row in sb.iter_mut().take(locs.len()) {
+                // The initial writes are sb-before every event of every thread.
+                *row = mask(n) & !mask(locs.len());
+            }
+            for s in &spans {
+                for i in s.clone() {
+                    for j in i + 1..s.end {
+                        sb[i] |= 1 << j;
+                    }
                 }
             }
-        }
-        let mut rmw_of_read = vec![None; n];
-        for &(r, w) in &rmw {
-            rmw_of_read[r] = Some(w);
-        }
-        let mut writes_at: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
-        for (i, e) in events.iter().enumerate() {
-            if e.kind == Kind::W {
-                writes_at.entry(e.loc.expect("write has a location")).or_default().push(i);
+            let mut rmw_of_read = vec![None; n];
+            for &(r, w) in &rmw {
+                rmw_of_read[r] = Some(w);
             }
+            let mut writes_at: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
+            for (i, e) in events.iter().enumerate() {
+                if e.kind == Kind::W {
+                    writes_at.entry(e.loc.expect("write has a location")).or_default().push(i);
+                }
+            }
+            let base = Base {
+                reads: (0..n).filter(|&i| events[i].kind == Kind::R).collect(),
+                events,
+                sb,
+                rmw,
+                rmw_of_read,
+                writes_at,
+                paths: chosen,
+                names: p.threads.iter().map(|t| t.name).collect(),
+            };
+            ctx.combo(&base)?;
         }
-        let base = Base {
-            reads: (0..n).filter(|&i| events[i].kind == Kind::R).collect(),
-            events,
-            sb,
-            rmw,
-            rmw_of_read,
-            writes_at,
-            paths: chosen,
-            names: p.threads.iter().map(|t| t.name).collect(),
-        };
-        ctx.combo(&base)?;
         let mut k = pick.len();
         loop {
             if k == 0 {

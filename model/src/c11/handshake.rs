@@ -345,3 +345,8 @@ pub fn all() -> Vec<Program> {
         bh_drop_all_vs_repush(),
     ]
 }
+
+/// The program of that name.
+pub fn by_name(name: &str) -> Option<Program> {
+    all().into_iter().find(|p| p.name == name)
+}

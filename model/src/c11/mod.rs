@@ -81,6 +81,7 @@
 mod check;
 pub mod handshake;
 mod program;
+pub mod verdicts;
 
 pub use check::{check, Event, Execution, Kind, Model, Report, DEFAULT_CAP, MAX_EVENTS};
 pub use program::{e, Expr, Instr, Mutant, Order, Outcome, Program, RmwOp, Spec, Thread};
