@@ -21,6 +21,16 @@ fn timer_mod_racing_bh() {
 }
 
 #[test]
+fn bh_schedule_vs_polling_poll() {
+    assert_holds(&handshake::bh_schedule_vs_polling_poll());
+}
+
+#[test]
+fn timer_mod_racing_bh_polling() {
+    assert_holds(&handshake::timer_mod_racing_bh_polling());
+}
+
+#[test]
 fn external_loop_wait_vs_bh() {
     assert_holds(&handshake::external_loop_wait_vs_bh());
 }
@@ -90,7 +100,7 @@ fn bh_dequeue_vs_repush_finds_load_buffering_in_c11_only() {
     assert_eq!(verdict(&d, "bh::drop_all::fetch_and#1:ord0=Acquire"), (false, true));
 }
 
-/// Every verdict of `aioctx_model::c11::verdicts` recomputed (release build: about a minute;
+/// Every verdict of `aioctx_model::c11::verdicts` recomputed (release build: about 3 min of CPU;
 /// debug: much longer, hence ignored by default).
 #[test]
 #[ignore = "run in release: cargo test --release -p aioctx-model --test c11 -- --ignored"]

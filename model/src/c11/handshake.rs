@@ -6,6 +6,7 @@
 //! |---|---|---|---|
 //! | [`bh_schedule_vs_blocking_poll`] | scheduler (enqueue, push, notify), home (disarm, accept, scan, compute_timeout, arm, re-check, block) | `p_no_lost_wakeup` | notify, accept, disarm, arm, enqueue, push, poll (take, dequeue), pending, classify |
 //! | [`timer_mod_racing_bh`] | scheduler, timer mover (`earliest` hint, notify), home (as above, and the timer hint in compute_timeout) | `p_no_lost_wakeup` | the above and timer::mod_ns, timer::earliest |
+//! | [`bh_schedule_vs_polling_poll`], [`timer_mod_racing_bh_polling`] | as above, the next poll polling in userspace first (one round reading `notified`) | `p_no_lost_wakeup` | the above and poll::try_poll_mode |
 //! | [`external_loop_wait_vs_bh`] | scheduler, home as an external loop (check, accept, scan, prepare, compute_timeout, its own wait) | `p_no_lost_wakeup` | notify, accept, check, prepare, enqueue, push, poll, pending, classify |
 //! | [`bh_dequeue_vs_repush`] | home dequeue (read `next`, then clear the flags), scheduler (enqueue, push) | `p_bh_never_on_list_twice` | poll::load, poll::swap#2, enqueue, push |
 //! | [`bh_drop_all_vs_repush`] | home `drop_all` (take the list, read `next`, clear the flags), scheduler | `p_bh_never_on_list_twice` | drop_all, enqueue, push |
@@ -163,8 +164,10 @@ fn arm_and_wait() -> Vec<Instr> {
     ]
 }
 
-/// The end of one blocking poll (disarm, accept, the BH scan) and the next one up to its wait.
-fn home(timer: bool) -> Thread {
+/// The end of one blocking poll (disarm, accept, the BH scan) and the next one up to its wait; with
+/// `polling`, the next poll first polls in userspace (one round of `try_poll_mode` reading
+/// `notified` with `notify_me` still 0: a `true` ends the poll without arming).
+fn home(timer: bool, polling: bool) -> Thread {
     let mut code = vec![
         set("blocked", c(0)),
         ld("notify::disarm::load#1", "notify_me", Relaxed, "me0"),
@@ -178,8 +181,18 @@ fn home(timer: bool) -> Thread {
     } else {
         code.push(set("deadline", c(NEVER)));
     }
+    code.push(set("polled", c(0)));
+    if polling {
+        code.push(when(
+            and(eq(r("busy"), c(0)), eq(r("deadline"), c(NEVER))),
+            vec![ld("poll::try_poll_mode::load#2", "notified", Relaxed, "polled")],
+        ));
+    }
     // A finite timeout (the timer's deadline) is a wait that ends by itself: never a lost wakeup.
-    code.push(when(and(eq(r("busy"), c(0)), eq(r("deadline"), c(NEVER))), arm_and_wait()));
+    code.push(when(
+        and(and(eq(r("busy"), c(0)), eq(r("deadline"), c(NEVER))), eq(r("polled"), c(0))),
+        arm_and_wait(),
+    ));
     Thread { name: "home", code }
 }
 
@@ -204,7 +217,7 @@ pub fn bh_schedule_vs_blocking_poll() -> Program {
             ("b.next", 0),
             ("eventfd", 0),
         ],
-        threads: vec![scheduler(), home(false)],
+        threads: vec![scheduler(), home(false, false)],
         property: "p_no_lost_wakeup",
         outcome: lost_wakeup_bh,
     }
@@ -216,13 +229,33 @@ pub fn bh_schedule_vs_blocking_poll() -> Program {
 /// the hint. `p_no_lost_wakeup`: the home thread never waits with an infinite timeout on a zero
 /// eventfd (the timer is armed in every execution, so such a wait never ends).
 pub fn timer_mod_racing_bh() -> Program {
+    timer_program("timer_mod_racing_bh", false)
+}
+
+/// (b') [`timer_mod_racing_bh`] with one round of userspace polling before the arm: the reads
+/// between accept and the arm that `notify::accept::fence#1:fence=AcqRel`'s argument has to cover
+/// (mutants/SURVIVORS.md; the device poll handlers are not modelled).
+pub fn timer_mod_racing_bh_polling() -> Program {
+    timer_program("timer_mod_racing_bh_polling", true)
+}
+
+/// (a') [`bh_schedule_vs_blocking_poll`] with one round of userspace polling before the arm.
+pub fn bh_schedule_vs_polling_poll() -> Program {
+    Program {
+        name: "bh_schedule_vs_polling_poll",
+        threads: vec![scheduler(), home(false, true)],
+        ..bh_schedule_vs_blocking_poll()
+    }
+}
+
+fn timer_program(name: &'static str, polling: bool) -> Program {
     let mut mover = vec![
         ld("timer::mod_ns::load#1", "earliest", Relaxed, "old_earliest"),
         st("timer::mod_ns::store#1", "earliest", Relaxed, c(DEADLINE)),
     ];
     mover.push(when(lt(c(DEADLINE), r("old_earliest")), notify()));
     Program {
-        name: "timer_mod_racing_bh",
+        name,
         init: vec![
             ("notify_me", 2),
             ("notified", 0),
@@ -232,7 +265,7 @@ pub fn timer_mod_racing_bh() -> Program {
             ("eventfd", 0),
             ("earliest", NEVER),
         ],
-        threads: vec![scheduler(), Thread { name: "timer", code: mover }, home(true)],
+        threads: vec![scheduler(), Thread { name: "timer", code: mover }, home(true, polling)],
         property: "p_no_lost_wakeup",
         outcome: |o| o.reg("home", "blocked") == Some(1) && o.mem("eventfd") == 0,
     }
@@ -339,7 +372,9 @@ pub fn bh_drop_all_vs_repush() -> Program {
 pub fn all() -> Vec<Program> {
     vec![
         bh_schedule_vs_blocking_poll(),
+        bh_schedule_vs_polling_poll(),
         timer_mod_racing_bh(),
+        timer_mod_racing_bh_polling(),
         external_loop_wait_vs_bh(),
         bh_dequeue_vs_repush(),
         bh_drop_all_vs_repush(),
