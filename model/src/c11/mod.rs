@@ -381,6 +381,52 @@ mod litmus {
         assert_eq!(both(&w22(SeqCst)), (false, false));
     }
 
+    /// 2+2W with SC fences between the stores: forbidden by psc_F (`hb; eco; hb` between the fences).
+    #[test]
+    fn w22_sc_fences_forbidden() {
+        let p = prog(
+            "2+2W+fences",
+            vec![
+                t("P0", vec![st("x", Relaxed, 1), fence(SeqCst), st("y", Relaxed, 2)]),
+                t("P1", vec![st("y", Relaxed, 1), fence(SeqCst), st("x", Relaxed, 2)]),
+            ],
+            |o| o.mem("x") == 1 && o.mem("y") == 1,
+        );
+        assert_eq!(both(&p), (false, false));
+    }
+
+    /// RWC (read-to-write causality) with SC fences: forbidden; with acquire/release only: allowed.
+    fn rwc(f: Option<Order>) -> Program {
+        let mid = |v: Vec<Instr>, last: Instr| {
+            let mut v = v;
+            if let Some(o) = f {
+                v.push(fence(o));
+            }
+            v.push(last);
+            v
+        };
+        prog(
+            "RWC",
+            vec![
+                t("P0", vec![st("x", Relaxed, 1)]),
+                t("P1", mid(vec![ld("x", Relaxed, "a")], ld("y", Relaxed, "b"))),
+                t("P2", mid(vec![st("y", Relaxed, 1)], ld("x", Relaxed, "c"))),
+            ],
+            |o| {
+                o.reg("P1", "a") == Some(1)
+                    && o.reg("P1", "b") == Some(0)
+                    && o.reg("P2", "c") == Some(0)
+            },
+        )
+    }
+
+    #[test]
+    fn rwc_sc_fences_forbidden_acqrel_allowed() {
+        assert_eq!(both(&rwc(Some(SeqCst))), (false, false));
+        assert_eq!(both(&rwc(Some(AcqRel))), (true, true));
+        assert_eq!(both(&rwc(None)), (true, true));
+    }
+
     /// CoRR: two reads of one location in one thread never see its writes in the opposite order.
     #[test]
     fn corr_forbidden() {
