@@ -9,6 +9,10 @@
 //! 3. [`enumerate_traces`]: every interleaving of a scenario (optionally preemption-bounded), to replay
 //!    on the implementation with a step-gated scheduler.
 //!
+//! And, apart from the transition system, [`c11`]: an axiomatic RC11 / C11 checker of litmus programs
+//! of the handshake, labelled with the code's ordering sites so that `aioctx-mutants`' mutants apply
+//! to them (the weak-memory executions the sequentially consistent model below leaves to others).
+//!
 //! Steps are the implementation's [`aioctx::trace::Step`] values, character for character the Promela
 //! labels; the values each step records are listed in [`system`].
 //!
@@ -48,6 +52,7 @@
 
 #![warn(missing_docs)]
 
+pub mod c11;
 pub mod explore;
 pub mod scenario;
 pub mod system;

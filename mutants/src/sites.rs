@@ -38,6 +38,16 @@ pub struct Site {
     pub edit: (usize, usize, String),
 }
 
+impl Site {
+    /// Stable name of the site: `notify::accept::swap#1` (file stem path, function, op and its
+    /// ordinal); a mutant's name is this, `:`, its spec. Litmus programs label their events with it
+    /// (aioctx-model's `c11`).
+    pub fn name(&self) -> String {
+        let stem = self.file.trim_end_matches(".rs").trim_end_matches("/mod");
+        format!("{stem}::{}::{}#{}", self.func, self.op, self.ordinal)
+    }
+}
+
 /// One mutant: a site and what changes there.
 #[derive(Debug, Clone)]
 pub struct Mutant {
@@ -114,8 +124,7 @@ fn roles(op: &str, n: usize) -> Vec<Role> {
 
 /// The mutants of one site, by the rules of the module doc.
 pub fn mutants_of(s: &Site) -> Vec<Mutant> {
-    let stem = s.file.trim_end_matches(".rs").trim_end_matches("/mod");
-    let base = format!("{stem}::{}::{}#{}", s.func, s.op, s.ordinal);
+    let base = s.name();
     let mut out = Vec::new();
     let mut push = |spec: String, desc: String, sc: bool| {
         out.push(Mutant {
