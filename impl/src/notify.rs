@@ -58,8 +58,10 @@ impl NotifyState {
     pub(crate) fn notify(&self) {
         // ORDERING: Release fence: work published before this call (a BH pushed, a handler added, a
         // timer moved) is visible to a poller that reads `notified == true` and then runs the
-        // SeqCst fence in notify_accept. Pairs with the fence in `accept`.
-        // Model: notify.pml#ctx_notify_release_fence
+        // SeqCst fence in notify_accept. Pairs with the fence in `accept`. Without it, a timer
+        // moved with a Relaxed `earliest` hint is lost to the home thread's timeout: the axiomatic
+        // checker shows it (`c11::timer_mod_racing_bh` kills `notify::notify::fence#1:remove`,
+        // mutants/CLAIMS); loom does not. Model: notify.pml#ctx_notify_release_fence
         traced!(Step::CtxNotifyReleaseFence, fence(Ordering::Release));
 
         // ORDERING: Relaxed; the fences on either side give it its meaning. A swap, not a store: with
@@ -113,10 +115,11 @@ impl NotifyState {
         // `notify_me == 0`: a lost wakeup. An RMW reads the latest value: either it reads that
         // `true` (and acquires its work through the fence below), or the `true` comes later in the
         // modification order and the re-check sees it. x86 and ARMv8 (multi-copy atomic) cannot
-        // show the lost wakeup; the C11 model can. NO CHECKER HERE SHOWS IT: loom, shuttle and Miri
-        // explore interleavings, whose modification orders all follow one global order of the
-        // writes, and this execution needs `notified`'s order to disagree with the BH list's; the
-        // mutant `notify::accept::swap#1:split` survives (mutants/SURVIVORS.md).
+        // show the lost wakeup; the C11 model can. loom, shuttle and Miri cannot either (they explore
+        // interleavings, whose modification orders all follow one global order of the writes, and
+        // this execution needs `notified`'s order to disagree with the BH list's); the axiomatic
+        // RC11 checker does: `c11::bh_schedule_vs_blocking_poll` kills `notify::accept::swap#1:split`
+        // (mutants/CLAIMS).
         // Model: notify.pml#ctx_notify_accept
         traced!(Step::CtxNotifyAccept, let _old = self.notified.swap(false, Ordering::Relaxed);
             notified = 0, notified_old = _old);

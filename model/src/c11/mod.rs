@@ -95,6 +95,17 @@ pub use program::{e, Expr, Instr, Mutant, Order, Outcome, Program, RmwOp, Spec, 
 /// When RC11 allows the outcome (the property is violated), when the mutant name is malformed or
 /// does not fit its site, or when the work cap is exceeded.
 pub fn assert_holds(p: &Program) -> (Report, Report) {
+    // The mutant runner's coverage pass (aioctx-mutants, tier `c11`): the sites this program
+    // stands for, by name, one per line.
+    if let Some(f) = std::env::var_os("AIOCTX_MUTANT_COVER") {
+        use std::io::Write;
+        let names: String = p.sites().iter().map(|(n, _)| format!("{n}\n")).collect();
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(f)
+            .and_then(|mut f| f.write_all(names.as_bytes()));
+    }
     let (p, what) = match std::env::var("AIOCTX_C11_MUTANT") {
         Ok(m) if !m.is_empty() => {
             let mutant = Mutant::parse(&m).unwrap_or_else(|e| panic!("AIOCTX_C11_MUTANT: {e}"));
