@@ -9,6 +9,9 @@
 //! 3. [`enumerate_traces`]: every interleaving of a scenario (optionally preemption-bounded), to replay
 //!    on the implementation with a step-gated scheduler.
 //!
+//! 4. [`workload`]: generated workloads over the whole API, run on the real code, and the model of
+//!    what the caller sees (poll's results, callbacks, re-entrancy, nested polls) as their oracle.
+//!
 //! Steps are the implementation's [`aioctx::trace::Step`] values, character for character the Promela
 //! labels; the values each step records are listed in [`system`].
 //!
@@ -52,6 +55,7 @@ pub mod explore;
 pub mod scenario;
 pub mod system;
 pub mod trace;
+pub mod workload;
 
 pub use explore::{explore, Exploration, Violation};
 pub use scenario::{Bug, Loops, Op, Poller, Scenario};
