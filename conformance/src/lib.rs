@@ -13,6 +13,9 @@
 //!   `conformance-replay` binary replays the bug trails in a `--cfg aioctx_bug` build.
 //! - `tests/names.rs`: the names that must agree across Promela, the Rust model and the code
 //!   ([`names`]).
+//! - `tests/workloads.rs`: generated workloads over the whole API ([`workload`]; the programs, the
+//!   runner and the oracle are `aioctx_model::workload`) on the model kernel with injected faults
+//!   and on every real backend.
 //! - `tests/prop_*.rs`: property tests against sequential references.
 //! - `tests/qemu_*.rs`: QEMU's documented AioContext semantics.
 //!
@@ -32,6 +35,7 @@ pub mod names;
 pub mod real;
 pub mod replay;
 pub mod spin;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
