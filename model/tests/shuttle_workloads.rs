@@ -1,0 +1,62 @@
+//! shuttle over the real code: generated workloads (`aioctx_model::workload`), each program run under
+//! many schedules (PCT and random, `support::shuttle_model`), its log checked by the model of what
+//! the caller sees (`workload::oracle`). A lost wake-up is a deadlock shuttle reports
+//! (`p_no_lost_wakeup`); a broken result names its property. A failure prints the program as Rust
+//! and the log; `ci/shuttle` prints shuttle's schedule string to replay it.
+//!
+//! Knobs: `AIOCTX_WORKLOAD_PROGRAMS` (programs per test, default 12), `AIOCTX_WORKLOAD_SEED` (first
+//! program seed, default 0x5eed), and the shuttle runner's (`AIOCTX_SHUTTLE_ITERS`, ...: each
+//! program runs that many schedules per scheduler).
+//! Built only with `--cfg aioctx_shuttle`.
+#![cfg(aioctx_shuttle)]
+
+mod support;
+
+use aioctx::Faults;
+use aioctx_model::workload::run::{run, Env};
+use aioctx_model::workload::{Program, Size};
+use support::shuttle_model;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Run `AIOCTX_WORKLOAD_PROGRAMS` programs drawn from consecutive seeds under shuttle (each under
+/// the runner's iterations per scheduler), `faults` injected by the model kernel. Programs without a
+/// remote thread are skipped (shuttle's PCT needs concurrency; the model-kernel runs cover them).
+fn workloads(name: &str, size: Size, faults: Faults) {
+    let programs = env_u64("AIOCTX_WORKLOAD_PROGRAMS", 12);
+    let first = env_u64("AIOCTX_WORKLOAD_SEED", 0x5eed);
+    let mut seed = first;
+    let mut ran = 0;
+    while ran < programs {
+        let p = Program::random(seed, size);
+        seed += 1;
+        if p.remotes.iter().all(Vec::is_empty) {
+            continue;
+        }
+        ran += 1;
+        let label = format!("{name}/seed{}", seed - 1);
+        let s = seed - 1;
+        shuttle_model(&label, move || {
+            let out = run(&p, &Env::model(Faults { seed: s, ..faults }));
+            if out.result.is_err() {
+                panic!("workload seed {s}: {}", out.report(&p));
+            }
+        });
+    }
+}
+
+/// Generated programs with 1-3 remote threads, no faults.
+#[test]
+#[cfg_attr(aioctx_bug = "poll_no_recheck_notified", should_panic(expected = "p_no_lost_wakeup"))]
+fn generated_workloads() {
+    workloads("generated_workloads", Size { remotes: 3, ops: 6 }, Faults::default());
+}
+
+/// The same with spurious wake-ups and registration failures injected.
+#[test]
+fn generated_workloads_with_faults() {
+    let faults = Faults { seed: 0, spurious_wake: 200, register_fail: 150 };
+    workloads("generated_workloads_with_faults", Size { remotes: 2, ops: 6 }, faults);
+}
