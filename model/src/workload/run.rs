@@ -367,6 +367,15 @@ struct Shared {
     inst: StdArc<StdMutex<Vec<Option<u32>>>>,
 }
 
+impl Shared {
+    /// A copy of the current handler instances: the std lock is never held across a facade
+    /// operation (shuttle runs every thread on one OS thread, so a std lock held at a scheduling
+    /// point deadlocks the process).
+    fn instances(&self) -> Vec<Option<u32>> {
+        self.inst.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
 /// Run `op` as `thread` (None: home; `ctx` given).
 fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&AioContext>) {
     let o = &*s.o;
@@ -503,7 +512,7 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
             // notify still to come.
             let safe = o.pending(ctx) || s.done.load(Ordering::SeqCst) < n;
             o.poll(ctx, blocking && safe);
-            o.log_polled(ctx, &s.inst.lock().unwrap_or_else(|e| e.into_inner()));
+            o.log_polled(ctx, &s.instances());
         }
         Op::Drain if thread.is_none() => {
             let ctx = ctx.expect("home");
@@ -517,7 +526,7 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
                     break;
                 }
             }
-            o.log_polled(ctx, &s.inst.lock().unwrap_or_else(|e| e.into_inner()));
+            o.log_polled(ctx, &s.instances());
         }
         Op::External if thread.is_none() => {
             let ctx = ctx.expect("home");
@@ -639,7 +648,7 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
         if !o.poll(&ctx, true) {
             idle += 1;
         }
-        o.log_polled(&ctx, &sh.inst.lock().unwrap_or_else(|e| e.into_inner()));
+        o.log_polled(&ctx, &sh.instances());
     }
     for t in remotes {
         t.join().expect("remote thread panicked");
