@@ -292,3 +292,85 @@ impl quickcheck::Arbitrary for HomeProgram {
         }))
     }
 }
+
+// ---- the same programs, projected on the handshake model (implementation → model) ----
+
+/// The part of `p` the Rust model of the wake-up handshake can check (`aioctx_model::check_trace`):
+/// the remote threads' BH operations (schedule, schedule_idle, cancel, delete, oneshot) and bare
+/// notifies, against a blocking loop, or an external loop if the home thread drives one. Timers,
+/// fd handlers, nested polls and the home thread's own operations have no counterpart in that
+/// model and are left out. `None` if nothing is left.
+pub fn handshake_projection(
+    p: &Program,
+    kernel: Kernel,
+    seed: u64,
+) -> Option<crate::real::RunSpec> {
+    use aioctx_model::Op as M;
+    let mut bhs = 0u8;
+    let mut remotes = Vec::new();
+    for (r, ops) in p.remotes.iter().enumerate() {
+        let own: Vec<usize> =
+            (0..p.bhs.len()).filter(|&b| p.bhs[b].owner == Owner::Remote(r as u8)).collect();
+        // This remote's BHs get the model's ids `base..base + own.len()`; a deleted one takes no
+        // further operation.
+        let base = bhs;
+        bhs += own.len() as u8;
+        let mut deleted = vec![false; own.len()];
+        let mut out = Vec::new();
+        for op in ops {
+            let pick = |i: u8| (!own.is_empty()).then(|| i as usize % own.len());
+            match *op {
+                Op::Schedule(i) | Op::Cancel(i) | Op::Delete(i) => {
+                    let Some(k) = pick(i) else { continue };
+                    if deleted[k] {
+                        continue;
+                    }
+                    let b = base + k as u8;
+                    out.push(match *op {
+                        Op::Schedule(_) if p.bhs[own[k]].idle => M::ScheduleIdle(b),
+                        Op::Schedule(_) => M::Schedule(b),
+                        Op::Cancel(_) => M::Cancel(b),
+                        _ => {
+                            deleted[k] = true;
+                            M::Delete(b)
+                        }
+                    });
+                }
+                Op::Notify => out.push(M::Notify),
+                Op::Oneshot => out.push(M::Oneshot(u8::MAX)), // numbered below
+                _ => {}
+            }
+        }
+        remotes.push(out);
+    }
+    // Oneshots take the ids after every owned BH.
+    for ops in &mut remotes {
+        for op in ops.iter_mut() {
+            if let M::Oneshot(_) = op {
+                *op = M::Oneshot(bhs);
+                bhs += 1;
+            }
+        }
+    }
+    if remotes.iter().all(Vec::is_empty) {
+        return None;
+    }
+    let external = p.home.contains(&Op::External);
+    Some(crate::real::RunSpec {
+        name: format!(
+            "workload_projection_vs_{}",
+            if external { "external_loop" } else { "blocking_poll" }
+        ),
+        kernel,
+        polling: if p.polling { crate::real::Polling::On } else { crate::real::Polling::Off },
+        driver: if external {
+            crate::real::Driver::External
+        } else {
+            crate::real::Driver::Blocking
+        },
+        remotes,
+        bhs,
+        until_ran: false,
+        seed,
+    })
+}
