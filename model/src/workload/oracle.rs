@@ -34,7 +34,13 @@
 //! - `p_runs_what_was_due`: a poll runs every home-owned BH that was scheduled when it began, every
 //!   home-owned timer that was due when it began and every home-owned handler whose fd was readable
 //!   when it began (model kernel), unless it is running up the stack or was withdrawn meanwhile.
-//! - `p_no_call_after_delete` / `p_no_call_after_remove` / `p_timer_only_when_armed` /
+//! - `p_no_call_after_delete` / `p_no_call_after_remove`: no callback of a BH or timer starts after
+//!   its owner dropped it, no handler callback after `remove_fd_handler` (or its replacement)
+//!   returned. On the home thread that is exact. From another thread the loop may have taken the
+//!   call already (dequeued the BH, taken the timer off its queue, looked the handler up) and starts
+//!   it just after: allowed only inside the outermost poll that was in progress when the drop
+//!   returned, never in a later one.
+//! - `p_timer_only_when_armed` /
 //!   `p_timer_not_early` / `p_bh_only_when_scheduled` (runs never exceed schedules).
 //! - `p_oneshot_once`: every oneshot runs exactly once.
 //! - `p_arming_kept` (final): nothing the model holds scheduled, armed, or readable and registered
@@ -183,6 +189,8 @@ struct BhM {
     scheds: u64,
     runs: u64,
     deleted: bool,
+    /// Where the deletion returned (see [`Withdrawn`]).
+    deleted_in: Withdrawn,
     last_sched: Option<usize>,
     last_run: Option<usize>,
 }
@@ -193,6 +201,7 @@ struct TimerM {
     mods: u64,
     fires: u64,
     dropped: bool,
+    dropped_in: Withdrawn,
     last_mod: Option<usize>,
     last_fire: Option<usize>,
 }
@@ -200,10 +209,38 @@ struct TimerM {
 #[derive(Debug, Default, Clone)]
 struct FdM {
     live: Vec<u32>,
+    /// Instances removed, and where the removal returned.
+    removed: HashMap<u32, Withdrawn>,
     readable: bool,
     ready_since: HashSet<u32>,
     poll_begun: HashMap<u32, bool>,
     poll: bool,
+}
+
+/// Where a withdrawal (a `Bh` or `Timer` dropped, a handler removed) returned: on the home thread
+/// (`Home`: no call may start after it), or on another thread while the outermost poll that began
+/// at this log index was in progress (`InPoll(i)`: a call the loop had already taken may still
+/// start, but only inside that poll), or on another thread between polls (`Idle`: none may).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Withdrawn {
+    #[default]
+    Home,
+    InPoll(usize),
+    Idle,
+}
+
+impl Withdrawn {
+    fn at(remote: bool, frames: &[Frame]) -> Withdrawn {
+        match (remote, frames.first()) {
+            (false, _) => Withdrawn::Home,
+            (true, Some(f)) => Withdrawn::InPoll(f.begin),
+            (true, None) => Withdrawn::Idle,
+        }
+    }
+    /// Whether a call may start now (the outermost poll in progress began at `outer`).
+    fn allows(self, outer: Option<usize>) -> bool {
+        matches!(self, Withdrawn::InPoll(i) if outer == Some(i))
+    }
 }
 
 struct Frame {
@@ -335,8 +372,9 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                 }
                 let progress = match *cb {
                     Cb::Bh(b) => {
+                        let outer = frames.first().map(|f| f.begin);
                         let m = &mut bhs[b as usize];
-                        if m.deleted {
+                        if m.deleted && !m.deleted_in.allows(outer) {
                             return Err(fail(
                                 "p_no_call_after_delete",
                                 i,
@@ -375,8 +413,9 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                         true
                     }
                     Cb::Timer(t, now) => {
+                        let outer = frames.first().map(|f| f.begin);
                         let m = &mut timers[t as usize];
-                        if m.dropped {
+                        if m.dropped && !m.dropped_in.allows(outer) {
                             return Err(fail(
                                 "p_no_call_after_delete",
                                 i,
@@ -415,7 +454,9 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                     }
                     Cb::Read(f, inst) | Cb::PollReady(f, inst) => {
                         let m = &fds[f as usize];
-                        if !m.live.contains(&inst) {
+                        let outer = frames.first().map(|f| f.begin);
+                        let window = m.removed.get(&inst).is_some_and(|w| w.allows(outer));
+                        if !m.live.contains(&inst) && !window {
                             return Err(fail(
                                 "p_no_call_after_remove",
                                 i,
@@ -460,7 +501,9 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
             }
             Ev::Delete(b) => {
                 st.ops += 1;
-                bhs[*b as usize].deleted = true;
+                let m = &mut bhs[*b as usize];
+                m.deleted = true;
+                m.deleted_in = Withdrawn::at(!home_bh(*b), &frames);
             }
             Ev::Oneshot(n) => {
                 st.ops += 1;
@@ -477,7 +520,10 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                 st.ops += 1;
                 let m = &mut timers[*t as usize];
                 m.armed = None;
-                m.dropped |= dropped;
+                if *dropped {
+                    m.dropped = true;
+                    m.dropped_in = Withdrawn::at(!home_t(*t), &frames);
+                }
             }
             Ev::SetBegin(f, inst) => {
                 st.ops += 1;
@@ -490,6 +536,10 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
             Ev::SetEnd(f, inst, ok) => {
                 let m = &mut fds[*f as usize];
                 if *ok {
+                    let w = Withdrawn::at(!home_f(*f), &frames);
+                    for old in m.live.iter().filter(|x| *x != inst) {
+                        m.removed.insert(*old, w);
+                    }
                     m.live.retain(|x| x == inst);
                 } else {
                     m.live.retain(|x| x != inst);
@@ -497,7 +547,11 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
             }
             Ev::Removed(f) => {
                 st.ops += 1;
-                fds[*f as usize].live.clear();
+                let w = Withdrawn::at(!home_f(*f), &frames);
+                let m = &mut fds[*f as usize];
+                for inst in m.live.drain(..) {
+                    m.removed.insert(inst, w);
+                }
             }
             Ev::Ready(f) => {
                 st.ops += 1;
