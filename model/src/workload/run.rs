@@ -54,7 +54,7 @@ pub trait Fds: Send + Sync {
 }
 
 /// Model fds of a [`ModelKernel`].
-pub struct ModelFds(pub std::sync::Arc<ModelKernel>);
+pub struct ModelFds(pub Arc<ModelKernel>);
 
 impl Fds for ModelFds {
     fn open(&self) -> RawFd {
@@ -90,7 +90,7 @@ pub struct Env {
     /// The backend (`Backend::Model(k)` for the model kernel).
     pub backend: Backend,
     /// The model kernel, if the backend is one (faults, the exact watchdog).
-    pub kernel: Option<std::sync::Arc<ModelKernel>>,
+    pub kernel: Option<Arc<ModelKernel>>,
     /// Its fds.
     pub fds: std::sync::Arc<dyn Fds>,
     /// Faults the model kernel injects.
@@ -682,7 +682,7 @@ fn watchdog(
     kind: Watchdog,
     sh: &Shared,
     finished: &StdBool,
-    k: Option<std::sync::Arc<ModelKernel>>,
+    k: Option<Arc<ModelKernel>>,
     n: usize,
 ) {
     let since = StdU64::new(0);
