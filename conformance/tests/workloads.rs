@@ -306,8 +306,14 @@ fn oracle_rejects_a_busy_loop_and_an_unpaired_poll_end() {
     assert_eq!(check(&p, &busy, true).unwrap_err().property, "p_no_busy_loop");
     let mut q = home_program();
     q.fds = vec![FdSpec { owner: Owner::Home, poll: true, remove_self: false, nested: Nested::No }];
-    let unpaired =
-        vec![Ev::SetBegin(0, 1), Ev::SetEnd(0, 1, true), Ev::IoPollBegin(0, 1), end(), Ev::Dropped];
+    let unpaired = vec![
+        Ev::SetBegin(0, 1),
+        Ev::SetEnd(0, 1, true),
+        Ev::IoPollBegin(0, 1),
+        end(),
+        Ev::TimerFreed(0),
+        Ev::Dropped,
+    ];
     assert_eq!(check(&q, &unpaired, true).unwrap_err().property, "p_poll_end_follows_begin");
     let after_remove = vec![
         Ev::SetBegin(0, 1),
@@ -368,10 +374,27 @@ fn oracle_remote_timer_drop_window() {
     let home = vec![
         Ev::PollBegin { blocking: true, now: 1 },
         Ev::TimerMod(0, 1),
+        Ev::TimerFreed(0),
         Ev::TimerDel(0, true),
         Ev::CbBegin(Cb::Timer(0, 2)),
     ];
     assert_eq!(check(&q, &home, true).unwrap_err().property, "p_no_call_after_delete");
+}
+
+/// Defect 3 of the issue: a dropped armed `Timer` kept its closure (and its captures) alive.
+#[test]
+fn oracle_rejects_a_dropped_timer_whose_closure_lives_on() {
+    let p = home_program();
+    let kept = vec![Ev::TimerMod(0, 3_600_000_000_000), Ev::TimerDel(0, true)];
+    assert_eq!(check(&p, &kept, true).unwrap_err().property, "p_timer_closure_freed");
+    let freed = vec![
+        Ev::TimerMod(0, 3_600_000_000_000),
+        Ev::TimerFreed(0),
+        Ev::TimerDel(0, true),
+        end(),
+        Ev::Dropped,
+    ];
+    assert_eq!(check(&p, &freed, true).map(|_| ()), Ok(()));
 }
 
 // ---- the issue's four defects as generated programs (fixed on main; they must stay fixed) ----
@@ -402,6 +425,21 @@ fn issue14_defect1_self_rescheduling_bh_with_nested_polls() {
         fds: vec![],
         home: vec![Op::Schedule(0), Op::Poll(false), Op::Schedule(1), Op::Poll(false), Op::Drain],
         remotes: vec![vec![Op::Notify, Op::Notify]],
+    };
+    let _g = serial();
+    check_program(&p, model_kernel(Faults::default()));
+}
+
+/// Defect 3: an armed timer far away, dropped: its closure is freed by the drop.
+#[test]
+fn issue14_defect3_dropped_armed_timer_frees_its_closure() {
+    let p = Program {
+        polling: false,
+        bhs: vec![],
+        timers: vec![TimerSpec { owner: Owner::Home, rearm: 0, nested: Nested::No }],
+        fds: vec![],
+        home: vec![Op::TimerMod(0, 255), Op::Poll(false), Op::TimerDrop(0), Op::Poll(false)],
+        remotes: vec![],
     };
     let _g = serial();
     check_program(&p, model_kernel(Faults::default()));

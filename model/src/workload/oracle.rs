@@ -46,6 +46,9 @@
 //! - `p_arming_kept` (final): nothing the model holds scheduled, armed, or readable and registered
 //!   is left over when the run ended (after the final drain): a schedule, an arming, a readiness
 //!   was silently dropped.
+//! - `p_timer_closure_freed`: a `Timer` dropped on the home thread (its callback not running)
+//!   frees its closure, and everything it captured, by the drop; every closure is gone once the
+//!   timers and the context are dropped.
 //! - `p_poll_end_follows_begin`: io_poll_begin / io_poll_end alternate per handler instance, begin
 //!   first; after the context is dropped every begin has its end.
 //! - `p_poll_list_membership`: only handlers with io_poll are ever on the poll list.
@@ -146,6 +149,8 @@ pub enum Ev {
         /// Spurious wake-ups injected.
         injected: u64,
     },
+    /// Timer t's closure was dropped (with everything it captured).
+    TimerFreed(u8),
     /// The context was dropped.
     Dropped,
 }
@@ -202,6 +207,7 @@ struct TimerM {
     fires: u64,
     dropped: bool,
     dropped_in: Withdrawn,
+    freed: bool,
     last_mod: Option<usize>,
     last_fire: Option<usize>,
 }
@@ -520,6 +526,18 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                 st.ops += 1;
                 let m = &mut timers[*t as usize];
                 m.armed = None;
+                // Dropped on the home thread while not running: its closure is freed by the drop.
+                if *dropped
+                    && home_t(*t)
+                    && !is_running(&running, Cb::Timer(*t, 0).key())
+                    && !m.freed
+                {
+                    return Err(fail(
+                        "p_timer_closure_freed",
+                        i,
+                        format!("timer {t}: its Timer was dropped, its closure is still alive"),
+                    ));
+                }
                 if *dropped {
                     m.dropped = true;
                     m.dropped_in = Withdrawn::at(!home_t(*t), &frames);
@@ -688,7 +706,15 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                     ));
                 }
             }
+            Ev::TimerFreed(t) => timers[*t as usize].freed = true,
             Ev::Dropped => {
+                if let Some(t) = timers.iter().position(|m| !m.freed) {
+                    return Err(fail(
+                        "p_timer_closure_freed",
+                        i,
+                        format!("timer {t}: its closure outlived its Timer and the context"),
+                    ));
+                }
                 for (f, m) in fds.iter().enumerate() {
                     for (inst, on) in &m.poll_begun {
                         if *on {

@@ -276,7 +276,18 @@ impl Objs {
     }
 
     fn timer_callback(w: Weak<Objs>, t: u8) -> impl FnMut() + Send + 'static {
+        // Logs `TimerFreed` when the closure (and so everything it captured) is dropped.
+        struct Freed(Weak<Objs>, u8);
+        impl Drop for Freed {
+            fn drop(&mut self) {
+                if let Some(o) = self.0.upgrade() {
+                    o.log(Ev::TimerFreed(self.1));
+                }
+            }
+        }
+        let freed = Freed(w.clone(), t);
         move || {
+            let _ = &freed;
             let Some(o) = w.upgrade() else { return };
             let ti = t as usize;
             let spec = o.p.timers[ti];
