@@ -226,14 +226,20 @@ pub fn program(max_remotes: u8, max_ops: usize) -> impl Strategy<Value = Program
             });
         let timer = (owner(nr), 0u8..3, nested(nt, false))
             .prop_map(|(owner, rearm, nested)| TimerSpec { owner, rearm, nested });
-        let fd =
-            (owner(nr), prop::bool::weighted(0.3), prop::bool::weighted(0.2), nested(nt, true))
-                .prop_map(|(owner, poll, rs, nested)| FdSpec {
-                    owner,
-                    poll,
-                    remove_self: rs && owner == Owner::Home,
-                    nested,
-                });
+        let fd = (
+            owner(nr),
+            prop::bool::weighted(0.3),
+            prop::bool::weighted(0.2),
+            nested(nt, true),
+            prop::bool::weighted(0.3),
+        )
+            .prop_map(|(owner, poll, rs, nested, consume_late)| FdSpec {
+                owner,
+                poll,
+                remove_self: rs && owner == Owner::Home,
+                nested,
+                consume_late,
+            });
         (
             prop::bool::weighted(0.25),
             prop::collection::vec(bh, nb as usize),

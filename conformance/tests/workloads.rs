@@ -305,7 +305,13 @@ fn oracle_rejects_a_busy_loop_and_an_unpaired_poll_end() {
     let busy = vec![Ev::End { idle_polls: 100, injected: 0 }];
     assert_eq!(check(&p, &busy, true).unwrap_err().property, "p_no_busy_loop");
     let mut q = home_program();
-    q.fds = vec![FdSpec { owner: Owner::Home, poll: true, remove_self: false, nested: Nested::No }];
+    q.fds = vec![FdSpec {
+        owner: Owner::Home,
+        poll: true,
+        remove_self: false,
+        nested: Nested::No,
+        consume_late: false,
+    }];
     let unpaired = vec![
         Ev::SetBegin(0, 1),
         Ev::SetEnd(0, 1, true),
@@ -443,6 +449,33 @@ fn issue14_defect3_dropped_armed_timer_frees_its_closure() {
     };
     let _g = serial();
     check_program(&p, model_kernel(Faults::default()));
+}
+
+/// The fix on main for a nested blocking wait: a handler's fd, still readable while its callback
+/// polls nested, is left out of the nested wait (or it spins: `p_no_busy_loop`).
+#[test]
+fn issue14_handler_fd_left_out_of_a_nested_blocking_wait() {
+    let p = Program {
+        polling: false,
+        bhs: vec![],
+        timers: vec![TimerSpec { owner: Owner::Home, rearm: 0, nested: Nested::No }],
+        fds: vec![FdSpec {
+            owner: Owner::Home,
+            poll: false,
+            remove_self: false,
+            nested: Nested::WaitTimer(0),
+            consume_late: true,
+        }],
+        home: vec![Op::SetHandler(0), Op::Ready(0), Op::Poll(false)],
+        remotes: vec![],
+    };
+    let _g = serial();
+    check_program(&p, model_kernel(Faults::default()));
+    for k in [Kernel::Epoll, Kernel::Ppoll, Kernel::IoUring] {
+        if k.available() {
+            check_program(&p, real_kernel(k));
+        }
+    }
 }
 
 /// Defect 2: a timer re-arms itself for now, then polls nested.

@@ -83,8 +83,11 @@ pub struct FdSpec {
     pub poll: bool,
     /// on_read removes its own handler (after consuming).
     pub remove_self: bool,
-    /// on_read's nested poll (after consuming the readiness).
+    /// on_read's nested poll (after consuming the readiness, or before with `consume_late`).
     pub nested: Nested,
+    /// on_read polls nested with its fd still readable, then consumes: a nested blocking poll
+    /// must leave that fd out of its wait, or spin on it.
+    pub consume_late: bool,
 }
 
 /// One operation of a thread. An object index `i` names the `i`-th object of that kind the thread
@@ -236,6 +239,7 @@ impl Program {
                     poll: g.chance(30),
                     remove_self: owner == Owner::Home && g.chance(15),
                     nested: nested(&mut g, true),
+                    consume_late: g.chance(30),
                 }
             })
             .collect();
@@ -323,8 +327,8 @@ impl Program {
         }
         let _ = writeln!(s, "    ],\n    fds: vec![");
         for f in &self.fds {
-            let _ = writeln!(s, "        FdSpec {{ owner: {:?}, poll: {}, remove_self: {}, nested: Nested::{:?} }},",
-                f.owner, f.poll, f.remove_self, f.nested);
+            let _ = writeln!(s, "        FdSpec {{ owner: {:?}, poll: {}, remove_self: {}, nested: Nested::{:?}, consume_late: {} }},",
+                f.owner, f.poll, f.remove_self, f.nested, f.consume_late);
         }
         let ops = |v: &[Op]| v.iter().map(|o| format!("Op::{o:?}")).collect::<Vec<_>>().join(", ");
         let _ = writeln!(s, "    ],\n    home: vec![{}],", ops(&self.home));

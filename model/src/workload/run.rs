@@ -167,6 +167,10 @@ struct Objs {
     /// The watchdog logged a violation and kicked the home thread: end the run.
     kicked: StdBool,
     bound: u64,
+    /// Polls a nested `poll(true)` may make before its timer fires: each one that returns early
+    /// needs a wake-up (a remote operation, an injected spurious wake-up, a readiness of another
+    /// fd), so this counts work, not time.
+    wait_bound: u64,
 }
 
 impl Objs {
@@ -231,7 +235,7 @@ impl Objs {
                     let mut n = 0;
                     while self.timer_fires[ti].load(Relaxed) == fired && !self.kicked.load(Relaxed)
                     {
-                        if n >= self.bound {
+                        if n >= self.wait_bound {
                             self.log(Ev::Violation(format!(
                                 "p_no_busy_loop: a nested `poll(true)` waiting for timer {t} made \
                                  {n} polls and the timer did not fire"
@@ -317,6 +321,9 @@ impl Objs {
             let Some(o) = w1.upgrade() else { return };
             let cb = Cb::Read(f, inst);
             o.log(Ev::CbBegin(cb));
+            if spec.consume_late {
+                o.nested(spec.nested);
+            }
             if o.fds.consume(fd) {
                 o.log(Ev::Consumed(f));
             }
@@ -326,7 +333,9 @@ impl Objs {
                     Err(e) => o.log(Ev::Violation(format!("p_runner: remove_fd_handler: {e}"))),
                 }
             }
-            o.nested(spec.nested);
+            if !spec.consume_late {
+                o.nested(spec.nested);
+            }
             o.log(Ev::CbEnd(cb));
         });
         if spec.poll {
@@ -565,6 +574,10 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
     env.fds.after_build(&ctx);
     let fd: Vec<RawFd> = p.fds.iter().map(|_| env.fds.open()).collect();
     let bound = 200 + 20 * p.len() as u64;
+    // Each early return of a nested wait needs a wake-up: an operation (any thread's, and the
+    // callbacks they cause), or an injected spurious wake-up (at most 40 %: 64 more cover a
+    // geometric tail beyond any realistic draw).
+    let wait_bound = 16 + 4 * p.len() as u64 + if env.faults.spurious_wake > 0 { 64 } else { 0 };
     let o = StdArc::new_cyclic(|w: &Weak<Objs>| {
         let bhs = (0..p.bhs.len())
             .map(|b| Mutex::new(Some(ctx.bh_new(Objs::bh_callback(w.clone(), b as u8)))))
@@ -589,6 +602,7 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
             faults: env.faults.register_fail != 0,
             kicked: StdBool::new(false),
             bound,
+            wait_bound,
         }
     });
     if let Some(k) = &env.kernel {
