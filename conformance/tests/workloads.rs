@@ -55,6 +55,7 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
     let n = cases();
     let t0 = std::time::Instant::now();
     let stats = std::cell::Cell::new((0u64, 0u64, 0u64, 0u64));
+    let injected = std::cell::Cell::new((0u64, 0u64));
     let strat = (program(max_remotes, 10), faults());
     let r = runner(n).run(&strat, |(p, f)| {
         let f = if faulty { f } else { Faults::default() };
@@ -67,6 +68,8 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
             Ok(s) => {
                 let (a, b, c, d) = stats.get();
                 stats.set((a + 1, b + s.polls, c + s.callbacks, d + s.obligations));
+                let (x, y) = injected.get();
+                injected.set((x + out.injected.0, y + out.injected.1));
                 Ok(())
             }
             Err(_) => Err(TestCaseError::fail(format!(
@@ -87,6 +90,11 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
     }
     assert!(stats.0 >= u64::from(n), "{name}: ran {} programs of {n}", stats.0);
     assert!(stats.2 > 0, "{name}: no callback ran in any program");
+    let (spurious, failed) = injected.get();
+    println!("INJECTED {name}: {spurious} spurious wake-ups, {failed} failed registrations");
+    if faulty {
+        assert!(spurious > 0 && failed > 0, "{name}: faults on, but none injected");
+    }
 }
 
 #[test]
