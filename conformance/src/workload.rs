@@ -127,6 +127,15 @@ impl Fds for RealFds {
             }
         }))
     }
+    fn external_wait(&self, fd: RawFd, timeout: Option<std::time::Duration>) {
+        let ms: libc::c_int = match timeout {
+            None => -1,
+            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
+        };
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd. EINTR (a remote's interrupt) just ends the wait early.
+        unsafe { libc::poll(&mut p, 1, ms) };
+    }
     fn after_build(&self, ctx: &aioctx::AioContext) {
         NOTIFIER.with(|n| n.set(ctx.as_raw_fd_of_notifier()));
     }

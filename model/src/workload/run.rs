@@ -48,6 +48,9 @@ pub trait Fds: Send + Sync {
     fn interrupter(&self) -> Option<Box<dyn Fn() + Send + Sync>> {
         None
     }
+    /// An external loop's own wait on the context's fd (`AsRawFd`), for at most `timeout` (None:
+    /// until readable). The model kernel has no fd to wait on: no wait (the default).
+    fn external_wait(&self, _fd: RawFd, _timeout: Option<std::time::Duration>) {}
     /// Called on the home thread after the context is built: inject what the backend can
     /// (eventfd saturation on a real kernel).
     fn after_build(&self, _ctx: &AioContext) {}
@@ -550,8 +553,15 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
         }
         Op::External if thread.is_none() => {
             let ctx = ctx.expect("home");
-            o.log(Ev::PollBegin { blocking: false, now: o.handle.now_ns() });
-            let _ = ctx.prepare();
+            let n = o.p.remotes.len();
+            // Its own wait may block only when something will end it (as `Poll(true)`).
+            let safe = o.pending(ctx) || s.done.load(Ordering::SeqCst) < n;
+            o.log(Ev::PollBegin { blocking: safe, now: o.handle.now_ns() });
+            let t = ctx.prepare();
+            o.fds.external_wait(
+                std::os::fd::AsRawFd::as_raw_fd(ctx),
+                if safe { t } else { Some(std::time::Duration::ZERO) },
+            );
             ctx.check();
             let r = ctx.dispatch();
             o.log(Ev::PollEnd { progress: r });
