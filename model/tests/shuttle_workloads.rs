@@ -1,5 +1,5 @@
 //! shuttle over the real code: generated workloads (`aioctx_model::workload`), each program run under
-//! many schedules (PCT and random, `support::shuttle_model`), its log checked by the model of what
+//! many schedules (PCT and random, as `support::shuttle_model` runs them), its log checked by the model of what
 //! the caller sees (`workload::oracle`). A lost wake-up is a deadlock shuttle reports
 //! (`p_no_lost_wakeup`); a broken result names its property. A failure prints the program as Rust
 //! and the log; `ci/shuttle` prints shuttle's schedule string to replay it.
@@ -10,12 +10,9 @@
 //! Built only with `--cfg aioctx_shuttle`.
 #![cfg(aioctx_shuttle)]
 
-mod support;
-
 use aioctx::Faults;
 use aioctx_model::workload::run::{run, Env};
 use aioctx_model::workload::{Program, Size};
-use support::shuttle_model;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -25,26 +22,39 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// the runner's iterations per scheduler), `faults` injected by the model kernel. Programs without a
 /// remote thread are skipped (shuttle's PCT needs concurrency; the model-kernel runs cover them).
 fn workloads(name: &str, size: Size, faults: Faults) {
+    // The runner reads the scheduler from the environment: one test of this binary at a time.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let programs = env_u64("AIOCTX_WORKLOAD_PROGRAMS", 12);
     let first = env_u64("AIOCTX_WORKLOAD_SEED", 0x5eed);
-    let mut seed = first;
-    let mut ran = 0;
-    while ran < programs {
-        let p = Program::random(seed, size);
-        seed += 1;
-        if p.remotes.iter().all(Vec::is_empty) {
-            continue;
-        }
-        ran += 1;
-        let label = format!("{name}/seed{}", seed - 1);
-        let s = seed - 1;
-        shuttle_model(&label, move || {
-            let out = run(&p, &Env::model(Faults { seed: s, ..faults }));
-            if out.result.is_err() {
-                panic!("workload seed {s}: {}", out.report(&p));
+    let list = std::env::var("AIOCTX_SHUTTLE_SCHED").unwrap_or_else(|_| "pct,random".into());
+    for sched in list.split(',').map(str::trim) {
+        assert!(sched == "pct" || sched == "random", "AIOCTX_SHUTTLE_SCHED: unknown {sched}");
+        std::env::set_var("AIOCTX_SHUTTLE_SCHED", sched);
+        let (mut seed, mut ran, mut executions) = (first, 0, 0);
+        let mut last = None;
+        while ran < programs {
+            let p = Program::random(seed, size);
+            let s = seed;
+            seed += 1;
+            if p.remotes.iter().all(Vec::is_empty) {
+                continue;
             }
-        });
+            ran += 1;
+            let r = aioctx::sync::model_named(&format!("{name}/seed{s}"), move || {
+                let out = run(&p, &Env::model(Faults { seed: s, ..faults }));
+                if out.result.is_err() {
+                    panic!("workload seed {s}: {}", out.report(&p));
+                }
+            });
+            executions += r.executions;
+            last = Some(r);
+        }
+        // The line ci/shuttle reads: this test's schedules, all programs together.
+        let r = last.expect("at least one program");
+        println!("MODEL {name} {} bound={} executions={executions}", r.checker, r.bound);
     }
+    std::env::set_var("AIOCTX_SHUTTLE_SCHED", list);
 }
 
 /// Generated programs with 1-3 remote threads, no faults.
