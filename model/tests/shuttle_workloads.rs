@@ -41,12 +41,42 @@ fn workloads(name: &str, size: Size, faults: Faults) {
                 continue;
             }
             ran += 1;
-            let r = aioctx::sync::model_named(&format!("{name}/seed{s}"), move || {
-                let out = run(&p, &Env::model(Faults { seed: s, ..faults }));
-                if out.result.is_err() {
-                    panic!("workload seed {s}: {}", out.report(&p));
+            let check = |p: &Program, label: &str| {
+                let p = p.clone();
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    aioctx::sync::model_named(label, move || {
+                        let out = run(&p, &Env::model(Faults { seed: s, ..faults }));
+                        if out.result.is_err() {
+                            panic!("workload seed {s}: {}", out.report(&p));
+                        }
+                    })
+                }))
+            };
+            let r = match check(&p, &format!("{name}/seed{s}")) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Shrink (at most 24 shuttle runs), then fail with the first failure's message
+                    // (its property name) and the smallest program that still fails.
+                    let msg = e
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|x| x.to_string()))
+                        .unwrap_or_default();
+                    let min = p.shrink(24, |c| check(c, &format!("{name}/shrink")).is_err());
+                    panic!(
+                        "{msg}\nshrunk ({} of {} operations left; scheduler {sched}, seed {s}):\n{}",
+                        min.len(),
+                        p.len(),
+                        min.regression_test(
+                            "regression",
+                            &format!(
+                                "model_kernel(Faults {{ seed: {s}, spurious_wake: {}, register_fail: {} }})",
+                                faults.spurious_wake, faults.register_fail
+                            )
+                        )
+                    );
                 }
-            });
+            };
             executions += r.executions;
             last = Some(r);
         }

@@ -297,6 +297,77 @@ impl Program {
         ops
     }
 
+    /// Smaller programs, for shrinking a failure found where proptest cannot shrink (shuttle): each
+    /// with one operation, one remote thread or one object's behaviour removed or simplified.
+    pub fn shrink_candidates(&self) -> Vec<Program> {
+        let mut out = Vec::new();
+        for r in 0..self.remotes.len() {
+            let mut q = self.clone();
+            q.remotes[r].clear();
+            if q != *self {
+                out.push(q);
+            }
+        }
+        for i in 0..self.home.len() {
+            let mut q = self.clone();
+            q.home.remove(i);
+            out.push(q);
+        }
+        for r in 0..self.remotes.len() {
+            for i in 0..self.remotes[r].len() {
+                let mut q = self.clone();
+                q.remotes[r].remove(i);
+                out.push(q);
+            }
+        }
+        for b in 0..self.bhs.len() {
+            let mut q = self.clone();
+            let x = &mut q.bhs[b];
+            if x.nested != Nested::No || x.resched != 0 || x.delete_self || x.idle {
+                *x = BhSpec {
+                    nested: Nested::No,
+                    resched: 0,
+                    delete_self: false,
+                    idle: false,
+                    ..*x
+                };
+                out.push(q);
+            }
+        }
+        for t in 0..self.timers.len() {
+            let mut q = self.clone();
+            let x = &mut q.timers[t];
+            if x.nested != Nested::No || x.rearm != 0 {
+                *x = TimerSpec { nested: Nested::No, rearm: 0, ..*x };
+                out.push(q);
+            }
+        }
+        if self.polling {
+            out.push(Program { polling: false, ..self.clone() });
+        }
+        out
+    }
+
+    /// Shrink `self`, which `fails`, greedily to a program no candidate of which fails, trying at
+    /// most `budget` candidates (each may be a whole checker run).
+    pub fn shrink(&self, mut budget: usize, mut fails: impl FnMut(&Program) -> bool) -> Program {
+        let mut cur = self.clone();
+        'outer: while budget > 0 {
+            for c in cur.shrink_candidates() {
+                if budget == 0 {
+                    break 'outer;
+                }
+                budget -= 1;
+                if fails(&c) {
+                    cur = c;
+                    continue 'outer;
+                }
+            }
+            break;
+        }
+        cur
+    }
+
     /// Total operations of all threads.
     pub fn len(&self) -> usize {
         self.home.len() + self.remotes.iter().map(Vec::len).sum::<usize>()
