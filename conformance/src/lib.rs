@@ -13,6 +13,9 @@
 //!   `conformance-replay` binary replays the bug trails in a `--cfg aioctx_bug` build.
 //! - `tests/names.rs`: the names that must agree across Promela, the Rust model and the code
 //!   ([`names`]).
+//! - `tests/workloads.rs`: generated workloads over the whole API ([`workload`]; the programs, the
+//!   runner and the oracle are `aioctx_model::workload`) on the model kernel with injected faults
+//!   and on every real backend.
 //! - `tests/prop_*.rs`: property tests against sequential references.
 //! - `tests/qemu_*.rs`: QEMU's documented AioContext semantics.
 //!
@@ -32,6 +35,7 @@ pub mod names;
 pub mod real;
 pub mod replay;
 pub mod spin;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
@@ -76,27 +80,7 @@ pub fn report(direction: &str, config: &str, traces: usize, steps: usize, secs: 
     );
 }
 
-/// A small deterministic PRNG (xorshift64*), so runs are reproducible from a printed seed.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from `seed` (any value).
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// A small deterministic PRNG (xorshift64*), so runs are reproducible from a printed seed: the
+/// workload generator's (one implementation for both packages).
+pub use aioctx_model::workload::Rng;
 pub mod rescuer;

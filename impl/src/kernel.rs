@@ -207,6 +207,49 @@ struct KernelState {
     watched: Vec<Option<(u64, Interest)>>,
     /// Threads parked in the model fd monitor's wait (on `cond`, this lock released).
     parked: usize,
+    /// Faults to inject ([`ModelKernel::set_faults`]), the state of their PRNG, and what was injected.
+    faults: Faults,
+    fault_rng: u64,
+    injected: FaultCounts,
+}
+
+/// Faults the model kernel injects, drawn from a seed, so a run is reproducible from it (the
+/// conformance workloads, `aioctx_model::workload`). Rates are per 1000 calls; 0 turns a fault off.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Seed of the draws.
+    pub seed: u64,
+    /// A wait that finds nothing ready returns at once with no event and the clock unmoved: a
+    /// spurious wake-up (an EINTR the caller sees, or an io_uring completion for no registration).
+    pub spurious_wake: u32,
+    /// `add` and `modify` fail, with ENOMEM or EMFILE (even and odd draws), as epoll_ctl(2) and
+    /// io_uring submission can.
+    pub register_fail: u32,
+}
+
+/// What [`ModelKernel`] injected so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    /// Spurious wake-ups returned by waits.
+    pub spurious_wakes: u64,
+    /// Failed `add` / `modify` calls.
+    pub register_failures: u64,
+}
+
+impl KernelState {
+    /// Draw a fault with probability `per_mille` / 1000 (xorshift64*, from [`Faults::seed`]).
+    fn draw(&mut self, per_mille: u32) -> Option<u64> {
+        if per_mille == 0 {
+            return None;
+        }
+        let mut x = self.fault_rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.fault_rng = x;
+        let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (r % 1000 < u64::from(per_mille)).then_some(r / 1000)
+    }
 }
 
 /// Model fd numbers start here, so they are never mistaken for real fds in messages.
@@ -228,6 +271,37 @@ impl ModelKernel {
     pub fn set_polls_readiness(&self, on: bool) {
         // ORDERING: Relaxed: configuration, set before the context is built.
         self.polls_readiness.store(on, Ordering::Relaxed);
+    }
+
+    /// Inject `faults` from now on (set after building the context: its own registration is not
+    /// failed). Reproducible from the seed for a given order of calls.
+    pub fn set_faults(&self, faults: Faults) {
+        let mut s = self.state.lock();
+        s.faults = faults;
+        s.fault_rng = faults.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    }
+
+    /// The faults injected so far.
+    pub fn faults_injected(&self) -> FaultCounts {
+        self.state.lock().injected
+    }
+
+    fn register_fault(&self, s: &mut KernelState, fd: RawFd) -> io::Result<()> {
+        let rate = s.faults.register_fail;
+        match s.draw(rate) {
+            None => Ok(()),
+            Some(r) => {
+                s.injected.register_failures += 1;
+                let (errno, name) = if r % 2 == 0 { (12, "ENOMEM") } else { (24, "EMFILE") };
+                Err(io::Error::new(
+                    io::Error::from_raw_os_error(errno).kind(),
+                    format!(
+                        "model fd {fd}: injected {name} ({})",
+                        io::Error::from_raw_os_error(errno)
+                    ),
+                ))
+            }
+        }
     }
 
     /// The kernel's clock.
@@ -379,6 +453,7 @@ impl FdMonitor for ModelFdMonitor {
     fn add(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         let mut s = self.kernel.state.lock();
         ModelKernel::check_open(&mut s, fd)?;
+        self.kernel.register_fault(&mut s, fd)?;
         s.watched[(fd - MODEL_FD_BASE) as usize] = Some((token, interest));
         drop(s);
         self.kernel.cond.notify_all();
@@ -402,6 +477,11 @@ impl FdMonitor for ModelFdMonitor {
             let before = out.len();
             Self::ready(&s, out);
             if out.len() > before {
+                return Ok(());
+            }
+            let rate = s.faults.spurious_wake;
+            if timeout != Some(Duration::ZERO) && s.draw(rate).is_some() {
+                s.injected.spurious_wakes += 1;
                 return Ok(());
             }
             match timeout {

@@ -27,7 +27,7 @@ pub(crate) use ctx::Shared;
 pub use ctx::{AioContext, Backend, Builder, Handle};
 pub use handler::FdHandler;
 pub use iothread::IoThread;
-pub use kernel::{Clock, Interest, ModelClock, ModelKernel, MonotonicClock};
+pub use kernel::{Clock, FaultCounts, Faults, Interest, ModelClock, ModelKernel, MonotonicClock};
 pub use poll::{adjust_poll_ns, POLL_IDLE_INTERVAL_NS, POLL_INITIAL_NS};
 pub use timer::Timer;
 

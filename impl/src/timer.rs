@@ -325,7 +325,10 @@ impl Timer {
         self.mod_ns(now.saturating_add(d.as_nanos().min(u64::MAX as u128) as u64));
     }
 
-    /// Disarm the timer; a pending expiry will not run it. It can be armed again.
+    /// Disarm the timer; a pending expiry will not run it. It can be armed again. From another
+    /// thread, a call the loop already took off the queue (its poll is running timers) still
+    /// starts after this returns, inside that poll, as with QEMU's `timer_del` (and as a `Bh`'s
+    /// drop allows a call the loop dequeued before); on the home thread nothing runs it after this.
     #[doc(alias = "timer_del")]
     pub fn del(&self) {
         let mut q = self.ctx.timers.queue.lock();
@@ -349,7 +352,8 @@ impl Timer {
 impl Drop for Timer {
     /// Disarm: the queue's reference to the callback goes (stale heap entries name only the id), so
     /// the callback and its captures are dropped with `self.inner` right after this, unless the home
-    /// thread is running it (then when that call returns).
+    /// thread is running it, or took it off the queue to run it (then when that call returns; see
+    /// [`Timer::del`] for the call that may still start).
     fn drop(&mut self) {
         self.del();
     }

@@ -9,6 +9,9 @@
 //! 3. [`enumerate_traces`]: every interleaving of a scenario (optionally preemption-bounded), to replay
 //!    on the implementation with a step-gated scheduler.
 //!
+//! 4. [`workload`]: generated workloads over the whole API, run on the real code, and the model of
+//!    what the caller sees (poll's results, callbacks, re-entrancy, nested polls) as their oracle.
+//!
 //! And, apart from the transition system, [`c11`]: an axiomatic RC11 / C11 checker of litmus programs
 //! of the handshake, labelled with the code's ordering sites so that `aioctx-mutants`' mutants apply
 //! to them (the weak-memory executions the sequentially consistent model below leaves to others).
@@ -57,6 +60,7 @@ pub mod explore;
 pub mod scenario;
 pub mod system;
 pub mod trace;
+pub mod workload;
 
 pub use explore::{explore, Exploration, Violation};
 pub use scenario::{Bug, Loops, Op, Poller, Scenario};

@@ -1,0 +1,391 @@
+//! Generated workloads (issue 14): proptest strategies for [`Program`]s, a quickcheck `Arbitrary`
+//! for single-threaded ones, real-kernel fds, and the runners of `tests/workloads.rs`.
+//!
+//! The programs, the runner over the real code and the oracle live in `aioctx_model::workload`
+//! (shuttle runs them from the model package); this module draws them with shrinking and runs them on
+//! the model kernel with faults and on the real kernels, threads really racing. A failing program
+//! shrinks to a minimal one, printed as a ready-to-paste regression test ([`check_program`]'s panic
+//! message), and every run is reproducible from the printed seed.
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use aioctx::{Backend, Faults};
+use aioctx_model::workload::run::{run, Env, Fds, Outcome, Watchdog};
+use aioctx_model::workload::{BhSpec, FdSpec, Nested, Op, Owner, Program, TimerSpec};
+use proptest::prelude::*;
+
+use crate::real::Kernel;
+
+/// Where a program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Where {
+    /// The model kernel (std threads), with faults from a seed.
+    Model(Faults),
+    /// A real kernel backend, threads really racing; remote `Interrupt`s send a signal to the home
+    /// thread (EINTR) and saturate the context's eventfd (EAGAIN on the next notify's write).
+    Real(Kernel),
+}
+
+/// The model kernel with `faults`.
+pub fn model_kernel(faults: Faults) -> Where {
+    Where::Model(faults)
+}
+
+/// A real backend.
+pub fn real_kernel(k: Kernel) -> Where {
+    Where::Real(k)
+}
+
+/// The environment of `w`.
+pub fn env(w: Where) -> Env {
+    match w {
+        Where::Model(f) => Env::model(f),
+        Where::Real(k) => Env {
+            backend: match k {
+                Kernel::Epoll => Backend::Epoll,
+                Kernel::Ppoll => Backend::Ppoll,
+                Kernel::IoUring => Backend::IoUring,
+            },
+            kernel: None,
+            fds: Arc::new(RealFds),
+            faults: Faults::default(),
+            watchdog: Watchdog::Seconds(20),
+            strict_fds: false,
+        },
+    }
+}
+
+/// Run `p` where `w` says; the outcome.
+pub fn run_program(p: &Program, w: Where) -> Outcome {
+    run(p, &env(w))
+}
+
+/// Run `p`; panic with the failure, the log and a ready-to-paste regression test.
+pub fn check_program(p: &Program, w: Where) {
+    let out = run_program(p, w);
+    if out.result.is_err() {
+        panic!("{}\nregression test:\n{}", out.report(p), p.regression_test("regression", &how(w)));
+    }
+}
+
+/// `w` as an expression of `tests/workloads.rs`.
+pub fn how(w: Where) -> String {
+    match w {
+        Where::Model(f) => format!(
+            "model_kernel(Faults {{ seed: {}, spurious_wake: {}, register_fail: {} }})",
+            f.seed, f.spurious_wake, f.register_fail
+        ),
+        Where::Real(k) => format!("real_kernel(Kernel::{k:?})"),
+    }
+}
+
+/// Real eventfds; the home thread interruptible by SIGUSR1 (a no-op handler without SA_RESTART).
+pub struct RealFds;
+
+impl Fds for RealFds {
+    fn open(&self) -> RawFd {
+        // SAFETY: eventfd(2) takes no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        fd
+    }
+    fn ready(&self, fd: RawFd) {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a valid u64.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+    fn consume(&self, fd: RawFd) -> bool {
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into a valid u64.
+        unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) == 8 }
+    }
+    fn is_ready(&self, fd: RawFd) -> bool {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
+    }
+    fn close(&self, fd: RawFd) {
+        // SAFETY: our own fd, closed once.
+        unsafe { libc::close(fd) };
+    }
+    fn interrupter(&self) -> Option<Box<dyn Fn() + Send + Sync>> {
+        install_sigusr1();
+        // SAFETY: pthread_self has no preconditions.
+        let home = unsafe { libc::pthread_self() };
+        let notifier = NOTIFIER.with(|n| n.get());
+        Some(Box::new(move || {
+            // SAFETY: the home thread outlives the remotes (it joins them); SIGUSR1 has a no-op
+            // handler installed, so the signal only interrupts a syscall (EINTR).
+            unsafe { libc::pthread_kill(home, libc::SIGUSR1) };
+            if notifier >= 0 {
+                // Saturate the context's eventfd: its next write fails with EAGAIN.
+                let v = u64::MAX - 1;
+                // SAFETY: writes 8 bytes from a valid u64 to the context's eventfd, open while
+                // remotes run (the context outlives them).
+                unsafe { libc::write(notifier, (&v as *const u64).cast(), 8) };
+            }
+        }))
+    }
+    fn external_wait(&self, fd: RawFd, timeout: Option<std::time::Duration>) {
+        let ms: libc::c_int = match timeout {
+            None => -1,
+            Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int,
+        };
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd. EINTR (a remote's interrupt) just ends the wait early.
+        unsafe { libc::poll(&mut p, 1, ms) };
+    }
+    fn after_build(&self, ctx: &aioctx::AioContext) {
+        NOTIFIER.with(|n| n.set(ctx.as_raw_fd_of_notifier()));
+    }
+}
+
+thread_local! {
+    static NOTIFIER: std::cell::Cell<RawFd> = const { std::cell::Cell::new(-1) };
+}
+
+fn install_sigusr1() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn nothing(_: libc::c_int) {}
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with a valid handler and an empty mask; no SA_RESTART, so an
+        // interrupted wait returns EINTR (retried by the fd monitors).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = nothing as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+        }
+    });
+}
+
+// ---- proptest strategies ----
+
+fn owner(nremotes: u8) -> BoxedStrategy<Owner> {
+    if nremotes == 0 {
+        Just(Owner::Home).boxed()
+    } else {
+        prop_oneof![Just(Owner::Home), (0..nremotes).prop_map(Owner::Remote)].boxed()
+    }
+}
+
+fn nested(timers: u8, wait: bool) -> BoxedStrategy<Nested> {
+    let mut v =
+        vec![Just(Nested::No).boxed(), Just(Nested::Drain).boxed(), Just(Nested::Once).boxed()];
+    if wait && timers > 0 {
+        v.push((0..timers).prop_map(Nested::WaitTimer).boxed());
+    }
+    proptest::strategy::Union::new_weighted(
+        v.into_iter().enumerate().map(|(i, s)| (if i == 0 { 4 } else { 1 }, s)).collect(),
+    )
+    .boxed()
+}
+
+/// One operation of the home thread (`home`) or a remote, on `bhs` BHs, `timers` timers, `fds` fds.
+pub fn op(home: bool, bhs: u8, timers: u8, fds: u8) -> BoxedStrategy<Op> {
+    let b = 0..bhs.max(1);
+    let t = 0..timers.max(1);
+    let f = 0..fds.max(1);
+    let mut v: Vec<(u32, BoxedStrategy<Op>)> = vec![
+        (6, b.clone().prop_map(Op::Schedule).boxed()),
+        (2, b.clone().prop_map(Op::Cancel).boxed()),
+        (1, b.prop_map(Op::Delete).boxed()),
+        (2, Just(Op::Oneshot).boxed()),
+        (
+            3,
+            (t.clone(), prop_oneof![Just(0u8), Just(1), Just(50)])
+                .prop_map(|(t, d)| Op::TimerMod(t, d))
+                .boxed(),
+        ),
+        (1, t.clone().prop_map(Op::TimerDel).boxed()),
+        (1, t.prop_map(Op::TimerDrop).boxed()),
+        (3, f.clone().prop_map(Op::SetHandler).boxed()),
+        (1, f.clone().prop_map(Op::RemoveHandler).boxed()),
+        (3, f.prop_map(Op::Ready).boxed()),
+        (2, Just(Op::Notify).boxed()),
+        (1, any::<bool>().prop_map(Op::PollParams).boxed()),
+    ];
+    if home {
+        v.push((4, any::<bool>().prop_map(Op::Poll).boxed()));
+        v.push((2, Just(Op::Drain).boxed()));
+        v.push((1, Just(Op::External).boxed()));
+    } else {
+        v.push((1, Just(Op::Interrupt).boxed()));
+    }
+    proptest::strategy::Union::new_weighted(v).boxed()
+}
+
+/// A program: 0..=`max_remotes` remote threads, up to `max_ops` operations per thread.
+pub fn program(max_remotes: u8, max_ops: usize) -> impl Strategy<Value = Program> {
+    (0..=max_remotes, 1u8..5, 0u8..3, 0u8..3).prop_flat_map(move |(nr, nb, nt, nf)| {
+        let bh = (
+            owner(nr),
+            prop::bool::weighted(0.15),
+            0u8..4,
+            nested(nt, true),
+            prop::bool::weighted(0.1),
+        )
+            .prop_map(|(owner, idle, resched, nested, del)| BhSpec {
+                owner,
+                idle,
+                resched: if resched == 3 { 0 } else { resched },
+                nested,
+                delete_self: del && owner == Owner::Home,
+            });
+        let timer = (owner(nr), 0u8..3, nested(nt, false))
+            .prop_map(|(owner, rearm, nested)| TimerSpec { owner, rearm, nested });
+        let fd = (
+            owner(nr),
+            prop::bool::weighted(0.3),
+            prop::bool::weighted(0.2),
+            nested(nt, true),
+            prop::bool::weighted(0.3),
+        )
+            .prop_map(|(owner, poll, rs, nested, consume_late)| FdSpec {
+                owner,
+                poll,
+                remove_self: rs && owner == Owner::Home,
+                nested,
+                consume_late,
+            });
+        (
+            prop::bool::weighted(0.25),
+            prop::collection::vec(bh, nb as usize),
+            prop::collection::vec(timer, nt as usize),
+            prop::collection::vec(fd, nf as usize),
+            prop::collection::vec(op(true, nb, nt, nf), 0..2 * max_ops),
+            prop::collection::vec(
+                prop::collection::vec(op(false, nb, nt, nf), 0..max_ops),
+                nr as usize,
+            ),
+        )
+            .prop_map(|(polling, bhs, timers, fds, home, remotes)| Program {
+                polling,
+                bhs,
+                timers,
+                fds,
+                home,
+                remotes,
+            })
+    })
+}
+
+/// Fault rates for the model kernel (the seed is drawn too).
+pub fn faults() -> impl Strategy<Value = Faults> {
+    (any::<u64>(), prop_oneof![Just(0u32), 50u32..400], prop_oneof![Just(0u32), 50u32..400])
+        .prop_map(|(seed, spurious_wake, register_fail)| Faults {
+            seed,
+            spurious_wake,
+            register_fail,
+        })
+}
+
+// ---- quickcheck: single-threaded programs ----
+
+/// A home-only program (quickcheck `Arbitrary`: its ops shrink by quickcheck's `Vec` shrinking).
+#[derive(Debug, Clone)]
+pub struct HomeProgram(pub Program);
+
+impl quickcheck::Arbitrary for HomeProgram {
+    fn arbitrary(g: &mut quickcheck::Gen) -> Self {
+        let seed = <u64 as quickcheck::Arbitrary>::arbitrary(g);
+        let mut p = Program::random(
+            seed,
+            aioctx_model::workload::Size { remotes: 0, ops: g.size().min(24) },
+        );
+        p.remotes.clear();
+        HomeProgram(p)
+    }
+    fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
+        // One operation fewer at a time (quickcheck shrinks again from each smaller program).
+        let p = self.0.clone();
+        Box::new((0..p.home.len()).rev().map(move |i| {
+            let mut q = p.clone();
+            q.home.remove(i);
+            HomeProgram(q)
+        }))
+    }
+}
+
+// ---- the same programs, projected on the handshake model (implementation → model) ----
+
+/// The part of `p` the Rust model of the wake-up handshake can check (`aioctx_model::check_trace`):
+/// the remote threads' BH operations (schedule, schedule_idle, cancel, delete, oneshot) and bare
+/// notifies, against a blocking loop, or an external loop if the home thread drives one. Timers,
+/// fd handlers, nested polls and the home thread's own operations have no counterpart in that
+/// model and are left out. `None` if nothing is left.
+pub fn handshake_projection(
+    p: &Program,
+    kernel: Kernel,
+    seed: u64,
+) -> Option<crate::real::RunSpec> {
+    use aioctx_model::Op as M;
+    let mut bhs = 0u8;
+    let mut remotes = Vec::new();
+    for (r, ops) in p.remotes.iter().enumerate() {
+        let own: Vec<usize> =
+            (0..p.bhs.len()).filter(|&b| p.bhs[b].owner == Owner::Remote(r as u8)).collect();
+        // This remote's BHs get the model's ids `base..base + own.len()`; a deleted one takes no
+        // further operation.
+        let base = bhs;
+        bhs += own.len() as u8;
+        let mut deleted = vec![false; own.len()];
+        let mut out = Vec::new();
+        for op in ops {
+            let pick = |i: u8| (!own.is_empty()).then(|| i as usize % own.len());
+            match *op {
+                Op::Schedule(i) | Op::Cancel(i) | Op::Delete(i) => {
+                    let Some(k) = pick(i) else { continue };
+                    if deleted[k] {
+                        continue;
+                    }
+                    let b = base + k as u8;
+                    out.push(match *op {
+                        Op::Schedule(_) if p.bhs[own[k]].idle => M::ScheduleIdle(b),
+                        Op::Schedule(_) => M::Schedule(b),
+                        Op::Cancel(_) => M::Cancel(b),
+                        _ => {
+                            deleted[k] = true;
+                            M::Delete(b)
+                        }
+                    });
+                }
+                Op::Notify => out.push(M::Notify),
+                Op::Oneshot => out.push(M::Oneshot(u8::MAX)), // numbered below
+                _ => {}
+            }
+        }
+        remotes.push(out);
+    }
+    // Oneshots take the ids after every owned BH.
+    for ops in &mut remotes {
+        for op in ops.iter_mut() {
+            if let M::Oneshot(_) = op {
+                *op = M::Oneshot(bhs);
+                bhs += 1;
+            }
+        }
+    }
+    if remotes.iter().all(Vec::is_empty) {
+        return None;
+    }
+    let external = p.home.contains(&Op::External);
+    Some(crate::real::RunSpec {
+        name: format!(
+            "workload_projection_vs_{}",
+            if external { "external_loop" } else { "blocking_poll" }
+        ),
+        kernel,
+        polling: if p.polling { crate::real::Polling::On } else { crate::real::Polling::Off },
+        driver: if external {
+            crate::real::Driver::External
+        } else {
+            crate::real::Driver::Blocking
+        },
+        remotes,
+        bhs,
+        until_ran: false,
+        seed,
+    })
+}

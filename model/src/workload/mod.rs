@@ -1,0 +1,422 @@
+//! Generated concurrent workloads over the whole public API, and the model of what the caller sees
+//! (issue 14).
+//!
+//! A [`Program`] is a home thread's operations and 0-3 remote threads' operations on bottom halves,
+//! timers and fd handlers, each object owned by one thread (its owner is the only thread that
+//! schedules, arms, registers or drops it; callbacks run on the home thread and may act on
+//! themselves). Programs are drawn from a seed ([`Program::random`]; `aioctx-conformance` has the
+//! proptest strategies that shrink them) and printed as a ready-to-paste regression test
+//! ([`Program::regression_test`]).
+//!
+//! - [`oracle`]: the model of results. Every run logs what the caller sees (poll begin/end and its
+//!   return, every callback's start and end, every operation); [`oracle::check`] replays the log on
+//!   the model and names the first rule the run broke. The re-entrancy rule of each kind lives there,
+//!   in one place.
+//! - [`run`]: the runner over the REAL code (`aioctx`), on the model kernel or a real one, with std
+//!   threads or the facade's (shuttle under `--cfg aioctx_shuttle`).
+//!
+//! Why here and not in `aioctx-conformance`: the shuttle harnesses over the real code are built by
+//! `ci/shuttle` as `-p aioctx-model` with `--cfg aioctx_shuttle`, which the conformance package (real
+//! kernels, the trace feature) does not build under; one runner serves shuttle, the model kernel with
+//! faults and the real kernels.
+
+pub mod oracle;
+pub mod run;
+
+use std::fmt::Write as _;
+
+/// Who owns an object: the only thread that operates on it (its callback acts on itself, on the home
+/// thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// The home thread.
+    Home,
+    /// Remote thread `r`.
+    Remote(u8),
+}
+
+/// What a nested poll inside a callback does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Nested {
+    /// No nested poll.
+    No,
+    /// `while ctx.poll(false) {}` (QEMU's drain idiom), bounded.
+    Drain,
+    /// One `poll(false)`.
+    Once,
+    /// Arm home timer `t` 1 ms ahead and `poll(true)` until it fired (AIO_WAIT_WHILE on a timer).
+    WaitTimer(u8),
+}
+
+/// A bottom half's callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BhSpec {
+    /// Its owner.
+    pub owner: Owner,
+    /// Scheduled with `schedule_idle` (not progress) instead of `schedule`.
+    pub idle: bool,
+    /// Reschedules itself on its first `resched` calls, before its nested poll.
+    pub resched: u8,
+    /// Its nested poll.
+    pub nested: Nested,
+    /// Drops its own `Bh` on its first call, before its nested poll (owner Home only).
+    pub delete_self: bool,
+}
+
+/// A timer's callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerSpec {
+    /// Its owner.
+    pub owner: Owner,
+    /// Re-arms itself for "now" on its first `rearm` calls, before its nested poll.
+    pub rearm: u8,
+    /// Its nested poll.
+    pub nested: Nested,
+}
+
+/// An fd handler: an fd (a model fd or an eventfd), its callbacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FdSpec {
+    /// Its owner (registers, removes, makes it readable).
+    pub owner: Owner,
+    /// io_poll / io_poll_ready / begin / end as well as on_read.
+    pub poll: bool,
+    /// on_read removes its own handler (after consuming).
+    pub remove_self: bool,
+    /// on_read's nested poll (after consuming the readiness, or before with `consume_late`).
+    pub nested: Nested,
+    /// on_read polls nested with its fd still readable, then consumes: a nested blocking poll
+    /// must leave that fd out of its wait, or spin on it.
+    pub consume_late: bool,
+}
+
+/// One operation of a thread. An object index `i` names the `i`-th object of that kind the thread
+/// owns (modulo their number); an operation on a kind the thread owns none of, or on an object it
+/// dropped, is skipped (so shrinking never makes a program invalid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `bh.schedule()` (or `schedule_idle` for an idle BH).
+    Schedule(u8),
+    /// `bh.cancel()`.
+    Cancel(u8),
+    /// Drop the `Bh` (`qemu_bh_delete`).
+    Delete(u8),
+    /// `bh_oneshot`.
+    Oneshot,
+    /// `timer.mod_ns(now + us µs)` (0: due now).
+    TimerMod(u8, u8),
+    /// `timer.del()`.
+    TimerDel(u8),
+    /// Drop the `Timer`.
+    TimerDrop(u8),
+    /// `set_fd_handler` (register or replace).
+    SetHandler(u8),
+    /// `remove_fd_handler`.
+    RemoveHandler(u8),
+    /// Make the fd readable.
+    Ready(u8),
+    /// A bare `notify()`.
+    Notify,
+    /// `set_poll_params(50 µs or 0, 0, 0)`.
+    PollParams(bool),
+    /// Home only: `poll(blocking)` (a blocking poll only when home work is pending or a timer is
+    /// armed, so it cannot wait forever).
+    Poll(bool),
+    /// Home only: `while poll(false) {}`, bounded.
+    Drain,
+    /// Home only: one external-loop iteration: prepare, check, dispatch (no wait of its own).
+    External,
+    /// Remote only: interrupt the home thread (a signal: EINTR in its wait), where the runner can.
+    Interrupt,
+}
+
+/// A generated workload.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Program {
+    /// Polling on (50 µs) when the context is built.
+    pub polling: bool,
+    /// Bottom halves.
+    pub bhs: Vec<BhSpec>,
+    /// Timers.
+    pub timers: Vec<TimerSpec>,
+    /// fd handlers.
+    pub fds: Vec<FdSpec>,
+    /// The home thread's operations.
+    pub home: Vec<Op>,
+    /// Each remote thread's operations.
+    pub remotes: Vec<Vec<Op>>,
+}
+
+/// A small deterministic PRNG (xorshift64*).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// From any seed.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    /// 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+    fn chance(&mut self, per_cent: u64) -> bool {
+        self.below(100) < per_cent
+    }
+}
+
+/// Size limits of [`Program::random`].
+#[derive(Debug, Clone, Copy)]
+pub struct Size {
+    /// Remote threads, at most (0-3).
+    pub remotes: usize,
+    /// Operations per thread, at most.
+    pub ops: usize,
+}
+
+impl Program {
+    /// Whether `thread` (None: home) owns objects of kind `owner`.
+    fn owns(owner: Owner, thread: Option<u8>) -> bool {
+        match (owner, thread) {
+            (Owner::Home, None) => true,
+            (Owner::Remote(r), Some(t)) => r == t,
+            _ => false,
+        }
+    }
+
+    /// A program drawn from `seed` (the seeded twin of the proptest strategies, for shuttle, which
+    /// runs in the model package).
+    pub fn random(seed: u64, size: Size) -> Program {
+        let mut g = Rng::new(seed);
+        let nremotes = g.below(size.remotes as u64 + 1) as usize;
+        let owner = |g: &mut Rng| {
+            if nremotes == 0 || g.chance(50) {
+                Owner::Home
+            } else {
+                Owner::Remote(g.below(nremotes as u64) as u8)
+            }
+        };
+        let ntimers = g.below(3) as usize;
+        let nested = |g: &mut Rng, home: bool| match g.below(8) {
+            0 | 1 => Nested::Drain,
+            2 => Nested::Once,
+            3 if home && ntimers > 0 => Nested::WaitTimer(g.below(ntimers as u64) as u8),
+            _ => Nested::No,
+        };
+        let timers = (0..ntimers)
+            .map(|_| TimerSpec {
+                owner: owner(&mut g),
+                rearm: if g.chance(30) { 1 + g.below(2) as u8 } else { 0 },
+                nested: nested(&mut g, false),
+            })
+            .collect();
+        let bhs = (0..1 + g.below(4))
+            .map(|_| {
+                let owner = owner(&mut g);
+                BhSpec {
+                    owner,
+                    idle: g.chance(15),
+                    resched: if g.chance(30) { 1 + g.below(3) as u8 } else { 0 },
+                    nested: nested(&mut g, true),
+                    delete_self: owner == Owner::Home && g.chance(10),
+                }
+            })
+            .collect();
+        let fds = (0..g.below(3))
+            .map(|_| {
+                let owner = owner(&mut g);
+                FdSpec {
+                    owner,
+                    poll: g.chance(30),
+                    remove_self: owner == Owner::Home && g.chance(15),
+                    nested: nested(&mut g, true),
+                    consume_late: g.chance(30),
+                }
+            })
+            .collect();
+        let mut p = Program {
+            polling: g.chance(25),
+            bhs,
+            timers,
+            fds,
+            home: Vec::new(),
+            remotes: Vec::new(),
+        };
+        p.home = p.random_ops(&mut g, None, size.ops);
+        p.remotes = (0..nremotes).map(|r| p.random_ops(&mut g, Some(r as u8), size.ops)).collect();
+        p
+    }
+
+    fn random_ops(&self, g: &mut Rng, thread: Option<u8>, max: usize) -> Vec<Op> {
+        let pick = |g: &mut Rng, owners: Vec<Owner>| -> Option<u8> {
+            let mine = owners.iter().filter(|o| Self::owns(**o, thread)).count() as u64;
+            (mine > 0).then(|| g.below(mine) as u8)
+        };
+        let bh_owners: Vec<Owner> = self.bhs.iter().map(|b| b.owner).collect();
+        let t_owners: Vec<Owner> = self.timers.iter().map(|t| t.owner).collect();
+        let f_owners: Vec<Owner> = self.fds.iter().map(|f| f.owner).collect();
+        let mut ops = Vec::new();
+        for _ in 0..1 + g.below(max as u64) {
+            let op = match g.below(20) {
+                0..=4 => pick(g, bh_owners.clone()).map(Op::Schedule),
+                5 => pick(g, bh_owners.clone()).map(Op::Cancel),
+                6 if g.chance(30) => pick(g, bh_owners.clone()).map(Op::Delete),
+                7 => Some(Op::Oneshot),
+                8 => pick(g, t_owners.clone())
+                    .map(|t| Op::TimerMod(t, [0, 0, 1, 50][g.below(4) as usize])),
+                9 => pick(g, t_owners.clone()).map(if g.chance(20) {
+                    Op::TimerDrop
+                } else {
+                    Op::TimerDel
+                }),
+                10 => pick(g, f_owners.clone()).map(Op::SetHandler),
+                11 => pick(g, f_owners.clone()).map(Op::RemoveHandler),
+                12 => pick(g, f_owners.clone()).map(Op::Ready),
+                13 => Some(Op::Notify),
+                14 if g.chance(30) => Some(Op::PollParams(g.chance(50))),
+                15 if thread.is_some() && g.chance(30) => Some(Op::Interrupt),
+                15..=18 if thread.is_none() => Some(match g.below(6) {
+                    0 => Op::Drain,
+                    1 => Op::External,
+                    2 => Op::Poll(true),
+                    _ => Op::Poll(false),
+                }),
+                _ => None,
+            };
+            ops.extend(op);
+        }
+        ops
+    }
+
+    /// Smaller programs, for shrinking a failure found where proptest cannot shrink (shuttle): each
+    /// with one operation, one remote thread or one object's behaviour removed or simplified.
+    pub fn shrink_candidates(&self) -> Vec<Program> {
+        let mut out = Vec::new();
+        for r in 0..self.remotes.len() {
+            let mut q = self.clone();
+            q.remotes[r].clear();
+            if q != *self {
+                out.push(q);
+            }
+        }
+        for i in 0..self.home.len() {
+            let mut q = self.clone();
+            q.home.remove(i);
+            out.push(q);
+        }
+        for r in 0..self.remotes.len() {
+            for i in 0..self.remotes[r].len() {
+                let mut q = self.clone();
+                q.remotes[r].remove(i);
+                out.push(q);
+            }
+        }
+        for b in 0..self.bhs.len() {
+            let mut q = self.clone();
+            let x = &mut q.bhs[b];
+            if x.nested != Nested::No || x.resched != 0 || x.delete_self || x.idle {
+                *x = BhSpec {
+                    nested: Nested::No,
+                    resched: 0,
+                    delete_self: false,
+                    idle: false,
+                    ..*x
+                };
+                out.push(q);
+            }
+        }
+        for t in 0..self.timers.len() {
+            let mut q = self.clone();
+            let x = &mut q.timers[t];
+            if x.nested != Nested::No || x.rearm != 0 {
+                *x = TimerSpec { nested: Nested::No, rearm: 0, ..*x };
+                out.push(q);
+            }
+        }
+        if self.polling {
+            out.push(Program { polling: false, ..self.clone() });
+        }
+        out
+    }
+
+    /// Shrink `self`, which `fails`, greedily to a program no candidate of which fails, trying at
+    /// most `budget` candidates (each may be a whole checker run).
+    pub fn shrink(&self, mut budget: usize, mut fails: impl FnMut(&Program) -> bool) -> Program {
+        let mut cur = self.clone();
+        'outer: while budget > 0 {
+            for c in cur.shrink_candidates() {
+                if budget == 0 {
+                    break 'outer;
+                }
+                budget -= 1;
+                if fails(&c) {
+                    cur = c;
+                    continue 'outer;
+                }
+            }
+            break;
+        }
+        cur
+    }
+
+    /// Total operations of all threads.
+    pub fn len(&self) -> usize {
+        self.home.len() + self.remotes.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// No operation at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The program as Rust source (a `Program` literal).
+    pub fn to_rust(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "Program {{");
+        let _ = writeln!(s, "    polling: {},", self.polling);
+        let _ = writeln!(s, "    bhs: vec![");
+        for b in &self.bhs {
+            let _ = writeln!(s, "        BhSpec {{ owner: {:?}, idle: {}, resched: {}, nested: Nested::{:?}, delete_self: {} }},",
+                b.owner, b.idle, b.resched, b.nested, b.delete_self);
+        }
+        let _ = writeln!(s, "    ],\n    timers: vec![");
+        for t in &self.timers {
+            let _ = writeln!(
+                s,
+                "        TimerSpec {{ owner: {:?}, rearm: {}, nested: Nested::{:?} }},",
+                t.owner, t.rearm, t.nested
+            );
+        }
+        let _ = writeln!(s, "    ],\n    fds: vec![");
+        for f in &self.fds {
+            let _ = writeln!(s, "        FdSpec {{ owner: {:?}, poll: {}, remove_self: {}, nested: Nested::{:?}, consume_late: {} }},",
+                f.owner, f.poll, f.remove_self, f.nested, f.consume_late);
+        }
+        let ops = |v: &[Op]| v.iter().map(|o| format!("Op::{o:?}")).collect::<Vec<_>>().join(", ");
+        let _ = writeln!(s, "    ],\n    home: vec![{}],", ops(&self.home));
+        let _ = writeln!(s, "    remotes: vec![");
+        for r in &self.remotes {
+            let _ = writeln!(s, "        vec![{}],", ops(r));
+        }
+        let _ = write!(s, "    ],\n}}");
+        s.replace("Remote(", "Owner::Remote(").replace("owner: Home", "owner: Owner::Home")
+    }
+
+    /// A ready-to-paste regression test for `conformance/tests/workloads.rs` that runs this program
+    /// as `how` (a runner expression of that file, e.g. `model_kernel(Faults::default())`).
+    pub fn regression_test(&self, name: &str, how: &str) -> String {
+        let body = self.to_rust().replace('\n', "\n    ");
+        format!(
+            "#[test]\nfn {name}() {{\n    use aioctx_model::workload::*;\n    let p = {body};\n    check_program(&p, {how});\n}}\n"
+        )
+    }
+}

@@ -1,0 +1,742 @@
+//! The model of what the caller sees, used as the oracle of a workload run's results.
+//!
+//! A run logs [`Ev`]s: each poll's begin and end (with its return value), each callback's start and
+//! end, and each operation (logged by the thread that does it: an operation that grants a right,
+//! like `schedule` or making an fd readable, is logged just BEFORE it is made; one that withdraws a
+//! right, like a delete or `remove_fd_handler`, just AFTER it returned; so the log is never stricter
+//! than the code's real order). [`check`] replays the log on the model below and returns the first
+//! rule broken, by its property name.
+//!
+//! # The model
+//!
+//! Per bottom half: scheduled (exact for a BH the home thread owns: the home thread is the only one
+//! that schedules, cancels and runs it), schedules and runs counted, deleted, running. Per timer:
+//! its arming (deadline) and whether it is running. Per fd: the live handler instances (a
+//! `set_fd_handler` adds one at its start and retires the old one when it returned), readiness,
+//! running. A stack of the polls in progress, nested ones on top.
+//!
+//! # Re-entrancy: one rule per kind (the code documents the same rules on `Bh`, `Timer`, `FdHandler`)
+//!
+//! - **BH**: a BH whose callback is running is never called again before it returns. A poll nested
+//!   in it that finds it scheduled defers it: not called, not progress, no zero timeout for it; it
+//!   stays scheduled and runs in a poll after the running call returned.
+//! - **Timer**: a running timer's callback is never re-entered. An arming it made (a re-arm for
+//!   "now") is kept, is not progress in a nested poll and does not keep it from sleeping; the timer
+//!   fires in a poll after the call returned. Never early: a call sees `now >= deadline`.
+//! - **fd handler**: a handler's callbacks are never re-entered (on_read, io_poll_ready). A nested
+//!   poll skips it (not progress); its fd's readiness is kept (level-triggered) for a later poll.
+//!
+//! # Properties checked (the names the failures carry)
+//!
+//! - `p_progress_exact`: a poll returns true iff a progress callback (a non-idle BH, a oneshot, a
+//!   timer, on_read, io_poll_ready) started directly in it (not in a poll nested deeper).
+//! - `p_no_reentry`: the rules above.
+//! - `p_runs_what_was_due`: a poll runs every home-owned BH that was scheduled when it began, every
+//!   home-owned timer that was due when it began and every home-owned handler whose fd was readable
+//!   when it began (model kernel), unless it is running up the stack or was withdrawn meanwhile.
+//! - `p_no_call_after_delete` / `p_no_call_after_remove`: no callback of a BH or timer starts after
+//!   its owner dropped it, no handler callback after `remove_fd_handler` (or its replacement)
+//!   returned. On the home thread that is exact. From another thread the loop may have taken the
+//!   call already (dequeued the BH, taken the timer off its queue, looked the handler up) and starts
+//!   it just after: allowed only inside the outermost poll that was in progress when the drop
+//!   returned, never in a later one.
+//! - `p_timer_only_when_armed` /
+//!   `p_timer_not_early` / `p_bh_only_when_scheduled` (runs never exceed schedules).
+//! - `p_oneshot_once`: every oneshot runs exactly once.
+//! - `p_arming_kept` (final): nothing the model holds scheduled, armed, or readable and registered
+//!   is left over when the run ended (after the final drain): a schedule, an arming, a readiness
+//!   was silently dropped.
+//! - `p_timer_closure_freed`: a `Timer` dropped on the home thread (its callback not running)
+//!   frees its closure, and everything it captured, by the drop; every closure is gone once the
+//!   timers and the context are dropped.
+//! - `p_poll_end_follows_begin`: io_poll_begin / io_poll_end alternate per handler instance, begin
+//!   first; after the context is dropped every begin has its end.
+//! - `p_poll_list_membership`: only handlers with io_poll are ever on the poll list.
+//! - `p_no_lost_wakeup`: the home thread never ends up blocked with work pending (the runner's
+//!   watchdog, from counts, logs it).
+//! - `p_no_busy_loop`: the polls that made no progress are bounded by the work that could wake
+//!   them (operations, callbacks, injected wake-ups), and a nested drain ends.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Owner, Program};
+
+/// A callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cb {
+    /// BH `b`.
+    Bh(u8),
+    /// Oneshot number `n`.
+    Oneshot(u32),
+    /// Timer `t`, reading the clock at `now`.
+    Timer(u8, u64),
+    /// on_read of fd `f`, handler instance `i`.
+    Read(u8, u32),
+    /// io_poll_ready of fd `f`, instance `i`.
+    PollReady(u8, u32),
+}
+
+impl Cb {
+    fn key(self) -> (u8, u32) {
+        match self {
+            Cb::Bh(b) => (0, u32::from(b)),
+            Cb::Oneshot(n) => (1, n),
+            Cb::Timer(t, _) => (2, u32::from(t)),
+            // One re-entrancy flag per handler (per instance: a replaced handler is another one).
+            Cb::Read(f, i) | Cb::PollReady(f, i) => (3, (u32::from(f) << 20) | i),
+        }
+    }
+}
+
+/// What a run logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ev {
+    /// A poll (or an external prepare/check/dispatch) begins; `now` is the clock then.
+    PollBegin {
+        /// `poll(true)`.
+        blocking: bool,
+        /// The clock.
+        now: u64,
+    },
+    /// It returned `progress`.
+    PollEnd {
+        /// The return value.
+        progress: bool,
+    },
+    /// A callback starts.
+    CbBegin(Cb),
+    /// It returns.
+    CbEnd(Cb),
+    /// `schedule` of BH b is about to be called (by `by`: None the home thread or a callback).
+    Schedule(u8),
+    /// `cancel` returned.
+    Cancel(u8),
+    /// The `Bh` was dropped.
+    Delete(u8),
+    /// Oneshot `n` is about to be scheduled.
+    Oneshot(u32),
+    /// Timer t is about to be armed for `deadline`.
+    TimerMod(u8, u64),
+    /// `del` returned (or the `Timer` was dropped: `dropped`).
+    TimerDel(u8, bool),
+    /// `set_fd_handler(f, instance i)` is about to be called.
+    SetBegin(u8, u32),
+    /// It returned `ok`.
+    SetEnd(u8, u32, bool),
+    /// `remove_fd_handler(f)` returned.
+    Removed(u8),
+    /// fd f is about to be made readable.
+    Ready(u8),
+    /// A callback consumed fd f's readiness.
+    Consumed(u8),
+    /// io_poll_begin of fd f instance i.
+    IoPollBegin(u8, u32),
+    /// io_poll_end of fd f instance i.
+    IoPollEnd(u8, u32),
+    /// fd f instance i is on the poll list after an outermost poll.
+    Polled(u8, u32),
+    /// A wake-up source: a bare notify, a poll-parameter change, an interrupt.
+    Wake,
+    /// Remote thread r finished.
+    RemoteDone(u8),
+    /// A check a runner made itself failed (the property name leads the message).
+    Violation(String),
+    /// The run is over: the final drain is done, the context still alive. `idle_polls` outermost
+    /// polls made no progress; `injected` wake-ups were injected by the kernel.
+    End {
+        /// Outermost polls of the run that returned false.
+        idle_polls: u64,
+        /// Spurious wake-ups injected.
+        injected: u64,
+    },
+    /// Timer t's closure was dropped (with everything it captured).
+    TimerFreed(u8),
+    /// The context was dropped.
+    Dropped,
+}
+
+/// What a run did, when the oracle accepted it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Polls (all depths).
+    pub polls: u64,
+    /// Nested polls.
+    pub nested_polls: u64,
+    /// Callbacks.
+    pub callbacks: u64,
+    /// Operations logged.
+    pub ops: u64,
+    /// Obligations checked (`p_runs_what_was_due`).
+    pub obligations: u64,
+}
+
+/// A rule the run broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The property.
+    pub property: &'static str,
+    /// What happened.
+    pub detail: String,
+    /// Index of the event in the log.
+    pub at: usize,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} violated at event {}: {}", self.property, self.at, self.detail)
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct BhM {
+    scheduled: bool,
+    idle: bool,
+    scheds: u64,
+    runs: u64,
+    deleted: bool,
+    /// Where the deletion returned (see [`Withdrawn`]).
+    deleted_in: Withdrawn,
+    last_sched: Option<usize>,
+    last_run: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct TimerM {
+    armed: Option<u64>,
+    mods: u64,
+    fires: u64,
+    dropped: bool,
+    dropped_in: Withdrawn,
+    freed: bool,
+    last_mod: Option<usize>,
+    last_fire: Option<usize>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct FdM {
+    live: Vec<u32>,
+    /// Instances removed, and where the removal returned.
+    removed: HashMap<u32, Withdrawn>,
+    readable: bool,
+    ready_since: HashSet<u32>,
+    poll_begun: HashMap<u32, bool>,
+    poll: bool,
+}
+
+/// Where a withdrawal (a `Bh` or `Timer` dropped, a handler removed) returned: on the home thread
+/// (`Home`: no call may start after it), or on another thread while the outermost poll that began
+/// at this log index was in progress (`InPoll(i)`: a call the loop had already taken may still
+/// start, but only inside that poll), or on another thread between polls (`Idle`: none may).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Withdrawn {
+    #[default]
+    Home,
+    InPoll(usize),
+    Idle,
+}
+
+impl Withdrawn {
+    fn at(remote: bool, frames: &[Frame]) -> Withdrawn {
+        match (remote, frames.first()) {
+            (false, _) => Withdrawn::Home,
+            (true, Some(f)) => Withdrawn::InPoll(f.begin),
+            (true, None) => Withdrawn::Idle,
+        }
+    }
+    /// Whether a call may start now (the outermost poll in progress began at `outer`).
+    fn allows(self, outer: Option<usize>) -> bool {
+        matches!(self, Withdrawn::InPoll(i) if outer == Some(i))
+    }
+}
+
+struct Frame {
+    begin: usize,
+    now: u64,
+    direct_progress: bool,
+    /// Home-owned objects due when it began: BHs, timers, fd handler instances.
+    due: Vec<Due>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Bh(u8),
+    Timer(u8),
+    Fd(u8, u32),
+}
+
+fn fail(property: &'static str, at: usize, detail: String) -> Failure {
+    Failure { property, detail, at }
+}
+
+/// Replay `log` of a run of `p` on the model. `strict_fds`: the fd monitor reports readiness at
+/// once (the model kernel), so `p_runs_what_was_due` covers handlers too.
+pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure> {
+    let mut st = Stats::default();
+    let mut bhs: Vec<BhM> = p.bhs.iter().map(|b| BhM { idle: b.idle, ..BhM::default() }).collect();
+    let mut timers: Vec<TimerM> = vec![TimerM::default(); p.timers.len()];
+    let mut fds: Vec<FdM> = p.fds.iter().map(|f| FdM { poll: f.poll, ..FdM::default() }).collect();
+    let mut oneshots: HashMap<u32, u32> = HashMap::new();
+    let mut running: Vec<Cb> = Vec::new();
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut wakes = 0u64;
+    let home_bh = |b: u8| p.bhs[b as usize].owner == Owner::Home;
+    let home_t = |t: u8| p.timers[t as usize].owner == Owner::Home;
+    let home_f = |f: u8| p.fds[f as usize].owner == Owner::Home;
+    let is_running = |running: &[Cb], k: (u8, u32)| running.iter().any(|c| c.key() == k);
+
+    for (i, ev) in log.iter().enumerate() {
+        match ev {
+            Ev::PollBegin { now, .. } => {
+                st.polls += 1;
+                if !frames.is_empty() {
+                    st.nested_polls += 1;
+                }
+                let mut due = Vec::new();
+                for (b, m) in bhs.iter().enumerate() {
+                    let b = b as u8;
+                    if home_bh(b)
+                        && m.scheduled
+                        && !m.deleted
+                        && !is_running(&running, Cb::Bh(b).key())
+                    {
+                        due.push(Due::Bh(b));
+                    }
+                }
+                for (t, m) in timers.iter().enumerate() {
+                    let t = t as u8;
+                    if home_t(t)
+                        && m.armed.is_some_and(|d| d <= *now)
+                        && !is_running(&running, Cb::Timer(t, 0).key())
+                    {
+                        due.push(Due::Timer(t));
+                    }
+                }
+                if strict_fds {
+                    for (f, m) in fds.iter().enumerate() {
+                        let f = f as u8;
+                        if let [inst] = m.live[..] {
+                            if home_f(f)
+                                && m.readable
+                                && !is_running(&running, Cb::Read(f, inst).key())
+                            {
+                                due.push(Due::Fd(f, inst));
+                            }
+                        }
+                    }
+                }
+                frames.push(Frame { begin: i, now: *now, direct_progress: false, due });
+            }
+            Ev::PollEnd { progress } => {
+                let Some(fr) = frames.pop() else {
+                    return Err(fail("p_log", i, "PollEnd without PollBegin".into()));
+                };
+                if *progress != fr.direct_progress {
+                    return Err(fail(
+                        "p_progress_exact",
+                        i,
+                        format!(
+                            "poll returned {progress}, but a progress callback {} directly in it \
+                             (events {}..{i})",
+                            if fr.direct_progress { "ran" } else { "did not run" },
+                            fr.begin
+                        ),
+                    ));
+                }
+                let during = &log[fr.begin..i];
+                for d in fr.due {
+                    st.obligations += 1;
+                    let ok = during.iter().any(|e| match (d, e) {
+                        (Due::Bh(b), Ev::CbBegin(Cb::Bh(x))) => *x == b,
+                        (Due::Bh(b), Ev::Cancel(x) | Ev::Delete(x)) => *x == b,
+                        (Due::Timer(t), Ev::CbBegin(Cb::Timer(x, _))) => *x == t,
+                        (Due::Timer(t), Ev::TimerMod(x, _) | Ev::TimerDel(x, _)) => *x == t,
+                        (Due::Fd(f, _), Ev::CbBegin(Cb::Read(x, _) | Cb::PollReady(x, _))) => {
+                            *x == f
+                        }
+                        (Due::Fd(f, _), Ev::SetBegin(x, _) | Ev::Removed(x) | Ev::Consumed(x)) => {
+                            *x == f
+                        }
+                        _ => false,
+                    });
+                    if !ok {
+                        return Err(fail(
+                            "p_runs_what_was_due",
+                            i,
+                            format!(
+                                "{d:?} was due when the poll began (event {}, now {}) and \
+                                 did not run in it",
+                                fr.begin, fr.now
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ev::CbBegin(cb) => {
+                st.callbacks += 1;
+                if is_running(&running, cb.key()) {
+                    return Err(fail("p_no_reentry", i, format!("{cb:?} started while running")));
+                }
+                let progress = match *cb {
+                    Cb::Bh(b) => {
+                        let outer = frames.first().map(|f| f.begin);
+                        let m = &mut bhs[b as usize];
+                        if m.deleted && !m.deleted_in.allows(outer) {
+                            return Err(fail(
+                                "p_no_call_after_delete",
+                                i,
+                                format!("BH {b} called after its Bh was dropped"),
+                            ));
+                        }
+                        if home_bh(b) && !m.scheduled {
+                            return Err(fail(
+                                "p_bh_only_when_scheduled",
+                                i,
+                                format!("BH {b} called while not scheduled"),
+                            ));
+                        }
+                        m.runs += 1;
+                        if m.runs > m.scheds {
+                            return Err(fail(
+                                "p_bh_only_when_scheduled",
+                                i,
+                                format!("BH {b}: run {} after {} schedules", m.runs, m.scheds),
+                            ));
+                        }
+                        m.scheduled = false;
+                        m.last_run = Some(i);
+                        !m.idle
+                    }
+                    Cb::Oneshot(n) => {
+                        let c = oneshots.entry(n).or_insert(0);
+                        *c += 1;
+                        if *c > 1 {
+                            return Err(fail(
+                                "p_oneshot_once",
+                                i,
+                                format!("oneshot {n} ran twice"),
+                            ));
+                        }
+                        true
+                    }
+                    Cb::Timer(t, now) => {
+                        let outer = frames.first().map(|f| f.begin);
+                        let m = &mut timers[t as usize];
+                        if m.dropped && !m.dropped_in.allows(outer) {
+                            return Err(fail(
+                                "p_no_call_after_delete",
+                                i,
+                                format!("timer {t} fired after its Timer was dropped"),
+                            ));
+                        }
+                        m.fires += 1;
+                        if home_t(t) {
+                            match m.armed {
+                                None => {
+                                    return Err(fail(
+                                        "p_timer_only_when_armed",
+                                        i,
+                                        format!("timer {t} fired while disarmed"),
+                                    ))
+                                }
+                                Some(d) if now < d => {
+                                    return Err(fail(
+                                        "p_timer_not_early",
+                                        i,
+                                        format!("timer {t} fired at {now}, deadline {d}"),
+                                    ))
+                                }
+                                _ => {}
+                            }
+                        } else if m.fires > m.mods {
+                            return Err(fail(
+                                "p_timer_only_when_armed",
+                                i,
+                                format!("timer {t}: fire {} after {} armings", m.fires, m.mods),
+                            ));
+                        }
+                        m.armed = None;
+                        m.last_fire = Some(i);
+                        true
+                    }
+                    Cb::Read(f, inst) | Cb::PollReady(f, inst) => {
+                        let m = &fds[f as usize];
+                        let outer = frames.first().map(|f| f.begin);
+                        let window = m.removed.get(&inst).is_some_and(|w| w.allows(outer));
+                        if !m.live.contains(&inst) && !window {
+                            return Err(fail(
+                                "p_no_call_after_remove",
+                                i,
+                                format!("fd {f} handler instance {inst} called, not registered"),
+                            ));
+                        }
+                        if !m.ready_since.contains(&inst) {
+                            return Err(fail(
+                                "p_handler_only_when_ready",
+                                i,
+                                format!("fd {f} handler {inst} called; fd never readable since"),
+                            ));
+                        }
+                        true
+                    }
+                };
+                if progress {
+                    if let Some(fr) = frames.last_mut() {
+                        fr.direct_progress = true;
+                    }
+                }
+                running.push(*cb);
+            }
+            Ev::CbEnd(cb) => match running.pop() {
+                Some(c) if c.key() == cb.key() => {}
+                other => {
+                    return Err(fail("p_log", i, format!("CbEnd({cb:?}) but running {other:?}")))
+                }
+            },
+            Ev::Schedule(b) => {
+                st.ops += 1;
+                let m = &mut bhs[*b as usize];
+                m.scheduled = true;
+                m.scheds += 1;
+                m.last_sched = Some(i);
+            }
+            Ev::Cancel(b) => {
+                st.ops += 1;
+                if home_bh(*b) {
+                    bhs[*b as usize].scheduled = false;
+                }
+            }
+            Ev::Delete(b) => {
+                st.ops += 1;
+                let m = &mut bhs[*b as usize];
+                m.deleted = true;
+                m.deleted_in = Withdrawn::at(!home_bh(*b), &frames);
+            }
+            Ev::Oneshot(n) => {
+                st.ops += 1;
+                oneshots.entry(*n).or_insert(0);
+            }
+            Ev::TimerMod(t, d) => {
+                st.ops += 1;
+                let m = &mut timers[*t as usize];
+                m.armed = Some(*d);
+                m.mods += 1;
+                m.last_mod = Some(i);
+            }
+            Ev::TimerDel(t, dropped) => {
+                st.ops += 1;
+                let m = &mut timers[*t as usize];
+                m.armed = None;
+                // Dropped on the home thread while not running: its closure is freed by the drop.
+                if *dropped
+                    && home_t(*t)
+                    && !is_running(&running, Cb::Timer(*t, 0).key())
+                    && !m.freed
+                {
+                    return Err(fail(
+                        "p_timer_closure_freed",
+                        i,
+                        format!("timer {t}: its Timer was dropped, its closure is still alive"),
+                    ));
+                }
+                if *dropped {
+                    m.dropped = true;
+                    m.dropped_in = Withdrawn::at(!home_t(*t), &frames);
+                }
+            }
+            Ev::SetBegin(f, inst) => {
+                st.ops += 1;
+                let m = &mut fds[*f as usize];
+                m.live.push(*inst);
+                if m.readable {
+                    m.ready_since.insert(*inst);
+                }
+            }
+            Ev::SetEnd(f, inst, ok) => {
+                let m = &mut fds[*f as usize];
+                if *ok {
+                    let w = Withdrawn::at(!home_f(*f), &frames);
+                    for old in m.live.iter().filter(|x| *x != inst) {
+                        m.removed.insert(*old, w);
+                    }
+                    m.live.retain(|x| x == inst);
+                } else {
+                    m.live.retain(|x| x != inst);
+                }
+            }
+            Ev::Removed(f) => {
+                st.ops += 1;
+                let w = Withdrawn::at(!home_f(*f), &frames);
+                let m = &mut fds[*f as usize];
+                for inst in m.live.drain(..) {
+                    m.removed.insert(inst, w);
+                }
+            }
+            Ev::Ready(f) => {
+                st.ops += 1;
+                let m = &mut fds[*f as usize];
+                m.readable = true;
+                let live = m.live.clone();
+                m.ready_since.extend(live);
+            }
+            Ev::Consumed(f) => fds[*f as usize].readable = false,
+            Ev::IoPollBegin(f, inst) | Ev::IoPollEnd(f, inst) => {
+                let on = matches!(ev, Ev::IoPollBegin(..));
+                let m = &mut fds[*f as usize];
+                let was = m.poll_begun.insert(*inst, on).unwrap_or(false);
+                if was == on {
+                    return Err(fail(
+                        "p_poll_end_follows_begin",
+                        i,
+                        format!(
+                            "fd {f} instance {inst}: io_poll_{} twice in a row",
+                            if on { "begin" } else { "end" }
+                        ),
+                    ));
+                }
+            }
+            Ev::Polled(f, inst) => {
+                if !fds[*f as usize].poll {
+                    return Err(fail(
+                        "p_poll_list_membership",
+                        i,
+                        format!("fd {f} instance {inst} has no io_poll but is on the poll list"),
+                    ));
+                }
+            }
+            Ev::Wake => {
+                st.ops += 1;
+                wakes += 1;
+            }
+            Ev::RemoteDone(_) => {}
+            Ev::Violation(msg) => {
+                let property = if msg.starts_with("p_no_lost_wakeup") {
+                    "p_no_lost_wakeup"
+                } else if msg.starts_with("p_no_busy_loop") {
+                    "p_no_busy_loop"
+                } else {
+                    "p_runner"
+                };
+                return Err(fail(property, i, msg.clone()));
+            }
+            Ev::End { idle_polls, injected } => {
+                if !frames.is_empty() || !running.is_empty() {
+                    return Err(fail("p_log", i, "End inside a poll".into()));
+                }
+                for (b, m) in bhs.iter().enumerate() {
+                    if m.deleted {
+                        continue;
+                    }
+                    if home_bh(b as u8) && m.scheduled {
+                        return Err(fail(
+                            "p_arming_kept",
+                            i,
+                            format!(
+                                "BH {b} is still scheduled in the model, but the run ended \
+                                     (the code dropped the schedule, or never ran it)"
+                            ),
+                        ));
+                    }
+                    if let Some(s) = m.last_sched {
+                        if m.last_run.is_none_or(|r| r < s) && !cancelled_after(log, m, b as u8) {
+                            return Err(fail(
+                                "p_arming_kept",
+                                i,
+                                format!("BH {b}: scheduled at event {s}, never ran after it"),
+                            ));
+                        }
+                    }
+                }
+                for (n, c) in &oneshots {
+                    if *c != 1 {
+                        return Err(fail(
+                            "p_oneshot_once",
+                            i,
+                            format!("oneshot {n} ran {c} times"),
+                        ));
+                    }
+                }
+                for (t, m) in timers.iter().enumerate() {
+                    if m.dropped {
+                        continue;
+                    }
+                    if home_t(t as u8) && m.armed.is_some() {
+                        return Err(fail(
+                            "p_arming_kept",
+                            i,
+                            format!(
+                                "timer {t} is armed in the model ({:?}), but the run ended \
+                                     (its arming was dropped)",
+                                m.armed
+                            ),
+                        ));
+                    }
+                    if let Some(s) = m.last_mod {
+                        let withdrawn = log[s..i]
+                            .iter()
+                            .any(|e| matches!(e, Ev::TimerDel(x, _) if *x as usize == t));
+                        if m.last_fire.is_none_or(|r| r < s) && !withdrawn {
+                            return Err(fail(
+                                "p_arming_kept",
+                                i,
+                                format!("timer {t}: armed at event {s}, never fired after it"),
+                            ));
+                        }
+                    }
+                }
+                for (f, m) in fds.iter().enumerate() {
+                    if m.readable && m.live.len() == 1 && strict_fds {
+                        return Err(fail(
+                            "p_arming_kept",
+                            i,
+                            format!(
+                                "fd {f} is readable and registered, its handler never consumed it"
+                            ),
+                        ));
+                    }
+                }
+                let budget = 2 * (st.ops + st.callbacks + wakes + injected) + 8;
+                if *idle_polls > budget {
+                    return Err(fail(
+                        "p_no_busy_loop",
+                        i,
+                        format!(
+                            "{idle_polls} outermost polls made no progress; the work that \
+                                 could wake them allows {budget}"
+                        ),
+                    ));
+                }
+            }
+            Ev::TimerFreed(t) => timers[*t as usize].freed = true,
+            Ev::Dropped => {
+                if let Some(t) = timers.iter().position(|m| !m.freed) {
+                    return Err(fail(
+                        "p_timer_closure_freed",
+                        i,
+                        format!("timer {t}: its closure outlived its Timer and the context"),
+                    ));
+                }
+                for (f, m) in fds.iter().enumerate() {
+                    for (inst, on) in &m.poll_begun {
+                        if *on {
+                            return Err(fail(
+                                "p_poll_end_follows_begin",
+                                i,
+                                format!(
+                                    "fd {f} instance {inst}: io_poll_begin without io_poll_end \
+                                         after the context was dropped"
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(st)
+}
+
+/// Whether a schedule of remote-owned BH `b` was withdrawn (cancelled or deleted) after it.
+fn cancelled_after(log: &[Ev], m: &BhM, b: u8) -> bool {
+    let Some(s) = m.last_sched else { return false };
+    log[s..].iter().any(|e| matches!(e, Ev::Cancel(x) | Ev::Delete(x) if *x == b))
+}

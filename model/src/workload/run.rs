@@ -1,0 +1,760 @@
+//! Running a [`Program`] on the REAL code and logging what the caller sees ([`Ev`]).
+//!
+//! The home thread (the caller's thread: `AioContext` is `!Send`) builds the context, creates every
+//! object, starts the remote threads (the facade's `thread::spawn`: std threads, or shuttle's under
+//! `--cfg aioctx_shuttle`), runs its own operations, then loops in `poll(true)` until every remote
+//! finished and nothing is pending (the final drain), and drops everything. Objects live in facade
+//! mutexes so that any thread can reach them; callbacks hold a `Weak` to them (no cycle through the
+//! context).
+//!
+//! Lost wake-ups: under shuttle a hang is a deadlock shuttle reports. On the model kernel with std
+//! threads, a watchdog reads [`ModelKernel::blocked_waiters`] once every remote's last notify has
+//! returned: the home thread parked with nothing ready can never wake again, which is exact, not a
+//! timeout. On a real kernel the same state cannot be read, and the watchdog falls back to a 20 s
+//! limit after the remotes finished (a hang, not a slow run: the runs take milliseconds). The
+//! watchdog logs `p_no_lost_wakeup` and kicks the home thread with a notify, so the run ends and the
+//! failure shrinks like any other.
+//!
+//! Home-only bookkeeping (the log, run counters, instance numbers) uses std types on purpose, as in
+//! `model/tests/support/mod.rs`: a checker scheduling point on them would explore nothing new.
+#![allow(clippy::disallowed_types)] // std sync for the log and home-only counters, see above
+
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool as StdBool, AtomicU32 as StdU32, AtomicU64 as StdU64};
+use std::sync::{Arc as StdArc, Mutex as StdMutex, Weak};
+
+use aioctx::sync::atomic::{AtomicUsize, Ordering};
+use aioctx::sync::{thread, Arc, Mutex};
+use aioctx::{AioContext, Backend, Bh, Faults, FdHandler, Handle, ModelKernel, Timer};
+
+use super::oracle::{self, Cb, Ev, Failure, Stats};
+use super::{Nested, Op, Owner, Program};
+
+/// The fds of a run: model fds or real eventfds.
+pub trait Fds: Send + Sync {
+    /// A new fd, not readable.
+    fn open(&self) -> RawFd;
+    /// Make it readable.
+    fn ready(&self, fd: RawFd);
+    /// Consume its readiness; whether it was readable.
+    fn consume(&self, fd: RawFd) -> bool;
+    /// Whether it is readable (io_poll).
+    fn is_ready(&self, fd: RawFd) -> bool;
+    /// Close it.
+    fn close(&self, fd: RawFd);
+    /// Called on the home thread: something a remote thread can call to interrupt the home thread's
+    /// wait (a signal: EINTR), if the kernel has one.
+    fn interrupter(&self) -> Option<Box<dyn Fn() + Send + Sync>> {
+        None
+    }
+    /// An external loop's own wait on the context's fd (`AsRawFd`), for at most `timeout` (None:
+    /// until readable). The model kernel has no fd to wait on: no wait (the default).
+    fn external_wait(&self, _fd: RawFd, _timeout: Option<std::time::Duration>) {}
+    /// Called on the home thread after the context is built: inject what the backend can
+    /// (eventfd saturation on a real kernel).
+    fn after_build(&self, _ctx: &AioContext) {}
+}
+
+/// Model fds of a [`ModelKernel`].
+pub struct ModelFds(pub Arc<ModelKernel>);
+
+impl Fds for ModelFds {
+    fn open(&self) -> RawFd {
+        self.0.open()
+    }
+    fn ready(&self, fd: RawFd) {
+        self.0.set_readable(fd, true)
+    }
+    fn consume(&self, fd: RawFd) -> bool {
+        self.0.take_readable(fd)
+    }
+    fn is_ready(&self, fd: RawFd) -> bool {
+        self.0.is_readable(fd)
+    }
+    fn close(&self, fd: RawFd) {
+        self.0.close(fd)
+    }
+}
+
+/// How a lost wake-up is noticed (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watchdog {
+    /// None: the checker reports the deadlock (shuttle).
+    Checker,
+    /// `ModelKernel::blocked_waiters` after every remote finished (exact).
+    ModelKernel,
+    /// A real kernel: this many seconds after every remote finished.
+    Seconds(u64),
+}
+
+/// Where a program runs.
+pub struct Env {
+    /// The backend (`Backend::Model(k)` for the model kernel).
+    pub backend: Backend,
+    /// The model kernel, if the backend is one (faults, the exact watchdog).
+    pub kernel: Option<Arc<ModelKernel>>,
+    /// Its fds.
+    pub fds: std::sync::Arc<dyn Fds>,
+    /// Faults the model kernel injects.
+    pub faults: Faults,
+    /// The watchdog.
+    pub watchdog: Watchdog,
+    /// The fd monitor reports readiness at once (model kernel): handlers join `p_runs_what_was_due`.
+    pub strict_fds: bool,
+}
+
+impl Env {
+    /// The model kernel, with `faults` (std threads, or the checker's under a checker cfg).
+    pub fn model(faults: Faults) -> Env {
+        let k = ModelKernel::new();
+        Env {
+            backend: Backend::Model(k.clone()),
+            kernel: Some(k.clone()),
+            fds: std::sync::Arc::new(ModelFds(k)),
+            faults,
+            watchdog: if aioctx::sync::MODEL_CHECKER {
+                Watchdog::Checker
+            } else {
+                Watchdog::ModelKernel
+            },
+            strict_fds: true,
+        }
+    }
+}
+
+/// A run's log and the oracle's verdict on it.
+#[derive(Debug)]
+pub struct Outcome {
+    /// What the caller saw.
+    pub log: Vec<Ev>,
+    /// The oracle's verdict.
+    pub result: Result<Stats, Failure>,
+    /// Spurious wake-ups and registration failures injected.
+    pub injected: (u64, u64),
+}
+
+impl Outcome {
+    /// The failure with the log around it, for a panic message.
+    pub fn report(&self, p: &Program) -> String {
+        match &self.result {
+            Ok(_) => "ok".into(),
+            Err(f) => {
+                let from = f.at.saturating_sub(25);
+                let mut s =
+                    format!("{f}\nprogram:\n{}\nlog (events {from}..={}):\n", p.to_rust(), f.at);
+                for (i, e) in self.log.iter().enumerate().take(f.at + 1).skip(from) {
+                    s.push_str(&format!("  {i:4} {e:?}\n"));
+                }
+                s
+            }
+        }
+    }
+}
+
+struct Objs {
+    p: Program,
+    handle: Handle,
+    bhs: Vec<Mutex<Option<Bh>>>,
+    timers: Vec<Mutex<Option<Timer>>>,
+    fd: Vec<RawFd>,
+    fds: std::sync::Arc<dyn Fds>,
+    log: StdMutex<Vec<Ev>>,
+    bh_runs: Vec<StdU32>,
+    timer_fires: Vec<StdU32>,
+    timer_running: Vec<StdBool>,
+    next_inst: StdU32,
+    oneshots: StdU32,
+    oneshots_run: StdU32,
+    faults: bool,
+    /// The watchdog logged a violation and kicked the home thread: end the run.
+    kicked: StdBool,
+    bound: u64,
+    /// Polls a nested `poll(true)` may make before its timer fires: each one that returns early
+    /// needs a wake-up (a remote operation, an injected spurious wake-up, a readiness of another
+    /// fd), so this counts work, not time.
+    wait_bound: u64,
+}
+
+impl Objs {
+    fn log(&self, e: Ev) {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+    }
+
+    fn poll(&self, ctx: &AioContext, blocking: bool) -> bool {
+        self.log(Ev::PollBegin { blocking, now: self.handle.now_ns() });
+        let r = ctx.poll(blocking);
+        self.log(Ev::PollEnd { progress: r });
+        r
+    }
+
+    /// After an outermost poll: which handlers are on the poll list.
+    fn log_polled(&self, ctx: &AioContext, inst: &[Option<u32>]) {
+        for (f, fd) in self.fd.iter().enumerate() {
+            if ctx.is_polled(*fd) {
+                self.log(Ev::Polled(f as u8, inst.get(f).copied().flatten().unwrap_or(0)));
+            }
+        }
+    }
+
+    fn nested(&self, kind: Nested) {
+        match kind {
+            Nested::No => {}
+            Nested::Once => {
+                AioContext::with_current(|ctx| self.poll(ctx, false));
+            }
+            Nested::Drain => {
+                AioContext::with_current(|ctx| {
+                    let mut n = 0;
+                    while self.poll(ctx, false) && !self.kicked.load(Relaxed) {
+                        n += 1;
+                        if n >= self.bound {
+                            self.log(Ev::Violation(format!(
+                                "p_no_busy_loop: a nested `while poll(false) {{}}` made {n} polls \
+                                 that all returned progress"
+                            )));
+                            break;
+                        }
+                    }
+                });
+            }
+            Nested::WaitTimer(t) => {
+                let ti = t as usize;
+                if ti >= self.timers.len()
+                    || self.p.timers[ti].owner != Owner::Home
+                    || self.timer_running[ti].load(Relaxed)
+                {
+                    return;
+                }
+                let fired = self.timer_fires[ti].load(Relaxed);
+                {
+                    let g = self.timers[ti].lock();
+                    let Some(tm) = g.as_ref() else { return };
+                    let d = self.handle.now_ns() + 1_000_000;
+                    self.log(Ev::TimerMod(t, d));
+                    tm.mod_ns(d);
+                }
+                AioContext::with_current(|ctx| {
+                    let mut n = 0;
+                    while self.timer_fires[ti].load(Relaxed) == fired && !self.kicked.load(Relaxed)
+                    {
+                        if n >= self.wait_bound {
+                            self.log(Ev::Violation(format!(
+                                "p_no_busy_loop: a nested `poll(true)` waiting for timer {t} made \
+                                 {n} polls and the timer did not fire"
+                            )));
+                            break;
+                        }
+                        self.poll(ctx, true);
+                        n += 1;
+                    }
+                });
+            }
+        }
+    }
+
+    fn bh_callback(w: Weak<Objs>, b: u8) -> impl FnMut() + Send + 'static {
+        move || {
+            let Some(o) = w.upgrade() else { return };
+            let spec = o.p.bhs[b as usize];
+            o.log(Ev::CbBegin(Cb::Bh(b)));
+            let n = o.bh_runs[b as usize].fetch_add(1, Relaxed) + 1;
+            if spec.delete_self && n == 1 && spec.owner == Owner::Home {
+                let bh = o.bhs[b as usize].lock().take();
+                if bh.is_some() {
+                    drop(bh);
+                    o.log(Ev::Delete(b));
+                }
+            }
+            if n <= u32::from(spec.resched) {
+                let g = o.bhs[b as usize].lock();
+                if let Some(bh) = g.as_ref() {
+                    o.log(Ev::Schedule(b));
+                    if spec.idle {
+                        bh.schedule_idle()
+                    } else {
+                        bh.schedule()
+                    }
+                }
+            }
+            o.nested(spec.nested);
+            o.log(Ev::CbEnd(Cb::Bh(b)));
+        }
+    }
+
+    fn timer_callback(w: Weak<Objs>, t: u8) -> impl FnMut() + Send + 'static {
+        // Logs `TimerFreed` when the closure (and so everything it captured) is dropped.
+        struct Freed(Weak<Objs>, u8);
+        impl Drop for Freed {
+            fn drop(&mut self) {
+                if let Some(o) = self.0.upgrade() {
+                    o.log(Ev::TimerFreed(self.1));
+                }
+            }
+        }
+        let freed = Freed(w.clone(), t);
+        move || {
+            let _ = &freed;
+            let Some(o) = w.upgrade() else { return };
+            let ti = t as usize;
+            let spec = o.p.timers[ti];
+            let now = o.handle.now_ns();
+            o.log(Ev::CbBegin(Cb::Timer(t, now)));
+            o.timer_running[ti].store(true, Relaxed);
+            let n = o.timer_fires[ti].fetch_add(1, Relaxed) + 1;
+            if n <= u32::from(spec.rearm) {
+                let g = o.timers[ti].lock();
+                if let Some(tm) = g.as_ref() {
+                    let d = o.handle.now_ns();
+                    o.log(Ev::TimerMod(t, d));
+                    tm.mod_ns(d);
+                }
+            }
+            o.nested(spec.nested);
+            o.timer_running[ti].store(false, Relaxed);
+            o.log(Ev::CbEnd(Cb::Timer(t, now)));
+        }
+    }
+
+    fn handler(w: &Weak<Objs>, f: u8, inst: u32, o: &Objs) -> FdHandler {
+        let spec = o.p.fds[f as usize];
+        let fd = o.fd[f as usize];
+        let w1 = w.clone();
+        let mut h = FdHandler::new().on_read(move || {
+            let Some(o) = w1.upgrade() else { return };
+            let cb = Cb::Read(f, inst);
+            o.log(Ev::CbBegin(cb));
+            if spec.consume_late {
+                o.nested(spec.nested);
+            }
+            if o.fds.consume(fd) {
+                o.log(Ev::Consumed(f));
+            }
+            if spec.remove_self && spec.owner == Owner::Home {
+                match o.handle.remove_fd_handler(fd) {
+                    Ok(_) => o.log(Ev::Removed(f)),
+                    Err(e) => o.log(Ev::Violation(format!("p_runner: remove_fd_handler: {e}"))),
+                }
+            }
+            if !spec.consume_late {
+                o.nested(spec.nested);
+            }
+            o.log(Ev::CbEnd(cb));
+        });
+        if spec.poll {
+            let (w2, w3, w4, w5) = (w.clone(), w.clone(), w.clone(), w.clone());
+            h = h
+                .io_poll(
+                    move || w2.upgrade().is_some_and(|o| o.fds.is_ready(fd)),
+                    move || {
+                        let Some(o) = w3.upgrade() else { return };
+                        let cb = Cb::PollReady(f, inst);
+                        o.log(Ev::CbBegin(cb));
+                        if o.fds.consume(fd) {
+                            o.log(Ev::Consumed(f));
+                        }
+                        o.log(Ev::CbEnd(cb));
+                    },
+                )
+                .io_poll_begin(move || {
+                    if let Some(o) = w4.upgrade() {
+                        o.log(Ev::IoPollBegin(f, inst))
+                    }
+                })
+                .io_poll_end(move || {
+                    if let Some(o) = w5.upgrade() {
+                        o.log(Ev::IoPollEnd(f, inst))
+                    }
+                });
+        }
+        h
+    }
+
+    /// Whether work is pending (the home thread's view of the code's state).
+    fn pending(&self, ctx: &AioContext) -> bool {
+        self.bhs.iter().any(|b| b.lock().as_ref().is_some_and(Bh::is_scheduled))
+            || self.timers.iter().any(|t| t.lock().as_ref().is_some_and(Timer::is_pending))
+            || self.fd.iter().any(|fd| self.fds.is_ready(*fd) && ctx.poll_ns(*fd).is_some())
+            || self.oneshots.load(Relaxed) != self.oneshots_run.load(Relaxed)
+    }
+}
+
+/// Shared by the threads of a run.
+struct Shared {
+    o: StdArc<Objs>,
+    /// Remotes that finished their operations (set before their last notify).
+    done: Arc<AtomicUsize>,
+    /// Remotes whose last notify returned.
+    quiet: Arc<AtomicUsize>,
+    interrupt: Option<StdArc<dyn Fn() + Send + Sync>>,
+    inst: StdArc<StdMutex<Vec<Option<u32>>>>,
+}
+
+impl Shared {
+    /// A copy of the current handler instances: the std lock is never held across a facade
+    /// operation (shuttle runs every thread on one OS thread, so a std lock held at a scheduling
+    /// point deadlocks the process).
+    fn instances(&self) -> Vec<Option<u32>> {
+        self.inst.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Run `op` as `thread` (None: home; `ctx` given).
+fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&AioContext>) {
+    let o = &*s.o;
+    let p = &o.p;
+    let mine = |owner: Owner| match (owner, thread) {
+        (Owner::Home, None) => true,
+        (Owner::Remote(r), Some(t)) => r == t,
+        _ => false,
+    };
+    // An index names the n-th object of its kind that this thread owns (modulo their number), so
+    // every operation of a shrunk or generated program acts on something.
+    let nth = |owners: Vec<Owner>, i: u8| -> Option<u8> {
+        let own: Vec<u8> =
+            owners.iter().enumerate().filter(|(_, o)| mine(**o)).map(|(k, _)| k as u8).collect();
+        (!own.is_empty()).then(|| own[i as usize % own.len()])
+    };
+    let bh_of = |i| nth(p.bhs.iter().map(|x| x.owner).collect(), i);
+    let tm_of = |i| nth(p.timers.iter().map(|x| x.owner).collect(), i);
+    let fd_of = |i| nth(p.fds.iter().map(|x| x.owner).collect(), i);
+    let op = match op {
+        Op::Schedule(i) => bh_of(i).map(Op::Schedule),
+        Op::Cancel(i) => bh_of(i).map(Op::Cancel),
+        Op::Delete(i) => bh_of(i).map(Op::Delete),
+        Op::TimerMod(i, us) => tm_of(i).map(|t| Op::TimerMod(t, us)),
+        Op::TimerDel(i) => tm_of(i).map(Op::TimerDel),
+        Op::TimerDrop(i) => tm_of(i).map(Op::TimerDrop),
+        Op::SetHandler(i) => fd_of(i).map(Op::SetHandler),
+        Op::RemoveHandler(i) => fd_of(i).map(Op::RemoveHandler),
+        Op::Ready(i) => fd_of(i).map(Op::Ready),
+        other => Some(other),
+    };
+    let Some(op) = op else { return };
+    let (bh, tm, fdo) = (|_| true, |_| true, |_| true);
+    match op {
+        Op::Schedule(b) if bh(b) => {
+            let g = o.bhs[b as usize].lock();
+            if let Some(x) = g.as_ref() {
+                o.log(Ev::Schedule(b));
+                if p.bhs[b as usize].idle {
+                    x.schedule_idle()
+                } else {
+                    x.schedule()
+                }
+            }
+        }
+        Op::Cancel(b) if bh(b) => {
+            let g = o.bhs[b as usize].lock();
+            if let Some(x) = g.as_ref() {
+                x.cancel();
+                o.log(Ev::Cancel(b));
+            }
+        }
+        Op::Delete(b) if bh(b) => {
+            let x = o.bhs[b as usize].lock().take();
+            if x.is_some() {
+                drop(x);
+                o.log(Ev::Delete(b));
+            }
+        }
+        Op::Oneshot => {
+            let n = o.oneshots.fetch_add(1, Relaxed);
+            o.log(Ev::Oneshot(n));
+            let w = w.clone();
+            o.handle.bh_oneshot(move || {
+                if let Some(o) = w.upgrade() {
+                    o.log(Ev::CbBegin(Cb::Oneshot(n)));
+                    o.oneshots_run.fetch_add(1, Relaxed);
+                    o.log(Ev::CbEnd(Cb::Oneshot(n)));
+                }
+            });
+        }
+        Op::TimerMod(t, us) if tm(t) => {
+            let g = o.timers[t as usize].lock();
+            if let Some(x) = g.as_ref() {
+                let d = o.handle.now_ns() + u64::from(us) * 1000;
+                o.log(Ev::TimerMod(t, d));
+                x.mod_ns(d);
+            }
+        }
+        Op::TimerDel(t) if tm(t) => {
+            let g = o.timers[t as usize].lock();
+            if let Some(x) = g.as_ref() {
+                x.del();
+                o.log(Ev::TimerDel(t, false));
+            }
+        }
+        Op::TimerDrop(t) if tm(t) => {
+            let x = o.timers[t as usize].lock().take();
+            if x.is_some() {
+                drop(x);
+                o.log(Ev::TimerDel(t, true));
+            }
+        }
+        Op::SetHandler(f) if fdo(f) => {
+            let inst = o.next_inst.fetch_add(1, Relaxed) + 1;
+            let h = Objs::handler(w, f, inst, o);
+            o.log(Ev::SetBegin(f, inst));
+            let r = o.handle.set_fd_handler(o.fd[f as usize], h);
+            o.log(Ev::SetEnd(f, inst, r.is_ok()));
+            match r {
+                Ok(()) => s.inst.lock().unwrap_or_else(|e| e.into_inner())[f as usize] = Some(inst),
+                Err(e) if !o.faults => {
+                    o.log(Ev::Violation(format!("p_runner: set_fd_handler failed: {e}")))
+                }
+                Err(_) => {}
+            }
+        }
+        Op::RemoveHandler(f) if fdo(f) => match o.handle.remove_fd_handler(o.fd[f as usize]) {
+            Ok(_) => o.log(Ev::Removed(f)),
+            Err(e) => o.log(Ev::Violation(format!("p_runner: remove_fd_handler: {e}"))),
+        },
+        Op::Ready(f) if fdo(f) => {
+            o.log(Ev::Ready(f));
+            o.fds.ready(o.fd[f as usize]);
+        }
+        Op::Notify => {
+            o.log(Ev::Wake);
+            o.handle.notify();
+        }
+        Op::PollParams(on) => {
+            o.log(Ev::Wake);
+            o.handle.set_poll_params(if on { 50_000 } else { 0 }, 0, 0);
+        }
+        Op::Interrupt if thread.is_some() => {
+            if let Some(i) = &s.interrupt {
+                o.log(Ev::Wake);
+                i();
+            }
+        }
+        Op::Poll(blocking) if thread.is_none() => {
+            let ctx = ctx.expect("home");
+            let n = o.p.remotes.len();
+            // A blocking poll only when something will end it: pending work, or a remote's last
+            // notify still to come.
+            let safe = o.pending(ctx) || s.done.load(Ordering::SeqCst) < n;
+            o.poll(ctx, blocking && safe);
+            o.log_polled(ctx, &s.instances());
+        }
+        Op::Drain if thread.is_none() => {
+            let ctx = ctx.expect("home");
+            let mut n = 0;
+            while o.poll(ctx, false) {
+                n += 1;
+                if n >= o.bound {
+                    o.log(Ev::Violation(format!(
+                        "p_no_busy_loop: `while poll(false) {{}}` made {n} polls that all returned progress"
+                    )));
+                    break;
+                }
+            }
+            o.log_polled(ctx, &s.instances());
+        }
+        Op::External if thread.is_none() => {
+            let ctx = ctx.expect("home");
+            let n = o.p.remotes.len();
+            // Its own wait may block only when something will end it (as `Poll(true)`).
+            let safe = o.pending(ctx) || s.done.load(Ordering::SeqCst) < n;
+            o.log(Ev::PollBegin { blocking: safe, now: o.handle.now_ns() });
+            let t = ctx.prepare();
+            o.fds.external_wait(
+                std::os::fd::AsRawFd::as_raw_fd(ctx),
+                if safe { t } else { Some(std::time::Duration::ZERO) },
+            );
+            ctx.check();
+            let r = ctx.dispatch();
+            o.log(Ev::PollEnd { progress: r });
+        }
+        _ => {} // not this thread's object or operation: skipped (shrinking keeps programs valid)
+    }
+}
+
+/// Run `p` in `env` on the calling thread (the home thread) and check the log with the oracle.
+pub fn run(p: &Program, env: &Env) -> Outcome {
+    let mut b = AioContext::builder().backend(env.backend.clone());
+    if p.polling {
+        b = b.poll_params(50_000, 0, 0);
+    }
+    if let Some(k) = &env.kernel {
+        // Time moves 1 µs per clock read, so polling windows end and deadlines pass.
+        k.clock().set_tick(1000);
+    }
+    let ctx = b.build().expect("build the context");
+    env.fds.after_build(&ctx);
+    let fd: Vec<RawFd> = p.fds.iter().map(|_| env.fds.open()).collect();
+    let bound = 200 + 20 * p.len() as u64;
+    // Each early return of a nested wait needs a wake-up: an operation (any thread's, and the
+    // callbacks they cause), or an injected spurious wake-up (at most 40 %: 64 more cover a
+    // geometric tail beyond any realistic draw).
+    let wait_bound = 16 + 4 * p.len() as u64 + if env.faults.spurious_wake > 0 { 64 } else { 0 };
+    let o = StdArc::new_cyclic(|w: &Weak<Objs>| {
+        let bhs = (0..p.bhs.len())
+            .map(|b| Mutex::new(Some(ctx.bh_new(Objs::bh_callback(w.clone(), b as u8)))))
+            .collect();
+        let timers = (0..p.timers.len())
+            .map(|t| Mutex::new(Some(ctx.timer_new(Objs::timer_callback(w.clone(), t as u8)))))
+            .collect();
+        Objs {
+            p: p.clone(),
+            handle: ctx.handle().clone(),
+            bhs,
+            timers,
+            fd: fd.clone(),
+            fds: env.fds.clone(),
+            log: StdMutex::new(Vec::new()),
+            bh_runs: p.bhs.iter().map(|_| StdU32::new(0)).collect(),
+            timer_fires: p.timers.iter().map(|_| StdU32::new(0)).collect(),
+            timer_running: p.timers.iter().map(|_| StdBool::new(false)).collect(),
+            next_inst: StdU32::new(0),
+            oneshots: StdU32::new(0),
+            oneshots_run: StdU32::new(0),
+            faults: env.faults.register_fail != 0,
+            kicked: StdBool::new(false),
+            bound,
+            wait_bound,
+        }
+    });
+    if let Some(k) = &env.kernel {
+        k.set_faults(env.faults);
+    }
+    let w = StdArc::downgrade(&o);
+    let sh = StdArc::new(Shared {
+        o: o.clone(),
+        done: Arc::new(AtomicUsize::new(0)),
+        quiet: Arc::new(AtomicUsize::new(0)),
+        interrupt: env.fds.interrupter().map(StdArc::from),
+        inst: StdArc::new(StdMutex::new(vec![None; p.fds.len()])),
+    });
+    let n = p.remotes.len();
+
+    // The watchdog (std threads only).
+    let finished = StdArc::new(StdBool::new(false));
+    let wd = match env.watchdog {
+        Watchdog::Checker => None,
+        kind => {
+            let (sh, finished, k) = (sh.clone(), finished.clone(), env.kernel.clone());
+            Some(std::thread::spawn(move || watchdog(kind, &sh, &finished, k, n)))
+        }
+    };
+
+    let mut remotes = Vec::new();
+    for (r, ops) in p.remotes.iter().enumerate() {
+        let (sh, w, ops) = (sh.clone(), w.clone(), ops.clone());
+        remotes.push(thread::spawn(move || {
+            for (i, op) in ops.into_iter().enumerate() {
+                if !aioctx::sync::MODEL_CHECKER {
+                    // Jitter on real threads, so operations land in every phase of the loop.
+                    match (r * 7 + i * 13) % 5 {
+                        0 => thread::yield_now(),
+                        1 => (0..(i * 997) % 20_000).for_each(|_| std::hint::spin_loop()),
+                        _ => {}
+                    }
+                }
+                exec(&sh, &w, op, Some(r as u8), None);
+            }
+            sh.o.log(Ev::RemoteDone(r as u8));
+            sh.done.fetch_add(1, Ordering::SeqCst);
+            sh.o.handle.notify();
+            sh.quiet.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+
+    for op in &p.home {
+        exec(&sh, &w, *op, None, Some(&ctx));
+    }
+    // The final drain: until every remote finished and nothing is pending.
+    let mut idle = 0u64;
+    let mut iters = 0u64;
+    loop {
+        if o.kicked.load(Relaxed) {
+            break;
+        }
+        if sh.done.load(Ordering::SeqCst) == n && !o.pending(&ctx) {
+            break;
+        }
+        iters += 1;
+        if iters > 50 * bound {
+            o.log(Ev::Violation(format!(
+                "p_no_busy_loop: the final drain made {iters} polls ({idle} without progress)"
+            )));
+            break;
+        }
+        if !o.poll(&ctx, true) {
+            idle += 1;
+        }
+        o.log_polled(&ctx, &sh.instances());
+    }
+    for t in remotes {
+        t.join().expect("remote thread panicked");
+    }
+    let injected = env.kernel.as_ref().map(|k| k.faults_injected()).unwrap_or_default();
+    o.log(Ev::End { idle_polls: idle, injected: injected.spurious_wakes });
+    finished.store(true, Relaxed);
+    if let Some(t) = wd {
+        t.join().expect("watchdog");
+    }
+    // Teardown: drop every object, then the context (io_poll_end of begun handlers runs in it).
+    for b in &o.bhs {
+        drop(b.lock().take());
+    }
+    for t in &o.timers {
+        drop(t.lock().take());
+    }
+    drop(ctx);
+    o.log(Ev::Dropped);
+    for f in &fd {
+        env.fds.close(*f);
+    }
+    let log = std::mem::take(&mut *o.log.lock().unwrap_or_else(|e| e.into_inner()));
+    drop(sh);
+    drop(o);
+    let result = oracle::check(p, &log, env.strict_fds);
+    Outcome { log, result, injected: (injected.spurious_wakes, injected.register_failures) }
+}
+
+fn watchdog(
+    kind: Watchdog,
+    sh: &Shared,
+    finished: &StdBool,
+    k: Option<Arc<ModelKernel>>,
+    n: usize,
+) {
+    let since = StdU64::new(0);
+    let start = std::time::Instant::now();
+    let mut kicks = 0;
+    while !finished.load(Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        if sh.quiet.load(Ordering::SeqCst) != n {
+            continue;
+        }
+        let hung = match (kind, &k) {
+            (Watchdog::ModelKernel, Some(k)) => k.blocked_waiters() > 0,
+            (Watchdog::Seconds(s), _) => {
+                let t = start.elapsed().as_secs();
+                if since.load(Relaxed) == 0 {
+                    since.store(t.max(1), Relaxed);
+                }
+                t >= since.load(Relaxed) + s
+            }
+            _ => false,
+        };
+        if hung && !finished.load(Relaxed) {
+            if kicks == 0 {
+                sh.o.log(Ev::Violation(
+                    "p_no_lost_wakeup: the home thread is blocked in its wait with nothing ready, \
+                     after every remote's last notify returned: nothing can wake it"
+                        .into(),
+                ));
+            }
+            sh.o.kicked.store(true, Relaxed);
+            sh.o.handle.notify();
+            kicks += 1;
+            if kicks > 500 {
+                // A poll that a notify cannot end: nothing else to do.
+                eprintln!("HANG: the home thread does not wake up; aborting");
+                std::process::abort();
+            }
+        }
+    }
+}
