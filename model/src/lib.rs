@@ -8,7 +8,6 @@
 //!    [`Trace`] and reports the first step the model cannot take, with the expected values and the state.
 //! 3. [`enumerate_traces`]: every interleaving of a scenario (optionally preemption-bounded), to replay
 //!    on the implementation with a step-gated scheduler.
-//!
 //! 4. [`workload`]: generated workloads over the whole API, run on the real code, and the model of
 //!    what the caller sees (poll's results, callbacks, re-entrancy, nested polls) as their oracle.
 //!
