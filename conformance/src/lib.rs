@@ -28,9 +28,11 @@ pub mod convert;
 pub mod device;
 pub mod follower;
 pub mod lift;
+pub mod msc;
 pub mod names;
 pub mod real;
 pub mod replay;
+pub mod report;
 pub mod spin;
 
 use std::path::PathBuf;
