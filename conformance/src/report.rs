@@ -398,3 +398,51 @@ pub fn render(inp: &Inputs) -> String {
     h.push_str("</body></html>\n");
     h
 }
+
+/// The real code against each liftable planted bug's shortest spin counterexample (notify.pml,
+/// bh.pml, external.pml; lifted to the implementation's shape by [`crate::lift`] and replayed on
+/// the real code by [`crate::replay`], whose steps are gated and recorded through impl's `trace`
+/// feature). In the build this runs in (no `aioctx_bug`), the real code must leave the buggy trail:
+/// the chart boxes the step where it does, which is what the fence or re-check the bug removes
+/// prevents. In a `--cfg aioctx_bug` build it follows the trail into the hang, boxed at the end.
+/// Trails the Rust model cannot take (weak memory, a Promela-only shape) are skipped. The caller
+/// holds [`crate::serial`].
+pub fn replay_charts(trails: &[Trail]) -> Vec<Chart> {
+    use crate::lift::{lift, Shape, Source};
+    use crate::replay::{replay, Outcome};
+    let mut v = Vec::new();
+    for t in trails.iter().filter(|t| t.property == "safety" && t.variant.contains("BUG_")) {
+        let Some(src) = Source::from_model(&t.model) else { continue };
+        let Ok(l) = lift(src, &t.variant, &t.replay, Shape::Implementation) else { continue };
+        let o = replay(&l.scenario, &l.trace);
+        let mut c = Chart::from_trace(
+            &format!(
+                "the real code replaying promela/{}.pml {} (safety trail, lifted)",
+                t.model, t.variant
+            ),
+            "conformance replay (real code, trace feature)",
+            &l.trace,
+        );
+        c.bug = crate::lift::bug_of(&t.variant).map(|b| b.as_str().to_string());
+        match o {
+            Outcome::Diverged { index, got, .. } => {
+                c.title =
+                    format!("{}: the real code leaves the buggy run at step {index}", c.title);
+                c.violation = Some(index.min(c.events.len().saturating_sub(1)));
+                c.note = format!("instead of the boxed step, the implementation does: {got}");
+            }
+            Outcome::Followed { hang: true, steps, .. } => {
+                c.property = Some("p_no_lost_wakeup (hang reproduced on the real code)".into());
+                c.violation = c.events.len().checked_sub(1);
+                c.note =
+                    format!("followed all {steps} steps; the poller is blocked with work pending");
+            }
+            Outcome::Followed { steps, .. } => {
+                c.note = format!("followed all {steps} steps, no hang");
+            }
+            Outcome::NotReplayable(_) => continue,
+        }
+        v.push(c);
+    }
+    v
+}

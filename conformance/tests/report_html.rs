@@ -1,7 +1,7 @@
 //! The HTML report (`target/verify/index.html`, `verify-report`) in a real browser: headless
 //! Chromium (Debian's `chromium`; `.ci/run` installs it) loads a report built from a real spin
-//! counterexample, the Rust model's explorer counterexamples and a trace file of the documented input
-//! format, takes a screenshot and dumps the DOM. The page must have rendered (the screenshot is not
+//! counterexample, the real code replaying it, the Rust model's explorer counterexamples and a trace
+//! file of the documented input format, takes a screenshot and dumps the DOM. The page must have rendered (the screenshot is not
 //! blank: a share of non-white pixels, and the red of a violation box) and every chart must be in
 //! the DOM with its violation and its property. A blank page is shown to fail the same check.
 //! Prints `MEASURE report ...` (screenshot size, chart count). Run by ci/test and ci/verify's report
@@ -128,8 +128,8 @@ fn build_report(dir: &Path) -> (PathBuf, usize) {
 fn report_renders_in_chromium_with_every_chart() {
     let dir = out_dir().join("report-html");
     let (page, charts) = build_report(&dir);
-    // One spin trail, the Rust model's five planted bugs, one trace file.
-    assert_eq!(charts, 7, "charts drawn");
+    // One spin trail, the real code replaying it, the Rust model's five planted bugs, one trace file.
+    assert_eq!(charts, 8, "charts drawn");
 
     let dom = browser(&page, &["--dump-dom"]);
     assert!(
@@ -141,12 +141,17 @@ fn report_renders_in_chromium_with_every_chart() {
         charts,
         "an <svg class=msc> per chart in the DOM"
     );
-    assert_eq!(dom.matches("class=\"violation\"").count(), charts, "a violation box per chart");
+    assert_eq!(dom.matches("class=\"violation\"").count(), charts, "a boxed step per chart");
     assert!(dom.contains("violated: safety: assert(!(bh_list))"), "spin's failed assertion");
     assert!(dom.contains("violated: p_no_lost_wakeup") && dom.contains("violated: p_no_busy_loop"));
     assert!(dom.contains("planted bug: poll_no_recheck_notified"));
     assert!(dom.contains("impl/src/notify.rs#L"), "step names link to their code line");
     assert!(dom.contains("a shrunk workload"), "the trace file's chart");
+    assert!(
+        dom.contains("the real code leaves the buggy run")
+            && dom.contains("ctx_poll_recheck_notified"),
+        "the replay chart: the real code re-checks `notified` where the buggy trail blocks"
+    );
 
     let png = dir.join("screenshot.png");
     let (w, h, ink, red) = screenshot(&page, &png, 6000);

@@ -70,6 +70,13 @@ fn main() -> ExitCode {
         inp.charts.push(c);
         spin += 1;
     }
+    let trails = report::trails_in(&summary.join("trails"));
+    let replayed = {
+        let _g = aioctx_conformance::serial();
+        report::replay_charts(&trails)
+    };
+    let real = replayed.len();
+    inp.charts.extend(replayed);
     for c in report::model_counterexamples() {
         inp.charts.push(c);
         model += 1;
@@ -91,7 +98,7 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     println!(
-        "report: {}: {} charts (spin {spin}, Rust model {model}, trace files {work})",
+        "report: {}: {} charts (spin {spin}, real code replaying them {real}, Rust model {model}, trace files {work})",
         index.display(),
         inp.charts.len()
     );
