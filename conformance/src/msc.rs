@@ -131,16 +131,15 @@ impl Chart {
         }
     }
 
+    /// Name the lifelines after `scenario`'s threads: its pollers, then its remotes.
+    pub fn name_threads(&mut self, scenario: &Scenario) {
+        let named = scenario_threads(scenario);
+        self.lifelines = lifelines_for(&self.events, &named);
+    }
+
     /// A Rust-model explorer counterexample of `scenario` (lifelines: its pollers, then its remotes).
     pub fn from_violation(scenario: &Scenario, v: &Violation) -> Chart {
-        let mut named = Vec::new();
-        for (i, p) in scenario.pollers.iter().enumerate() {
-            named.push((i, format!("{p:?}").split('(').next().unwrap_or("poller").to_lowercase()));
-        }
-        for (i, ops) in scenario.remotes.iter().enumerate() {
-            let ops: Vec<String> = ops.iter().map(|o| format!("{o:?}").to_lowercase()).collect();
-            named.push((scenario.pollers.len() + i, format!("remote: {}", ops.join(", "))));
-        }
+        let named = scenario_threads(scenario);
         let events: Vec<Event> = v.trace.events.iter().map(model_event).collect();
         Chart {
             title: format!("{}: {} violated", scenario.name, v.property),
@@ -355,18 +354,17 @@ impl Chart {
         let _ = write!(
             s,
             r##"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">{}</text>"##,
-            esc(&self.title)
+            esc(&trunc(&self.title, (width - LEFT) / 9))
         );
+        let bug = self.bug.as_ref().map(|b| format!("planted bug: {}", esc(b))).unwrap_or_default();
         if let Some(p) = &self.property {
             let _ = write!(
                 s,
-                r##"<text class="property" x="{LEFT}" y="42" fill="#c00000" font-weight="bold">violated: {}{}</text>"##,
+                r##"<text class="property" x="{LEFT}" y="42" fill="#c00000" font-weight="bold">violated: {}   {bug}</text>"##,
                 esc(p),
-                self.bug
-                    .as_ref()
-                    .map(|b| format!("   (planted bug: {})", esc(b)))
-                    .unwrap_or_default()
             );
+        } else if !bug.is_empty() {
+            let _ = write!(s, r##"<text x="{LEFT}" y="42" fill="#c00000">{bug}</text>"##);
         }
         // Cycle shading.
         if let Some(c) = self.cycle_start {
@@ -479,6 +477,18 @@ impl Chart {
         s.push_str("</svg>");
         s
     }
+}
+
+fn scenario_threads(scenario: &Scenario) -> Vec<(usize, String)> {
+    let mut named = Vec::new();
+    for (i, p) in scenario.pollers.iter().enumerate() {
+        named.push((i, format!("{p:?}").split('(').next().unwrap_or("poller").to_lowercase()));
+    }
+    for (i, ops) in scenario.remotes.iter().enumerate() {
+        let ops: Vec<String> = ops.iter().map(|o| format!("{o:?}").to_lowercase()).collect();
+        named.push((scenario.pollers.len() + i, format!("remote: {}", ops.join(", "))));
+    }
+    named
 }
 
 /// `proc  2 (env_notifier:1) ...` → (2, "env_notifier").

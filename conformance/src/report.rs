@@ -423,13 +423,31 @@ pub fn replay_charts(trails: &[Trail]) -> Vec<Chart> {
             "conformance replay (real code, trace feature)",
             &l.trace,
         );
+        c.name_threads(&l.scenario);
         c.bug = crate::lift::bug_of(&t.variant).map(|b| b.as_str().to_string());
         match o {
             Outcome::Diverged { index, got, .. } => {
                 c.title =
                     format!("{}: the real code leaves the buggy run at step {index}", c.title);
-                c.violation = Some(index.min(c.events.len().saturating_sub(1)));
-                c.note = format!("instead of the boxed step, the implementation does: {got}");
+                if index >= c.events.len() {
+                    // The buggy run ends (blocked) where the real code goes on: draw the step the
+                    // real code takes, `thread N is AtGate(Step)`, as the boxed one.
+                    let next = got.split_once("thread ").and_then(|(_, r)| {
+                        let (n, r) = r.split_once(' ')?;
+                        let step = r.split_once("AtGate(")?.1.split(')').next()?;
+                        let step = Step::ALL.iter().find(|s| format!("{s:?}") == step)?;
+                        Some((n.parse::<usize>().ok()?, step.as_str()))
+                    });
+                    let (thread, label) = next.unwrap_or((0, "(the real code goes on)"));
+                    c.events.push(crate::msc::Event {
+                        thread,
+                        label: format!("{label}  <- the real code; the buggy run blocks before it"),
+                        values: Vec::new(),
+                        env: false,
+                    });
+                }
+                c.violation = Some(index.min(c.events.len() - 1));
+                c.note = format!("the real code (boxed step): {got}");
             }
             Outcome::Followed { hang: true, steps, .. } => {
                 c.property = Some("p_no_lost_wakeup (hang reproduced on the real code)".into());
