@@ -31,9 +31,11 @@ pub mod convert;
 pub mod device;
 pub mod follower;
 pub mod lift;
+pub mod msc;
 pub mod names;
 pub mod real;
 pub mod replay;
+pub mod report;
 pub mod spin;
 pub mod workload;
 
