@@ -256,7 +256,7 @@ fn rt_aioctx(w: u64, n: u64, backend: fn() -> Backend) -> Sample {
     let pongs = Arc::new(AtomicU64::new(0));
     let p2 = pongs.clone();
     // ORDERING: Relaxed: the counter is written and read on A's home thread only.
-    let bh_a = ctx_a.bh_new(move || {
+    let bh_a = ctx_a.handle().bh_new(move |_| {
         p2.fetch_add(1, Ordering::Relaxed);
     });
 
@@ -271,7 +271,7 @@ fn rt_aioctx(w: u64, n: u64, backend: fn() -> Backend) -> Sample {
     });
     let (hb, stop) = rx.recv().unwrap();
     let (mut bw, bout) = BWindow::new(w, n);
-    let bh_b = hb.bh_new(move || {
+    let bh_b = hb.bh_new(move |_| {
         bw.before_reply();
         bh_a.schedule();
         bw.after_reply();
@@ -532,7 +532,7 @@ fn bh_poll_check(ctx: &AioContext, bh: &aioctx::Bh) {
 
 fn bh_poll(n: u64) -> Sample {
     let ctx = AioContext::new().unwrap();
-    let bh = ctx.bh_new(|| {});
+    let bh = ctx.bh_new(|_| {});
     bh_poll_check(&ctx, &bh);
     bh_poll_loop(&ctx, &bh, n / 10); // warm-up
     let m = Meter::new();
@@ -593,7 +593,7 @@ fn main() {
             "--callgrind-iters" => {
                 let n: u64 = it.next().and_then(|s| s.parse().ok()).expect("--callgrind-iters N");
                 let ctx = AioContext::new().unwrap();
-                let bh = ctx.bh_new(|| {});
+                let bh = ctx.bh_new(|_| {});
                 bh_poll_loop(&ctx, &bh, n);
                 // The same setup and checks in every run length, so they cancel in the difference.
                 bh_poll_check(&ctx, &bh);

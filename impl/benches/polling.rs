@@ -57,7 +57,6 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use aioctx::kernel::EventNotifier;
 use aioctx::sys::EventFd;
 use aioctx::{AioContext, Backend, FdHandler, IoThread};
 use common::{
@@ -362,7 +361,7 @@ fn rt_poll_bh(w: u64, n: u64, pm: u64) -> RtRun {
     let pongs = Arc::new(AtomicU64::new(0));
     let p2 = pongs.clone();
     // ORDERING: Relaxed: written and read on A's home thread only.
-    let bh_a = ctx_a.bh_new(move || {
+    let bh_a = ctx_a.handle().bh_new(move |_| {
         p2.fetch_add(1, Ordering::Relaxed);
     });
     let (tx, rx) = mpsc::channel();
@@ -384,7 +383,7 @@ fn rt_poll_bh(w: u64, n: u64, pm: u64) -> RtRun {
     let (hb, stop) = rx.recv().unwrap();
     // B's window: opened at round w, closed at w + n, in B's BH (on B's thread).
     let (mut bw, b_out) = BWindow::new(w, n);
-    let bh_b = hb.bh_new(move || {
+    let bh_b = hb.bh_new(move |_| {
         bw.before_reply();
         bh_a.schedule();
         bw.after_reply();
@@ -712,14 +711,14 @@ fn adapt_run(gap_ns: u64, n: u64, poll_max: u64, pin: bool) -> AdaptRun {
         ctx.set_fd_handler(
             fd,
             FdHandler::new()
-                .on_read(move || {
+                .on_read(move |_| {
                     e1.test_and_clear().unwrap();
                     s1.handle(false);
                 })
                 // ORDERING: Relaxed: a hint; handle() re-reads with Acquire.
-                .io_poll(
-                    move || s2.seq.0.load(Ordering::Relaxed) != s2.seen.load(Ordering::Relaxed),
-                    move || s3.handle(true),
+                .on_poll(
+                    move |_| s2.seq.0.load(Ordering::Relaxed) != s2.seen.load(Ordering::Relaxed),
+                    move |_| s3.handle(true),
                 ),
         )
         .unwrap();
@@ -950,13 +949,13 @@ fn idle_cpu(d: Duration) -> IdleRun {
         ctx.set_fd_handler(
             fd,
             FdHandler::new()
-                .on_read(move || {
+                .on_read(move |_| {
                     e1.test_and_clear().unwrap();
                     n1.store(q1.load(Ordering::Relaxed), Ordering::Relaxed);
                 })
-                .io_poll(
-                    move || q2.load(Ordering::Relaxed) != n2.load(Ordering::Relaxed),
-                    move || {
+                .on_poll(
+                    move |_| q2.load(Ordering::Relaxed) != n2.load(Ordering::Relaxed),
+                    move |_| {
                         // Drained here too: no stale readiness wakes the loop when it goes idle, so
                         // its window is still the grown one when the idle period begins.
                         e2.test_and_clear().unwrap();
@@ -1051,14 +1050,14 @@ fn iter_ctx(backend: &str, idle: &[EventFd]) -> std::io::Result<IterCtx> {
     let ctx = AioContext::builder().backend(backend_of(backend)).build()?;
     for e in idle {
         let fd = e.as_raw_fd();
-        ctx.set_fd_handler(fd, FdHandler::new().on_read(move || drain_raw(fd)))?;
+        ctx.set_fd_handler(fd, FdHandler::new().on_read(move |_| drain_raw(fd)))?;
     }
     let active = Arc::new(EventFd::new()?);
     let hits = Arc::new(AtomicU64::new(0));
     let (a2, h2) = (active.clone(), hits.clone());
     ctx.set_fd_handler(
         active.as_raw_fd(),
-        FdHandler::new().on_read(move || {
+        FdHandler::new().on_read(move |_| {
             a2.test_and_clear().unwrap();
             // ORDERING: Relaxed: a counter read on this thread.
             h2.fetch_add(1, Ordering::Relaxed);

@@ -42,16 +42,20 @@
 //! QEMU util/async.c: `aio_bh_enqueue`, `aio_bh_dequeue`, `aio_bh_poll`, `qemu_bh_schedule`,
 //! `qemu_bh_cancel`, `qemu_bh_delete`, `aio_bh_schedule_oneshot`, `aio_compute_bh_timeout`.
 
+use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
+use crate::kind::{Kind, Local, Remote};
 use crate::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
-use crate::sync::{Arc, UnsafeCell};
+use crate::sync::{Arc, Mutex, UnsafeCell};
 use crate::trace::bh_flags::*;
 #[allow(unused_imports)] // used by trace_step!/traced! when the `trace` feature is on
 use crate::trace::Step;
-use crate::Shared;
+use crate::{AioContext, Shared};
 
-type Callback = Box<dyn FnMut() + Send + 'static>;
+/// A BH's callback. `Send` or not by its kind: a `Local` one is called and dropped only on the home
+/// thread (see `Bh::drop` and `crate::kind`).
+type Callback = Box<dyn FnMut(&BhRef<'_>) + 'static>;
 
 /// The shared part of a bottom half.
 ///
@@ -70,7 +74,11 @@ pub(crate) struct BhInner {
 }
 
 struct Home {
-    cb: Callback,
+    /// None once deleted from inside the callback ([`BhRef::delete`]) or, for a `Local` BH, once its
+    /// owner was dropped: a dequeue then calls nothing.
+    cb: Option<Callback>,
+    /// Deleted while running: drop `cb` when the call returns.
+    dead: bool,
     /// The callback is running (a nested poll must not re-enter it).
     running: bool,
     /// Dequeued DELETED while running: free it when the callback returns.
@@ -81,7 +89,11 @@ struct Home {
 }
 
 // SAFETY:
-// - the callback is `Send`, so the BH may be freed on any thread (Shared::drop);
+// - a `Remote` BH's callback is `Send`, so it may be freed on any thread (Shared::drop); a `Local`
+//   BH's callback is taken out and dropped on the home thread before any other thread can free the BH
+//   (its owner's drop, or the return of its running call, runs first: see `Bh::drop`), and a `Local`
+//   oneshot is freed by the home thread (it is created there, and the context's drop, there too,
+//   takes every listed BH);
 // - `home` is accessed only by the home thread (`HomeBhs::poll` / `call`) or by the thread freeing the
 //   BH when no other holder exists; other threads touch only the atomics `flags` and `next` (under the
 //   PENDING hand-off protocol above).
@@ -95,7 +107,8 @@ impl BhInner {
             flags: AtomicU32::new(flags),
             next: AtomicPtr::new(ptr::null_mut()),
             home: UnsafeCell::new(Home {
-                cb,
+                cb: Some(cb),
+                dead: false,
                 running: false,
                 free_on_return: false,
                 deferred: false,
@@ -119,56 +132,82 @@ impl BhInner {
 
 /// A bottom half: a callback that any thread can schedule to run once on the context's home thread.
 ///
-/// Scheduling an already-scheduled BH is a no-op (it runs once). Dropping the `Bh` deletes it: a
-/// pending call is cancelled and its memory freed by the loop (QEMU `qemu_bh_delete`). A drop on
-/// another thread races with the loop: a call the loop has already dequeued may still run (never one
-/// dequeued after the drop; `promela/bh.pml` checks exactly this). `Bh` is `Send + Sync`; share it
-/// with `Arc` to schedule from several threads.
+/// Scheduling an already-scheduled BH is a no-op (it runs once). [`Bh::delete`] (or dropping the
+/// `Bh`) deletes it: a pending call is cancelled and its memory freed by the loop (QEMU
+/// `qemu_bh_delete`). A delete on another thread (a [`Remote`] BH) races with the loop: a call the
+/// loop has already dequeued may still run (never one dequeued after the delete; `promela/bh.pml`
+/// checks exactly this).
 ///
-/// Re-entrancy: a BH's callback is never re-entered. If it polls its context nested
-/// ([`AioContext::with_current`](crate::AioContext::with_current)) while the BH is scheduled again
-/// (by itself or another thread), that nested poll does not call it; the uncalled BH is not progress
-/// and does not keep the nested poll from blocking. It stays scheduled and runs in the first poll
-/// after the running call returned (a `cancel` or drop in between is obeyed).
+/// The callback gets a [`BhRef`]: itself, to reschedule, cancel or delete itself, and the context
+/// (a nested poll) — no `Arc<Mutex<Option<Bh>>>` filled in after creation, no cycle.
+///
+/// Two kinds ([`crate::kind`]): `Bh` (= `Bh<Local>`) from [`AioContext::bh_new`] takes any
+/// `'static` closure and stays on the home thread; [`Bh::scheduler`] gives the `Send` handle that
+/// schedules it from anywhere. `Bh<Remote>` from [`Handle::bh_new`](crate::Handle::bh_new) takes a
+/// `Send` closure and is itself `Send + Sync`: share it with `Arc` to schedule from several threads.
+///
+/// # Re-entrancy (nested polls)
+///
+/// A BH's callback is never re-entered. If it polls its context nested ([`BhRef::context`]) while the
+/// BH is scheduled again (by itself or another thread), that nested poll does not call it; the
+/// uncalled BH is not progress and does not keep the nested poll from blocking. It stays scheduled
+/// and runs in the first poll after the running call returned (a `cancel` or delete in between is
+/// obeyed). Other BHs still run in the nested poll: it first finishes what is left of the outer
+/// poll's slice, then takes new ones.
 ///
 /// # Examples
 ///
 /// ```
 /// # use aioctx::AioContext;
-/// # use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
+/// # use std::{cell::Cell, rc::Rc};
 /// let ctx = AioContext::new()?;
-/// let n = Arc::new(AtomicU32::new(0));
+/// let n = Rc::new(Cell::new(0));
 /// let n2 = n.clone();
-/// let bh = ctx.bh_new(move || { n2.fetch_add(1, Ordering::Relaxed); });
+/// let bh = ctx.bh_new(move |this| {
+///     n2.set(n2.get() + 1);
+///     if n2.get() < 3 {
+///         this.schedule(); // runs again in the next poll
+///     }
+/// });
 /// bh.schedule();
 /// bh.schedule(); // idempotent while pending
-/// assert!(ctx.poll(false));
-/// assert_eq!(n.load(Ordering::Relaxed), 1);
+/// while ctx.poll(false) {}
+/// assert_eq!(n.get(), 3);
+/// bh.delete();
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[doc(alias = "QEMUBH")]
-pub struct Bh {
+pub struct Bh<K: Kind = Local> {
     inner: NonNull<BhInner>,
     ctx: Arc<Shared>,
+    /// The slot of the `Send` schedule handles, made by the first [`Bh::scheduler`] (`Local` only).
+    sched: std::cell::OnceCell<Arc<SchedSlot>>,
+    _kind: PhantomData<K>,
 }
 
 // SAFETY:
-// - the callback is `Send`; `Bh` only touches the BH's atomics (`schedule`, `cancel`, `drop`), and
-//   the BH stays allocated while the `Bh` exists (only the loop frees it, after the drop set DELETED).
-unsafe impl Send for Bh {}
-// SAFETY: see the Send impl above; every `&self` method is an atomic operation.
-unsafe impl Sync for Bh {}
+// - a `Remote` BH's callback is `Send`; `Bh<Remote>` only touches the BH's atomics (`schedule`,
+//   `cancel`, `drop`), and the BH stays allocated while the `Bh` exists (only the loop frees it,
+//   after the drop set DELETED); `sched` is never set on a `Remote` BH (`scheduler` is `Local`-only).
+unsafe impl Send for Bh<Remote> {}
+// SAFETY: see the Send impl above; every `&self` method of `Bh<Remote>` is an atomic operation.
+unsafe impl Sync for Bh<Remote> {}
 
-impl std::fmt::Debug for Bh {
+impl<K: Kind> std::fmt::Debug for Bh<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // ORDERING: Relaxed, diagnostic only.
         f.debug_struct("Bh").field("flags", &self.inner().flags.load(Ordering::Relaxed)).finish()
     }
 }
 
-impl Bh {
-    pub(crate) fn new(ctx: Arc<Shared>, cb: Callback) -> Bh {
-        Bh { inner: BhInner::alloc(cb, 0), ctx }
+impl<K: Kind> Bh<K> {
+    pub(crate) fn new(ctx: Arc<Shared>, cb: Callback) -> Bh<K> {
+        Bh {
+            inner: BhInner::alloc(cb, 0),
+            ctx,
+            sched: std::cell::OnceCell::new(),
+            _kind: PhantomData,
+        }
     }
 
     #[inline]
@@ -177,7 +216,7 @@ impl Bh {
         unsafe { self.inner.as_ref() }
     }
 
-    /// Run the callback once in the home thread's next poll. Any thread; always notifies. (As in QEMU,
+    /// Run the callback once in the home thread's next poll. Always notifies. (As in QEMU,
     /// scheduling a BH that is pending as idle keeps it idle until it runs.)
     #[doc(alias = "qemu_bh_schedule")]
     #[inline]
@@ -196,12 +235,7 @@ impl Bh {
     /// callback may already be running.
     #[doc(alias = "qemu_bh_cancel")]
     pub fn cancel(&self) {
-        // ORDERING: Relaxed: cancellation publishes nothing; the loop may or may not see it.
-        // Model: bh.pml#bh_cancel
-        crate::traced!(Step::BhCancel,
-            let old = self.inner().flags.fetch_and(!BH_SCHEDULED, Ordering::Relaxed);
-            bh_flags = old & !BH_SCHEDULED, bh_flags_old = old);
-        let _ = old;
+        cancel(self.inner());
     }
 
     /// Whether a call is scheduled and not yet dequeued.
@@ -209,21 +243,177 @@ impl Bh {
         // ORDERING: Relaxed, a snapshot.
         self.inner().flags.load(Ordering::Relaxed) & BH_SCHEDULED != 0
     }
+
+    /// Delete the BH (the same as dropping it): the callback is never called again (except, for a
+    /// `Remote` BH deleted on another thread, a call the loop dequeued before), and its closure is
+    /// dropped (a `Local` one at once on the home thread, or when its running call returns).
+    #[doc(alias = "qemu_bh_delete")]
+    pub fn delete(self) {}
 }
 
-impl Drop for Bh {
+impl Bh<Local> {
+    /// A `Send + Sync + Clone` handle that schedules this BH from any thread (a waker's half): the
+    /// callback stays on the home thread. Once the `Bh` is deleted, [`BhScheduler::schedule`] does
+    /// nothing and returns false.
+    ///
+    /// A schedule through it takes a per-BH lock (against the owner's delete, which may free the BH);
+    /// [`Bh<Remote>`](Bh) schedules without one.
+    pub fn scheduler(&self) -> BhScheduler {
+        let slot = self.sched.get_or_init(|| {
+            Arc::new(SchedSlot { bh: Mutex::new(Some(SendPtr(self.inner))), ctx: self.ctx.clone() })
+        });
+        BhScheduler { slot: slot.clone() }
+    }
+}
+
+impl<K: Kind> Drop for Bh<K> {
     /// `qemu_bh_delete` = `enqueue(DELETED)`: the callback is never called again (except a call the
     /// loop dequeued before), and the loop frees the BH. This handle never touches it again.
     fn drop(&mut self) {
+        if let Some(slot) = self.sched.get() {
+            // No schedule handle reaches the BH after this: the enqueue below may let the loop free it.
+            *slot.bh.lock() = None;
+        }
+        if K::LOCAL {
+            // A `Local` closure must not outlive this (home) thread's hold on the BH: after the
+            // enqueue below, the BH may be freed wherever the context's shared half is dropped.
+            drop_callback(self.inner.as_ptr());
+        }
         enqueue(&self.ctx, self.inner.as_ptr(), BH_DELETED);
     }
 }
 
+/// Take the callback out of `p` and drop it, or, if it is running further up the stack (deleted from
+/// inside itself), mark it to be dropped when that call returns. Home thread only.
+fn drop_callback(p: *mut BhInner) {
+    // SAFETY:
+    // - `p` is alive: its owner (the caller, or the running call of `BhRef`) holds it;
+    // - `home` is accessed only on the home thread (the caller: a `Local` owner is `!Send`; a
+    //   `BhRef` exists only inside a call), through short raw-pointer accesses; a running
+    //   callback's frame holds only the raw pointer, and its closure is not taken while it runs.
+    let cb = unsafe { &*p }.home.with_mut(|h| unsafe {
+        if (*h).running {
+            (*h).dead = true;
+            None
+        } else {
+            (*h).cb.take()
+        }
+    });
+    drop(cb); // outside the cell: the closure's drop may run user code
+}
+
+/// The raw pointer of a `Local` BH, held by its [`BhScheduler`]s.
+struct SendPtr(NonNull<BhInner>);
+// SAFETY: a scheduler only schedules (atomics, under `SchedSlot::bh`'s lock); it never touches the
+// callback, which stays on the home thread.
+unsafe impl Send for SendPtr {}
+
+struct SchedSlot {
+    /// The BH while its owner lives: the owner's drop sets it to None before deleting it.
+    bh: Mutex<Option<SendPtr>>,
+    ctx: Arc<Shared>,
+}
+
+/// Schedules a `Local` [`Bh`] from any thread (see [`Bh::scheduler`]): `Send + Sync + Clone`, and
+/// harmless once the BH is deleted.
+#[derive(Clone)]
+pub struct BhScheduler {
+    slot: Arc<SchedSlot>,
+}
+
+impl std::fmt::Debug for BhScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BhScheduler").field("alive", &self.slot.bh.lock().is_some()).finish()
+    }
+}
+
+impl BhScheduler {
+    /// [`Bh::schedule`], from any thread. Returns false (and does nothing) if the BH was deleted.
+    pub fn schedule(&self) -> bool {
+        let g = self.slot.bh.lock();
+        match &*g {
+            Some(p) => {
+                // Under the lock: the owner's drop (which lets the loop free the BH) waits for it.
+                enqueue(&self.slot.ctx, p.0.as_ptr(), BH_SCHEDULED);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A callback's view of its own BH, valid for the duration of the call.
+pub struct BhRef<'a> {
+    bh: *mut BhInner,
+    ctx: &'a AioContext,
+}
+
+impl std::fmt::Debug for BhRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BhRef").finish_non_exhaustive()
+    }
+}
+
+impl<'a> BhRef<'a> {
+    fn inner(&self) -> &BhInner {
+        // SAFETY: a BH is not freed while its callback runs (`call`), and a `BhRef` lives only for it.
+        unsafe { &*self.bh }
+    }
+
+    /// Schedule this BH again: it runs in a later poll (never re-entered by a nested one).
+    #[doc(alias = "qemu_bh_schedule")]
+    pub fn schedule(&self) {
+        enqueue(self.ctx.shared(), self.bh, BH_SCHEDULED);
+    }
+
+    /// [`Bh::schedule_idle`] on this BH.
+    pub fn schedule_idle(&self) {
+        enqueue(self.ctx.shared(), self.bh, BH_SCHEDULED | BH_IDLE);
+    }
+
+    /// Cancel a pending call of this BH (one scheduled since this call was dequeued).
+    pub fn cancel(&self) {
+        cancel(self.inner());
+    }
+
+    /// Whether a further call is scheduled.
+    pub fn is_scheduled(&self) -> bool {
+        // ORDERING: Relaxed, a snapshot.
+        self.inner().flags.load(Ordering::Relaxed) & BH_SCHEDULED != 0
+    }
+
+    /// Delete this BH from inside its callback: cancelled, never called again, its closure dropped
+    /// when this call returns. The owner's [`Bh`] stays valid (its schedules then do nothing) and frees
+    /// the memory when dropped.
+    #[doc(alias = "qemu_bh_delete")]
+    pub fn delete(&self) {
+        cancel(self.inner());
+        // SAFETY: home thread (inside the call), short access; see `drop_callback`.
+        self.inner().home.with_mut(|h| unsafe { (*h).dead = true });
+    }
+
+    /// The context running the callback (for a nested poll, or to create more work on it).
+    pub fn context(&self) -> &'a AioContext {
+        self.ctx
+    }
+}
+
+/// `qemu_bh_cancel`: clear SCHEDULED.
+#[inline]
+fn cancel(b: &BhInner) {
+    // ORDERING: Relaxed: cancellation publishes nothing; the loop may or may not see it.
+    // Model: bh.pml#bh_cancel
+    crate::traced!(Step::BhCancel,
+        let old = b.flags.fetch_and(!BH_SCHEDULED, Ordering::Relaxed);
+        bh_flags = old & !BH_SCHEDULED, bh_flags_old = old);
+    let _ = old;
+}
+
 /// Schedule a callback to run once on the home thread, then free it.
-pub(crate) fn oneshot(ctx: &Shared, cb: impl FnOnce() + Send + 'static) {
+pub(crate) fn oneshot(ctx: &Shared, cb: impl FnOnce() + 'static) {
     let mut cb = Some(cb);
     let inner = BhInner::alloc(
-        Box::new(move || {
+        Box::new(move |_: &BhRef<'_>| {
             if let Some(f) = cb.take() {
                 f()
             }
@@ -344,7 +534,8 @@ impl HomeBhs {
     /// `aio_bh_poll`: take `bh_list` as a new slice behind the outer ones, then run the queue.
     /// Returns true if a non-idle BH was called.
     #[inline(always)] // three callers; inlined, the common one-BH slice costs no call frame
-    pub(crate) fn poll(&self, ctx: &Shared) -> bool {
+    pub(crate) fn poll(&self, home_ctx: &AioContext) -> bool {
+        let ctx = home_ctx.shared();
         // ORDERING: Acquire: pairs with the Release CAS in `push`: each node's `next` and the state
         // its scheduler published are visible. Model: bh.pml#bh_poll_take
         crate::traced!(Step::BhPollTake,
@@ -386,7 +577,7 @@ impl HomeBhs {
                 crate::trace_step!(Step::BhPollCall, idle = f & BH_IDLE != 0);
                 // A oneshot is freed when its call returns. A BH whose callback is running further
                 // up the stack is not called: not progress.
-                if call(ctx, p, f) && f & BH_IDLE == 0 {
+                if call(home_ctx, p, f) && f & BH_IDLE == 0 {
                     progress = true;
                 }
             } else if f & (BH_DELETED | BH_ONESHOT) != 0 {
@@ -470,7 +661,7 @@ fn is_running(bh: &BhInner) -> bool {
 /// after the outer call returned. Frees the BH afterwards if it is a oneshot or was deleted
 /// meanwhile. Returns whether the callback was called.
 #[inline]
-fn call(ctx: &Shared, p: *mut BhInner, f: u32) -> bool {
+fn call(ctx: &AioContext, p: *mut BhInner, f: u32) -> bool {
     // SAFETY:
     // - `p` was just dequeued by the home thread (this thread); only this thread frees it, and not
     //   while `running` is set, so it is alive for this whole function.
@@ -482,6 +673,13 @@ fn call(ctx: &Shared, p: *mut BhInner, f: u32) -> bool {
         defer(p, f);
         return false;
     }
+    // SAFETY: as above.
+    if home.with(|h| unsafe { (*h).cb.is_none() }) {
+        // Deleted from inside itself, or a `Local` BH whose owner is gone: nothing to call, not
+        // progress. (A oneshot always has its callback until it is freed.)
+        debug_assert!(f & BH_ONESHOT == 0);
+        return false;
+    }
     struct Done<'a>(*mut BhInner, bool, &'a Shared);
     impl Drop for Done<'_> {
         #[inline]
@@ -489,10 +687,22 @@ fn call(ctx: &Shared, p: *mut BhInner, f: u32) -> bool {
             // SAFETY: as in `call`; runs on return and on unwind.
             let home = unsafe { &(*self.0).home };
             // SAFETY: as in `call`.
-            let (free, deferred) = home.with_mut(|h| unsafe {
+            let (free, deferred, dead) = home.with_mut(|h| unsafe {
                 (*h).running = false;
-                ((*h).free_on_return, std::mem::take(&mut (*h).deferred))
+                (
+                    (*h).free_on_return,
+                    std::mem::take(&mut (*h).deferred),
+                    std::mem::take(&mut (*h).dead),
+                )
             });
+            if dead {
+                // Deleted while running (by `BhRef::delete` or a `Local` owner's drop): drop the
+                // closure now, on this (home) thread, outside the cell (its drop may run user code;
+                // the flags above were read first, and a deferred BH is PENDING, so an owner dropped
+                // by it only marks it DELETED).
+                // SAFETY: as in `call`.
+                drop(home.with_mut(|h| unsafe { (*h).cb.take() }));
+            }
             if deferred {
                 // A deferred BH is PENDING and on no list, so no poll dequeued it meanwhile (it
                 // cannot have been freed by one) and it is neither a oneshot nor marked to free.
@@ -506,9 +716,15 @@ fn call(ctx: &Shared, p: *mut BhInner, f: u32) -> bool {
     }
     // SAFETY: as above.
     home.with_mut(|h| unsafe { (*h).running = true });
-    let _done = Done(p, f & BH_ONESHOT != 0, ctx);
-    // SAFETY: see above; `running` makes this the only live &mut to the callback.
-    home.with_mut(|h| unsafe { ((*h).cb)() });
+    let _done = Done(p, f & BH_ONESHOT != 0, ctx.shared());
+    let this = BhRef { bh: p, ctx };
+    // SAFETY: see above; `running` makes this the only live &mut to the callback (the field `cb`
+    // only: `BhRef::delete` writes `dead` through the raw pointer).
+    home.with_mut(|h| unsafe {
+        if let Some(cb) = (*h).cb.as_mut() {
+            cb(&this)
+        }
+    });
     true
 }
 
