@@ -74,18 +74,42 @@ pub(crate) struct BhInner {
 }
 
 struct Home {
-    /// None once deleted from inside the callback ([`BhRef::delete`]) or, for a `Local` BH, once its
-    /// owner was dropped: a dequeue then calls nothing.
-    cb: Option<Callback>,
-    /// Deleted while running: drop `cb` when the call returns.
-    dead: bool,
-    /// The callback is running (a nested poll must not re-enter it).
-    running: bool,
-    /// Dequeued DELETED while running: free it when the callback returns.
-    free_on_return: bool,
-    /// Dequeued SCHEDULED by a nested poll while running: PENDING again but on no list (see
-    /// `defer`); pushed on `bh_list` when the callback returns.
-    deferred: bool,
+    /// The closure; a no-op (a zero-sized box, no allocation) once `GONE`.
+    cb: Callback,
+    /// `RUNNING | FREE_ON_RETURN | DEFERRED | DEAD | GONE`: one byte, so the common call (0 before,
+    /// `RUNNING` after) is one compare on each side and everything rare is out of line.
+    st: u8,
+}
+
+/// The callback is running (a nested poll must not re-enter it).
+const RUNNING: u8 = 1;
+/// Dequeued DELETED while running: free it when the callback returns.
+const FREE_ON_RETURN: u8 = 2;
+/// Dequeued SCHEDULED by a nested poll while running: PENDING again but on no list (see `defer`);
+/// pushed on `bh_list` when the callback returns.
+const DEFERRED: u8 = 4;
+/// Deleted while running ([`BhRef::delete`], or a `Local` owner's drop inside the call): drop the
+/// closure when the call returns.
+const DEAD: u8 = 8;
+/// The closure was dropped: a dequeue calls nothing.
+const GONE: u8 = 16;
+
+fn noop() -> Callback {
+    Box::new(|_: &BhRef<'_>| {})
+}
+
+/// Read or write the home state of `p`. Home thread only.
+///
+/// # Safety
+///
+/// - `p` is alive (its owner or a running call holds it, or the caller just dequeued it);
+/// - this is the home thread (or the thread freeing a BH nobody else holds);
+/// - `f` does not call user code (a running callback's frame holds only the raw pointer and a
+///   `&mut` to `cb`, a separate field: `f` must not touch `cb` while `RUNNING`).
+#[inline(always)]
+unsafe fn home<R>(p: *mut BhInner, f: impl FnOnce(*mut Home) -> R) -> R {
+    // SAFETY: the caller's obligations.
+    unsafe { &*p }.home.with_mut(f)
 }
 
 // SAFETY:
@@ -106,13 +130,7 @@ impl BhInner {
         let b = Box::new(BhInner {
             flags: AtomicU32::new(flags),
             next: AtomicPtr::new(ptr::null_mut()),
-            home: UnsafeCell::new(Home {
-                cb: Some(cb),
-                dead: false,
-                running: false,
-                free_on_return: false,
-                deferred: false,
-            }),
+            home: UnsafeCell::new(Home { cb, st: 0 }),
         });
         NonNull::from(Box::leak(b))
     }
@@ -288,17 +306,21 @@ impl<K: Kind> Drop for Bh<K> {
 fn drop_callback(p: *mut BhInner) {
     // SAFETY:
     // - `p` is alive: its owner (the caller, or the running call of `BhRef`) holds it;
-    // - `home` is accessed only on the home thread (the caller: a `Local` owner is `!Send`; a
-    //   `BhRef` exists only inside a call), through short raw-pointer accesses; a running
-    //   callback's frame holds only the raw pointer, and its closure is not taken while it runs.
-    let cb = unsafe { &*p }.home.with_mut(|h| unsafe {
-        if (*h).running {
-            (*h).dead = true;
-            None
-        } else {
-            (*h).cb.take()
-        }
-    });
+    // - home thread (the caller: a `Local` owner is `!Send`; a `BhRef` exists only inside a call);
+    //   `cb` is touched only when not RUNNING.
+    let cb = unsafe {
+        home(p, |h| {
+            if (*h).st & RUNNING != 0 {
+                (*h).st |= DEAD;
+                None
+            } else if (*h).st & GONE == 0 {
+                (*h).st |= GONE;
+                Some(std::mem::replace(&mut (*h).cb, noop()))
+            } else {
+                None
+            }
+        })
+    };
     drop(cb); // outside the cell: the closure's drop may run user code
 }
 
@@ -388,8 +410,7 @@ impl<'a> BhRef<'a> {
     #[doc(alias = "qemu_bh_delete")]
     pub fn delete(&self) {
         cancel(self.inner());
-        // SAFETY: home thread (inside the call), short access; see `drop_callback`.
-        self.inner().home.with_mut(|h| unsafe { (*h).dead = true });
+        drop_callback(self.bh); // RUNNING: marks it DEAD
     }
 
     /// The context running the callback (for a nested poll, or to create more work on it).
@@ -634,14 +655,17 @@ impl HomeBhs {
 fn release(p: *mut BhInner) {
     // SAFETY:
     // - `p` was just dequeued by the home thread (this thread) with DELETED or ONESHOT set: no owner,
-    //   no list holds it;
-    // - `home` is home-thread state; no borrow of it is live here (a running callback's frame holds
-    //   only the raw pointer, see `call`).
-    let running = unsafe { &*p }.home.with(|h| unsafe { (*h).running });
-    if running {
-        // SAFETY: as above.
-        unsafe { &*p }.home.with_mut(|h| unsafe { (*h).free_on_return = true });
-    } else {
+    //   no list holds it; `cb` is not touched.
+    let running = unsafe {
+        home(p, |h| {
+            let r = (*h).st & RUNNING != 0;
+            if r {
+                (*h).st |= FREE_ON_RETURN;
+            }
+            r
+        })
+    };
+    if !running {
         // SAFETY: as above, and its callback is not running.
         unsafe { BhInner::free(p) };
     }
@@ -652,8 +676,8 @@ fn release(p: *mut BhInner) {
 fn is_running(bh: &BhInner) -> bool {
     // SAFETY:
     // - `home` is accessed only on the home thread (the caller), through short raw-pointer accesses;
-    //   no `&mut` to it is live here (a running callback's frame holds only the raw pointer).
-    bh.home.with(|h| unsafe { (*h).running })
+    //   `cb` is not touched.
+    bh.home.with(|h| unsafe { (*h).st } & RUNNING != 0)
 }
 
 /// Run `p`'s callback (dequeued with flags `f`) unless it is already running further up the stack (a
@@ -662,70 +686,85 @@ fn is_running(bh: &BhInner) -> bool {
 /// meanwhile. Returns whether the callback was called.
 #[inline]
 fn call(ctx: &AioContext, p: *mut BhInner, f: u32) -> bool {
-    // SAFETY:
+    // SAFETY: (each `home` access here)
     // - `p` was just dequeued by the home thread (this thread); only this thread frees it, and not
-    //   while `running` is set, so it is alive for this whole function.
-    let home = unsafe { &(*p).home };
-    // SAFETY: (this and each access to `home` below) it is accessed only on the home thread,
-    // through short raw-pointer accesses; the callback is borrowed only for the duration of the call,
-    // and a nested poll never borrows it while `running` is set.
-    if home.with(|h| unsafe { (*h).running }) {
-        defer(p, f);
-        return false;
+    //   while RUNNING is set, so it is alive for this whole function;
+    // - the callback is borrowed only for the duration of the call, and nothing touches `cb`
+    //   while RUNNING (a nested poll defers it; a delete only marks it DEAD).
+    let st = unsafe { home(p, |h| (*h).st) };
+    if st != 0 {
+        return call_rare(p, f, st);
     }
-    // SAFETY: as above.
-    if home.with(|h| unsafe { (*h).cb.is_none() }) {
-        // Deleted from inside itself, or a `Local` BH whose owner is gone: nothing to call, not
-        // progress. (A oneshot always has its callback until it is freed.)
-        debug_assert!(f & BH_ONESHOT == 0);
-        return false;
-    }
-    struct Done<'a>(*mut BhInner, bool, &'a Shared);
-    impl Drop for Done<'_> {
+    /// The call: the callback's view of itself, and on return (or unwind) the end of the call.
+    struct Call<'a>(BhRef<'a>, u32);
+    impl Drop for Call<'_> {
         #[inline]
         fn drop(&mut self) {
-            // SAFETY: as in `call`; runs on return and on unwind.
-            let home = unsafe { &(*self.0).home };
-            // SAFETY: as in `call`.
-            let (free, deferred, dead) = home.with_mut(|h| unsafe {
-                (*h).running = false;
-                (
-                    (*h).free_on_return,
-                    std::mem::take(&mut (*h).deferred),
-                    std::mem::take(&mut (*h).dead),
-                )
-            });
-            if dead {
-                // Deleted while running (by `BhRef::delete` or a `Local` owner's drop): drop the
-                // closure now, on this (home) thread, outside the cell (its drop may run user code;
-                // the flags above were read first, and a deferred BH is PENDING, so an owner dropped
-                // by it only marks it DELETED).
-                // SAFETY: as in `call`.
-                drop(home.with_mut(|h| unsafe { (*h).cb.take() }));
-            }
-            if deferred {
-                // A deferred BH is PENDING and on no list, so no poll dequeued it meanwhile (it
-                // cannot have been freed by one) and it is neither a oneshot nor marked to free.
-                debug_assert!(!free && !self.1);
-                resume(self.2, self.0);
-            } else if free || self.1 {
-                // SAFETY: dequeued with ONESHOT, or DELETED by a nested poll; the call is over.
-                unsafe { BhInner::free(self.0) };
+            let p = self.0.bh;
+            // SAFETY: as in `call`; runs on return and on unwind. The call is over: `cb` is free.
+            let st = unsafe {
+                home(p, |h| {
+                    let st = (*h).st;
+                    (*h).st = 0;
+                    st
+                })
+            };
+            if st != RUNNING {
+                done_rare(self.0.ctx.shared(), p, st, self.1 & BH_ONESHOT != 0);
+            } else if self.1 & BH_ONESHOT != 0 {
+                // SAFETY: dequeued with ONESHOT; the call is over.
+                unsafe { BhInner::free(p) };
             }
         }
     }
     // SAFETY: as above.
-    home.with_mut(|h| unsafe { (*h).running = true });
-    let _done = Done(p, f & BH_ONESHOT != 0, ctx.shared());
-    let this = BhRef { bh: p, ctx };
-    // SAFETY: see above; `running` makes this the only live &mut to the callback (the field `cb`
-    // only: `BhRef::delete` writes `dead` through the raw pointer).
-    home.with_mut(|h| unsafe {
-        if let Some(cb) = (*h).cb.as_mut() {
-            cb(&this)
-        }
-    });
+    unsafe { home(p, |h| (*h).st = RUNNING) };
+    let call = Call(BhRef { bh: p, ctx }, f);
+    // SAFETY: as above; RUNNING makes this the only live &mut to the callback (the field `cb` only:
+    // `BhRef` methods touch `st` through the raw pointer).
+    unsafe { home(p, |h| ((*h).cb)(&call.0)) };
     true
+}
+
+/// `call` of a BH whose home state is not 0: running further up the stack (defer it), or its closure
+/// was dropped (nothing to call, not progress; a oneshot always has its closure).
+#[cold]
+fn call_rare(p: *mut BhInner, f: u32, st: u8) -> bool {
+    if st & RUNNING != 0 {
+        defer(p, f);
+    } else {
+        debug_assert!(st == GONE && f & BH_ONESHOT == 0, "home state {st:#x}, flags {f:#x}");
+    }
+    false
+}
+
+/// The end of a call whose home state (before it was reset to 0) was not just RUNNING.
+#[cold]
+fn done_rare(ctx: &Shared, p: *mut BhInner, st: u8, oneshot: bool) {
+    let mut keep = st & GONE;
+    if st & (DEAD | GONE) == DEAD {
+        // Deleted while running (by `BhRef::delete` or a `Local` owner's drop): drop the closure
+        // now, on this (home) thread, outside the cell (its drop may run user code; a deferred BH is
+        // PENDING, so an owner dropped by it only marks it DELETED).
+        // SAFETY: as in `call`; the call is over.
+        let cb = unsafe { home(p, |h| std::mem::replace(&mut (*h).cb, noop())) };
+        keep = GONE;
+        // SAFETY: as above.
+        unsafe { home(p, |h| (*h).st |= keep) };
+        drop(cb);
+    } else {
+        // SAFETY: as above.
+        unsafe { home(p, |h| (*h).st |= keep) };
+    }
+    if st & DEFERRED != 0 {
+        // A deferred BH is PENDING and on no list, so no poll dequeued it meanwhile (it cannot have
+        // been freed by one) and it is neither a oneshot nor marked to free.
+        debug_assert!(st & FREE_ON_RETURN == 0 && !oneshot);
+        resume(ctx, p);
+    } else if st & FREE_ON_RETURN != 0 || oneshot {
+        // SAFETY: DELETED by a nested poll, or a oneshot; the call is over.
+        unsafe { BhInner::free(p) };
+    }
 }
 
 /// A nested poll dequeued (with flags `f`) a BH whose callback is running: schedule it again, but keep
@@ -746,8 +785,8 @@ fn defer(p: *mut BhInner, f: u32) {
         bh_flags = old | BH_PENDING | BH_SCHEDULED | (f & BH_IDLE), bh_flags_old = old);
     if old & BH_PENDING == 0 {
         // We set PENDING: the BH is ours until we push it (`resume`).
-        // SAFETY: as in `call`.
-        b.home.with_mut(|h| unsafe { (*h).deferred = true });
+        // SAFETY: as in `call` (`cb` is not touched).
+        unsafe { home(p, |h| (*h).st |= DEFERRED) };
     }
     // Otherwise another thread scheduled (or deleted) it after our dequeue and pushed it: it is on
     // `bh_list`, where `classify` ignores it while it runs, and a later poll dequeues it again.

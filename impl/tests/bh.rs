@@ -2,9 +2,9 @@
 #![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 mod common;
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 use aioctx::{AioContext, Bh};

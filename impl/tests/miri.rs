@@ -391,8 +391,16 @@ fn local_handlers_are_dropped_on_home() {
         let (e1, e2) = (EventFd::new().expect("eventfd"), EventFd::new().expect("eventfd"));
         let (g1, d1) = HomeOnly::new();
         let (g2, d2) = HomeOnly::new();
-        ctx.set_fd_handler(e1.fd(), FdHandler::new().on_read(move |_| assert!(g1.dropped.get() == 0))).unwrap();
-        ctx.set_fd_handler(e2.fd(), FdHandler::new().on_read(move |_| assert!(g2.dropped.get() == 0))).unwrap();
+        ctx.set_fd_handler(
+            e1.fd(),
+            FdHandler::new().on_read(move |_| assert!(g1.dropped.get() == 0)),
+        )
+        .unwrap();
+        ctx.set_fd_handler(
+            e2.fd(),
+            FdHandler::new().on_read(move |_| assert!(g2.dropped.get() == 0)),
+        )
+        .unwrap();
         let (h, fd1) = (ctx.handle().clone(), e1.fd());
         let (tx, rx) = mpsc::channel::<()>();
         let t = thread::spawn(move || {

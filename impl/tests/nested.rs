@@ -8,8 +8,8 @@ mod common;
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::rc::Rc;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
