@@ -48,10 +48,24 @@ use std::ptr::{self, NonNull};
 use crate::kind::{Kind, Local, Remote};
 use crate::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use crate::sync::{Arc, Mutex, UnsafeCell};
-use crate::trace::bh_flags::*;
 #[allow(unused_imports)] // used by trace_step!/traced! when the `trace` feature is on
 use crate::trace::Step;
 use crate::{AioContext, Shared};
+
+/// BH flag bits, the same names and values as the Promela models and QEMU.
+pub mod bh_flags {
+    /// On a list (bh_list or a slice being processed).
+    pub const BH_PENDING: u32 = 1 << 0;
+    /// Call it when dequeued.
+    pub const BH_SCHEDULED: u32 = 1 << 1;
+    /// Free after calling (oneshot).
+    pub const BH_ONESHOT: u32 = 1 << 2;
+    /// Free without calling.
+    pub const BH_DELETED: u32 = 1 << 3;
+    /// Not progress; caps the wait at 10 ms.
+    pub const BH_IDLE: u32 = 1 << 4;
+}
+use bh_flags::*;
 
 /// A BH's callback. `Send` or not by its kind: a `Local` one is called and dropped only on the home
 /// thread (see `Bh::drop` and `crate::kind`).

@@ -85,8 +85,6 @@ pub(crate) struct Shared {
     pub(crate) clock: Box<dyn Clock>,
     pub(crate) poll_params: PollParams,
     pub(crate) closed: AtomicBool,
-    /// The stop flag of the IoThread running this context, if any.
-    pub(crate) stop_hook: Mutex<Option<Arc<AtomicBool>>>,
 }
 
 impl Shared {
@@ -190,7 +188,6 @@ impl Builder {
             clock,
             poll_params: PollParams::new(poll.0, poll.1, poll.2),
             closed: AtomicBool::new(false),
-            stop_hook: Mutex::new(None),
         });
         let fdmon = shared.handlers.lock().fdmon.clone();
         Ok(AioContext {
@@ -358,6 +355,23 @@ impl Handle {
     pub fn is_closed(&self) -> bool {
         // ORDERING: Acquire: pairs with the Release store in AioContext's drop.
         self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(feature = "trace")]
+impl Handle {
+    /// The protocol state of the context (trace builds only, for the replay controller).
+    pub fn debug_state(&self) -> crate::trace::DebugState {
+        use crate::sync::atomic::Ordering::Relaxed;
+        let s = &self.shared;
+        // ORDERING: Relaxed: read by the replay controller between two gated steps, when no thread
+        // is in a protocol access (the gate's own lock orders them).
+        crate::trace::DebugState {
+            notify_me: s.notify.notify_me.load(Relaxed),
+            notified: s.notify.notified.load(Relaxed),
+            notifier_fd: s.notify.notifier.fd(),
+            bh_list: !s.bh_list.load(Relaxed).is_null(),
+        }
     }
 }
 

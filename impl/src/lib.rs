@@ -23,7 +23,7 @@ pub mod fdmon;
 #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
 pub mod sys;
 
-pub use bh::{Bh, BhRef, BhScheduler};
+pub use bh::{bh_flags, Bh, BhRef, BhScheduler};
 pub(crate) use ctx::Shared;
 pub use ctx::{AioContext, Backend, Builder, Handle};
 pub use handler::{FdHandler, FdRef};
