@@ -213,13 +213,13 @@ pub fn replay_device_trail(model: &str, spin_output: &str) -> Outcome {
             let (k2, d1, d2, d3, d4, d5) =
                 (k.clone(), dev.clone(), dev.clone(), dev.clone(), dev.clone(), dev.clone());
             let h = FdHandler::new()
-                .on_read(move || {
+                .on_read(move |_| {
                     k2.set_readable(fd, false);
                     d1.pending.store(false, SeqCst);
                 })
-                .io_poll(move || d2.pending.load(SeqCst), move || d3.pending.store(false, SeqCst))
-                .io_poll_begin(move || d4.kick_enabled.store(false, SeqCst))
-                .io_poll_end(move || d5.kick_enabled.store(true, SeqCst));
+                .on_poll(move |_| d2.pending.load(SeqCst), move |_| d3.pending.store(false, SeqCst))
+                .on_poll_begin(move |_| d4.kick_enabled.store(false, SeqCst))
+                .on_poll_end(move |_| d5.kick_enabled.store(true, SeqCst));
             ctx.set_fd_handler(fd, h).expect("device handler");
             clock.tick.store(100, SeqCst);
             k.set_readable(fd, true);

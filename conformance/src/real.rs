@@ -20,7 +20,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use aioctx::trace::Step;
-use aioctx::{AioContext, Backend, Bh, FdHandler, Handle};
+use aioctx::{AioContext, Backend, Bh, FdHandler, Handle, Remote};
 use aioctx_model::{Loops, Op, Poller, Scenario, Trace};
 
 use crate::Rng;
@@ -255,12 +255,12 @@ impl PollDummy {
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
         let h = FdHandler::new()
-            .on_read(move || {
+            .on_read(move |_| {
                 let mut v = 0u64;
                 // SAFETY: reads 8 bytes into `v`, a valid u64.
                 unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
             })
-            .io_poll(|| false, || {});
+            .on_poll(|_| false, |_| {});
         ctx.set_fd_handler(fd, h).expect("register the poll handler");
         // One fd event while polling is on puts it on the poll list and grows its window
         // (0 -> 4000 ns): a dispatch after a short block.
@@ -311,7 +311,7 @@ fn external_wait(fd: RawFd, timeout: Option<Duration>) {
 }
 
 /// The BHs of a run, shared by the remotes: an owner's `Delete` takes its `Bh` out and drops it.
-type Bhs = Arc<Vec<Mutex<Option<Bh>>>>;
+type Bhs = Arc<Vec<Mutex<Option<Bh<Remote>>>>>;
 
 fn run_op(op: Op, h: &Handle, bhs: &Bhs, calls: &Arc<Vec<AtomicU32>>) {
     let bh = |b: u8| bhs[b as usize].lock().unwrap_or_else(|e| e.into_inner());
@@ -349,7 +349,7 @@ pub fn record(spec: &RunSpec) -> Recorded {
         (0..spec.bhs)
             .map(|b| {
                 let c = calls.clone();
-                Mutex::new(Some(ctx.bh_new(move || {
+                Mutex::new(Some(ctx.handle().bh_new(move |_| {
                     c[b as usize].fetch_add(1, SeqCst);
                 })))
             })

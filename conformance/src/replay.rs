@@ -578,7 +578,7 @@ fn home_thread(
             .map(|b| {
                 let c = calls.clone();
                 AtomicPtr::new(if handled[b as usize] {
-                    Box::into_raw(Box::new(ctx.bh_new(move || {
+                    Box::into_raw(Box::new(ctx.bh_new(move |_| {
                         c[b as usize].fetch_add(1, SeqCst);
                     })))
                 } else {
@@ -592,8 +592,9 @@ fn home_thread(
         // polling on it joins the poll list with a window (one fd event, a short block).
         let fd = k.open();
         let k2 = k.clone();
-        let h =
-            FdHandler::new().on_read(move || k2.set_readable(fd, false)).io_poll(|| false, || {});
+        let h = FdHandler::new()
+            .on_read(move |_| k2.set_readable(fd, false))
+            .on_poll(|_| false, |_| {});
         ctx.set_fd_handler(fd, h).expect("register the user handler");
         if sc.poll_rounds > 0 {
             clock.tick.store(100, SeqCst);

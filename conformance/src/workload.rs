@@ -137,7 +137,7 @@ impl Fds for RealFds {
         unsafe { libc::poll(&mut p, 1, ms) };
     }
     fn after_build(&self, ctx: &aioctx::AioContext) {
-        NOTIFIER.with(|n| n.set(ctx.as_raw_fd_of_notifier()));
+        NOTIFIER.with(|n| n.set(ctx.notifier_fd()));
     }
 }
 

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::{AioContext, Backend, Bh, Handle, ModelKernel};
+use aioctx::{AioContext, Backend, Bh, Handle, ModelKernel, Remote};
 use aioctx_conformance::rescuer::Rescuer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -318,7 +318,7 @@ impl Drop for FreeMark {
 
 struct Env {
     handle: Handle,
-    slots: Vec<Mutex<Option<Bh>>>,
+    slots: Vec<Mutex<Option<Bh<Remote>>>>,
     /// Calls in order (named and oneshot).
     log: Mutex<Vec<Id>>,
     freed: Arc<Mutex<Vec<Id>>>,
@@ -358,11 +358,11 @@ impl Env {
     }
 }
 
-fn new_bh(env: &Arc<Env>, r: usize, slot: usize, effect: Effect) -> Bh {
+fn new_bh(env: &Arc<Env>, r: usize, slot: usize, effect: Effect) -> Bh<Remote> {
     let mark = FreeMark(Id::Bh(r), env.freed.clone());
     let e = env.clone();
     let mut n = 0u32;
-    env.handle.bh_new(move || {
+    env.handle.bh_new(move |_| {
         let _m = &mark;
         assert!(!e.dropped.lock().unwrap().contains(&r), "BH {r} ran after its drop returned");
         n += 1;
@@ -599,7 +599,7 @@ fn nested_blocking_poll_with_outer_slice_pending_does_not_block() {
         let mut bhs = Vec::new();
         for me in 0..2usize {
             let r = ran.clone();
-            bhs.push(ctx.bh_new(move || {
+            bhs.push(ctx.bh_new(move |_| {
                 let first = r.lock().unwrap().is_empty();
                 r.lock().unwrap().push(me);
                 if first {

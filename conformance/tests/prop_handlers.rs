@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use aioctx::{AioContext, Backend, FdHandler, Handle, ModelKernel};
+use aioctx::{AioContext, Backend, FdHandler, Handle, ModelKernel, Remote};
 use aioctx_conformance::rescuer::Rescuer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -256,10 +256,10 @@ impl Env {
     fn registered(&self, i: usize) -> bool {
         self.reg.lock().unwrap()[i].is_some()
     }
-    fn handler(self: &Arc<Self>, r: usize, i: usize, spec: Spec) -> FdHandler {
+    fn handler(self: &Arc<Self>, r: usize, i: usize, spec: Spec) -> FdHandler<Remote> {
         let env = self.clone();
         let mark = FreeMark(r, self.freed.clone());
-        FdHandler::new().on_read(move || {
+        FdHandler::new_remote().on_read(move |_| {
             let _m = &mark;
             assert!(
                 !env.retired.lock().unwrap().contains(&r),

@@ -280,13 +280,13 @@ impl Device {
         let (d1, d2, d3, d4) = (self.clone(), self.clone(), self.clone(), self.clone());
         let k1 = k.clone();
         FdHandler::new()
-            .on_read(move || {
+            .on_read(move |_| {
                 k1.take_readable(fd);
                 d1.arrival.store(u64::MAX, SeqCst);
                 d1.reads.fetch_add(1, SeqCst);
             })
-            .io_poll(
-                move || {
+            .on_poll(
+                move |_| {
                     let t = d2.arrival.load(SeqCst);
                     if t == u64::MAX {
                         return false;
@@ -298,12 +298,12 @@ impl Device {
                     }
                     d2.clock.now_ns() >= t
                 },
-                move || {
+                move |_| {
                     d3.arrival.store(u64::MAX, SeqCst);
                     d3.readies.fetch_add(1, SeqCst);
                 },
             )
-            .io_poll_end(move || {
+            .on_poll_end(move |_| {
                 // The loop is about to block: the rest of the wait passes, the event arrives.
                 let t = d4.arrival.load(SeqCst);
                 if t != u64::MAX {

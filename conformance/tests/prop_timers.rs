@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::{AioContext, Backend, Clock, Handle, ModelClock, ModelKernel, Timer};
+use aioctx::{AioContext, Backend, Clock, Handle, ModelClock, ModelKernel, Remote, Timer};
 use aioctx_conformance::rescuer::Rescuer;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -170,15 +170,15 @@ impl Model {
 struct Env {
     handle: Handle,
     clock: Arc<ModelClock>,
-    slots: Vec<Mutex<Option<Timer>>>,
+    slots: Vec<Mutex<Option<Timer<Remote>>>>,
     /// (timer record, clock read inside the callback)
     log: Mutex<Vec<(usize, u64)>>,
 }
 
-fn new_timer(env: &Arc<Env>, r: usize, slot: usize, effect: Effect) -> Timer {
+fn new_timer(env: &Arc<Env>, r: usize, slot: usize, effect: Effect) -> Timer<Remote> {
     let e = env.clone();
     let mut n = 0u32;
-    env.handle.timer_new(move || {
+    env.handle.timer_new(move |_| {
         let now = e.handle.now_ns();
         n += 1;
         e.log.lock().unwrap().push((r, now));
@@ -379,12 +379,12 @@ fn timer_del_from_another_timers_callback_prevents_its_call() {
     let b_calls = Arc::new(AtomicUsize::new(0));
     let b2 = b_calls.clone();
     let b: Arc<Mutex<Option<Timer>>> = Arc::default();
-    *b.lock().unwrap() = Some(ctx.timer_new(move || {
+    *b.lock().unwrap() = Some(ctx.timer_new(move |_| {
         b2.fetch_add(1, SeqCst);
     }));
     b.lock().unwrap().as_ref().unwrap().mod_ns(100);
     let b3 = b.clone();
-    let a = ctx.timer_new(move || b3.lock().unwrap().as_ref().unwrap().del());
+    let a = ctx.timer_new(move |_| b3.lock().unwrap().as_ref().unwrap().del());
     a.mod_ns(50);
     k.clock().set_ns(200);
     assert!(ctx.poll(false));
@@ -402,10 +402,10 @@ fn timer_rearmed_by_another_timers_callback_is_not_called_early() {
     let b_at = Arc::new(Mutex::new(Vec::new()));
     let b2 = b_at.clone();
     let b: Arc<Mutex<Option<Timer>>> = Arc::default();
-    *b.lock().unwrap() = Some(ctx.timer_new(move || b2.lock().unwrap().push(h.now_ns())));
+    *b.lock().unwrap() = Some(ctx.timer_new(move |_| b2.lock().unwrap().push(h.now_ns())));
     b.lock().unwrap().as_ref().unwrap().mod_ns(100);
     let b3 = b.clone();
-    let a = ctx.timer_new(move || b3.lock().unwrap().as_ref().unwrap().mod_ns(10_000));
+    let a = ctx.timer_new(move |_| b3.lock().unwrap().as_ref().unwrap().mod_ns(10_000));
     a.mod_ns(50);
     k.clock().set_ns(200);
     assert!(ctx.poll(false));

@@ -20,14 +20,15 @@
 //!   whose fd covers every handler), under a watchdog that fails instead of hanging.
 #![allow(clippy::disallowed_types)] // tests use std directly: they never run under a checker
 
+use std::cell::Cell;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::kernel::EventNotifier;
 use aioctx::sys::EventFd;
-use aioctx::{AioContext, Backend, Bh, FdHandler, Timer};
+use aioctx::{AioContext, Backend, Bh, FdHandler};
 
 fn backends() -> Vec<(&'static str, Backend)> {
     vec![("auto", Backend::Auto), ("ppoll", Backend::Ppoll), ("epoll", Backend::Epoll)]
@@ -106,35 +107,34 @@ fn drain(ctx: &AioContext) -> u32 {
     n
 }
 
-fn counter_bh(ctx: &AioContext, max: u32) -> (Arc<Mutex<Option<Bh>>>, Arc<AtomicU32>) {
-    let slot: Arc<Mutex<Option<Bh>>> = Arc::default();
-    let n = Arc::new(AtomicU32::new(0));
-    let (s2, n2) = (slot.clone(), n.clone());
-    // QEMU's bh_test_cb: reschedule while n < max.
-    let bh = ctx.bh_new(move || {
-        if n2.fetch_add(1, SeqCst) + 1 < max {
-            s2.lock().unwrap().as_ref().unwrap().schedule();
+/// QEMU's bh_test_cb: reschedule itself (through its `BhRef`: no slot, no cycle) while n < max.
+fn counter_bh(ctx: &AioContext, max: u32) -> (Bh, Rc<Cell<u32>>) {
+    let n = Rc::new(Cell::new(0));
+    let n2 = n.clone();
+    let bh = ctx.bh_new(move |this| {
+        n2.set(n2.get() + 1);
+        if n2.get() < max {
+            this.schedule();
         }
     });
-    *slot.lock().unwrap() = Some(bh);
-    (slot, n)
+    (bh, n)
 }
 
-fn self_deleting_bh(ctx: &AioContext, max: u32) -> (Arc<Mutex<Option<Bh>>>, Arc<AtomicU32>) {
-    let slot: Arc<Mutex<Option<Bh>>> = Arc::default();
-    let n = Arc::new(AtomicU32::new(0));
-    let (s2, n2) = (slot.clone(), n.clone());
-    // QEMU's bh_delete_cb: reschedule while n < max, then delete.
-    let bh = ctx.bh_new(move || {
-        let mut g = s2.lock().unwrap();
-        if n2.fetch_add(1, SeqCst) + 1 < max {
-            g.as_ref().unwrap().schedule();
+/// QEMU's bh_delete_cb: reschedule itself while n < max, then delete itself. Returns the owner, the
+/// count and whether the callback deleted it.
+fn self_deleting_bh(ctx: &AioContext, max: u32) -> (Bh, Rc<Cell<u32>>, Rc<Cell<bool>>) {
+    let (n, deleted) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
+    let (n2, d2) = (n.clone(), deleted.clone());
+    let bh = ctx.bh_new(move |this| {
+        n2.set(n2.get() + 1);
+        if n2.get() < max {
+            this.schedule();
         } else {
-            drop(g.take());
+            this.delete();
+            d2.set(true);
         }
     });
-    *slot.lock().unwrap() = Some(bh);
-    (slot, n)
+    (bh, n, deleted)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -199,13 +199,13 @@ fn gsource_blocking_iteration_woken_by_notify_returns_false() {
 fn gsource_bh_schedule() {
     each_backend("/aio-gsource/bh/schedule", 30, |ctx, name| {
         let (bh, n) = counter_bh(ctx, 0);
-        bh.lock().unwrap().as_ref().unwrap().schedule();
-        assert_eq!(n.load(SeqCst), 0, "{name}: a BH runs only in an iteration");
+        bh.schedule();
+        assert_eq!(n.get(), 0, "{name}: a BH runs only in an iteration");
         assert!(it(ctx, true), "{name}");
-        assert_eq!(n.load(SeqCst), 1);
+        assert_eq!(n.get(), 1);
         assert!(!it(ctx, false), "{name}");
-        assert_eq!(n.load(SeqCst), 1);
-        bh.lock().unwrap().take();
+        assert_eq!(n.get(), 1);
+        bh.delete();
     });
 }
 
@@ -214,15 +214,15 @@ fn gsource_bh_schedule() {
 fn gsource_bh_schedule10() {
     each_backend("/aio-gsource/bh/schedule10", 30, |ctx, name| {
         let (bh, n) = counter_bh(ctx, 10);
-        bh.lock().unwrap().as_ref().unwrap().schedule();
+        bh.schedule();
         assert!(it(ctx, false), "{name}");
-        assert_eq!(n.load(SeqCst), 1, "{name}: rescheduled BH ran twice in one iteration");
+        assert_eq!(n.get(), 1, "{name}: rescheduled BH ran twice in one iteration");
         assert!(it(ctx, true), "{name}");
-        assert_eq!(n.load(SeqCst), 2);
+        assert_eq!(n.get(), 2);
         assert_eq!(drain(ctx), 8, "{name}: one run per iteration");
-        assert_eq!(n.load(SeqCst), 10);
+        assert_eq!(n.get(), 10);
         assert!(!it(ctx, false), "{name}");
-        bh.lock().unwrap().take();
+        bh.delete();
     });
 }
 
@@ -231,12 +231,12 @@ fn gsource_bh_schedule10() {
 fn gsource_bh_cancel() {
     each_backend("/aio-gsource/bh/cancel", 30, |ctx, name| {
         let (bh, n) = counter_bh(ctx, 0);
-        bh.lock().unwrap().as_ref().unwrap().schedule();
-        bh.lock().unwrap().as_ref().unwrap().cancel();
+        bh.schedule();
+        bh.cancel();
         assert!(!it(ctx, false), "{name}: a cancelled BH is no work");
         drain(ctx);
-        assert_eq!(n.load(SeqCst), 0, "{name}");
-        bh.lock().unwrap().take();
+        assert_eq!(n.get(), 0, "{name}");
+        bh.delete();
     });
 }
 
@@ -245,11 +245,11 @@ fn gsource_bh_cancel() {
 fn gsource_bh_delete() {
     each_backend("/aio-gsource/bh/delete", 30, |ctx, name| {
         let (bh, n) = counter_bh(ctx, 0);
-        bh.lock().unwrap().as_ref().unwrap().schedule();
-        bh.lock().unwrap().take(); // delete
+        bh.schedule();
+        bh.delete();
         assert!(!it(ctx, false), "{name}: a deleted BH is no work");
         drain(ctx);
-        assert_eq!(n.load(SeqCst), 0, "{name}");
+        assert_eq!(n.get(), 0, "{name}");
     });
 }
 
@@ -257,14 +257,14 @@ fn gsource_bh_delete() {
 #[test]
 fn gsource_bh_callback_delete_one() {
     each_backend("/aio-gsource/bh/callback-delete/one", 30, |ctx, name| {
-        let (bh, n) = self_deleting_bh(ctx, 1);
-        bh.lock().unwrap().as_ref().unwrap().schedule();
+        let (bh, n, deleted) = self_deleting_bh(ctx, 1);
+        bh.schedule();
         assert!(it(ctx, true), "{name}");
-        assert_eq!(n.load(SeqCst), 1);
-        assert!(bh.lock().unwrap().is_none(), "{name}: the callback deleted its BH");
+        assert_eq!(n.get(), 1);
+        assert!(deleted.get(), "{name}: the callback deleted its BH");
         it(ctx, false); // QEMU since Nov 2025: one unasserted iteration
         assert!(!it(ctx, false), "{name}");
-        assert_eq!(n.load(SeqCst), 1);
+        assert_eq!(n.get(), 1);
     });
 }
 
@@ -275,23 +275,23 @@ fn gsource_bh_callback_delete_many() {
     each_backend("/aio-gsource/bh/callback-delete/many", 30, |ctx, name| {
         let maxes = [1u32, 3, 2, 4];
         let bhs: Vec<_> = maxes.iter().map(|&m| self_deleting_bh(ctx, m)).collect();
-        for (bh, _) in &bhs {
-            bh.lock().unwrap().as_ref().unwrap().schedule();
+        for (bh, _, _) in &bhs {
+            bh.schedule();
         }
         assert!(it(ctx, false), "{name}");
-        for (_, n) in &bhs {
-            assert_eq!(n.load(SeqCst), 1, "{name}: every scheduled BH runs in one iteration");
+        for (_, n, _) in &bhs {
+            assert_eq!(n.get(), 1, "{name}: every scheduled BH runs in one iteration");
         }
-        assert!(bhs[0].0.lock().unwrap().is_none());
+        assert!(bhs[0].2.get());
         let mut iterations = 0;
-        while bhs.iter().zip(maxes).any(|((_, n), m)| n.load(SeqCst) < m) {
+        while bhs.iter().zip(maxes).any(|((_, n, _), m)| n.get() < m) {
             it(ctx, true);
             iterations += 1;
             assert!(iterations < 100, "{name}: not converging");
         }
-        for ((bh, n), m) in bhs.iter().zip(maxes) {
-            assert_eq!(n.load(SeqCst), m, "{name}");
-            assert!(bh.lock().unwrap().is_none(), "{name}");
+        for ((_, n, deleted), m) in bhs.iter().zip(maxes) {
+            assert_eq!(n.get(), m, "{name}");
+            assert!(deleted.get(), "{name}");
         }
         drain(ctx);
         assert!(!it(ctx, false), "{name}");
@@ -315,7 +315,7 @@ fn ev(ctx: &AioContext, active: i32, auto_set: bool) -> EvData {
     let (e2, n2, a2) = (e.clone(), n.clone(), act.clone());
     ctx.set_fd_handler(
         e.fd(),
-        FdHandler::new().on_read(move || {
+        FdHandler::new().on_read(move |_| {
             assert!(e2.test_and_clear().unwrap(), "dispatched but not set");
             n2.fetch_add(1, SeqCst);
             let left = a2.load(SeqCst);
@@ -438,18 +438,17 @@ fn gsource_timer_schedule_never_early() {
         let dummy = ev(ctx, 0, false); // QEMU's legacy dummy notifier
         let n = Arc::new(AtomicU32::new(0));
         let fired_at = Arc::new(Mutex::new(Vec::new()));
-        let slot: Arc<Mutex<Option<Timer>>> = Arc::default();
-        let (n2, f2, s2, h) = (n.clone(), fired_at.clone(), slot.clone(), ctx.handle().clone());
-        let t = ctx.timer_new(move || {
-            f2.lock().unwrap().push(h.now_ns());
-            // QEMU's timer_test_cb with max 2: re-arm once.
+        let (n2, f2) = (n.clone(), fired_at.clone());
+        let t = ctx.timer_new(move |this| {
+            let now = this.context().now_ns();
+            f2.lock().unwrap().push(now);
+            // QEMU's timer_test_cb with max 2: re-arm once (itself, through its `TimerRef`).
             if n2.fetch_add(1, SeqCst) + 1 < 2 {
-                s2.lock().unwrap().as_ref().unwrap().mod_ns(h.now_ns() + step);
+                this.mod_ns(now + step);
             }
         });
         let first = ctx.now_ns() + step;
         t.mod_ns(first);
-        *slot.lock().unwrap() = Some(t);
         drain(ctx);
         assert!(!it(ctx, false), "{name}");
         assert_eq!(n.load(SeqCst), 0);
@@ -457,7 +456,7 @@ fn gsource_timer_schedule_never_early() {
         assert_eq!(n.load(SeqCst), 0, "{name}: timers run only inside an iteration");
         assert!(it(ctx, true), "{name}: the expired timer is dispatched");
         assert_eq!(n.load(SeqCst), 1);
-        let second = slot.lock().unwrap().as_ref().unwrap().deadline_ns().expect("re-armed");
+        let second = t.deadline_ns().expect("re-armed");
         let mut i = 0;
         while n.load(SeqCst) < 2 {
             it(ctx, true);
@@ -469,6 +468,6 @@ fn gsource_timer_schedule_never_early() {
         assert!(f[0] >= first && f[1] >= second, "{name}: fired early: {f:?} vs {first}, {second}");
         assert!(!it(ctx, false), "{name}: no spurious work left");
         ctx.remove_fd_handler(dummy.e.fd()).unwrap();
-        slot.lock().unwrap().take();
+        t.delete();
     });
 }

@@ -22,12 +22,13 @@
 //! QEMU's slow ones). Every test runs under a watchdog that fails instead of hanging.
 #![allow(clippy::disallowed_types)] // tests use std directly: they never run under a checker
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use aioctx::{AioContext, Bh, Handle, IoThread};
+use aioctx::{AioContext, Bh, BhRef, Handle, IoThread, Remote};
 
 const NUM_CONTEXTS: usize = 5;
 
@@ -118,7 +119,7 @@ const LOST_WAKEUP: Duration = Duration::from_secs(3);
 struct Schedule {
     /// QEMU's `to_schedule[]`: 0 = empty, `w + 1` = worker w is parked here (always w == its index).
     slots: [AtomicUsize; NUM_CONTEXTS],
-    workers: OnceLock<Vec<Bh>>,
+    workers: OnceLock<Vec<Bh<Remote>>>,
     stop: AtomicBool,
     /// Body executions per worker.
     runs: [AtomicU64; NUM_CONTEXTS],
@@ -156,9 +157,9 @@ impl Schedule {
 }
 
 /// The worker of context `id` (QEMU's `test_multi_co_schedule_entry`, one iteration per run).
-fn worker(w: Weak<Schedule>, id: usize) -> impl FnMut() + Send + 'static {
+fn worker(w: Weak<Schedule>, id: usize) -> impl FnMut(&BhRef<'_>) + Send + 'static {
     let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (id as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    move || {
+    move |_| {
         let Some(s) = w.upgrade() else { return };
         s.runs[id].fetch_add(1, SeqCst);
         s.scheduled_at[id].store(0, SeqCst);
@@ -208,7 +209,7 @@ fn multi_schedule() {
         move || {
             let s = s2;
             let threads = spawn_all();
-            let workers: Vec<Bh> = threads
+            let workers: Vec<Bh<Remote>> = threads
                 .iter()
                 .enumerate()
                 .map(|(i, t)| t.handle().bh_new(worker(Arc::downgrade(&s), i)))
@@ -418,18 +419,19 @@ fn bh_queue_chaining_never_nests() {
     let ctx = AioContext::new().unwrap();
     let depth = Arc::new(AtomicUsize::new(0));
     let (a_n, b_n) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let a_slot: Arc<OnceLock<Bh>> = Arc::default();
-    let b_slot: Arc<OnceLock<Bh>> = Arc::default();
-    let (d1, n1, bs) = (depth.clone(), a_n.clone(), Arc::downgrade(&b_slot));
-    let a = ctx.bh_new(move || {
+    // Home-thread BHs: the slots need no lock and no `Send` (Rc, OnceCell).
+    let a_slot: Rc<OnceCell<Bh>> = Rc::default();
+    let b_slot: Rc<OnceCell<Bh>> = Rc::default();
+    let (d1, n1, bs) = (depth.clone(), a_n.clone(), Rc::downgrade(&b_slot));
+    let a = ctx.bh_new(move |_| {
         assert_eq!(d1.fetch_add(1, SeqCst), 0, "nested");
         if n1.fetch_add(1, SeqCst) + 1 < MAX {
             bs.upgrade().unwrap().get().unwrap().schedule();
         }
         d1.fetch_sub(1, SeqCst);
     });
-    let (d2, n2, as_) = (depth.clone(), b_n.clone(), Arc::downgrade(&a_slot));
-    let b = ctx.bh_new(move || {
+    let (d2, n2, as_) = (depth.clone(), b_n.clone(), Rc::downgrade(&a_slot));
+    let b = ctx.bh_new(move |_| {
         assert_eq!(d2.fetch_add(1, SeqCst), 0, "nested");
         n2.fetch_add(1, SeqCst);
         as_.upgrade().unwrap().get().unwrap().schedule();
@@ -452,7 +454,6 @@ fn bh_queue_chaining_never_nests() {
 /// ran) and only then lets the other thread have the lock.
 #[test]
 fn kick_from_other_thread_wakes_blocked_poll_before_lock_handoff() {
-    use aioctx::kernel::EventNotifier;
     use aioctx::sys::EventFd;
     use aioctx::FdHandler;
     watchdog("/aio/acquire (adapted)", 30, String::new, || {
@@ -462,7 +463,7 @@ fn kick_from_other_thread_wakes_blocked_poll_before_lock_handoff() {
         let (e2, n2) = (e.clone(), n.clone());
         ctx.set_fd_handler(
             e.fd(),
-            FdHandler::new().on_read(move || {
+            FdHandler::new().on_read(move |_| {
                 e2.test_and_clear().unwrap();
                 n2.fetch_add(1, SeqCst);
             }),

@@ -6,7 +6,7 @@
 //!
 //! | part | what | target |
 //! |---|---|---|
-//! | 1 | cross-thread BH ping-pong, both contexts polling (1 ms, 0, 0; `POLL_MAX_RT` says why not 32768, which is run too, as info), each side loops `poll(true)`, vs an atomic cache-line ping-pong of the same run; info rows: the same with polling off (`poll(false)` spinning) and QEMU's hand-off alone, written out by hand (`rt_hand_model`), and the notify / accept handshake alone (the floor of any implementation of the protocol: see `Hop::Handshake`) | ≤ 2.0× the atomic RT; 0 syscalls and 0 voluntary context switches per RT |
+//! | 1 | cross-thread BH ping-pong, both contexts polling (1 ms, 0, 0; `POLL_MAX_RT` says why not 32768, which is run too, as info), each side loops `poll(true)`, vs QEMU's hand-off alone, written out by hand (`rt_hand_model`), run back to back with it; info rows: an atomic cache-line ping-pong, the same with polling off (`poll(false)` spinning), and the notify / accept handshake alone (the floor of any implementation of the protocol: see `Hop::Handshake`) | ≤ 1.15× QEMU's hand-off (`POLL_RT_GATE`); 0 syscalls and 0 voluntary context switches per RT |
 //! | 2 | a producer writes an eventfd every 1, 16, 64, 256 µs; the loop's handler has io_poll: latency, loop CPU, loop syscalls per event, polling on (32768) and off | polling (most events, ≥ 50 %, found by io_poll: the rest arrive while the loop thread is preempted or its window regrows after a reset) while the gap < poll_max_ns; at 256 µs CPU/event ≤ 1.1× polling off (median of 11 same-round pair ratios; 9 with --quick) |
 //! | idle | a polling loop (window grown to the max) left idle: its CPU over 10 s (2 s with --quick) | < 0.1 % |
 //! | 3 | `write active fd; poll(true)` with 1, 64, 512, 3200 idle fd handlers, ppoll / epoll / io_uring, polling off | epoll, io_uring: cost(3200) ≤ 1.1× cost(1) (best of 9 rounds each; 5 with --quick); ppoll: slope reported |
@@ -57,7 +57,6 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use aioctx::kernel::EventNotifier;
 use aioctx::sys::EventFd;
 use aioctx::{AioContext, Backend, FdHandler, IoThread};
 use common::{
@@ -69,6 +68,16 @@ use virtqueue::{guest_run, Queue};
 
 /// QEMU's IoThread polling window.
 const POLL_MAX: u64 = 32768;
+
+/// Part 1's gate: aioctx's polling round trip over QEMU's BH hand-off written out by hand
+/// (`rt_hand_model`: the same atomics and fences, no loop around them), the median of back-to-back
+/// pairs (issue 16: 200 / 166 ns = 1.20 on a quiet machine before it). Measured for issue 16 only
+/// with the 2 CPUs saturated by other jobs (load average 15, 1.7 cores busy besides the bench):
+/// 1.14, 1.42, 1.42 in three runs, each pair's ratio 0.94..1.70, and the zero-syscall and
+/// zero-context-switch rows failing too (partners preempted): no measure of the protocol, so the gate
+/// stays at the issue's value until a run on a quiet machine says what the loop around the hand-off
+/// costs.
+const POLL_RT_GATE: f64 = 1.15;
 
 /// Part 1's window: polling mode must outlast a partner's wake-up. A loop that blocks once (its
 /// partner was preempted for longer than the window) wakes the partner through the eventfd; on a VM
@@ -362,7 +371,7 @@ fn rt_poll_bh(w: u64, n: u64, pm: u64) -> RtRun {
     let pongs = Arc::new(AtomicU64::new(0));
     let p2 = pongs.clone();
     // ORDERING: Relaxed: written and read on A's home thread only.
-    let bh_a = ctx_a.bh_new(move || {
+    let bh_a = ctx_a.handle().bh_new(move |_| {
         p2.fetch_add(1, Ordering::Relaxed);
     });
     let (tx, rx) = mpsc::channel();
@@ -384,7 +393,7 @@ fn rt_poll_bh(w: u64, n: u64, pm: u64) -> RtRun {
     let (hb, stop) = rx.recv().unwrap();
     // B's window: opened at round w, closed at w + n, in B's BH (on B's thread).
     let (mut bw, b_out) = BWindow::new(w, n);
-    let bh_b = hb.bh_new(move || {
+    let bh_b = hb.bh_new(move |_| {
         bw.before_reply();
         bh_a.schedule();
         bw.after_reply();
@@ -503,16 +512,16 @@ fn part1(t: &mut Table, rounds: usize, n: u64) {
     let mut hm = Vec::new();
     let mut hs = Vec::new();
     for r in 0..rounds {
-        // Alternate the order of the pair.
+        // The gated pair (aioctx, QEMU's hand-off by hand) back to back, in alternating order.
         if r % 2 == 0 {
             bh.push(rt_poll_bh(n / 5, n, POLL_MAX_RT));
-            at.push(rt_atomic(n / 5, 50 * n));
+            hm.push(rt_hand_model(n / 5, n, Hop::Bh));
         } else {
-            at.push(rt_atomic(n / 5, 50 * n));
+            hm.push(rt_hand_model(n / 5, n, Hop::Bh));
             bh.push(rt_poll_bh(n / 5, n, POLL_MAX_RT));
         }
+        at.push(rt_atomic(n / 5, 50 * n));
         sp.push(rt_poll_bh(n / 5, n, 0));
-        hm.push(rt_hand_model(n / 5, n, Hop::Bh));
         hs.push(rt_hand_model(n / 5, n, Hop::Handshake));
         qd.push(rt_poll_bh(n / 5, n, POLL_MAX));
     }
@@ -525,21 +534,31 @@ fn part1(t: &mut Table, rounds: usize, n: u64) {
     let a = s(&at, |r| r.p10);
     t.info("1. RT atomic cache-line ping-pong (pinned spin; p10 of 250-RT blocks)", a, "ns/RT");
     let b = s(&bh, |r| r.p10);
-    let ratio = stat(bh.iter().zip(&at).map(|(b, a)| b.p10 / a.p10).collect());
+    let ratio = stat(bh.iter().zip(&hm).map(|(b, h)| b.p10 / h.p10).collect());
     t.push(
         "1. RT aioctx BH ping-pong, both polling 1 ms, poll(true) (pinned; p10 of 250-RT blocks)",
         b,
         "ns/RT",
         Some(ratio.med),
-        "atomic",
-        "<= 2.0 x atomic",
-        pass(ratio.med <= 2.0),
+        "QEMU hand-off",
+        &format!("<= {POLL_RT_GATE} x QEMU hand-off"),
+        pass(ratio.med <= POLL_RT_GATE),
     );
     t.push(
-        "    same-round ratio to atomic (the gated ratio)",
+        "    ratio to QEMU's hand-off by hand, back-to-back pairs (the gated ratio)",
         ratio,
         "x",
         Some(ratio.med),
+        "QEMU hand-off",
+        "-",
+        "info",
+    );
+    let to_atomic = stat(bh.iter().zip(&at).map(|(b, a)| b.p10 / a.p10).collect());
+    t.push(
+        "    same-round ratio to atomic",
+        to_atomic,
+        "x",
+        Some(to_atomic.med),
         "atomic",
         "-",
         "info",
@@ -712,14 +731,14 @@ fn adapt_run(gap_ns: u64, n: u64, poll_max: u64, pin: bool) -> AdaptRun {
         ctx.set_fd_handler(
             fd,
             FdHandler::new()
-                .on_read(move || {
+                .on_read(move |_| {
                     e1.test_and_clear().unwrap();
                     s1.handle(false);
                 })
                 // ORDERING: Relaxed: a hint; handle() re-reads with Acquire.
-                .io_poll(
-                    move || s2.seq.0.load(Ordering::Relaxed) != s2.seen.load(Ordering::Relaxed),
-                    move || s3.handle(true),
+                .on_poll(
+                    move |_| s2.seq.0.load(Ordering::Relaxed) != s2.seen.load(Ordering::Relaxed),
+                    move |_| s3.handle(true),
                 ),
         )
         .unwrap();
@@ -950,13 +969,13 @@ fn idle_cpu(d: Duration) -> IdleRun {
         ctx.set_fd_handler(
             fd,
             FdHandler::new()
-                .on_read(move || {
+                .on_read(move |_| {
                     e1.test_and_clear().unwrap();
                     n1.store(q1.load(Ordering::Relaxed), Ordering::Relaxed);
                 })
-                .io_poll(
-                    move || q2.load(Ordering::Relaxed) != n2.load(Ordering::Relaxed),
-                    move || {
+                .on_poll(
+                    move |_| q2.load(Ordering::Relaxed) != n2.load(Ordering::Relaxed),
+                    move |_| {
                         // Drained here too: no stale readiness wakes the loop when it goes idle, so
                         // its window is still the grown one when the idle period begins.
                         e2.test_and_clear().unwrap();
@@ -1051,14 +1070,14 @@ fn iter_ctx(backend: &str, idle: &[EventFd]) -> std::io::Result<IterCtx> {
     let ctx = AioContext::builder().backend(backend_of(backend)).build()?;
     for e in idle {
         let fd = e.as_raw_fd();
-        ctx.set_fd_handler(fd, FdHandler::new().on_read(move || drain_raw(fd)))?;
+        ctx.set_fd_handler(fd, FdHandler::new().on_read(move |_| drain_raw(fd)))?;
     }
     let active = Arc::new(EventFd::new()?);
     let hits = Arc::new(AtomicU64::new(0));
     let (a2, h2) = (active.clone(), hits.clone());
     ctx.set_fd_handler(
         active.as_raw_fd(),
-        FdHandler::new().on_read(move || {
+        FdHandler::new().on_read(move |_| {
             a2.test_and_clear().unwrap();
             // ORDERING: Relaxed: a counter read on this thread.
             h2.fetch_add(1, Ordering::Relaxed);

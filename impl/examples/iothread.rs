@@ -18,7 +18,7 @@ fn main() -> std::io::Result<()> {
     let tx2 = tx.clone();
     io.handle().set_fd_handler(
         fd,
-        FdHandler::new().on_read(move || {
+        FdHandler::new_remote().on_read(move |_| {
             let mut buf = [0; 16];
             let n = r.read(&mut buf).unwrap();
             tx2.send(format!("fd handler read {:?}", String::from_utf8_lossy(&buf[..n]))).unwrap();

@@ -56,7 +56,7 @@ async fn main() -> io::Result<()> {
     let ran2 = ran.clone();
     ctx.set_fd_handler(
         r_fd,
-        FdHandler::new().on_read(move || {
+        FdHandler::new().on_read(move |_| {
             let mut buf = [0u8; 64];
             match r.read(&mut buf) {
                 Ok(n) => println!(
@@ -73,7 +73,7 @@ async fn main() -> io::Result<()> {
 
     // A timer on the context's clock: prepare() turns its deadline into the tokio sleep.
     let ran2 = ran.clone();
-    let timer = ctx.timer_new(move || {
+    let timer = ctx.timer_new(move |_| {
         println!("timer on {}: fired", thread_name());
         ran2.fetch_or(TIMER_RAN, Ordering::Relaxed);
     });

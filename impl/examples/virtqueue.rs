@@ -38,9 +38,8 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aioctx::kernel::EventNotifier;
 use aioctx::sys::EventFd;
-use aioctx::{AioContext, FdHandler, IoThread};
+use aioctx::{AioContext, FdHandler, IoThread, Remote};
 
 /// Ring slots (the largest queue depth a guest may use).
 pub const RING: u64 = 256;
@@ -183,17 +182,17 @@ impl Queue {
     }
 
     /// The device's fd handler: the eventfd read handler plus the polling callbacks.
-    pub fn device_handler(self: &Arc<Self>) -> FdHandler {
+    pub fn device_handler(self: &Arc<Self>) -> FdHandler<Remote> {
         let (q1, q2, q3, q4, q5) =
             (self.clone(), self.clone(), self.clone(), self.clone(), self.clone());
-        FdHandler::new()
-            .on_read(move || {
+        FdHandler::new_remote()
+            .on_read(move |_| {
                 q1.kick.test_and_clear().expect("kick eventfd read");
                 q1.process(false);
             })
-            .io_poll(move || q2.has_work(), move || q3.process(true))
-            .io_poll_begin(move || q4.disable_notify())
-            .io_poll_end(move || q5.enable_notify())
+            .on_poll(move |_| q2.has_work(), move |_| q3.process(true))
+            .on_poll_begin(move |_| q4.disable_notify())
+            .on_poll_end(move |_| q5.enable_notify())
     }
 }
 

@@ -42,16 +42,34 @@
 //! QEMU util/async.c: `aio_bh_enqueue`, `aio_bh_dequeue`, `aio_bh_poll`, `qemu_bh_schedule`,
 //! `qemu_bh_cancel`, `qemu_bh_delete`, `aio_bh_schedule_oneshot`, `aio_compute_bh_timeout`.
 
+use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
+use crate::kind::{Kind, Local, Remote};
 use crate::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
-use crate::sync::{Arc, UnsafeCell};
-use crate::trace::bh_flags::*;
+use crate::sync::{Arc, Mutex, UnsafeCell};
 #[allow(unused_imports)] // used by trace_step!/traced! when the `trace` feature is on
 use crate::trace::Step;
-use crate::Shared;
+use crate::{AioContext, Shared};
 
-type Callback = Box<dyn FnMut() + Send + 'static>;
+/// BH flag bits, the same names and values as the Promela models and QEMU.
+pub mod bh_flags {
+    /// On a list (bh_list or a slice being processed).
+    pub const BH_PENDING: u32 = 1 << 0;
+    /// Call it when dequeued.
+    pub const BH_SCHEDULED: u32 = 1 << 1;
+    /// Free after calling (oneshot).
+    pub const BH_ONESHOT: u32 = 1 << 2;
+    /// Free without calling.
+    pub const BH_DELETED: u32 = 1 << 3;
+    /// Not progress; caps the wait at 10 ms.
+    pub const BH_IDLE: u32 = 1 << 4;
+}
+use bh_flags::*;
+
+/// A BH's callback. `Send` or not by its kind: a `Local` one is called and dropped only on the home
+/// thread (see `Bh::drop` and `crate::kind`).
+type Callback = Box<dyn FnMut(&BhRef<'_>) + 'static>;
 
 /// The shared part of a bottom half.
 ///
@@ -65,25 +83,69 @@ pub(crate) struct BhInner {
     /// Link in `bh_list` or in the home thread's slice queue. Written by the thread that set PENDING
     /// (before its push), read by the home thread (before it clears PENDING).
     next: AtomicPtr<BhInner>,
-    /// Home thread only: the callback, borrowed exclusively for the duration of a call.
+    /// Home thread only: the closure, borrowed exclusively for the duration of a call; a no-op (a
+    /// zero-sized box, no allocation) once `GONE`.
     cb: UnsafeCell<Callback>,
-    /// Home thread only: the re-entrancy state, a separate cell because a nested poll inside the
-    /// callback reads and writes it while the callback's borrow is live.
+    /// Home thread only: the re-entrancy state. A cell of its own: a nested poll or a `BhRef`
+    /// method inside the callback reads and writes it while the callback's borrow of `cb` is live
+    /// (loom checks exactly that: one cell, borrowed by the call, read by the nested poll, is a
+    /// "currently writing" failure of `loom_bh::bh_reschedule_racing_nested_poll`).
     home: UnsafeCell<Home>,
 }
 
 struct Home {
-    /// The callback is running (a nested poll must not re-enter it).
-    running: bool,
-    /// Dequeued DELETED while running: free it when the callback returns.
-    free_on_return: bool,
-    /// Dequeued SCHEDULED by a nested poll while running: PENDING again but on no list (see
-    /// `defer`); pushed on `bh_list` when the callback returns.
-    deferred: bool,
+    /// `RUNNING | FREE_ON_RETURN | DEFERRED | DEAD | GONE`: one byte, so the common call (0 before,
+    /// `RUNNING` after) is one compare on each side and everything rare is out of line.
+    st: u8,
+}
+
+/// The callback is running (a nested poll must not re-enter it).
+const RUNNING: u8 = 1;
+/// Dequeued DELETED while running: free it when the callback returns.
+const FREE_ON_RETURN: u8 = 2;
+/// Dequeued SCHEDULED by a nested poll while running: PENDING again but on no list (see `defer`);
+/// pushed on `bh_list` when the callback returns.
+const DEFERRED: u8 = 4;
+/// Deleted while running ([`BhRef::delete`], or a `Local` owner's drop inside the call): drop the
+/// closure when the call returns.
+const DEAD: u8 = 8;
+/// The closure was dropped: a dequeue calls nothing.
+const GONE: u8 = 16;
+
+fn noop() -> Callback {
+    Box::new(|_: &BhRef<'_>| {})
+}
+
+/// Read or write the home state of `p`. Home thread only.
+///
+/// # Safety
+///
+/// - `p` is alive (its owner or a running call holds it, or the caller just dequeued it);
+/// - this is the home thread (or the thread freeing a BH nobody else holds);
+/// - `f` does not call user code.
+#[inline(always)]
+unsafe fn home<R>(p: *mut BhInner, f: impl FnOnce(*mut Home) -> R) -> R {
+    // SAFETY: the caller's obligations.
+    unsafe { &*p }.home.with_mut(f)
+}
+
+/// Take `p`'s closure out, leaving the no-op. Home thread only.
+///
+/// # Safety
+///
+/// As for [`home`], and the callback is not running (no borrow of `cb` is live).
+#[inline]
+unsafe fn take_cb(p: *mut BhInner) -> Callback {
+    // SAFETY: the caller's obligations.
+    unsafe { &*p }.cb.with_mut(|cb| std::mem::replace(unsafe { &mut *cb }, noop()))
 }
 
 // SAFETY:
-// - the callback is `Send`, so the BH may be freed on any thread (Shared::drop);
+// - a `Remote` BH's callback is `Send`, so it may be freed on any thread (Shared::drop); a `Local`
+//   BH's callback is taken out and dropped on the home thread before any other thread can free the BH
+//   (its owner's drop, or the return of its running call, runs first: see `Bh::drop`), and a `Local`
+//   oneshot is freed by the home thread (it is created there, and the context's drop, there too,
+//   takes every listed BH);
 // - `home` is accessed only by the home thread (`HomeBhs::poll` / `call`) or by the thread freeing the
 //   BH when no other holder exists; other threads touch only the atomics `flags` and `next` (under the
 //   PENDING hand-off protocol above).
@@ -97,7 +159,7 @@ impl BhInner {
             flags: AtomicU32::new(flags),
             next: AtomicPtr::new(ptr::null_mut()),
             cb: UnsafeCell::new(cb),
-            home: UnsafeCell::new(Home { running: false, free_on_return: false, deferred: false }),
+            home: UnsafeCell::new(Home { st: 0 }),
         });
         NonNull::from(Box::leak(b))
     }
@@ -117,56 +179,82 @@ impl BhInner {
 
 /// A bottom half: a callback that any thread can schedule to run once on the context's home thread.
 ///
-/// Scheduling an already-scheduled BH is a no-op (it runs once). Dropping the `Bh` deletes it: a
-/// pending call is cancelled and its memory freed by the loop (QEMU `qemu_bh_delete`). A drop on
-/// another thread races with the loop: a call the loop has already dequeued may still run (never one
-/// dequeued after the drop; `promela/bh.pml` checks exactly this). `Bh` is `Send + Sync`; share it
-/// with `Arc` to schedule from several threads.
+/// Scheduling an already-scheduled BH is a no-op (it runs once). [`Bh::delete`] (or dropping the
+/// `Bh`) deletes it: a pending call is cancelled and its memory freed by the loop (QEMU
+/// `qemu_bh_delete`). A delete on another thread (a [`Remote`] BH) races with the loop: a call the
+/// loop has already dequeued may still run (never one dequeued after the delete; `promela/bh.pml`
+/// checks exactly this).
 ///
-/// Re-entrancy: a BH's callback is never re-entered. If it polls its context nested
-/// ([`AioContext::with_current`](crate::AioContext::with_current)) while the BH is scheduled again
-/// (by itself or another thread), that nested poll does not call it; the uncalled BH is not progress
-/// and does not keep the nested poll from blocking. It stays scheduled and runs in the first poll
-/// after the running call returned (a `cancel` or drop in between is obeyed).
+/// The callback gets a [`BhRef`]: itself, to reschedule, cancel or delete itself, and the context
+/// (a nested poll) — no `Arc<Mutex<Option<Bh>>>` filled in after creation, no cycle.
+///
+/// Two kinds ([`crate::kind`]): `Bh` (= `Bh<Local>`) from [`AioContext::bh_new`] takes any
+/// `'static` closure and stays on the home thread; [`Bh::scheduler`] gives the `Send` handle that
+/// schedules it from anywhere. `Bh<Remote>` from [`Handle::bh_new`](crate::Handle::bh_new) takes a
+/// `Send` closure and is itself `Send + Sync`: share it with `Arc` to schedule from several threads.
+///
+/// # Re-entrancy (nested polls)
+///
+/// A BH's callback is never re-entered. If it polls its context nested ([`BhRef::context`]) while the
+/// BH is scheduled again (by itself or another thread), that nested poll does not call it; the
+/// uncalled BH is not progress and does not keep the nested poll from blocking. It stays scheduled
+/// and runs in the first poll after the running call returned (a `cancel` or delete in between is
+/// obeyed). Other BHs still run in the nested poll: it first finishes what is left of the outer
+/// poll's slice, then takes new ones.
 ///
 /// # Examples
 ///
 /// ```
 /// # use aioctx::AioContext;
-/// # use std::sync::{Arc, atomic::{AtomicU32, Ordering}};
+/// # use std::{cell::Cell, rc::Rc};
 /// let ctx = AioContext::new()?;
-/// let n = Arc::new(AtomicU32::new(0));
+/// let n = Rc::new(Cell::new(0));
 /// let n2 = n.clone();
-/// let bh = ctx.bh_new(move || { n2.fetch_add(1, Ordering::Relaxed); });
+/// let bh = ctx.bh_new(move |this| {
+///     n2.set(n2.get() + 1);
+///     if n2.get() < 3 {
+///         this.schedule(); // runs again in the next poll
+///     }
+/// });
 /// bh.schedule();
 /// bh.schedule(); // idempotent while pending
-/// assert!(ctx.poll(false));
-/// assert_eq!(n.load(Ordering::Relaxed), 1);
+/// while ctx.poll(false) {}
+/// assert_eq!(n.get(), 3);
+/// bh.delete();
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[doc(alias = "QEMUBH")]
-pub struct Bh {
+pub struct Bh<K: Kind = Local> {
     inner: NonNull<BhInner>,
     ctx: Arc<Shared>,
+    /// The slot of the `Send` schedule handles, made by the first [`Bh::scheduler`] (`Local` only).
+    sched: std::cell::OnceCell<Arc<SchedSlot>>,
+    _kind: PhantomData<K>,
 }
 
 // SAFETY:
-// - the callback is `Send`; `Bh` only touches the BH's atomics (`schedule`, `cancel`, `drop`), and
-//   the BH stays allocated while the `Bh` exists (only the loop frees it, after the drop set DELETED).
-unsafe impl Send for Bh {}
-// SAFETY: see the Send impl above; every `&self` method is an atomic operation.
-unsafe impl Sync for Bh {}
+// - a `Remote` BH's callback is `Send`; `Bh<Remote>` only touches the BH's atomics (`schedule`,
+//   `cancel`, `drop`), and the BH stays allocated while the `Bh` exists (only the loop frees it,
+//   after the drop set DELETED); `sched` is never set on a `Remote` BH (`scheduler` is `Local`-only).
+unsafe impl Send for Bh<Remote> {}
+// SAFETY: see the Send impl above; every `&self` method of `Bh<Remote>` is an atomic operation.
+unsafe impl Sync for Bh<Remote> {}
 
-impl std::fmt::Debug for Bh {
+impl<K: Kind> std::fmt::Debug for Bh<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // ORDERING: Relaxed, diagnostic only.
         f.debug_struct("Bh").field("flags", &self.inner().flags.load(Ordering::Relaxed)).finish()
     }
 }
 
-impl Bh {
-    pub(crate) fn new(ctx: Arc<Shared>, cb: Callback) -> Bh {
-        Bh { inner: BhInner::alloc(cb, 0), ctx }
+impl<K: Kind> Bh<K> {
+    pub(crate) fn new(ctx: Arc<Shared>, cb: Callback) -> Bh<K> {
+        Bh {
+            inner: BhInner::alloc(cb, 0),
+            ctx,
+            sched: std::cell::OnceCell::new(),
+            _kind: PhantomData,
+        }
     }
 
     #[inline]
@@ -175,7 +263,7 @@ impl Bh {
         unsafe { self.inner.as_ref() }
     }
 
-    /// Run the callback once in the home thread's next poll. Any thread; always notifies. (As in QEMU,
+    /// Run the callback once in the home thread's next poll. Always notifies. (As in QEMU,
     /// scheduling a BH that is pending as idle keeps it idle until it runs.)
     #[doc(alias = "qemu_bh_schedule")]
     #[inline]
@@ -194,12 +282,7 @@ impl Bh {
     /// callback may already be running.
     #[doc(alias = "qemu_bh_cancel")]
     pub fn cancel(&self) {
-        // ORDERING: Relaxed: cancellation publishes nothing; the loop may or may not see it.
-        // Model: bh.pml#bh_cancel
-        crate::traced!(Step::BhCancel,
-            let old = self.inner().flags.fetch_and(!BH_SCHEDULED, Ordering::Relaxed);
-            bh_flags = old & !BH_SCHEDULED, bh_flags_old = old);
-        let _ = old;
+        cancel(self.inner());
     }
 
     /// Whether a call is scheduled and not yet dequeued.
@@ -207,21 +290,182 @@ impl Bh {
         // ORDERING: Relaxed, a snapshot.
         self.inner().flags.load(Ordering::Relaxed) & BH_SCHEDULED != 0
     }
+
+    /// Delete the BH (the same as dropping it): the callback is never called again (except, for a
+    /// `Remote` BH deleted on another thread, a call the loop dequeued before), and its closure is
+    /// dropped (a `Local` one at once on the home thread, or when its running call returns).
+    #[doc(alias = "qemu_bh_delete")]
+    pub fn delete(self) {}
 }
 
-impl Drop for Bh {
+impl Bh<Local> {
+    /// A `Send + Sync + Clone` handle that schedules this BH from any thread (a waker's half): the
+    /// callback stays on the home thread. Once the `Bh` is deleted, [`BhScheduler::schedule`] does
+    /// nothing and returns false.
+    ///
+    /// A schedule through it takes a per-BH lock (against the owner's delete, which may free the BH);
+    /// [`Bh<Remote>`](Bh) schedules without one.
+    pub fn scheduler(&self) -> BhScheduler {
+        let slot = self.sched.get_or_init(|| {
+            Arc::new(SchedSlot { bh: Mutex::new(Some(SendPtr(self.inner))), ctx: self.ctx.clone() })
+        });
+        BhScheduler { slot: slot.clone() }
+    }
+}
+
+impl<K: Kind> Drop for Bh<K> {
     /// `qemu_bh_delete` = `enqueue(DELETED)`: the callback is never called again (except a call the
     /// loop dequeued before), and the loop frees the BH. This handle never touches it again.
     fn drop(&mut self) {
+        if let Some(slot) = self.sched.get() {
+            // No schedule handle reaches the BH after this: the enqueue below may let the loop free it.
+            *slot.bh.lock() = None;
+        }
+        if K::LOCAL {
+            // A `Local` closure must not outlive this (home) thread's hold on the BH: after the
+            // enqueue below, the BH may be freed wherever the context's shared half is dropped.
+            drop_callback(self.inner.as_ptr());
+        }
         enqueue(&self.ctx, self.inner.as_ptr(), BH_DELETED);
     }
 }
 
+/// Take the callback out of `p` and drop it, or, if it is running further up the stack (deleted from
+/// inside itself), mark it to be dropped when that call returns. Home thread only.
+fn drop_callback(p: *mut BhInner) {
+    // SAFETY:
+    // - `p` is alive: its owner (the caller, or the running call of `BhRef`) holds it;
+    // - home thread (the caller: a `Local` owner is `!Send`; a `BhRef` exists only inside a call);
+    //   `cb` is touched only when not RUNNING.
+    let take = unsafe {
+        home(p, |h| {
+            if (*h).st & RUNNING != 0 {
+                (*h).st |= DEAD;
+                false
+            } else if (*h).st & GONE == 0 {
+                (*h).st |= GONE;
+                true
+            } else {
+                false
+            }
+        })
+    };
+    // SAFETY: as above; not RUNNING.
+    let cb = take.then(|| unsafe { take_cb(p) });
+    drop(cb); // outside the cell: the closure's drop may run user code
+}
+
+/// The raw pointer of a `Local` BH, held by its [`BhScheduler`]s.
+struct SendPtr(NonNull<BhInner>);
+// SAFETY: a scheduler only schedules (atomics, under `SchedSlot::bh`'s lock); it never touches the
+// callback, which stays on the home thread.
+unsafe impl Send for SendPtr {}
+
+struct SchedSlot {
+    /// The BH while its owner lives: the owner's drop sets it to None before deleting it.
+    bh: Mutex<Option<SendPtr>>,
+    ctx: Arc<Shared>,
+}
+
+/// Schedules a `Local` [`Bh`] from any thread (see [`Bh::scheduler`]): `Send + Sync + Clone`, and
+/// harmless once the BH is deleted.
+#[derive(Clone)]
+pub struct BhScheduler {
+    slot: Arc<SchedSlot>,
+}
+
+impl std::fmt::Debug for BhScheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BhScheduler").field("alive", &self.slot.bh.lock().is_some()).finish()
+    }
+}
+
+impl BhScheduler {
+    /// [`Bh::schedule`], from any thread. Returns false (and does nothing) if the BH was deleted.
+    pub fn schedule(&self) -> bool {
+        let g = self.slot.bh.lock();
+        match &*g {
+            Some(p) => {
+                // Under the lock: the owner's drop (which lets the loop free the BH) waits for it.
+                enqueue(&self.slot.ctx, p.0.as_ptr(), BH_SCHEDULED);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A callback's view of its own BH, valid for the duration of the call.
+pub struct BhRef<'a> {
+    bh: *mut BhInner,
+    ctx: &'a AioContext,
+}
+
+impl std::fmt::Debug for BhRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BhRef").finish_non_exhaustive()
+    }
+}
+
+impl<'a> BhRef<'a> {
+    fn inner(&self) -> &BhInner {
+        // SAFETY: a BH is not freed while its callback runs (`call`), and a `BhRef` lives only for it.
+        unsafe { &*self.bh }
+    }
+
+    /// Schedule this BH again: it runs in a later poll (never re-entered by a nested one).
+    #[doc(alias = "qemu_bh_schedule")]
+    pub fn schedule(&self) {
+        enqueue(self.ctx.shared(), self.bh, BH_SCHEDULED);
+    }
+
+    /// [`Bh::schedule_idle`] on this BH.
+    pub fn schedule_idle(&self) {
+        enqueue(self.ctx.shared(), self.bh, BH_SCHEDULED | BH_IDLE);
+    }
+
+    /// Cancel a pending call of this BH (one scheduled since this call was dequeued).
+    pub fn cancel(&self) {
+        cancel(self.inner());
+    }
+
+    /// Whether a further call is scheduled.
+    pub fn is_scheduled(&self) -> bool {
+        // ORDERING: Relaxed, a snapshot.
+        self.inner().flags.load(Ordering::Relaxed) & BH_SCHEDULED != 0
+    }
+
+    /// Delete this BH from inside its callback: cancelled, never called again, its closure dropped
+    /// when this call returns. The owner's [`Bh`] stays valid (its schedules then do nothing) and frees
+    /// the memory when dropped.
+    #[doc(alias = "qemu_bh_delete")]
+    pub fn delete(&self) {
+        cancel(self.inner());
+        drop_callback(self.bh); // RUNNING: marks it DEAD
+    }
+
+    /// The context running the callback (for a nested poll, or to create more work on it).
+    pub fn context(&self) -> &'a AioContext {
+        self.ctx
+    }
+}
+
+/// `qemu_bh_cancel`: clear SCHEDULED.
+#[inline]
+fn cancel(b: &BhInner) {
+    // ORDERING: Relaxed: cancellation publishes nothing; the loop may or may not see it.
+    // Model: bh.pml#bh_cancel
+    crate::traced!(Step::BhCancel,
+        let old = b.flags.fetch_and(!BH_SCHEDULED, Ordering::Relaxed);
+        bh_flags = old & !BH_SCHEDULED, bh_flags_old = old);
+    let _ = old;
+}
+
 /// Schedule a callback to run once on the home thread, then free it.
-pub(crate) fn oneshot(ctx: &Shared, cb: impl FnOnce() + Send + 'static) {
+pub(crate) fn oneshot(ctx: &Shared, cb: impl FnOnce() + 'static) {
     let mut cb = Some(cb);
     let inner = BhInner::alloc(
-        Box::new(move || {
+        Box::new(move |_: &BhRef<'_>| {
             if let Some(f) = cb.take() {
                 f()
             }
@@ -342,7 +586,8 @@ impl HomeBhs {
     /// `aio_bh_poll`: take `bh_list` as a new slice behind the outer ones, then run the queue.
     /// Returns true if a non-idle BH was called.
     #[inline(always)] // three callers; inlined, the common one-BH slice costs no call frame
-    pub(crate) fn poll(&self, ctx: &Shared) -> bool {
+    pub(crate) fn poll(&self, home_ctx: &AioContext) -> bool {
+        let ctx = home_ctx.shared();
         // ORDERING: Acquire: pairs with the Release CAS in `push`: each node's `next` and the state
         // its scheduler published are visible. Model: bh.pml#bh_poll_take
         crate::traced!(Step::BhPollTake,
@@ -384,7 +629,7 @@ impl HomeBhs {
                 crate::trace_step!(Step::BhPollCall, idle = f & BH_IDLE != 0);
                 // A oneshot is freed when its call returns. A BH whose callback is running further
                 // up the stack is not called: not progress.
-                if call(ctx, p, f) && f & BH_IDLE == 0 {
+                if call(home_ctx, p, f) && f & BH_IDLE == 0 {
                     progress = true;
                 }
             } else if f & (BH_DELETED | BH_ONESHOT) != 0 {
@@ -441,14 +686,17 @@ impl HomeBhs {
 fn release(p: *mut BhInner) {
     // SAFETY:
     // - `p` was just dequeued by the home thread (this thread) with DELETED or ONESHOT set: no owner,
-    //   no list holds it;
-    // - `home` is home-thread state; no borrow of it is live here (a running callback's frame holds
-    //   only the raw pointer, see `call`).
-    let running = unsafe { &*p }.home.with(|h| unsafe { (*h).running });
-    if running {
-        // SAFETY: as above.
-        unsafe { &*p }.home.with_mut(|h| unsafe { (*h).free_on_return = true });
-    } else {
+    //   no list holds it; `cb` is not touched.
+    let running = unsafe {
+        home(p, |h| {
+            let r = (*h).st & RUNNING != 0;
+            if r {
+                (*h).st |= FREE_ON_RETURN;
+            }
+            r
+        })
+    };
+    if !running {
         // SAFETY: as above, and its callback is not running.
         unsafe { BhInner::free(p) };
     }
@@ -459,8 +707,8 @@ fn release(p: *mut BhInner) {
 fn is_running(bh: &BhInner) -> bool {
     // SAFETY:
     // - `home` is accessed only on the home thread (the caller), through short raw-pointer accesses;
-    //   no `&mut` to it is live here (a running callback's frame holds only the raw pointer).
-    bh.home.with(|h| unsafe { (*h).running })
+    //   `cb` is not touched.
+    bh.home.with(|h| unsafe { (*h).st } & RUNNING != 0)
 }
 
 /// Run `p`'s callback (dequeued with flags `f`) unless it is already running further up the stack (a
@@ -468,47 +716,86 @@ fn is_running(bh: &BhInner) -> bool {
 /// after the outer call returned. Frees the BH afterwards if it is a oneshot or was deleted
 /// meanwhile. Returns whether the callback was called.
 #[inline]
-fn call(ctx: &Shared, p: *mut BhInner, f: u32) -> bool {
-    // SAFETY:
+fn call(ctx: &AioContext, p: *mut BhInner, f: u32) -> bool {
+    // SAFETY: (each `home` access here)
     // - `p` was just dequeued by the home thread (this thread); only this thread frees it, and not
-    //   while `running` is set, so it is alive for this whole function.
-    let home = unsafe { &(*p).home };
-    // SAFETY: (this and each access to `home` below) it is accessed only on the home thread,
-    // through short raw-pointer accesses; the callback is borrowed only for the duration of the call,
-    // and a nested poll never borrows it while `running` is set.
-    if home.with(|h| unsafe { (*h).running }) {
-        defer(p, f);
-        return false;
+    //   while RUNNING is set, so it is alive for this whole function;
+    // - the callback is borrowed only for the duration of the call, and nothing touches `cb`
+    //   while RUNNING (a nested poll defers it; a delete only marks it DEAD).
+    let st = unsafe { home(p, |h| (*h).st) };
+    if st != 0 {
+        return call_rare(p, f, st);
     }
-    struct Done<'a>(*mut BhInner, bool, &'a Shared);
-    impl Drop for Done<'_> {
+    /// The call: the callback's view of itself, and on return (or unwind) the end of the call.
+    struct Call<'a>(BhRef<'a>, u32);
+    impl Drop for Call<'_> {
         #[inline]
         fn drop(&mut self) {
-            // SAFETY: as in `call`; runs on return and on unwind.
-            let home = unsafe { &(*self.0).home };
-            // SAFETY: as in `call`.
-            let (free, deferred) = home.with_mut(|h| unsafe {
-                (*h).running = false;
-                ((*h).free_on_return, std::mem::take(&mut (*h).deferred))
-            });
-            if deferred {
-                // A deferred BH is PENDING and on no list, so no poll dequeued it meanwhile (it
-                // cannot have been freed by one) and it is neither a oneshot nor marked to free.
-                debug_assert!(!free && !self.1);
-                resume(self.2, self.0);
-            } else if free || self.1 {
-                // SAFETY: dequeued with ONESHOT, or DELETED by a nested poll; the call is over.
-                unsafe { BhInner::free(self.0) };
+            let p = self.0.bh;
+            // SAFETY: as in `call`; runs on return and on unwind. The call is over: `cb` is free.
+            let st = unsafe {
+                home(p, |h| {
+                    let st = (*h).st;
+                    (*h).st = 0;
+                    st
+                })
+            };
+            if st != RUNNING {
+                done_rare(self.0.ctx.shared(), p, st, self.1 & BH_ONESHOT != 0);
+            } else if self.1 & BH_ONESHOT != 0 {
+                // SAFETY: dequeued with ONESHOT; the call is over.
+                unsafe { BhInner::free(p) };
             }
         }
     }
     // SAFETY: as above.
-    home.with_mut(|h| unsafe { (*h).running = true });
-    let _done = Done(p, f & BH_ONESHOT != 0, ctx);
-    // SAFETY: see above; `running` makes this the only live &mut to the callback (a nested poll
-    // touches only `home`, the other cell).
-    unsafe { &(*p).cb }.with_mut(|cb| unsafe { (*cb)() });
+    unsafe { home(p, |h| (*h).st = RUNNING) };
+    let call = Call(BhRef { bh: p, ctx }, f);
+    // SAFETY: as above; RUNNING makes this the only live &mut to the callback (the field `cb` only:
+    // `BhRef` methods touch `st` through the raw pointer).
+    unsafe { &(*p).cb }.with_mut(|cb| unsafe { (*cb)(&call.0) });
     true
+}
+
+/// `call` of a BH whose home state is not 0: running further up the stack (defer it), or its closure
+/// was dropped (nothing to call, not progress; a oneshot always has its closure).
+#[cold]
+fn call_rare(p: *mut BhInner, f: u32, st: u8) -> bool {
+    if st & RUNNING != 0 {
+        defer(p, f);
+    } else {
+        debug_assert!(st == GONE && f & BH_ONESHOT == 0, "home state {st:#x}, flags {f:#x}");
+    }
+    false
+}
+
+/// The end of a call whose home state (before it was reset to 0) was not just RUNNING.
+#[cold]
+fn done_rare(ctx: &Shared, p: *mut BhInner, st: u8, oneshot: bool) {
+    let mut keep = st & GONE;
+    if st & (DEAD | GONE) == DEAD {
+        // Deleted while running (by `BhRef::delete` or a `Local` owner's drop): drop the closure
+        // now, on this (home) thread, outside the cell (its drop may run user code; a deferred BH is
+        // PENDING, so an owner dropped by it only marks it DELETED).
+        // SAFETY: as in `call`; the call is over.
+        let cb = unsafe { take_cb(p) };
+        keep = GONE;
+        // SAFETY: as above.
+        unsafe { home(p, |h| (*h).st |= keep) };
+        drop(cb);
+    } else {
+        // SAFETY: as above.
+        unsafe { home(p, |h| (*h).st |= keep) };
+    }
+    if st & DEFERRED != 0 {
+        // A deferred BH is PENDING and on no list, so no poll dequeued it meanwhile (it cannot have
+        // been freed by one) and it is neither a oneshot nor marked to free.
+        debug_assert!(st & FREE_ON_RETURN == 0 && !oneshot);
+        resume(ctx, p);
+    } else if st & FREE_ON_RETURN != 0 || oneshot {
+        // SAFETY: DELETED by a nested poll, or a oneshot; the call is over.
+        unsafe { BhInner::free(p) };
+    }
 }
 
 /// A nested poll dequeued (with flags `f`) a BH whose callback is running: schedule it again, but keep
@@ -529,8 +816,8 @@ fn defer(p: *mut BhInner, f: u32) {
         bh_flags = old | BH_PENDING | BH_SCHEDULED | (f & BH_IDLE), bh_flags_old = old);
     if old & BH_PENDING == 0 {
         // We set PENDING: the BH is ours until we push it (`resume`).
-        // SAFETY: as in `call`.
-        b.home.with_mut(|h| unsafe { (*h).deferred = true });
+        // SAFETY: as in `call` (`cb` is not touched).
+        unsafe { home(p, |h| (*h).st |= DEFERRED) };
     }
     // Otherwise another thread scheduled (or deleted) it after our dequeue and pushed it: it is on
     // `bh_list`, where `classify` ignores it while it runs, and a later poll dequeues it again.

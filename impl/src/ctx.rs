@@ -10,8 +10,9 @@
 //! | home | [`AioContext`] (`!Send + !Sync`) | the home thread only | the BH slice queue, the handler walk depth, the cached fd monitor, the poll list |
 //!
 //! `poll` exists only on [`AioContext`], so a poll from a foreign thread does not compile (QEMU's 2018
-//! foreign-poll hang, bug-history B5, is impossible by type). Callbacks that need the context (a nested
-//! poll) reach it through [`AioContext::with_current`].
+//! foreign-poll hang, bug-history B5, is impossible by type). A callback reaches its context (a nested
+//! poll) through its view of itself ([`BhRef::context`](crate::BhRef::context), ...) or
+//! [`AioContext::with_current`]. Callbacks created here need not be `Send` (see [`crate::kind`]).
 //!
 //! `poll(blocking)` follows docs/protocol.md §2 step by step; the numbers in the comments below are
 //! its steps. Our decisions where QEMU is loose (§6) are marked "Decision".
@@ -32,16 +33,17 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
 use std::time::Duration;
 
-use crate::bh::{self, Bh, HomeBhs, Pending};
+use crate::bh::{self, Bh, BhRef, HomeBhs, Pending};
 use crate::handler::{AioHandler, FdHandler, HandlerTable, NOTIFIER_TOKEN};
 use crate::kernel::{
     Clock, Event, EventNotifier, FdMonitor, Interest, ModelFdMonitor, ModelKernel, ModelNotifier,
 };
+use crate::kind::{Kind, Remote};
 use crate::notify::NotifyState;
 use crate::poll::{PollParams, PollState};
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
-use crate::timer::{Timer, Timers};
+use crate::timer::{Timer, TimerRef, Timers};
 #[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
 use crate::trace::Step;
 
@@ -83,8 +85,6 @@ pub(crate) struct Shared {
     pub(crate) clock: Box<dyn Clock>,
     pub(crate) poll_params: PollParams,
     pub(crate) closed: AtomicBool,
-    /// The stop flag of the IoThread running this context, if any.
-    pub(crate) stop_hook: Mutex<Option<Arc<AtomicBool>>>,
 }
 
 impl Shared {
@@ -188,7 +188,6 @@ impl Builder {
             clock,
             poll_params: PollParams::new(poll.0, poll.1, poll.2),
             closed: AtomicBool::new(false),
-            stop_hook: Mutex::new(None),
         });
         let fdmon = shared.handlers.lock().fdmon.clone();
         Ok(AioContext {
@@ -286,9 +285,11 @@ impl Handle {
         self.shared.notify.notify();
     }
 
-    /// A new bottom half running `f` on the home thread each time it is scheduled.
+    /// A new bottom half running `f` on the home thread each time it is scheduled, created from any
+    /// thread: `f` must be `Send`, and so is the [`Bh<Remote>`](Bh) (on the home thread,
+    /// [`AioContext::bh_new`] takes any closure).
     #[doc(alias = "aio_bh_new")]
-    pub fn bh_new(&self, f: impl FnMut() + Send + 'static) -> Bh {
+    pub fn bh_new(&self, f: impl FnMut(&BhRef<'_>) + Send + 'static) -> Bh<Remote> {
         Bh::new(self.shared.clone(), Box::new(f))
     }
 
@@ -299,9 +300,11 @@ impl Handle {
         bh::oneshot(&self.shared, f);
     }
 
-    /// A new, disarmed timer running `f` on the home thread.
+    /// A new, disarmed timer running `f` on the home thread, created from any thread: `f` must be
+    /// `Send`, and so is the [`Timer<Remote>`](Timer) (on the home thread, [`AioContext::timer_new`]
+    /// takes any closure).
     #[doc(alias = "aio_timer_new")]
-    pub fn timer_new(&self, f: impl FnMut() + Send + 'static) -> Timer {
+    pub fn timer_new(&self, f: impl FnMut(&TimerRef<'_>) + Send + 'static) -> Timer<Remote> {
         Timer::new(self.shared.clone(), Box::new(f))
     }
 
@@ -318,49 +321,34 @@ impl Handle {
     /// `fd` is negative, closed (EBADF), cannot be watched (epoll: a regular file), is the context's
     /// own notifier, or the handler has no callback. The message names the fd.
     #[doc(alias = "aio_set_fd_handler")]
-    pub fn set_fd_handler(&self, fd: RawFd, h: FdHandler) -> io::Result<()> {
-        let s = &self.shared;
-        {
-            let mut t = s.handlers.lock();
-            t.set(fd, h)?;
-            s.publish_counts(&t);
-            #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
-            if t.upgrade_at != 0 && t.by_fd.len() >= t.upgrade_at && t.fdmon.name() == "ppoll" {
-                // QEMU's fdmon_epoll_try_upgrade: under the table lock, so no racing registration is
-                // lost (B17). If epoll cannot be created, ppoll keeps working with any number of fds.
-                t.upgrade_at = 0;
-                if let Ok(ep) = crate::fdmon::Epoll::new() {
-                    t.switch_to(Box::new(ep))?;
-                }
-            }
-            // ORDERING: Relaxed: the notify below publishes it (Release fence; the home thread's accept
-            // fence acquires).
-            s.handlers_gen.fetch_add(1, Ordering::Relaxed);
-        }
-        s.notify.notify();
-        Ok(())
+    pub fn set_fd_handler(&self, fd: RawFd, h: FdHandler<Remote>) -> io::Result<()> {
+        set_fd_handler(&self.shared, fd, h.erase())
+    }
+
+    /// Change what `fd`'s handler waits for, in place: its callbacks stay, and so does its polling
+    /// state. `Interest::NONE` pauses it (its `on_poll` check still runs while the context polls).
+    /// The loop picks it up by its next wait (a blocked wait is woken). Returns false if `fd` has no
+    /// handler.
+    ///
+    /// # Errors
+    ///
+    /// `interest` asks for an event the handler has no callback for (`read` needs `on_read` or
+    /// `on_poll`, `write` needs `on_write`), or the fd monitor refused the change. The message names
+    /// the fd.
+    #[doc(alias = "aio_set_fd_interest")]
+    pub fn set_fd_interest(&self, fd: RawFd, interest: Interest) -> io::Result<bool> {
+        set_interest(&self.shared, fd, None, interest)
     }
 
     /// Remove the handler of `fd`, from any thread, also from inside a callback (its own or another's):
     /// no callback of it runs after this returns, except one already running on the home thread. Its
-    /// `io_poll_end` still runs if polling had begun. Returns whether a handler was registered.
+    /// `on_poll_end` still runs if polling had begun. Returns whether a handler was registered.
     ///
     /// # Errors
     ///
     /// The fd monitor refused the removal (the message names the fd).
     pub fn remove_fd_handler(&self, fd: RawFd) -> io::Result<bool> {
-        let s = &self.shared;
-        let removed = {
-            let mut t = s.handlers.lock();
-            let r = t.remove(fd)?;
-            s.publish_counts(&t);
-            // ORDERING: Relaxed: published by the notify below (its Release fence; the home thread's accept
-            // fence acquires).
-            s.handlers_gen.fetch_add(1, Ordering::Relaxed);
-            r
-        };
-        s.notify.notify();
-        Ok(removed)
+        remove_fd_handler(&self.shared, fd, None)
     }
 
     /// True once the [`AioContext`] was dropped: BHs scheduled now are dropped without running.
@@ -371,6 +359,76 @@ impl Handle {
         // `loom_bh::closed_publishes`, mutants/CLAIMS).
         self.shared.closed.load(Ordering::Acquire)
     }
+}
+
+#[cfg(feature = "trace")]
+impl Handle {
+    /// The protocol state of the context (trace builds only, for the replay controller).
+    pub fn debug_state(&self) -> crate::trace::DebugState {
+        use crate::sync::atomic::Ordering::Relaxed;
+        let s = &self.shared;
+        // ORDERING: Relaxed: read by the replay controller between two gated steps, when no thread
+        // is in a protocol access (the gate's own lock orders them).
+        crate::trace::DebugState {
+            notify_me: s.notify.notify_me.load(Relaxed),
+            notified: s.notify.notified.load(Relaxed),
+            notifier_fd: s.notify.notifier.fd(),
+            bh_list: !s.bh_list.load(Relaxed).is_null(),
+        }
+    }
+}
+
+/// `aio_set_fd_handler`, for both kinds (the caller's signature checked the kind).
+fn set_fd_handler(s: &Shared, fd: RawFd, h: FdHandler) -> io::Result<()> {
+    {
+        let mut t = s.handlers.lock();
+        t.set(fd, h)?;
+        s.publish_counts(&t);
+        #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+        if t.upgrade_at != 0 && t.by_fd.len() >= t.upgrade_at && t.fdmon.name() == "ppoll" {
+            // QEMU's fdmon_epoll_try_upgrade: under the table lock, so no racing registration is
+            // lost (B17). If epoll cannot be created, ppoll keeps working with any number of fds.
+            t.upgrade_at = 0;
+            if let Ok(ep) = crate::fdmon::Epoll::new() {
+                t.switch_to(Box::new(ep))?;
+            }
+        }
+        // ORDERING: Relaxed: the notify below publishes it (Release fence; the home thread's accept
+        // fence acquires).
+        s.handlers_gen.fetch_add(1, Ordering::Relaxed);
+    }
+    s.notify.notify();
+    Ok(())
+}
+
+/// Change the interest of `fd`'s handler (the one with `token`, if given), then notify.
+pub(crate) fn set_interest(
+    s: &Shared,
+    fd: RawFd,
+    token: Option<u64>,
+    interest: Interest,
+) -> io::Result<bool> {
+    let changed = s.handlers.lock().set_interest(fd, token, interest)?;
+    if changed {
+        // A blocked wait re-reads the interest set (ppoll builds its array per wait).
+        s.notify.notify();
+    }
+    Ok(changed)
+}
+
+/// `aio_remove_fd_handler` of `fd`'s handler (the one with `token`, if given).
+pub(crate) fn remove_fd_handler(s: &Shared, fd: RawFd, token: Option<u64>) -> io::Result<bool> {
+    let removed = {
+        let mut t = s.handlers.lock();
+        let r = t.remove(fd, token)?;
+        s.publish_counts(&t);
+        // ORDERING: Relaxed: published by the notify below (its Release fence; the home thread's accept
+        // fence acquires).
+        s.handlers_gen.fetch_add(1, Ordering::Relaxed);
+        r
+    };
+    s.notify.notify();
+    Ok(removed)
 }
 
 /// The home thread's half.
@@ -460,9 +518,43 @@ impl AioContext {
         &self.handle
     }
 
-    /// The fd of the context's own event notifier (never a valid argument to `set_fd_handler`).
-    pub fn as_raw_fd_of_notifier(&self) -> RawFd {
+    /// The fd of the context's own event notifier (never a valid argument to `set_fd_handler`). The
+    /// fd an external loop waits on is [`AsRawFd::as_raw_fd`] instead.
+    pub fn notifier_fd(&self) -> RawFd {
         self.handle.shared.notify.notifier.fd()
+    }
+
+    /// A new bottom half running `f` on this (home) thread each time it is scheduled. `f` need not be
+    /// `Send` (it may hold `Rc`, `RefCell`); the [`Bh`] stays on this thread, and [`Bh::scheduler`]
+    /// schedules it from others. From another thread, use [`Handle::bh_new`].
+    #[doc(alias = "aio_bh_new")]
+    pub fn bh_new(&self, f: impl FnMut(&BhRef<'_>) + 'static) -> Bh {
+        Bh::new(self.handle.shared.clone(), Box::new(f))
+    }
+
+    /// Run `f` once on this thread, in the next poll; `f` need not be `Send`. If the context is
+    /// dropped first, `f` is dropped (on this thread) without being called.
+    #[doc(alias = "aio_bh_schedule_oneshot")]
+    pub fn bh_oneshot(&self, f: impl FnOnce() + 'static) {
+        bh::oneshot(&self.handle.shared, f);
+    }
+
+    /// A new, disarmed timer running `f` on this (home) thread; `f` need not be `Send`, and the
+    /// [`Timer`] stays on this thread. From another thread, use [`Handle::timer_new`].
+    #[doc(alias = "aio_timer_new")]
+    pub fn timer_new(&self, f: impl FnMut(&TimerRef<'_>) + 'static) -> Timer {
+        Timer::new(self.handle.shared.clone(), Box::new(f))
+    }
+
+    /// Register (or replace) the handler of `fd` on this (home) thread: a [`FdHandler`] of either
+    /// kind (its closures need not be `Send`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::set_fd_handler`].
+    #[doc(alias = "aio_set_fd_handler")]
+    pub fn set_fd_handler<K: Kind>(&self, fd: RawFd, h: FdHandler<K>) -> io::Result<()> {
+        set_fd_handler(&self.handle.shared, fd, h.erase())
     }
 
     /// "ppoll", "epoll", "io_uring" or "model".
@@ -506,7 +598,7 @@ impl AioContext {
     /// then (no clock, no poll mode, no wait: a zero timeout with no user fd makes no syscall), as a
     /// short path inlined into the caller, so the common "run what was scheduled" iteration has no
     /// call frame; everything rare in it (nested slices, ready poll handlers, deleted handlers,
-    /// timers) is out of line. (callgrind, `ci/bench`: 83 instructions per `schedule` + `poll(false)`.)
+    /// timers) is out of line. (callgrind, `ci/bench`: 91 instructions per `schedule` + `poll(false)`, 2.07× the bare algorithm.)
     #[inline(always)]
     fn poll_quiet(&self) -> bool {
         let s = &*self.handle.shared;
@@ -514,7 +606,7 @@ impl AioContext {
         crate::trace_step!(Step::CtxPollComputeTimeout, timeout = 0);
         #[cfg(not(aioctx_bug = "accept_after_scan"))]
         s.notify.accept(); // 8.
-        let mut progress = self.home.bhs.poll(s); // 10.
+        let mut progress = self.home.bhs.poll(self); // 10.
         #[cfg(aioctx_bug = "accept_after_scan")]
         s.notify.accept();
         if self.home.polling.has_ready() {
@@ -599,7 +691,7 @@ impl AioContext {
         if notifier {
             s.notify.drain();
         }
-        progress |= self.home.bhs.poll(s);
+        progress |= self.home.bhs.poll(self);
         #[cfg(aioctx_bug = "accept_after_scan")]
         s.notify.accept();
         #[cfg(aioctx_bug = "drain_after_scan")]
@@ -729,7 +821,7 @@ impl AioContext {
             for h in &running {
                 // Still registered: `retire` sets `deleted` under this lock.
                 if !h.is_deleted() {
-                    let _ = t.fdmon.modify(h.fd, h.token, h.interest);
+                    let _ = t.fdmon.modify(h.fd, h.token, h.interest());
                 }
             }
         }
@@ -793,7 +885,7 @@ impl AioContext {
     fn run_timers_slow(&self) -> bool {
         let s = &*self.handle.shared;
         let _walk = self.enter();
-        s.timers.run(s.clock.now_ns(), &self.home.timers_running)
+        s.timers.run(self, s.clock.now_ns(), &self.home.timers_running)
     }
 
     // ---- external-loop integration (QEMU's GSource: prepare / check / dispatch) ----
@@ -847,7 +939,7 @@ impl AioContext {
         let s = &*self.handle.shared;
         let walk = self.enter();
         let mut events = self.home.events.take();
-        let mut progress = self.home.bhs.poll(s);
+        let mut progress = self.home.bhs.poll(self);
         progress |= self.dispatch_events(&events, 0);
         events.clear();
         self.home.events.set(events);
@@ -943,16 +1035,16 @@ mod tests {
     fn compute_timeout_idle_bh_caps_at_10ms() {
         let ctx = model_ctx();
         assert_eq!(ctx.compute_timeout(), None);
-        let bh = ctx.bh_new(|| {});
+        let bh = ctx.bh_new(|_| {});
         bh.schedule_idle();
         assert_eq!(ctx.compute_timeout(), Some(IDLE_BH_TIMEOUT_NS));
         bh.schedule(); // QEMU semantics: OR-ing SCHEDULED keeps a pending BH idle
         assert_eq!(ctx.compute_timeout(), Some(IDLE_BH_TIMEOUT_NS));
-        let busy = ctx.bh_new(|| {});
+        let busy = ctx.bh_new(|_| {});
         busy.schedule();
         assert_eq!(ctx.compute_timeout(), Some(0));
         assert!(ctx.poll(false));
-        let t = ctx.timer_new(|| {});
+        let t = ctx.timer_new(|_| {});
         t.mod_ns(ctx.now_ns() + 5_000_000);
         assert_eq!(ctx.compute_timeout(), Some(5_000_000));
         bh.schedule_idle();
@@ -971,7 +1063,7 @@ mod tests {
         let ctx = AioContext::builder().backend(Backend::Model(k.clone())).build().unwrap();
         let fired = Arc::new(AtomicBool::new(false));
         let f2 = fired.clone();
-        let t = ctx.timer_new(move || f2.store(true, Ordering::Relaxed));
+        let t = ctx.timer_new(move |_| f2.store(true, Ordering::Relaxed));
         t.mod_ns(1_000_000);
         while ctx.poll(false) {}
         assert!(!fired.load(Ordering::Relaxed));

@@ -26,55 +26,84 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::marker::PhantomData;
 use std::os::fd::RawFd;
 
 use crate::kernel::{Event, FdMonitor, Interest};
-use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::kind::{Kind, Local, Remote};
+use crate::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crate::sync::{Arc, UnsafeCell};
 #[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
 use crate::trace::Step;
+use crate::AioContext;
 
-type Cb = Box<dyn FnMut() + Send + 'static>;
-type PollCb = Box<dyn FnMut() -> bool + Send + 'static>;
+/// A handler callback; `Send` or not by the handler's kind (see `crate::kind`).
+type Cb = Box<dyn FnMut(&FdRef<'_>) + 'static>;
+type PollCb = Box<dyn FnMut(&FdRef<'_>) -> bool + 'static>;
 
 /// The callbacks of one fd, built with chained setters and registered with
-/// [`crate::Handle::set_fd_handler`].
+/// [`AioContext::set_fd_handler`] (or, for a `Remote` one, [`Handle::set_fd_handler`](crate::Handle::set_fd_handler)).
 ///
-/// `on_read` / `on_write` run when the fd is readable / writable (a hang-up or error runs both). The
-/// polling callbacks serve adaptive userspace polling: `io_poll` is a cheap readiness check with no
-/// side effects, `io_poll_ready` does the work after a successful `io_poll`, and `io_poll_begin` /
-/// `io_poll_end` bracket a stretch of polling (virtio uses them to suppress guest notifications). A
-/// handler with `io_poll` but no `io_poll_ready` is not polled.
+/// One naming scheme, `on_<event>`: `on_read` / `on_write` run when the fd is readable / writable (a
+/// hang-up or error runs both). The polling callbacks serve adaptive userspace polling: `on_poll`'s
+/// `check` is a cheap readiness check with no side effects and its `ready` does the work after a
+/// successful check (QEMU `io_poll` / `io_poll_ready`); `on_poll_begin` / `on_poll_end` bracket a
+/// stretch of polling (virtio uses them to suppress guest notifications; QEMU `io_poll_begin` /
+/// `io_poll_end`).
 ///
-/// Re-entrancy: a handler's callbacks are never re-entered. While one of them runs, a nested poll
-/// ([`AioContext::with_current`](crate::AioContext::with_current)) skips the handler, which is not
-/// progress, and a nested blocking poll leaves its fd out of its wait, so the fd's readiness does not
-/// keep the nested poll from sleeping. Nothing is lost: fds are level-triggered, so a readiness the
-/// callback left unconsumed is reported again by the first wait after it returned.
+/// Every callback gets an [`FdRef`]: its fd, its context, and the handler itself, to change what it
+/// waits for in place ([`FdRef::set_interest`], also [`Handle::set_fd_interest`](crate::Handle::set_fd_interest)) or remove
+/// itself ([`FdRef::remove`]).
+///
+/// Two kinds ([`crate::kind`]): `FdHandler::new()` (= `FdHandler<Local>`) takes any `'static`
+/// closures and registers on the home context; `FdHandler::new_remote()` takes `Send` closures and
+/// registers from any thread through a `Handle`.
+///
+/// # Re-entrancy (nested polls)
+///
+/// A handler's callbacks are never re-entered. While one of them runs, a nested poll
+/// ([`FdRef::context`]) skips the handler, which is not progress, and a nested blocking poll leaves
+/// its fd out of its wait, so the fd's readiness does not keep the nested poll from sleeping. Nothing
+/// is lost: fds are level-triggered, so a readiness the callback left unconsumed is reported again by
+/// the first wait after it returned. Other handlers do run in the nested poll.
 ///
 /// # Examples
 ///
 /// ```
-/// # use aioctx::{AioContext, FdHandler};
-/// # use std::os::fd::AsRawFd;
+/// # use aioctx::{AioContext, FdHandler, Interest};
+/// # use std::{cell::Cell, io::{Read, Write}, os::fd::AsRawFd, rc::Rc};
 /// let ctx = AioContext::new()?;
-/// let (r, w) = std::os::unix::net::UnixStream::pair()?;
-/// ctx.set_fd_handler(r.as_raw_fd(), FdHandler::new().on_read(|| println!("readable")))?;
-/// # ctx.remove_fd_handler(r.as_raw_fd())?;
-/// # drop(w);
+/// let (r, mut w) = std::os::unix::net::UnixStream::pair()?;
+/// let got = Rc::new(Cell::new(0));
+/// let g2 = got.clone();
+/// let mut r2 = r.try_clone()?;
+/// ctx.set_fd_handler(r.as_raw_fd(), FdHandler::new().on_read(move |this| {
+///     let mut b = [0; 1];
+///     r2.read_exact(&mut b).unwrap();
+///     g2.set(g2.get() + 1);
+///     this.remove().unwrap(); // one event is enough
+/// }))?;
+/// w.write_all(b"xy")?;
+/// assert!(ctx.poll(true));
+/// assert!(!ctx.poll(false)); // removed: the second byte is not read
+/// assert_eq!(got.get(), 1);
 /// # Ok::<(), std::io::Error>(())
 /// ```
-#[derive(Default)]
-pub struct FdHandler {
+pub struct FdHandler<K: Kind = Local> {
     pub(crate) read: Option<Cb>,
     pub(crate) write: Option<Cb>,
     pub(crate) poll: Option<PollCb>,
     pub(crate) poll_ready: Option<Cb>,
     pub(crate) poll_begin: Option<Cb>,
     pub(crate) poll_end: Option<Cb>,
+    _kind: PhantomData<K>,
 }
 
-impl std::fmt::Debug for FdHandler {
+// SAFETY: every closure of a `FdHandler<Remote>` was `Send` when boxed (the `Remote` setters require
+// it); the box type forgets it only so that both kinds share one representation.
+unsafe impl Send for FdHandler<Remote> {}
+
+impl<K: Kind> std::fmt::Debug for FdHandler<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FdHandler")
             .field("read", &self.read.is_some())
@@ -85,47 +114,150 @@ impl std::fmt::Debug for FdHandler {
     }
 }
 
-impl FdHandler {
-    /// No callbacks yet.
-    pub fn new() -> Self {
-        Self::default()
+impl<K: Kind> FdHandler<K> {
+    fn empty() -> Self {
+        FdHandler {
+            read: None,
+            write: None,
+            poll: None,
+            poll_ready: None,
+            poll_begin: None,
+            poll_end: None,
+            _kind: PhantomData,
+        }
     }
-    /// Called when the fd is readable (QEMU `io_read`).
-    pub fn on_read(mut self, f: impl FnMut() + Send + 'static) -> Self {
-        self.read = Some(Box::new(f));
-        self
-    }
-    /// Called when the fd is writable (QEMU `io_write`).
-    pub fn on_write(mut self, f: impl FnMut() + Send + 'static) -> Self {
-        self.write = Some(Box::new(f));
-        self
-    }
-    /// Userspace polling: `check` says whether work is ready (no side effects); `ready` does it
-    /// (QEMU `io_poll` and `io_poll_ready`).
-    pub fn io_poll(
-        mut self,
-        check: impl FnMut() -> bool + Send + 'static,
-        ready: impl FnMut() + Send + 'static,
-    ) -> Self {
-        self.poll = Some(Box::new(check));
-        self.poll_ready = Some(Box::new(ready));
-        self
-    }
-    /// Called when polling of this handler begins (QEMU `io_poll_begin`).
-    pub fn io_poll_begin(mut self, f: impl FnMut() + Send + 'static) -> Self {
-        self.poll_begin = Some(Box::new(f));
-        self
-    }
-    /// Called when polling of this handler ends; always follows a begin (QEMU `io_poll_end`).
-    pub fn io_poll_end(mut self, f: impl FnMut() + Send + 'static) -> Self {
-        self.poll_end = Some(Box::new(f));
-        self
+    /// Forget the kind (the callbacks run on the home thread either way).
+    pub(crate) fn erase(self) -> FdHandler<Local> {
+        FdHandler {
+            read: self.read,
+            write: self.write,
+            poll: self.poll,
+            poll_ready: self.poll_ready,
+            poll_begin: self.poll_begin,
+            poll_end: self.poll_end,
+            _kind: PhantomData,
+        }
     }
     fn interest(&self) -> Interest {
         Interest { read: self.read.is_some() || self.poll.is_some(), write: self.write.is_some() }
     }
     pub(crate) fn can_poll(&self) -> bool {
         self.poll.is_some() && self.poll_ready.is_some()
+    }
+}
+
+/// The setters of one kind: `$($bound)*` is the closure bound (`+ Send` for `Remote`).
+macro_rules! setters {
+    ($kind:ty, $($bound:tt)*) => {
+        impl FdHandler<$kind> {
+            /// Called when the fd is readable (QEMU `io_read`).
+            pub fn on_read(mut self, f: impl FnMut(&FdRef<'_>) $($bound)* + 'static) -> Self {
+                self.read = Some(Box::new(f));
+                self
+            }
+            /// Called when the fd is writable (QEMU `io_write`).
+            pub fn on_write(mut self, f: impl FnMut(&FdRef<'_>) $($bound)* + 'static) -> Self {
+                self.write = Some(Box::new(f));
+                self
+            }
+            /// Userspace polling: `check` says whether work is ready (no side effects); `ready` does
+            /// it (QEMU `io_poll` and `io_poll_ready`).
+            pub fn on_poll(
+                mut self,
+                check: impl FnMut(&FdRef<'_>) -> bool $($bound)* + 'static,
+                ready: impl FnMut(&FdRef<'_>) $($bound)* + 'static,
+            ) -> Self {
+                self.poll = Some(Box::new(check));
+                self.poll_ready = Some(Box::new(ready));
+                self
+            }
+            /// Called when polling of this handler begins (QEMU `io_poll_begin`).
+            pub fn on_poll_begin(mut self, f: impl FnMut(&FdRef<'_>) $($bound)* + 'static) -> Self {
+                self.poll_begin = Some(Box::new(f));
+                self
+            }
+            /// Called when polling of this handler ends; always follows a begin (QEMU
+            /// `io_poll_end`).
+            pub fn on_poll_end(mut self, f: impl FnMut(&FdRef<'_>) $($bound)* + 'static) -> Self {
+                self.poll_end = Some(Box::new(f));
+                self
+            }
+        }
+    };
+}
+setters!(Local,);
+setters!(Remote, + Send);
+
+impl FdHandler<Local> {
+    /// No callbacks yet; closures need not be `Send`. Register it with
+    /// [`AioContext::set_fd_handler`] on the home thread.
+    pub fn new() -> Self {
+        Self::empty()
+    }
+}
+
+impl Default for FdHandler<Local> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FdHandler<Remote> {
+    /// No callbacks yet; closures must be `Send`. Register it from any thread with
+    /// [`Handle::set_fd_handler`](crate::Handle::set_fd_handler).
+    pub fn new_remote() -> Self {
+        Self::empty()
+    }
+}
+
+/// A handler callback's view of its own handler, valid for the duration of the call.
+pub struct FdRef<'a> {
+    h: &'a AioHandler,
+    ctx: &'a AioContext,
+}
+
+impl std::fmt::Debug for FdRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FdRef").field("fd", &self.h.fd).finish()
+    }
+}
+
+impl<'a> FdRef<'a> {
+    /// The handler's fd.
+    pub fn fd(&self) -> RawFd {
+        self.h.fd
+    }
+
+    /// Change what this handler waits for, in place (the callbacks stay); see
+    /// [`Handle::set_fd_interest`](crate::Handle::set_fd_interest). Does nothing if the handler was removed or replaced.
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::set_fd_interest`](crate::Handle::set_fd_interest).
+    pub fn set_interest(&self, interest: Interest) -> io::Result<()> {
+        crate::ctx::set_interest(self.ctx.shared(), self.h.fd, Some(self.h.token), interest)
+            .map(|_| ())
+    }
+
+    /// The interest it waits for now.
+    pub fn interest(&self) -> Interest {
+        self.h.interest()
+    }
+
+    /// Remove this handler (see [`Handle::remove_fd_handler`](crate::Handle::remove_fd_handler)):
+    /// no callback of it runs after this one returns. Returns false if it was already removed or
+    /// replaced (then nothing is removed: a replacement stays).
+    ///
+    /// # Errors
+    ///
+    /// The fd monitor refused the removal.
+    pub fn remove(&self) -> io::Result<bool> {
+        crate::ctx::remove_fd_handler(self.ctx.shared(), self.h.fd, Some(self.h.token))
+    }
+
+    /// The context running the callback (for a nested poll, or to create more work on it).
+    pub fn context(&self) -> &'a AioContext {
+        self.ctx
     }
 }
 
@@ -151,8 +283,10 @@ pub(crate) struct AioHandler {
     pub(crate) fd: RawFd,
     pub(crate) token: u64,
     pub(crate) can_poll: bool,
-    #[cfg_attr(any(aioctx_loom, aioctx_shuttle), allow(dead_code))]
-    pub(crate) interest: Interest,
+    /// What the fd monitor watches for: `Interest` bits, written under the table lock.
+    interest: AtomicU32,
+    /// What the callbacks can serve (a `set_interest` may not exceed it).
+    pub(crate) capable: Interest,
     deleted: AtomicBool,
     /// Home thread only.
     cbs: UnsafeCell<FdHandler>,
@@ -161,7 +295,11 @@ pub(crate) struct AioHandler {
 }
 
 // SAFETY:
-// - the callbacks are `Send`, so the handler may move to (and be dropped on) any thread;
+// - a `Remote` handler's callbacks are `Send`, so it may be dropped on any thread. A `Local` one is
+//   registered only through the `AioContext` (home thread) and the context's drop (home thread)
+//   takes every handler out of the table; every other holder (the dispatch and poll lists) is
+//   home-thread state, and a removal on another thread only moves the table's reference to the
+//   `deleted` list under the lock (never the last one), so it is dropped on the home thread;
 // - `cbs` and `local` are accessed only by the context's home thread (every accessor is called from
 //   AioContext, which is !Send); other threads read only the immutable fields and the atomic `deleted`.
 unsafe impl Send for AioHandler {}
@@ -174,7 +312,18 @@ impl std::fmt::Debug for AioHandler {
     }
 }
 
+fn interest_bits(i: Interest) -> u32 {
+    i.read as u32 | (i.write as u32) << 1
+}
+
 impl AioHandler {
+    /// What the fd monitor watches for. Read under the table lock, or by the home thread (a hint).
+    pub(crate) fn interest(&self) -> Interest {
+        // ORDERING: Relaxed: written under the table lock, read under it (or as a hint).
+        let b = self.interest.load(Ordering::Relaxed);
+        Interest { read: b & 1 != 0, write: b & 2 != 0 }
+    }
+
     pub(crate) fn is_deleted(&self) -> bool {
         // ORDERING: Acquire: pairs with the Release store in `HandlerTable::remove`; only a flag.
         self.deleted.load(Ordering::Acquire)
@@ -191,7 +340,11 @@ impl AioHandler {
 
     /// Run one callback with the re-entrancy guard. Returns None if it is absent, deleted or already
     /// running further up the stack.
-    fn run<R>(&self, pick: impl FnOnce(&mut FdHandler) -> Option<R>) -> Option<R> {
+    fn run<R>(
+        &self,
+        ctx: &AioContext,
+        pick: impl FnOnce(&mut FdHandler, &FdRef<'_>) -> Option<R>,
+    ) -> Option<R> {
         if self.is_deleted() || self.with_local(|l| std::mem::replace(&mut l.in_callback, true)) {
             return None;
         }
@@ -202,21 +355,22 @@ impl AioHandler {
             }
         }
         let _reset = Reset(self);
+        let this = FdRef { h: self, ctx };
         // SAFETY:
         // - home thread only (as `with_local`);
         // - `in_callback` was false and is now true, so no other &mut to `cbs` is live up the stack,
         //   and nested polls skip this handler until `_reset` runs.
-        self.cbs.with_mut(|c| pick(unsafe { &mut *c }))
+        self.cbs.with_mut(|c| pick(unsafe { &mut *c }, &this))
     }
 
     /// Dispatch fd readiness. Returns true if a user callback ran (progress).
-    pub(crate) fn dispatch(&self, ev: &Event) -> bool {
+    pub(crate) fn dispatch(&self, ctx: &AioContext, ev: &Event) -> bool {
         let mut progress = false;
         if ev.readable {
-            progress |= self.run(|c| c.read.as_mut().map(|f| f())).is_some();
+            progress |= self.run(ctx, |c, r| c.read.as_mut().map(|f| f(r))).is_some();
         }
         if ev.writable {
-            progress |= self.run(|c| c.write.as_mut().map(|f| f())).is_some();
+            progress |= self.run(ctx, |c, r| c.write.as_mut().map(|f| f(r))).is_some();
         }
         if progress {
             crate::trace_step!(Step::CtxPollDispatch);
@@ -225,18 +379,18 @@ impl AioHandler {
     }
 
     /// io_poll. `Some(ready)`, or None if it could not run (deleted, running).
-    pub(crate) fn io_poll(&self) -> Option<bool> {
-        self.run(|c| c.poll.as_mut().map(|f| f()))
+    pub(crate) fn io_poll(&self, ctx: &AioContext) -> Option<bool> {
+        self.run(ctx, |c, r| c.poll.as_mut().map(|f| f(r)))
     }
 
     /// io_poll_ready. True if it ran.
-    pub(crate) fn io_poll_ready(&self) -> bool {
-        self.run(|c| c.poll_ready.as_mut().map(|f| f())).is_some()
+    pub(crate) fn io_poll_ready(&self, ctx: &AioContext) -> bool {
+        self.run(ctx, |c, r| c.poll_ready.as_mut().map(|f| f(r))).is_some()
     }
 
     /// io_poll_begin / io_poll_end: tracked so that end always follows begin (§6.3). Deleted handlers
     /// still get their end (from finalisation).
-    pub(crate) fn set_polling(&self, on: bool) {
+    pub(crate) fn set_polling(&self, ctx: &AioContext, on: bool) {
         if self.with_local(|l| std::mem::replace(&mut l.poll_begun, on)) == on {
             return;
         }
@@ -244,13 +398,14 @@ impl AioHandler {
         if self.with_local(|l| std::mem::replace(&mut l.in_callback, true)) {
             return;
         }
+        let this = FdRef { h: self, ctx };
         // SAFETY: as in `run`.
         self.cbs.with_mut(|c| {
             // SAFETY: as in `run`.
             let c = unsafe { &mut *c };
             let f = if on { c.poll_begin.as_mut() } else { c.poll_end.as_mut() };
             if let Some(f) = f {
-                f()
+                f(&this)
             }
         });
         self.with_local(|l| l.in_callback = false);
@@ -297,6 +452,7 @@ impl HandlerTable {
 
     /// Register or replace `fd`'s handler.
     pub(crate) fn set(&mut self, fd: RawFd, h: FdHandler) -> io::Result<()> {
+        // `h` is already kind-erased: the caller's signature checked it (`Handle`: `Remote` only).
         if fd < 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -313,7 +469,7 @@ impl HandlerTable {
         if interest.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("set_fd_handler: fd {fd}: the handler has no read, write or io_poll callback (use remove_fd_handler)"),
+                format!("set_fd_handler: fd {fd}: the handler has no on_read, on_write or on_poll callback (use remove_fd_handler)"),
             ));
         }
         let token = self.next_token;
@@ -321,7 +477,8 @@ impl HandlerTable {
             fd,
             token,
             can_poll: h.can_poll(),
-            interest,
+            interest: AtomicU32::new(interest_bits(interest)),
+            capable: interest,
             deleted: AtomicBool::new(false),
             cbs: UnsafeCell::new(h),
             local: UnsafeCell::new(HandlerLocal::default()),
@@ -340,9 +497,39 @@ impl HandlerTable {
         Ok(())
     }
 
-    /// Remove `fd`'s handler. Ok(false) if there was none.
-    pub(crate) fn remove(&mut self, fd: RawFd) -> io::Result<bool> {
+    /// Change what `fd`'s handler (the one with `token`, if given) waits for. Ok(false) if there is
+    /// none.
+    pub(crate) fn set_interest(
+        &mut self,
+        fd: RawFd,
+        token: Option<u64>,
+        interest: Interest,
+    ) -> io::Result<bool> {
+        let Some(h) = self.by_fd.get(&fd) else { return Ok(false) };
+        if token.is_some_and(|t| t != h.token) {
+            return Ok(false);
+        }
+        if interest.read && !h.capable.read || interest.write && !h.capable.write {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "set_fd_interest: fd {fd}: {interest:?} asks for more than its callbacks serve ({:?})",
+                    h.capable
+                ),
+            ));
+        }
+        self.fdmon.modify(fd, h.token, interest)?;
+        // ORDERING: Relaxed: under the table lock (see `AioHandler::interest`).
+        h.interest.store(interest_bits(interest), Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Remove `fd`'s handler (the one with `token`, if given). Ok(false) if there was none.
+    pub(crate) fn remove(&mut self, fd: RawFd, token: Option<u64>) -> io::Result<bool> {
         let Some(old) = self.by_fd.get(&fd).cloned() else { return Ok(false) };
+        if token.is_some_and(|t| t != old.token) {
+            return Ok(false);
+        }
         self.fdmon.delete(fd, old.token)?;
         self.retire(&old);
         Ok(true)
@@ -363,7 +550,7 @@ impl HandlerTable {
     pub(crate) fn switch_to(&mut self, new: Box<dyn FdMonitor>) -> io::Result<()> {
         new.add(self.notifier_fd, NOTIFIER_TOKEN, Interest::READ)?;
         for h in self.by_fd.values() {
-            new.add(h.fd, h.token, h.interest)?;
+            new.add(h.fd, h.token, h.interest())?;
         }
         self.fdmon = Arc::new(new);
         Ok(())

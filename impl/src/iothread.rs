@@ -26,6 +26,9 @@ use crate::{AioContext, Builder, Handle};
 pub struct IoThread {
     handle: Handle,
     thread: Option<thread::JoinHandle<()>>,
+    /// The loop's stop flag, set by a oneshot BH on the thread (`request_stop`). The IoThread's own
+    /// state: the context knows nothing of it.
+    stop: Arc<AtomicBool>,
 }
 
 /// A one-value rendezvous over the facade (so loom and shuttle see it).
@@ -74,14 +77,14 @@ impl IoThread {
     {
         let slot: Arc<Slot<io::Result<Handle>>> = Slot::new();
         let s2 = slot.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
         let body = move || {
             let ctx = match builder().build() {
                 Ok(c) => c,
                 Err(e) => return s2.put(Err(e)),
             };
-            let stop = Arc::new(AtomicBool::new(false));
-            let stop2 = stop.clone();
-            ctx.handle().set_stop_hook(stop2);
+            let stop = stop2;
             s2.put(Ok(ctx.handle().clone()));
             // ORDERING: Relaxed: the flag is set by a BH running on this very thread.
             while !stop.load(Ordering::Relaxed) {
@@ -96,7 +99,7 @@ impl IoThread {
             thread::spawn(body)
         };
         match slot.take() {
-            Ok(handle) => Ok(IoThread { handle, thread: Some(t) }),
+            Ok(handle) => Ok(IoThread { handle, thread: Some(t), stop }),
             Err(e) => {
                 let _ = t.join();
                 Err(e)
@@ -132,7 +135,7 @@ impl IoThread {
 
     fn stop_and_join(&mut self) {
         if let Some(t) = self.thread.take() {
-            self.handle.request_stop();
+            self.request_stop();
             if let Err(p) = t.join() {
                 std::panic::resume_unwind(p);
             }
@@ -145,23 +148,17 @@ impl Drop for IoThread {
         if !std::thread::panicking() {
             self.stop_and_join();
         } else if let Some(t) = self.thread.take() {
-            self.handle.request_stop();
+            self.request_stop();
             let _ = t.join();
         }
     }
 }
 
-impl Handle {
-    fn set_stop_hook(&self, stop: Arc<AtomicBool>) {
-        *self.shared.stop_hook.lock() = Some(stop);
-    }
-
-    /// Schedule the stop of an IoThread's loop (a oneshot BH on its home thread).
+impl IoThread {
+    /// Schedule the stop of the loop (a oneshot BH on its thread).
     fn request_stop(&self) {
-        let hook = self.shared.stop_hook.lock().clone();
-        if let Some(stop) = hook {
-            // ORDERING: Relaxed: read by the loop on this same (home) thread.
-            self.bh_oneshot(move || stop.store(true, Ordering::Relaxed));
-        }
+        let stop = self.stop.clone();
+        // ORDERING: Relaxed: read by the loop on the thread that runs this BH.
+        self.handle.bh_oneshot(move || stop.store(true, Ordering::Relaxed));
     }
 }

@@ -11,6 +11,7 @@ mod ctx;
 mod handler;
 mod iothread;
 pub mod kernel;
+pub mod kind;
 mod notify;
 mod poll;
 pub mod sync;
@@ -22,14 +23,15 @@ pub mod fdmon;
 #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
 pub mod sys;
 
-pub use bh::Bh;
+pub use bh::{bh_flags, Bh, BhRef, BhScheduler};
 pub(crate) use ctx::Shared;
 pub use ctx::{AioContext, Backend, Builder, Handle};
-pub use handler::FdHandler;
+pub use handler::{FdHandler, FdRef};
 pub use iothread::IoThread;
 pub use kernel::{Clock, FaultCounts, Faults, Interest, ModelClock, ModelKernel, MonotonicClock};
+pub use kind::{Local, Remote};
 pub use poll::{adjust_poll_ns, POLL_IDLE_INTERVAL_NS, POLL_INITIAL_NS};
-pub use timer::Timer;
+pub use timer::{Timer, TimerRef};
 
 /// The README's example is compiled and run as a doctest, so it stays true.
 #[cfg(doctest)]

@@ -270,7 +270,7 @@ impl AioContext {
             crate::trace_step!(Step::CtxPollBegin, poll_started = 1);
             st.started.set(true);
             for h in st.list.borrow().clone() {
-                h.set_polling(true);
+                h.set_polling(self, true);
             }
         }
 
@@ -333,7 +333,7 @@ impl AioContext {
 
     /// One io_poll of `h`; true if it is ready (then queued for io_poll_ready).
     fn poll_once(&self, h: &Arc<AioHandler>, now: u64) -> bool {
-        let ready = h.io_poll() == Some(true);
+        let ready = h.io_poll(self) == Some(true);
         crate::trace_step!(Step::HandlerIoPoll, ready = ready as u32);
         if ready {
             // ORDERING: Relaxed: configuration, published by the notify of set_poll_idle_timeout.
@@ -375,7 +375,7 @@ impl AioContext {
             self.poll_list_remove(&h);
             h.with_local(|l| l.poll_idle_deadline = 0);
             if st.started.get() {
-                h.set_polling(false);
+                h.set_polling(self, false);
                 #[cfg(not(aioctx_bug = "no_final_poll_after_poll_end"))]
                 if self.poll_once(&h, now) {
                     progress = true;
@@ -396,7 +396,7 @@ impl AioContext {
         crate::trace_step!(Step::CtxPollEnd, poll_started = 0);
         let list = st.list.borrow().clone();
         for h in &list {
-            h.set_polling(false);
+            h.set_polling(self, false);
         }
         #[cfg_attr(aioctx_bug = "no_final_poll_after_poll_end", allow(unused_mut))]
         let mut progress = false;
@@ -436,7 +436,7 @@ impl AioContext {
         tracing::trace!(target: "aioctx", fd = h.fd, "poll_add");
         crate::trace_step!(Step::CtxPollAdd, poll_started = st.started.get());
         if st.started.get() {
-            h.set_polling(true);
+            h.set_polling(self, true);
         }
     }
 
@@ -444,7 +444,7 @@ impl AioContext {
     pub(crate) fn poll_list_forget(&self, h: &Arc<AioHandler>) {
         self.poll_list_remove(h);
         h.with_local(|l| l.poll_ready = false);
-        h.set_polling(false);
+        h.set_polling(self, false);
     }
 
     /// The notifier was dispatched (its eventfd fired, or polling saw `notified`): it joins the poll
@@ -492,7 +492,7 @@ impl AioContext {
             let was_listed = h.with_local(|l| l.on_poll_list);
             self.poll_list_remove(&h);
             crate::trace_step!(Step::HandlerPollReady);
-            if h.io_poll_ready() {
+            if h.io_poll_ready(self) {
                 progress = true;
             }
             if was_listed {
@@ -507,7 +507,7 @@ impl AioContext {
     pub(crate) fn dispatch_handler(&self, h: &Arc<AioHandler>, e: &Event, block_ns: u64) -> bool {
         // An fd event supersedes a pending poll-ready for the same handler (one dispatch, as QEMU).
         h.with_local(|l| l.poll_ready = false);
-        let progress = h.dispatch(e);
+        let progress = h.dispatch(self, e);
         if h.can_poll {
             self.poll_list_add(h);
             self.adjust(h, block_ns);

@@ -30,26 +30,36 @@
 use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::marker::PhantomData;
 use std::time::Duration;
 
+use crate::kind::{Kind, Local};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, UnsafeCell};
 #[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
 use crate::trace::Step;
-use crate::Shared;
+use crate::{AioContext, Shared};
 
-type Callback = Box<dyn FnMut() + Send + 'static>;
+/// A timer's callback; `Send` or not by its kind (see `crate::kind`).
+type Callback = Box<dyn FnMut(&TimerRef<'_>) + 'static>;
 
 pub(crate) struct TimerInner {
-    /// Home thread only.
-    cb: UnsafeCell<Callback>,
+    id: u64,
+    /// Home thread only. None once deleted from inside itself ([`TimerRef::delete`]).
+    cb: UnsafeCell<Option<Callback>>,
     /// Home thread only: the callback is running (not re-entered by a nested poll).
     running: UnsafeCell<bool>,
+    /// Home thread only: deleted while running; drop `cb` when the call returns.
+    dead: UnsafeCell<bool>,
 }
 
 // SAFETY:
-// - the callback is `Send`, so the timer may be dropped on any thread;
-// - `cb` and `running` are accessed only by the home thread (`Timers::run`, called by poll).
+// - a `Remote` timer's callback is `Send`, so it may be dropped on any thread. A `Local` timer's
+//   references are held by its `!Send` owner, by `TimerQueue::armed` and by a running call: the owner
+//   and the call are on the home thread; `armed` loses it to the owner's drop (`del`, home thread) or
+//   to `Timers::run` and `Timers::clear` (home thread), and a `Local` timer is never armed once the
+//   context is dropped (`arm`), so the shared half, wherever it is dropped, holds no `Local` timer;
+// - `cb`, `running` and `dead` are accessed only by the home thread (`Timers::run`, called by poll).
 unsafe impl Send for TimerInner {}
 // SAFETY: see the Send impl above.
 unsafe impl Sync for TimerInner {}
@@ -153,7 +163,7 @@ impl Timers {
     /// A timer whose callback is running further up the stack (this is a poll nested in it) is not
     /// called, and stays armed: its entry is set aside for the pass and put back, so it fires in a
     /// poll after that call returned. `running` counts the timer callbacks running (home thread).
-    pub(crate) fn run(&self, now: u64, running: &Cell<u32>) -> bool {
+    pub(crate) fn run(&self, ctx: &AioContext, now: u64, running: &Cell<u32>) -> bool {
         if self.earliest() > now {
             return false;
         }
@@ -186,8 +196,7 @@ impl Timers {
             };
             let Some(t) = due else { break };
             crate::trace_step!(Step::TimerRun);
-            call(&t, running);
-            ran = true;
+            ran |= call(ctx, &t, running);
         }
         ran
     }
@@ -220,11 +229,15 @@ fn is_running(t: &TimerInner) -> bool {
 }
 
 /// Call `t`, which is not running (`Timers::run` sets running timers aside), counting it in `running`.
-fn call(t: &TimerInner, running: &Cell<u32>) {
+/// Returns whether a callback was called (not if it was deleted from inside itself before).
+fn call(ctx: &AioContext, t: &Arc<TimerInner>, running: &Cell<u32>) -> bool {
     debug_assert!(!is_running(t), "a running timer was called again");
-    // SAFETY:
-    // - `cb` and `running` are only accessed on the home thread (from `Timers::run`, called by poll);
-    // - `running` prevents a second &mut to the callback from a nested poll inside it.
+    // SAFETY: (each access to `cb`, `running` and `dead` here) they are only accessed on the home
+    // thread (from `Timers::run`, called by poll), by short raw-pointer accesses.
+    if t.cb.with(|c| unsafe { (*c).is_none() }) {
+        return false;
+    }
+    // SAFETY: as above; `running` prevents a second &mut to the callback from a nested poll.
     t.running.with_mut(|r| unsafe { *r = true });
     running.set(running.get() + 1);
     struct Reset<'a>(&'a TimerInner, &'a Cell<u32>);
@@ -233,96 +246,161 @@ fn call(t: &TimerInner, running: &Cell<u32>) {
             // SAFETY: as above.
             self.0.running.with_mut(|r| unsafe { *r = false });
             self.1.set(self.1.get() - 1);
+            // SAFETY: as above.
+            if self.0.dead.with_mut(|d| unsafe { std::mem::take(&mut *d) }) {
+                // Deleted from inside itself: drop the closure on this (home) thread, outside the
+                // cell (its drop may run user code).
+                // SAFETY: as above; the call is over.
+                drop(self.0.cb.with_mut(|c| unsafe { (*c).take() }));
+            }
         }
     }
     let _reset = Reset(t, running);
-    // SAFETY: as above.
-    t.cb.with_mut(|c| unsafe { (*c)() });
+    let this = TimerRef { t, ctx };
+    // SAFETY: as above; the &mut covers the `cb` cell only (`TimerRef::delete` writes `dead`).
+    t.cb.with_mut(|c| unsafe {
+        if let Some(cb) = (*c).as_mut() {
+            cb(&this)
+        }
+    });
+    true
+}
+
+/// `timer_mod_ns`: arm `t` for `deadline_ns`; notify the loop if it is now the earliest timer.
+fn arm(ctx: &Shared, t: &Arc<TimerInner>, deadline_ns: u64) {
+    let timers = &ctx.timers;
+    let lowered = {
+        let mut q = timers.queue.lock();
+        q.next_seq += 1;
+        let seq = q.next_seq;
+        // The callback reference it replaces is not the last one (the caller's `t`): nothing is
+        // dropped under the lock.
+        q.armed.insert(t.id, Armed { seq, deadline: deadline_ns, timer: t.clone() });
+        q.heap.push(Reverse(Entry { deadline: deadline_ns, seq, id: t.id }));
+        q.compact();
+        // ORDERING: Relaxed, under the timers lock.
+        let old = timers.earliest.load(Ordering::Relaxed);
+        let new = q.earliest();
+        // ORDERING: Relaxed under the lock; published to the home thread by the notify below.
+        timers.earliest.store(new, Ordering::Relaxed);
+        new < old
+    };
+    crate::trace_step!(Step::TimerMod);
+    if lowered {
+        ctx.notify.notify();
+    }
+}
+
+/// `timer_del`: disarm timer `id`. Returns the queue's reference, to be dropped by the caller after
+/// the lock (it may be the last one: a `Local` closure's drop runs user code).
+fn disarm(ctx: &Shared, id: u64) -> Option<Arc<TimerInner>> {
+    let mut q = ctx.timers.queue.lock();
+    let a = q.armed.remove(&id);
+    q.compact();
+    // `earliest` may stay early; the loop wakes once, finds nothing due and recomputes it.
+    a.map(|a| a.timer)
+}
+
+fn deadline(ctx: &Shared, id: u64) -> Option<u64> {
+    ctx.timers.queue.lock().armed.get(&id).map(|a| a.deadline)
+}
+
+fn deadline_in(ctx: &Shared, d: Duration) -> u64 {
+    ctx.clock.now_ns().saturating_add(d.as_nanos().min(u64::MAX as u128) as u64)
 }
 
 /// A timer of one context (QEMU `QEMUTimer` on the context's clock). Arm it with [`Timer::mod_ns`] or
-/// [`Timer::mod_in`] from any thread; its callback runs on the home thread, inside `poll`, at or after
-/// the deadline. Dropping the `Timer` disarms it and drops its callback (at once; if the callback is
-/// running on the home thread, when it returns).
+/// [`Timer::mod_in`]; its callback runs on the home thread, inside `poll`, at or after the deadline.
+/// [`Timer::delete`] (or dropping the `Timer`) disarms it and drops its callback (at once; if the
+/// callback is running on the home thread, when it returns).
 ///
-/// Re-entrancy: a timer's callback is never re-entered. If it polls its context nested
-/// ([`AioContext::with_current`](crate::AioContext::with_current)), that nested poll does not call
-/// this timer, even if the callback re-armed it for a deadline that is passed by then: the arming is
-/// kept, is not progress and does not keep the nested poll from sleeping, and the timer fires in the
-/// first poll after the running call returned.
+/// The callback gets a [`TimerRef`]: itself, to re-arm (a periodic timer), disarm or delete itself,
+/// and the context.
+///
+/// Two kinds ([`crate::kind`]): `Timer` (= `Timer<Local>`) from [`AioContext::timer_new`] takes any
+/// `'static` closure and stays on the home thread (once the context is dropped, arming it does
+/// nothing); `Timer<Remote>` from [`Handle::timer_new`](crate::Handle::timer_new) takes a `Send`
+/// closure and is `Send + Sync`: arm it from any thread.
+///
+/// # Re-entrancy (nested polls)
+///
+/// A timer's callback is never re-entered. If it polls its context nested ([`TimerRef::context`]),
+/// that nested poll does not call this timer, even if the callback re-armed it for a deadline that is
+/// passed by then: the arming is kept, is not progress and does not keep the nested poll from
+/// sleeping, and the timer fires in the first poll after the running call returned. Other due timers
+/// do run in the nested poll.
 ///
 /// # Examples
 ///
 /// ```
 /// # use aioctx::AioContext;
-/// # use std::time::Duration;
+/// # use std::{cell::Cell, rc::Rc, time::Duration};
 /// let ctx = AioContext::new()?;
-/// let t = ctx.timer_new(|| println!("fired"));
+/// let fired = Rc::new(Cell::new(0));
+/// let f2 = fired.clone();
+/// let t = ctx.timer_new(move |this| {
+///     f2.set(f2.get() + 1);
+///     if f2.get() < 2 {
+///         this.mod_in(Duration::from_millis(1)); // periodic, from inside
+///     }
+/// });
 /// t.mod_in(Duration::from_millis(1));
 /// assert!(!ctx.poll(false)); // arming notified the loop: consumed here, not progress
 /// assert!(ctx.poll(true)); // blocks until the deadline, then runs it
+/// while fired.get() < 2 {
+///     ctx.poll(true); // the re-arming's notify, then the second expiry
+/// }
+/// assert!(!t.is_pending());
 /// # Ok::<(), std::io::Error>(())
 /// ```
 #[doc(alias = "QEMUTimer")]
-pub struct Timer {
+pub struct Timer<K: Kind = Local> {
     inner: Arc<TimerInner>,
     ctx: Arc<Shared>,
-    id: u64,
+    _kind: PhantomData<K>,
 }
 
-impl std::fmt::Debug for Timer {
+impl<K: Kind> std::fmt::Debug for Timer<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Timer")
-            .field("id", &self.id)
+            .field("id", &self.inner.id)
             .field("deadline", &self.deadline_ns())
             .finish()
     }
 }
 
-impl Timer {
-    pub(crate) fn new(ctx: Arc<Shared>, cb: Callback) -> Timer {
+impl<K: Kind> Timer<K> {
+    pub(crate) fn new(ctx: Arc<Shared>, cb: Callback) -> Timer<K> {
         let id = {
             let mut q = ctx.timers.queue.lock();
             q.next_id += 1;
             q.next_id
         };
-        let inner =
-            Arc::new(TimerInner { cb: UnsafeCell::new(cb), running: UnsafeCell::new(false) });
-        Timer { inner, ctx, id }
+        let inner = Arc::new(TimerInner {
+            id,
+            cb: UnsafeCell::new(Some(cb)),
+            running: UnsafeCell::new(false),
+            dead: UnsafeCell::new(false),
+        });
+        Timer { inner, ctx, _kind: PhantomData }
     }
 
     /// Arm (or re-arm) the timer for the absolute deadline `deadline_ns` on the context's clock
-    /// ([`crate::Handle::now_ns`]). Notifies the loop if this is now the earliest timer.
+    /// ([`crate::Handle::now_ns`]). Notifies the loop if this is now the earliest timer. A `Local`
+    /// timer of a dropped context is not armed (it could never run).
     #[doc(alias = "timer_mod_ns")]
     pub fn mod_ns(&self, deadline_ns: u64) {
-        let t = &self.ctx.timers;
-        let lowered = {
-            let mut q = t.queue.lock();
-            q.next_seq += 1;
-            let seq = q.next_seq;
-            // The callback reference it replaces is not the last one (`self.inner`): nothing is
-            // dropped under the lock.
-            q.armed
-                .insert(self.id, Armed { seq, deadline: deadline_ns, timer: self.inner.clone() });
-            q.heap.push(Reverse(Entry { deadline: deadline_ns, seq, id: self.id }));
-            q.compact();
-            // ORDERING: Relaxed, under the timers lock.
-            let old = t.earliest.load(Ordering::Relaxed);
-            let new = q.earliest();
-            // ORDERING: Relaxed under the lock; published to the home thread by the notify below.
-            t.earliest.store(new, Ordering::Relaxed);
-            new < old
-        };
-        crate::trace_step!(Step::TimerMod);
-        if lowered {
-            self.ctx.notify.notify();
+        // ORDERING: Relaxed: for a `Local` timer this is the home thread, which set `closed` itself
+        // (sequenced before). See the Send impl of `TimerInner` for why it matters.
+        if K::LOCAL && self.ctx.closed.load(Ordering::Relaxed) {
+            return;
         }
+        arm(&self.ctx, &self.inner, deadline_ns);
     }
 
     /// Arm the timer `d` from now.
     pub fn mod_in(&self, d: Duration) {
-        let now = self.ctx.clock.now_ns();
-        self.mod_ns(now.saturating_add(d.as_nanos().min(u64::MAX as u128) as u64));
+        self.mod_ns(deadline_in(&self.ctx, d));
     }
 
     /// Disarm the timer; a pending expiry will not run it. It can be armed again. From another
@@ -331,15 +409,12 @@ impl Timer {
     /// drop allows a call the loop dequeued before); on the home thread nothing runs it after this.
     #[doc(alias = "timer_del")]
     pub fn del(&self) {
-        let mut q = self.ctx.timers.queue.lock();
-        q.armed.remove(&self.id);
-        q.compact();
-        // `earliest` may stay early; the loop wakes once, finds nothing due and recomputes it.
+        drop(disarm(&self.ctx, self.inner.id));
     }
 
     /// The armed deadline, if any.
     pub fn deadline_ns(&self) -> Option<u64> {
-        self.ctx.timers.queue.lock().armed.get(&self.id).map(|a| a.deadline)
+        deadline(&self.ctx, self.inner.id)
     }
 
     /// Whether the timer is armed.
@@ -347,14 +422,69 @@ impl Timer {
     pub fn is_pending(&self) -> bool {
         self.deadline_ns().is_some()
     }
+
+    /// Delete the timer (the same as dropping it): disarmed, its closure dropped (when its running
+    /// call returns, if it is running).
+    #[doc(alias = "timer_free")]
+    pub fn delete(self) {}
 }
 
-impl Drop for Timer {
+impl<K: Kind> Drop for Timer<K> {
     /// Disarm: the queue's reference to the callback goes (stale heap entries name only the id), so
     /// the callback and its captures are dropped with `self.inner` right after this, unless the home
     /// thread is running it, or took it off the queue to run it (then when that call returns; see
     /// [`Timer::del`] for the call that may still start).
     fn drop(&mut self) {
         self.del();
+    }
+}
+
+/// A timer callback's view of its own timer, valid for the duration of the call.
+pub struct TimerRef<'a> {
+    t: &'a Arc<TimerInner>,
+    ctx: &'a AioContext,
+}
+
+impl std::fmt::Debug for TimerRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimerRef").field("id", &self.t.id).finish()
+    }
+}
+
+impl<'a> TimerRef<'a> {
+    /// Re-arm this timer for `deadline_ns` (it fires in a later poll, never re-entered).
+    #[doc(alias = "timer_mod_ns")]
+    pub fn mod_ns(&self, deadline_ns: u64) {
+        arm(self.ctx.shared(), self.t, deadline_ns);
+    }
+
+    /// Re-arm this timer `d` from now.
+    pub fn mod_in(&self, d: Duration) {
+        self.mod_ns(deadline_in(self.ctx.shared(), d));
+    }
+
+    /// Disarm this timer (an arming made since this call began).
+    #[doc(alias = "timer_del")]
+    pub fn del(&self) {
+        drop(disarm(self.ctx.shared(), self.t.id));
+    }
+
+    /// Whether this timer is armed again.
+    pub fn is_pending(&self) -> bool {
+        deadline(self.ctx.shared(), self.t.id).is_some()
+    }
+
+    /// Delete this timer from inside its callback: disarmed, never called again, its closure dropped
+    /// when this call returns. The owner's [`Timer`] stays valid (arming it then calls nothing) and
+    /// frees the rest when dropped.
+    pub fn delete(&self) {
+        self.del();
+        // SAFETY: home thread (inside the call), a short access; see `call`.
+        self.t.dead.with_mut(|d| unsafe { *d = true });
+    }
+
+    /// The context running the callback (for a nested poll, or to create more work on it).
+    pub fn context(&self) -> &'a AioContext {
+        self.ctx
     }
 }

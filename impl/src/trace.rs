@@ -247,23 +247,6 @@ pub struct DebugState {
 }
 
 #[cfg(feature = "trace")]
-impl crate::Handle {
-    /// The protocol state of the context (trace builds only, for the replay controller).
-    pub fn debug_state(&self) -> DebugState {
-        use crate::sync::atomic::Ordering::Relaxed;
-        let s = &self.shared;
-        // ORDERING: Relaxed: read by the replay controller between two gated steps, when no thread
-        // is in a protocol access (the gate's own lock orders them).
-        DebugState {
-            notify_me: s.notify.notify_me.load(Relaxed),
-            notified: s.notify.notified.load(Relaxed),
-            notifier_fd: s.notify.notifier.fd(),
-            bh_list: !s.bh_list.load(Relaxed).is_null(),
-        }
-    }
-}
-
-#[cfg(feature = "trace")]
 pub use recorder::{lock, record, register_thread, start, stop, Log, TraceEvent};
 
 macro_rules! steps {
@@ -369,19 +352,9 @@ steps! {
     TimerRun = "timer_run",
 }
 
-/// BH flag bits, the same names and values as the Promela models and QEMU.
-pub mod bh_flags {
-    /// On a list (bh_list or a slice being processed).
-    pub const BH_PENDING: u32 = 1 << 0;
-    /// Call it when dequeued.
-    pub const BH_SCHEDULED: u32 = 1 << 1;
-    /// Free after calling (oneshot).
-    pub const BH_ONESHOT: u32 = 1 << 2;
-    /// Free without calling.
-    pub const BH_DELETED: u32 = 1 << 3;
-    /// Not progress; caps the wait at 10 ms.
-    pub const BH_IDLE: u32 = 1 << 4;
-}
+/// The BH flag bits (defined with the BHs, `impl/src/bh.rs`), also at this path for the trace's
+/// readers.
+pub use crate::bh::bh_flags;
 
 #[cfg(test)]
 mod tests {

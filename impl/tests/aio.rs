@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::kernel::EventNotifier;
 use aioctx::sys::EventFd;
 use aioctx::{AioContext, FdHandler, IoThread};
 use common::*;
@@ -51,7 +50,7 @@ fn cross_thread_bh_wakes_blocked_poll() {
         let ctx = ctx(&b);
         let n = Arc::new(AtomicU32::new(0));
         let n2 = n.clone();
-        let bh = Arc::new(ctx.bh_new(move || {
+        let bh = Arc::new(ctx.handle().bh_new(move |_| {
             n2.fetch_add(1, Relaxed);
         }));
         for i in 1..=200 {
@@ -81,7 +80,7 @@ fn ev(ctx: &AioContext, active: i32, auto_set: bool) -> EvData {
     let (e2, n2, a2) = (e.clone(), n.clone(), act.clone());
     ctx.set_fd_handler(
         e.fd(),
-        FdHandler::new().on_read(move || {
+        FdHandler::new().on_read(move |_| {
             assert!(e2.test_and_clear().unwrap(), "dispatched but not set");
             n2.fetch_add(1, Relaxed);
             let left = a2.load(Relaxed);
@@ -194,18 +193,15 @@ fn timer_schedule_never_early_and_wakes_blocking_poll() {
         let n = Arc::new(AtomicU32::new(0));
         let fired_at = Arc::new(Mutex::new(Vec::new()));
         const STEP: Duration = Duration::from_millis(60);
-        let slot: Arc<Mutex<Option<aioctx::Timer>>> = Arc::new(Mutex::new(None));
-        let (n2, f2, s2) = (n.clone(), fired_at.clone(), slot.clone());
-        let h = ctx.handle().clone();
-        let t = ctx.timer_new(move || {
-            f2.lock().unwrap().push(h.now_ns());
+        let (n2, f2) = (n.clone(), fired_at.clone());
+        let t = ctx.timer_new(move |this| {
+            f2.lock().unwrap().push(this.context().now_ns());
             if n2.fetch_add(1, Relaxed) + 1 < 2 {
-                s2.lock().unwrap().as_ref().unwrap().mod_in(STEP);
+                this.mod_in(STEP);
             }
         });
         let first_deadline = ctx.now_ns() + STEP.as_nanos() as u64;
         t.mod_ns(first_deadline);
-        *slot.lock().unwrap() = Some(t);
         while ctx.poll(false) {}
         assert!(!ctx.poll(false));
         assert_eq!(n.load(Relaxed), 0);
@@ -213,7 +209,7 @@ fn timer_schedule_never_early_and_wakes_blocking_poll() {
         assert_eq!(n.load(Relaxed), 0, "{name}: timers only run inside poll");
         assert!(ctx.poll(false), "{name}");
         assert_eq!(n.load(Relaxed), 1);
-        let second_deadline = slot.lock().unwrap().as_ref().unwrap().deadline_ns().unwrap();
+        let second_deadline = t.deadline_ns().unwrap();
         while ctx.poll(false) {}
         assert!(!ctx.poll(false));
         assert!(ctx.poll(true), "{name}: blocking poll wakes for the timer");
@@ -221,7 +217,7 @@ fn timer_schedule_never_early_and_wakes_blocking_poll() {
         assert!(!ctx.poll(false), "{name}: no spurious notification left");
         let f = fired_at.lock().unwrap();
         assert!(f[0] >= first_deadline && f[1] >= second_deadline, "{name}: fired early: {f:?}");
-        slot.lock().unwrap().take();
+        t.delete();
     }
 }
 
@@ -231,7 +227,7 @@ fn timer_mod_from_other_thread_wakes_loop() {
         let ctx = ctx(&b);
         let fired = Arc::new(AtomicBool::new(false));
         let f2 = fired.clone();
-        let t = Arc::new(ctx.timer_new(move || f2.store(true, Relaxed)));
+        let t = Arc::new(ctx.handle().timer_new(move |_| f2.store(true, Relaxed)));
         let t2 = t.clone();
         let th = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
@@ -249,7 +245,7 @@ fn timer_del_prevents_the_call() {
     let ctx = AioContext::new().unwrap();
     let fired = Arc::new(AtomicBool::new(false));
     let f2 = fired.clone();
-    let t = ctx.timer_new(move || f2.store(true, Relaxed));
+    let t = ctx.timer_new(move |_| f2.store(true, Relaxed));
     t.mod_in(Duration::from_millis(1));
     t.del();
     std::thread::sleep(Duration::from_millis(5));
@@ -301,7 +297,7 @@ fn handler_removes_itself_and_another_during_dispatch() {
             let (c2, h) = (calls.clone(), ctx.handle().clone());
             ctx.set_fd_handler(
                 fd,
-                FdHandler::new().on_read(move || {
+                FdHandler::new().on_read(move |_| {
                     c2.lock().unwrap().push(fd);
                     // Whichever runs first removes both: the other must not be called.
                     h.remove_fd_handler(fa).unwrap();
@@ -332,11 +328,11 @@ fn handler_replaced_from_its_own_callback() {
     let (h, s2) = (ctx.handle().clone(), second.clone());
     ctx.set_fd_handler(
         fd,
-        FdHandler::new().on_read(move || {
+        FdHandler::new().on_read(move |_| {
             let s3 = s2.clone();
             h.set_fd_handler(
                 fd,
-                FdHandler::new().on_read(move || {
+                FdHandler::new_remote().on_read(move |_| {
                     s3.fetch_add(1, Relaxed);
                 }),
             )
@@ -364,8 +360,11 @@ fn handler_added_from_other_thread_wakes_blocked_loop() {
         let (h, fd, hit2) = (ctx.handle().clone(), r.as_raw_fd(), hit.clone());
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
-            h.set_fd_handler(fd, FdHandler::new().on_read(move || hit2.store(true, Relaxed)))
-                .unwrap();
+            h.set_fd_handler(
+                fd,
+                FdHandler::new_remote().on_read(move |_| hit2.store(true, Relaxed)),
+            )
+            .unwrap();
         });
         watchdog_local(&ctx, 10, || hit.load(Relaxed));
         t.join().unwrap();
@@ -378,18 +377,18 @@ fn handler_added_from_other_thread_wakes_blocked_loop() {
 fn handler_bad_input_gives_errors_naming_the_fd() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let e = ctx.set_fd_handler(-1, FdHandler::new().on_read(|| {})).unwrap_err();
+        let e = ctx.set_fd_handler(-1, FdHandler::new().on_read(|_| {})).unwrap_err();
         assert!(e.to_string().contains("-1"), "{name}: {e}");
         // A closed fd: take a number that is certainly not open.
         let (r, _w) = pipe();
         let closed = r.as_raw_fd();
         drop(r);
-        let e = ctx.set_fd_handler(closed, FdHandler::new().on_read(|| {})).unwrap_err();
+        let e = ctx.set_fd_handler(closed, FdHandler::new().on_read(|_| {})).unwrap_err();
         assert!(e.to_string().contains(&closed.to_string()), "{name}: {e}");
         let (r, _w) = pipe();
         let e = ctx.set_fd_handler(r.as_raw_fd(), FdHandler::new()).unwrap_err();
         assert!(e.to_string().contains(&r.as_raw_fd().to_string()), "{name}: {e}");
-        let e = ctx.set_fd_handler(ctx.as_raw_fd_of_notifier(), FdHandler::new().on_read(|| {}));
+        let e = ctx.set_fd_handler(ctx.notifier_fd(), FdHandler::new().on_read(|_| {}));
         assert!(e.is_err(), "{name}: the context's own notifier is refused");
         assert!(!ctx.poll(false));
     }
@@ -402,7 +401,7 @@ fn epoll_regular_file_is_a_clear_error() {
         return; // forced to another backend by cfg
     }
     let f = std::fs::File::open("/proc/self/exe").unwrap();
-    let e = ctx.set_fd_handler(f.as_raw_fd(), FdHandler::new().on_read(|| {})).unwrap_err();
+    let e = ctx.set_fd_handler(f.as_raw_fd(), FdHandler::new().on_read(|_| {})).unwrap_err();
     assert!(e.to_string().contains(&f.as_raw_fd().to_string()), "{e}");
 }
 
@@ -421,7 +420,7 @@ fn epoll_threshold_switches_at_exactly_n_fds() {
     let pipes: Vec<_> = (0..3).map(|_| pipe()).collect();
     for (i, (r, _)) in pipes.iter().enumerate() {
         assert_eq!(ctx.backend_name(), "ppoll", "before fd {} of a threshold of 3", i + 1);
-        ctx.set_fd_handler(r.as_raw_fd(), FdHandler::new().on_read(|| {})).unwrap();
+        ctx.set_fd_handler(r.as_raw_fd(), FdHandler::new().on_read(|_| {})).unwrap();
     }
     assert_eq!(ctx.backend_name(), "epoll", "switched at the 3rd fd");
 }
@@ -447,7 +446,7 @@ fn backend_switch_at_64_fds_keeps_racing_registrations() {
             let hh = hits2.clone();
             h.set_fd_handler(
                 fd,
-                FdHandler::new().on_read(move || {
+                FdHandler::new_remote().on_read(move |_| {
                     hh.fetch_add(1, Relaxed);
                 }),
             )
@@ -498,11 +497,11 @@ fn iothread_cross_thread_bh_1e5_round_trips() {
         let main = AioContext::new().unwrap();
         let back = Arc::new(AtomicU32::new(0));
         let b2 = back.clone();
-        let reply = Arc::new(main.bh_new(move || {
+        let reply = Arc::new(main.handle().bh_new(move |_| {
             b2.fetch_add(1, Relaxed);
         }));
         let r2 = reply.clone();
-        let ping = t.handle().bh_new(move || r2.schedule());
+        let ping = t.handle().bh_new(move |_| r2.schedule());
         for i in 1..=100_000u32 {
             ping.schedule();
             while back.load(Relaxed) < i {

@@ -2,8 +2,10 @@
 #![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 mod common;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aioctx::{AioContext, Bh};
 use common::*;
@@ -18,7 +20,7 @@ fn bh_schedule_runs_only_in_poll() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
         let (n, n2) = counter();
-        let bh = ctx.bh_new(move || {
+        let bh = ctx.bh_new(move |_| {
             n2.fetch_add(1, Relaxed);
         });
         bh.schedule();
@@ -34,7 +36,7 @@ fn bh_schedule_runs_only_in_poll() {
 fn bh_schedule_twice_runs_once() {
     let ctx = AioContext::new().unwrap();
     let (n, n2) = counter();
-    let bh = ctx.bh_new(move || {
+    let bh = ctx.bh_new(move |_| {
         n2.fetch_add(1, Relaxed);
     });
     bh.schedule();
@@ -51,16 +53,13 @@ fn bh_schedule_twice_runs_once() {
 fn bh_schedule10_reschedule_runs_next_poll() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
         let (n, n2) = counter();
-        let s2 = slot.clone();
-        let bh = ctx.bh_new(move || {
+        let bh = ctx.bh_new(move |this| {
             if n2.fetch_add(1, Relaxed) + 1 < 10 {
-                s2.lock().unwrap().as_ref().unwrap().schedule();
+                this.schedule();
             }
         });
         bh.schedule();
-        *slot.lock().unwrap() = Some(bh);
         assert!(ctx.poll(false), "{name}");
         assert_eq!(n.load(Relaxed), 1, "{name}: rescheduled BH ran in the same poll");
         assert!(ctx.poll(true));
@@ -70,7 +69,6 @@ fn bh_schedule10_reschedule_runs_next_poll() {
         }
         assert_eq!(n.load(Relaxed), 10);
         assert!(!ctx.poll(false));
-        slot.lock().unwrap().take(); // break the cycle
     }
 }
 
@@ -79,7 +77,7 @@ fn bh_cancel_is_not_called_nor_progress() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
         let (n, n2) = counter();
-        let bh = ctx.bh_new(move || {
+        let bh = ctx.bh_new(move |_| {
             n2.fetch_add(1, Relaxed);
         });
         bh.schedule();
@@ -97,7 +95,7 @@ fn bh_delete_beats_schedule() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
         let (n, n2) = counter();
-        let bh = ctx.bh_new(move || {
+        let bh = ctx.bh_new(move |_| {
             n2.fetch_add(1, Relaxed);
         });
         bh.schedule();
@@ -112,19 +110,19 @@ fn bh_delete_beats_schedule() {
 fn bh_callback_delete_one() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+        let slot: Rc<RefCell<Option<Bh>>> = Rc::default();
         let (n, n2) = counter();
         let s2 = slot.clone();
-        let bh = ctx.bh_new(move || {
+        let bh = ctx.bh_new(move |_| {
             n2.fetch_add(1, Relaxed);
-            drop(s2.lock().unwrap().take());
+            drop(s2.borrow_mut().take());
         });
         bh.schedule();
-        *slot.lock().unwrap() = Some(bh);
+        *slot.borrow_mut() = Some(bh);
         while n.load(Relaxed) < 1 {
             ctx.poll(true);
         }
-        assert!(slot.lock().unwrap().is_none(), "{name}");
+        assert!(slot.borrow_mut().is_none(), "{name}");
         assert!(!ctx.poll(false), "{name}: freeing a deleted BH is not progress");
     }
 }
@@ -137,12 +135,12 @@ fn bh_callback_delete_many() {
         let maxes = [1u32, 3, 2, 4];
         let mut state = Vec::new();
         for &max in &maxes {
-            let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+            let slot: Rc<RefCell<Option<Bh>>> = Rc::default();
             let (n, n2) = counter();
             let s2 = slot.clone();
-            let bh = ctx.bh_new(move || {
+            let bh = ctx.bh_new(move |_| {
                 let v = n2.fetch_add(1, Relaxed) + 1;
-                let mut g = s2.lock().unwrap();
+                let mut g = s2.borrow_mut();
                 if v < max {
                     g.as_ref().unwrap().schedule();
                 } else {
@@ -150,20 +148,20 @@ fn bh_callback_delete_many() {
                 }
             });
             bh.schedule();
-            *slot.lock().unwrap() = Some(bh);
+            *slot.borrow_mut() = Some(bh);
             state.push((n, slot, max));
         }
         assert!(ctx.poll(false), "{name}");
         for (n, _, _) in &state {
             assert_eq!(n.load(Relaxed), 1, "{name}: every scheduled BH runs in one poll");
         }
-        assert!(state[0].1.lock().unwrap().is_none());
+        assert!(state[0].1.borrow_mut().is_none());
         while state.iter().any(|(n, _, max)| n.load(Relaxed) < *max) {
             ctx.poll(true);
         }
         for (n, slot, max) in &state {
             assert_eq!(n.load(Relaxed), *max);
-            assert!(slot.lock().unwrap().is_none());
+            assert!(slot.borrow_mut().is_none());
         }
         assert!(!ctx.poll(false));
     }
@@ -173,7 +171,7 @@ fn bh_callback_delete_many() {
 fn bh_idle_is_not_progress() {
     let ctx = AioContext::new().unwrap();
     let (n, n2) = counter();
-    let bh = ctx.bh_new(move || {
+    let bh = ctx.bh_new(move |_| {
         n2.fetch_add(1, Relaxed);
     });
     bh.schedule_idle();
@@ -208,29 +206,29 @@ fn bh_nested_poll_finishes_outer_slice_and_does_not_reenter() {
     let (a, a2) = counter();
     let (b, b2) = counter();
     let d2 = depth.clone();
-    let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+    let slot: Rc<RefCell<Option<Bh>>> = Rc::default();
     let s2 = slot.clone();
-    let bh_a = ctx.bh_new(move || {
+    let bh_a = ctx.bh_new(move |_| {
         assert_eq!(d2.fetch_add(1, Relaxed), 0, "BH re-entered");
         a2.fetch_add(1, Relaxed);
         // Reschedule self, then poll nested: it must not re-enter us.
-        s2.lock().unwrap().as_ref().unwrap().schedule();
-        AioContext::with_current(|ctx| ctx.poll(false)).expect("current context");
+        s2.borrow_mut().as_ref().unwrap().schedule();
+        AioContext::with_current(|ctx| ctx.poll(false)).expect("current context"); // (= this.context())
         d2.fetch_sub(1, Relaxed);
     });
-    let bh_b = ctx.bh_new(move || {
+    let bh_b = ctx.bh_new(move |_| {
         b2.fetch_add(1, Relaxed);
     });
     bh_a.schedule();
     bh_b.schedule();
-    *slot.lock().unwrap() = Some(bh_a);
+    *slot.borrow_mut() = Some(bh_a);
     assert!(ctx.poll(false));
     assert_eq!(a.load(Relaxed), 1);
     assert_eq!(b.load(Relaxed), 1, "the nested poll ran the rest of the outer slice");
     // The self-reschedule is pending; the next poll runs it.
     assert!(ctx.poll(false));
     assert_eq!(a.load(Relaxed), 2);
-    slot.lock().unwrap().take();
+    slot.borrow_mut().take();
     drop(bh_b);
 }
 
@@ -266,20 +264,20 @@ fn context_drop_drops_pending_bhs_without_calling() {
 #[test]
 fn bh_callback_deletes_itself_then_polls_nested() {
     let ctx = AioContext::new().unwrap();
-    let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+    let slot: Rc<RefCell<Option<Bh>>> = Rc::default();
     let (n, n2) = counter();
     let s2 = slot.clone();
     let state = [1u8; 64]; // owned by the closure: freed with the BH
-    let bh = ctx.bh_new(move || {
+    let bh = ctx.bh_new(move |_| {
         // Delete = enqueue(DELETED); the nested poll then dequeues it DELETED while we still run.
-        drop(s2.lock().unwrap().take());
+        drop(s2.borrow_mut().take());
         AioContext::with_current(|c| c.poll(false)).unwrap();
         // Still inside the (deleted) BH's closure: its captures must be alive.
         assert_eq!(state.iter().map(|&b| b as u32).sum::<u32>(), 64);
         n2.fetch_add(1, Relaxed);
     });
     bh.schedule();
-    *slot.lock().unwrap() = Some(bh);
+    *slot.borrow_mut() = Some(bh);
     assert!(ctx.poll(false));
     assert_eq!(n.load(Relaxed), 1);
     assert!(!ctx.poll(false));
@@ -291,7 +289,7 @@ fn bh_dropped_on_other_thread_while_pending_is_not_called() {
     let ctx = AioContext::new().unwrap();
     for _ in 0..1000 {
         let (n, n2) = counter();
-        let bh = ctx.bh_new(move || {
+        let bh = ctx.handle().bh_new(move |_| {
             n2.fetch_add(1, Relaxed);
         });
         bh.schedule();

@@ -16,14 +16,14 @@
 //!
 //! Outside Miri this is an ordinary integration test (std threads, the same assertions).
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread;
 
-use aioctx::kernel::EventNotifier;
-use aioctx::sync::Mutex;
 use aioctx::sys::EventFd;
-use aioctx::{AioContext, Backend, Bh};
+use aioctx::{AioContext, Backend, Bh, FdHandler};
 
 /// The backends these tests run on: epoll, and ppoll outside Miri. Under Miri only epoll: this
 /// nightly's Miri has no poll(2) (nor ppoll), and its epoll is edge-triggered only, so the epoll
@@ -74,7 +74,7 @@ fn bh_scheduled_from_another_thread_vs_blocking_poll() {
         let ctx = ctx(&b);
         let n = Arc::new(AtomicUsize::new(0));
         let n2 = n.clone();
-        let bh = Arc::new(ctx.bh_new(move || {
+        let bh = Arc::new(ctx.handle().bh_new(move |_| {
             n2.fetch_add(1, Ordering::Relaxed);
         }));
         let bh2 = bh.clone();
@@ -122,18 +122,18 @@ fn oneshot_from_another_thread_is_freed_after_its_call() {
 fn bh_deleting_itself_from_its_callback() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+        let slot: Rc<RefCell<Option<Bh>>> = Rc::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let (s2, r2) = (slot.clone(), runs.clone());
-        let bh = ctx.bh_new(move || {
+        let bh = ctx.bh_new(move |_| {
             r2.fetch_add(1, Ordering::Relaxed);
-            let me = s2.lock().take();
+            let me = s2.borrow_mut().take();
             drop(me); // qemu_bh_delete from inside the callback
         });
         bh.schedule();
-        *slot.lock() = Some(bh);
+        *slot.borrow_mut() = Some(bh);
         assert!(ctx.poll(false), "{name}: the BH did not run");
-        assert!(slot.lock().is_none(), "{name}: the callback did not drop its handle");
+        assert!(slot.borrow_mut().is_none(), "{name}: the callback did not drop its handle");
         assert!(!ctx.poll(false), "{name}: a deleted BH ran again");
         assert_eq!(runs.load(Ordering::Relaxed), 1, "{name}: runs");
         // Its closure (holding `slot` and `runs`) is gone too.
@@ -149,23 +149,23 @@ fn bh_deleting_itself_from_its_callback() {
 fn bh_deferred_by_a_nested_poll_runs_again_then_deletes_itself() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+        let slot: Rc<RefCell<Option<Bh>>> = Rc::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let (s2, r2) = (slot.clone(), runs.clone());
-        let bh = ctx.bh_new(move || {
+        let bh = ctx.bh_new(move |_| {
             if r2.fetch_add(1, Ordering::Relaxed) == 0 {
-                s2.lock().as_ref().unwrap().schedule();
+                s2.borrow_mut().as_ref().unwrap().schedule();
                 let nested = AioContext::with_current(|c| c.poll(false)).unwrap();
                 assert!(!nested, "the nested poll reported progress for the running BH");
             } else {
-                drop(s2.lock().take());
+                drop(s2.borrow_mut().take());
             }
         });
         bh.schedule();
-        *slot.lock() = Some(bh);
+        *slot.borrow_mut() = Some(bh);
         assert!(ctx.poll(false), "{name}: the BH did not run");
         assert!(ctx.poll(false), "{name}: the deferred BH did not run again");
-        assert!(slot.lock().is_none(), "{name}: the second call did not drop its handle");
+        assert!(slot.borrow_mut().is_none(), "{name}: the second call did not drop its handle");
         assert!(!ctx.poll(false), "{name}: a deleted BH ran again");
         assert_eq!(runs.load(Ordering::Relaxed), 2, "{name}: runs");
         assert_eq!(Arc::strong_count(&runs), 1, "{name}: the deleted BH was not freed");
@@ -179,20 +179,20 @@ fn bh_deferred_by_a_nested_poll_runs_again_then_deletes_itself() {
 fn bh_deleted_while_deferred_by_a_nested_poll() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
+        let slot: Rc<RefCell<Option<Bh>>> = Rc::default();
         let runs = Arc::new(AtomicUsize::new(0));
         let (s2, r2) = (slot.clone(), runs.clone());
-        let bh = ctx.bh_new(move || {
+        let bh = ctx.bh_new(move |_| {
             r2.fetch_add(1, Ordering::Relaxed);
-            s2.lock().as_ref().unwrap().schedule();
+            s2.borrow_mut().as_ref().unwrap().schedule();
             let nested = AioContext::with_current(|c| c.poll(false)).unwrap();
             assert!(!nested, "the nested poll reported progress for the running BH");
-            drop(s2.lock().take());
+            drop(s2.borrow_mut().take());
         });
         bh.schedule();
-        *slot.lock() = Some(bh);
+        *slot.borrow_mut() = Some(bh);
         assert!(ctx.poll(false), "{name}: the BH did not run");
-        assert!(slot.lock().is_none(), "{name}: the callback did not drop its handle");
+        assert!(slot.borrow_mut().is_none(), "{name}: the callback did not drop its handle");
         assert!(!ctx.poll(false), "{name}: a deleted BH ran again");
         assert_eq!(runs.load(Ordering::Relaxed), 1, "{name}: runs");
         assert_eq!(Arc::strong_count(&runs), 1, "{name}: the deleted BH was not freed");
@@ -207,7 +207,7 @@ fn bh_deleted_by_another_thread_while_scheduled() {
         let ctx = ctx(&b);
         let runs = Arc::new(AtomicUsize::new(0));
         let r2 = runs.clone();
-        let bh = ctx.bh_new(move || {
+        let bh = ctx.handle().bh_new(move |_| {
             r2.fetch_add(1, Ordering::Relaxed);
         });
         bh.schedule();
@@ -215,5 +215,206 @@ fn bh_deleted_by_another_thread_while_scheduled() {
         ctx.poll(false);
         assert_eq!(runs.load(Ordering::Relaxed), 0, "{name}: a deleted BH ran");
         assert_eq!(Arc::strong_count(&runs), 1, "{name}: the deleted BH was not freed");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `Local` callbacks (`!Send` closures) are called and dropped only on the home thread, also when
+// other threads schedule them, remove them, or hold the context's shared half longer than the
+// `AioContext` (`impl/src/kind.rs`). Each closure below captures a `HomeOnly`, which holds an `Rc`
+// (so the closure is `!Send`) and fails the thread that drops it if that is not the home thread.
+
+/// Counts its drops; its drop on any thread but `home` panics there (and fails the test's join).
+struct HomeOnly {
+    home: thread::ThreadId,
+    dropped: Rc<Cell<u32>>,
+}
+
+impl HomeOnly {
+    fn new() -> (HomeOnly, Rc<Cell<u32>>) {
+        let dropped = Rc::new(Cell::new(0));
+        (HomeOnly { home: thread::current().id(), dropped: dropped.clone() }, dropped)
+    }
+}
+
+impl Drop for HomeOnly {
+    fn drop(&mut self) {
+        assert_eq!(
+            thread::current().id(),
+            self.home,
+            "a Local closure was dropped off its home thread"
+        );
+        self.dropped.set(self.dropped.get() + 1);
+    }
+}
+
+/// A `Local` BH scheduled through its `Send` scheduler while its owner lives past the context:
+/// another thread schedules it after the context is gone (it is pushed on the shared list), the home
+/// thread then drops the owner, and the other thread drops the shared half last. The owner's drop
+/// takes the closure out first, so the other thread frees only memory. (Planted: without
+/// `drop_callback` in `Bh::drop`, the closure is dropped by the other thread's `Shared::drop`, and
+/// its `HomeOnly` fails that thread.)
+#[test]
+fn local_bh_outliving_its_context_is_dropped_on_home() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (guard, dropped) = HomeOnly::new();
+        let runs = Rc::new(Cell::new(0));
+        let r2 = runs.clone();
+        let bh = ctx.bh_new(move |_| {
+            let _g = &guard;
+            r2.set(r2.get() + 1);
+        });
+        let (s, h) = (bh.scheduler(), ctx.handle().clone());
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        let t = thread::spawn(move || {
+            assert!(s.schedule(), "the owner is alive");
+            go_rx.recv().unwrap(); // the home thread dropped the context
+            assert!(s.schedule(), "the owner is still alive");
+            done_tx.send(()).unwrap();
+            go_rx.recv().unwrap(); // the home thread dropped the owner
+            assert!(!s.schedule(), "scheduled a deleted BH");
+            drop((s, h)); // the last holders of the shared half
+        });
+        while runs.get() == 0 {
+            ctx.poll(true);
+        }
+        drop(ctx);
+        go_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+        assert_eq!(dropped.get(), 0, "{name}: dropped while its owner lives");
+        drop(bh);
+        assert_eq!(dropped.get(), 1, "{name}: the owner's drop did not drop the closure");
+        go_tx.send(()).unwrap();
+        t.join().expect("the other thread failed");
+        assert_eq!(runs.get(), 1, "{name}: runs");
+    }
+}
+
+/// The `Send` scheduler racing the owner's delete: schedules keep coming while the home thread polls
+/// and then drops the owner; the lock in `BhScheduler::schedule` keeps every schedule off the freed
+/// BH (Miri checks the accesses), and once the owner is gone a schedule does nothing.
+#[test]
+fn local_bh_scheduler_racing_the_owners_delete() {
+    const MAX_SCHEDULES: u32 = 1_000_000; // bounds the other thread's loop if the delete were lost
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (guard, dropped) = HomeOnly::new();
+        let runs = Rc::new(Cell::new(0));
+        let r2 = runs.clone();
+        let bh = ctx.bh_new(move |_| {
+            let _g = &guard;
+            r2.set(r2.get() + 1);
+        });
+        let s = bh.scheduler();
+        let t = thread::spawn(move || {
+            let mut n = 0;
+            while s.schedule() {
+                n += 1;
+                assert!(n < MAX_SCHEDULES, "the owner's delete never reached the scheduler");
+                thread::yield_now();
+            }
+            assert!(!s.clone().schedule(), "a clone scheduled a deleted BH");
+        });
+        while runs.get() < 2 {
+            ctx.poll(true);
+        }
+        drop(bh);
+        assert_eq!(dropped.get(), 1, "{name}: the owner's drop did not drop the closure");
+        t.join().expect("the other thread failed");
+        while ctx.poll(false) {}
+        let after = runs.get();
+        assert!(!ctx.poll(false), "{name}: a deleted BH ran");
+        assert_eq!(runs.get(), after, "{name}: a deleted BH ran");
+    }
+}
+
+/// A `Local` BH deletes itself through its `BhRef` (no handle in its own closure): its closure is
+/// dropped when the call returns, the owner's later schedules call nothing, and the owner's drop
+/// frees the rest.
+#[test]
+fn local_bh_deleting_itself_through_its_ref() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (guard, dropped) = HomeOnly::new();
+        let runs = Rc::new(Cell::new(0));
+        let r2 = runs.clone();
+        let bh = ctx.bh_new(move |this| {
+            let _g = &guard;
+            r2.set(r2.get() + 1);
+            this.schedule(); // cancelled by the delete below
+            this.delete();
+            assert!(!this.is_scheduled());
+        });
+        bh.schedule();
+        assert!(ctx.poll(false), "{name}: the BH did not run");
+        assert_eq!(dropped.get(), 1, "{name}: the closure outlived its call after delete");
+        bh.schedule();
+        assert!(!ctx.poll(false), "{name}: a deleted BH was progress");
+        assert_eq!(runs.get(), 1, "{name}: a deleted BH ran");
+        bh.delete();
+        assert!(!ctx.poll(false), "{name}");
+    }
+}
+
+/// A `Local` timer is not armed once its context is gone (it could never run, and an arming would
+/// leave its closure in the shared half, which another thread may drop last).
+#[test]
+fn local_timer_outliving_its_context_is_dropped_on_home() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (guard, dropped) = HomeOnly::new();
+        let t = ctx.timer_new(move |_| {
+            let _g = &guard;
+        });
+        t.mod_ns(u64::MAX - 1);
+        let h = ctx.handle().clone();
+        drop(ctx);
+        assert!(!t.is_pending(), "{name}: the context's drop did not disarm it");
+        t.mod_ns(0);
+        assert!(!t.is_pending(), "{name}: armed after its context was dropped");
+        let other = thread::spawn(move || drop(h));
+        other.join().expect("the other thread failed");
+        drop(t);
+        assert_eq!(dropped.get(), 1, "{name}: the timer's drop did not drop the closure");
+    }
+}
+
+/// A `Local` fd handler removed by another thread, and one still registered when the context is
+/// dropped while another thread holds a `Handle`: both closures are dropped on the home thread (by
+/// the finalisation of a poll, or by the context's drop), never by the other thread.
+#[test]
+fn local_handlers_are_dropped_on_home() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (e1, e2) = (EventFd::new().expect("eventfd"), EventFd::new().expect("eventfd"));
+        let (g1, d1) = HomeOnly::new();
+        let (g2, d2) = HomeOnly::new();
+        ctx.set_fd_handler(
+            e1.fd(),
+            FdHandler::new().on_read(move |_| assert!(g1.dropped.get() == 0)),
+        )
+        .unwrap();
+        ctx.set_fd_handler(
+            e2.fd(),
+            FdHandler::new().on_read(move |_| assert!(g2.dropped.get() == 0)),
+        )
+        .unwrap();
+        let (h, fd1) = (ctx.handle().clone(), e1.fd());
+        let (tx, rx) = mpsc::channel::<()>();
+        let t = thread::spawn(move || {
+            assert!(h.remove_fd_handler(fd1).expect("remove"));
+            rx.recv().unwrap(); // the context is gone
+            drop(h);
+        });
+        while d1.get() == 0 {
+            ctx.poll(true); // the removal's notify wakes it; the finalisation drops the handler
+        }
+        drop(ctx);
+        assert_eq!(d2.get(), 1, "{name}: the context's drop did not drop the registered handler");
+        tx.send(()).unwrap();
+        t.join().expect("the other thread failed");
+        assert_eq!(d1.get(), 1, "{name}");
     }
 }

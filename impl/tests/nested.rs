@@ -1,18 +1,20 @@
-//! Nested polls (issue 14): a callback that polls its own context (`AioContext::with_current`, QEMU's
-//! `AIO_WAIT_WHILE` / drain idiom) while a BH, timer or fd handler cannot run because its callback is
+//! Nested polls (issue 14): a callback that polls its own context (`BhRef::context`,
+//! `TimerRef::context`, `FdRef::context`; QEMU's `AIO_WAIT_WHILE` / drain idiom) while a BH, timer or fd handler cannot run because its callback is
 //! the one running further up the stack. The rule, on every backend: such work is neither progress nor
 //! a reason for a zero timeout (a nested `poll(false)` loop ends, a nested `poll(true)` sleeps until
 //! something it can run arrives), and it is not lost: it runs once the outer call has returned.
 #![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 mod common;
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::{AioContext, Bh, FdHandler, Handle, Timer};
+use aioctx::{AioContext, FdHandler, Handle, Timer};
 use common::*;
 
 /// More nested calls than this is a spin (the defect made 416,348 in 50 ms); the loops stop here so a
@@ -36,19 +38,19 @@ fn work_after(h: &Handle, delay: Duration) -> (Arc<AtomicBool>, std::thread::Joi
 }
 
 /// Nested `poll(true)` until `done`; returns (calls, calls that reported progress). Stops at SPIN_CAP.
-fn nested_wait(done: &AtomicBool) -> (u32, u32) {
+fn nested_wait(ctx: &AioContext, done: &AtomicBool) -> (u32, u32) {
     let (mut calls, mut progress) = (0, 0);
     while !done.load(Relaxed) && calls < SPIN_CAP {
         calls += 1;
-        progress += u32::from(AioContext::with_current(|c| c.poll(true)).expect("current context"));
+        progress += u32::from(ctx.poll(true));
     }
     (calls, progress)
 }
 
 /// Nested `while poll(false) {}`; returns how many calls reported progress. Stops at SPIN_CAP.
-fn nested_drain() -> u32 {
+fn nested_drain(ctx: &AioContext) -> u32 {
     let mut n = 0;
-    while n < SPIN_CAP && AioContext::with_current(|c| c.poll(false)).expect("current context") {
+    while n < SPIN_CAP && ctx.poll(false) {
         n += 1;
     }
     n
@@ -63,18 +65,16 @@ fn nested_drain() -> u32 {
 fn bh_rescheduled_then_nested_drain_ends_and_runs_after() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
         let calls = Arc::new(AtomicU32::new(0));
         let nested_progress = Arc::new(AtomicU32::new(u32::MAX));
-        let (s2, c2, p2) = (slot.clone(), calls.clone(), nested_progress.clone());
-        let bh = ctx.bh_new(move || {
+        let (c2, p2) = (calls.clone(), nested_progress.clone());
+        let bh = ctx.bh_new(move |this| {
             if c2.fetch_add(1, Relaxed) == 0 {
-                s2.lock().unwrap().as_ref().unwrap().schedule();
-                p2.store(nested_drain(), Relaxed);
+                this.schedule();
+                p2.store(nested_drain(this.context()), Relaxed);
             }
         });
         bh.schedule();
-        *slot.lock().unwrap() = Some(bh);
         assert!(ctx.poll(false), "{name}");
         assert_eq!(calls.load(Relaxed), 1, "{name}: the BH was re-entered");
         assert_eq!(
@@ -85,7 +85,7 @@ fn bh_rescheduled_then_nested_drain_ends_and_runs_after() {
         assert!(ctx.poll(false), "{name}: the reschedule was lost");
         assert_eq!(calls.load(Relaxed), 2, "{name}");
         assert!(!ctx.poll(false), "{name}");
-        slot.lock().unwrap().take();
+        bh.delete();
     }
 }
 
@@ -95,21 +95,19 @@ fn bh_rescheduled_then_nested_drain_ends_and_runs_after() {
 fn bh_rescheduled_then_nested_blocking_wait_sleeps() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let slot: Arc<Mutex<Option<Bh>>> = Arc::new(Mutex::new(None));
         let calls = Arc::new(AtomicU32::new(0));
         let seen = Arc::new(Mutex::new((0, 0)));
-        let h = ctx.handle().clone();
-        let (s2, c2, seen2) = (slot.clone(), calls.clone(), seen.clone());
-        let bh = ctx.bh_new(move || {
+        let (c2, seen2) = (calls.clone(), seen.clone());
+        let bh = ctx.bh_new(move |this| {
             if c2.fetch_add(1, Relaxed) == 0 {
-                s2.lock().unwrap().as_ref().unwrap().schedule();
-                let (done, t) = work_after(&h, Duration::from_millis(50));
-                *seen2.lock().unwrap() = nested_wait(&done);
+                this.schedule();
+                let ctx = this.context();
+                let (done, t) = work_after(ctx.handle(), Duration::from_millis(50));
+                *seen2.lock().unwrap() = nested_wait(ctx, &done);
                 t.join().unwrap();
             }
         });
         bh.schedule();
-        *slot.lock().unwrap() = Some(bh);
         assert!(ctx.poll(false), "{name}");
         let (n, progress) = *seen.lock().unwrap();
         assert!(
@@ -123,7 +121,7 @@ fn bh_rescheduled_then_nested_blocking_wait_sleeps() {
         assert_eq!(calls.load(Relaxed), 1, "{name}: the BH was re-entered");
         assert!(ctx.poll(false), "{name}: the reschedule was lost");
         assert_eq!(calls.load(Relaxed), 2, "{name}");
-        slot.lock().unwrap().take();
+        bh.delete();
     }
 }
 
@@ -135,24 +133,19 @@ fn bh_rescheduled_then_nested_blocking_wait_sleeps() {
 fn timer_rearmed_then_nested_poll_keeps_its_arming() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let slot: Arc<Mutex<Option<Timer>>> = Arc::new(Mutex::new(None));
         let fired = Arc::new(AtomicU32::new(0));
         let nested_progress = Arc::new(AtomicU32::new(u32::MAX));
-        let (s2, f2, p2) = (slot.clone(), fired.clone(), nested_progress.clone());
-        let t = ctx.timer_new(move || {
+        let (f2, p2) = (fired.clone(), nested_progress.clone());
+        let t = ctx.timer_new(move |this| {
             if f2.fetch_add(1, Relaxed) == 0 {
-                s2.lock().unwrap().as_ref().unwrap().mod_ns(0);
-                p2.store(nested_drain(), Relaxed);
+                this.mod_ns(0);
+                p2.store(nested_drain(this.context()), Relaxed);
             }
         });
         t.mod_ns(0);
-        *slot.lock().unwrap() = Some(t);
         assert!(ctx.poll(false), "{name}");
         assert_eq!(fired.load(Relaxed), 1, "{name}: the timer was re-entered");
-        assert!(
-            slot.lock().unwrap().as_ref().unwrap().is_pending(),
-            "{name}: the re-arming made inside the callback was dropped"
-        );
+        assert!(t.is_pending(), "{name}: the re-arming made inside the callback was dropped");
         assert_eq!(
             nested_progress.load(Relaxed),
             0,
@@ -160,8 +153,8 @@ fn timer_rearmed_then_nested_poll_keeps_its_arming() {
         );
         assert!(ctx.poll(false), "{name}");
         assert_eq!(fired.load(Relaxed), 2, "{name}: fired once instead of twice");
-        assert!(!slot.lock().unwrap().as_ref().unwrap().is_pending(), "{name}");
-        slot.lock().unwrap().take();
+        assert!(!t.is_pending(), "{name}");
+        t.delete();
     }
 }
 
@@ -173,26 +166,24 @@ fn periodic_timer_with_nested_wait_keeps_firing() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
         const PERIOD: Duration = Duration::from_millis(20);
-        let slot: Arc<Mutex<Option<Timer>>> = Arc::new(Mutex::new(None));
         let fired = Arc::new(AtomicU32::new(0));
         let max_calls = Arc::new(AtomicU32::new(0));
-        let h = ctx.handle().clone();
-        let (s2, f2, m2) = (slot.clone(), fired.clone(), max_calls.clone());
-        let t = ctx.timer_new(move || {
+        let (f2, m2) = (fired.clone(), max_calls.clone());
+        let periodic = ctx.timer_new(move |this| {
             f2.fetch_add(1, Relaxed);
-            s2.lock().unwrap().as_ref().unwrap().mod_in(PERIOD);
-            let (done, t) = work_after(&h, Duration::from_millis(60));
-            let (n, _) = nested_wait(&done);
+            this.mod_in(PERIOD);
+            let ctx = this.context();
+            let (done, t) = work_after(ctx.handle(), Duration::from_millis(60));
+            let (n, _) = nested_wait(ctx, &done);
             m2.fetch_max(n, Relaxed);
             t.join().unwrap();
         });
-        t.mod_in(PERIOD);
-        *slot.lock().unwrap() = Some(t);
+        periodic.mod_in(PERIOD);
         // The run ends at a second timer (the loop below never blocks forever, even if the periodic
         // timer stopped).
         let over = Arc::new(AtomicBool::new(false));
         let o2 = over.clone();
-        let end = ctx.timer_new(move || o2.store(true, Relaxed));
+        let end = ctx.timer_new(move |_| o2.store(true, Relaxed));
         end.mod_in(Duration::from_millis(300));
         let t0 = Instant::now();
         while !over.load(Relaxed) {
@@ -201,13 +192,10 @@ fn periodic_timer_with_nested_wait_keeps_firing() {
         }
         let n = fired.load(Relaxed);
         assert!(n >= 3, "{name}: the periodic timer fired {n} times in 300 ms");
-        assert!(
-            slot.lock().unwrap().as_ref().unwrap().is_pending(),
-            "{name}: the periodic timer was left disarmed"
-        );
+        assert!(periodic.is_pending(), "{name}: the periodic timer was left disarmed");
         let m = max_calls.load(Relaxed);
         assert!(m <= FEW_CALLS, "{name}: a nested wait spun: {m} poll(true) calls");
-        slot.lock().unwrap().take();
+        periodic.delete();
     }
 }
 
@@ -221,7 +209,7 @@ fn timer_drop_releases_its_closure() {
         let ctx = ctx(&b);
         let token = Arc::new(());
         let t2 = token.clone();
-        let t = ctx.timer_new(move || {
+        let t = ctx.timer_new(move |_| {
             let _keep = &t2;
         });
         t.mod_in(Duration::from_secs(3600));
@@ -233,7 +221,7 @@ fn timer_drop_releases_its_closure() {
 
         // Disarmed first, dropped on another thread.
         let t3 = token.clone();
-        let t = ctx.timer_new(move || {
+        let t = ctx.handle().timer_new(move |_| {
             let _keep = &t3;
         });
         t.mod_in(Duration::from_secs(3600));
@@ -249,19 +237,19 @@ fn timer_drop_releases_its_closure() {
 fn timer_callback_drops_its_own_timer() {
     let ctx = AioContext::new().unwrap();
     let token = Arc::new(());
-    let slot: Arc<Mutex<Option<Timer>>> = Arc::new(Mutex::new(None));
+    let slot: Rc<RefCell<Option<Timer>>> = Rc::default();
     let (s2, t2) = (slot.clone(), token.clone());
     let state = [1u8; 64];
-    let t = ctx.timer_new(move || {
-        drop(s2.lock().unwrap().take());
+    let t = ctx.timer_new(move |_| {
+        drop(s2.borrow_mut().take());
         AioContext::with_current(|c| c.poll(false)).unwrap();
         assert_eq!(state.iter().map(|&b| b as u32).sum::<u32>(), 64);
         assert!(Arc::strong_count(&t2) >= 2);
     });
     t.mod_ns(0);
-    *slot.lock().unwrap() = Some(t);
+    *slot.borrow_mut() = Some(t);
     assert!(ctx.poll(false));
-    assert!(slot.lock().unwrap().is_none());
+    assert!(slot.borrow_mut().is_none());
     assert_eq!(Arc::strong_count(&token), 1, "the closure was not released after its call");
 }
 
@@ -277,14 +265,14 @@ fn handler_nested_blocking_wait_sleeps_and_runs_after() {
         let (r, mut w) = std::os::unix::net::UnixStream::pair().unwrap();
         let calls = Arc::new(AtomicU32::new(0));
         let seen = Arc::new(Mutex::new((0, 0)));
-        let h = ctx.handle().clone();
         let (c2, seen2) = (calls.clone(), seen.clone());
         ctx.set_fd_handler(
             r.as_raw_fd(),
-            FdHandler::new().on_read(move || {
+            FdHandler::new().on_read(move |this| {
                 if c2.fetch_add(1, Relaxed) == 0 {
-                    let (done, t) = work_after(&h, Duration::from_millis(50));
-                    *seen2.lock().unwrap() = nested_wait(&done);
+                    let ctx = this.context();
+                    let (done, t) = work_after(ctx.handle(), Duration::from_millis(50));
+                    *seen2.lock().unwrap() = nested_wait(ctx, &done);
                     t.join().unwrap();
                 }
             }),

@@ -65,23 +65,23 @@ impl Device {
             (self.clone(), self.clone(), self.clone(), self.clone(), self.clone());
         let k1 = k.clone();
         FdHandler::new()
-            .on_read(move || {
+            .on_read(move |_| {
                 k1.take_readable(fd);
                 d1.reads.fetch_add(1, SeqCst);
                 d1.complete();
             })
-            .io_poll(
-                move || d2.ring.load(SeqCst) > 0,
-                move || {
+            .on_poll(
+                move |_| d2.ring.load(SeqCst) > 0,
+                move |_| {
                     d3.ready_calls.fetch_add(1, SeqCst);
                     d3.complete();
                 },
             )
-            .io_poll_begin(move || {
+            .on_poll_begin(move |_| {
                 d4.begins.fetch_add(1, SeqCst);
                 d4.notify_enabled.store(false, SeqCst);
             })
-            .io_poll_end(move || {
+            .on_poll_end(move |_| {
                 d5.ends.fetch_add(1, SeqCst);
                 // The guest pushes while notifications are still disabled: no kick.
                 if d5.push_in_end.load(SeqCst) > 0 {
@@ -144,11 +144,11 @@ fn drive_window_sequence() -> Vec<u64> {
     ctx.set_fd_handler(
         fd,
         FdHandler::new()
-            .on_read(move || {
+            .on_read(move |_| {
                 k1.take_readable(fd);
             })
-            .io_poll(
-                move || {
+            .on_poll(
+                move |_| {
                     // Polling finds nothing; the event comes `wait` ns later through the fd.
                     let w = w2.swap(0, SeqCst);
                     if w > 0 {
@@ -157,7 +157,7 @@ fn drive_window_sequence() -> Vec<u64> {
                     }
                     false
                 },
-                || {},
+                |_| {},
             ),
     )
     .unwrap();
@@ -193,13 +193,13 @@ fn slow_io_poll_ready_does_not_shrink_the_window() {
     ctx.set_fd_handler(
         fd,
         FdHandler::new()
-            .on_read(move || {
+            .on_read(move |_| {
                 k1.take_readable(fd);
                 r1.store(0, SeqCst);
             })
-            .io_poll(
-                move || r2.load(SeqCst) > 0,
-                move || {
+            .on_poll(
+                move |_| r2.load(SeqCst) > 0,
+                move |_| {
                     // 1 ms of work, far above max: must not count as waiting.
                     clock.advance(std::time::Duration::from_millis(1));
                     r3.store(0, SeqCst);
@@ -326,12 +326,12 @@ fn nested_poll_in_io_poll_ready_does_not_reenter() {
     ctx.set_fd_handler(
         pfd,
         FdHandler::new()
-            .on_read(move || {
+            .on_read(move |_| {
                 k1.take_readable(pfd);
             })
-            .io_poll(
-                || true,
-                move || {
+            .on_poll(
+                |_| true,
+                move |_| {
                     assert!(!n1.swap(true, SeqCst), "io_poll_ready re-entered from a nested poll");
                     r1.fetch_add(1, SeqCst);
                     k2.set_readable(dfd, true);
@@ -347,10 +347,10 @@ fn nested_poll_in_io_poll_ready_does_not_reenter() {
     ctx.set_fd_handler(
         dfd,
         FdHandler::new()
-            .on_read(move || {
+            .on_read(move |_| {
                 k3.take_readable(dfd);
             })
-            .io_poll(|| false, || panic!("io_poll_ready of a never-ready handler")),
+            .on_poll(|_| false, |_| panic!("io_poll_ready of a never-ready handler")),
     )
     .unwrap();
     k.set_readable(pfd, true);
@@ -373,10 +373,10 @@ fn always_ready_poll_handler_does_not_starve_fd_handlers() {
         ctx.set_fd_handler(
             busy,
             FdHandler::new()
-                .on_read(move || {
+                .on_read(move |_| {
                     k1.take_readable(busy);
                 })
-                .io_poll(|| true, || {}),
+                .on_poll(|_| true, |_| {}),
         )
         .unwrap();
         k.set_readable(busy, true);
@@ -384,12 +384,12 @@ fn always_ready_poll_handler_does_not_starve_fd_handlers() {
         let other = k.open();
         let hit = Arc::new(AtomicBool::new(false));
         let (h2, k2) = (hit.clone(), k.clone());
-        let mut h = FdHandler::new().on_read(move || {
+        let mut h = FdHandler::new().on_read(move |_| {
             k2.take_readable(other);
             h2.store(true, SeqCst);
         });
         if !fd_only {
-            h = h.io_poll(|| false, || {});
+            h = h.on_poll(|_| false, |_| {});
         }
         ctx.set_fd_handler(other, h).unwrap();
         k.set_readable(other, true);
@@ -412,11 +412,11 @@ fn iothread_with_polling_1e5_round_trips() {
         let main = AioContext::builder().poll_params(MAX, 0, 0).build().unwrap();
         let back = Arc::new(AtomicU32::new(0));
         let b2 = back.clone();
-        let reply = Arc::new(main.bh_new(move || {
+        let reply = Arc::new(main.handle().bh_new(move |_| {
             b2.fetch_add(1, SeqCst);
         }));
         let r2 = reply.clone();
-        let ping = t.handle().bh_new(move || r2.schedule());
+        let ping = t.handle().bh_new(move |_| r2.schedule());
         for i in 1..=100_000u32 {
             ping.schedule();
             while back.load(SeqCst) < i {

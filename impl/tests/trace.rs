@@ -49,7 +49,7 @@ fn recorded_cross_thread_runs_are_linearizations() {
         let ctx = AioContext::new().unwrap();
         let n = Arc::new(AtomicU32::new(0));
         let n2 = n.clone();
-        let bh = Arc::new(ctx.bh_new(move || {
+        let bh = Arc::new(ctx.handle().bh_new(move |_| {
             n2.fetch_add(1, Relaxed);
         }));
         let b2 = bh.clone();

@@ -38,7 +38,7 @@
 
 use std::fmt;
 
-use aioctx::trace::bh_flags::{BH_DELETED, BH_IDLE, BH_ONESHOT, BH_PENDING, BH_SCHEDULED};
+use aioctx::bh_flags::{BH_DELETED, BH_IDLE, BH_ONESHOT, BH_PENDING, BH_SCHEDULED};
 use aioctx::trace::Step;
 
 use crate::scenario::{Bug, Loops, Op, Poller, Scenario};
@@ -200,7 +200,7 @@ pub struct State {
     pub notifier: bool,
     /// Ghost: a bare notify's request that no scan (`bh_poll_take`) has seen yet.
     pub request: bool,
-    /// Each BH's flags (`aioctx::trace::bh_flags`).
+    /// Each BH's flags (`aioctx::bh_flags`).
     pub bh_flags: Vec<u32>,
     /// `bh_list`, bottom to top (a push appends; `bh_poll_take` takes all).
     pub bh_list: Vec<u8>,

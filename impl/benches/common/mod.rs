@@ -230,7 +230,9 @@ pub struct Stat {
 
 pub fn stat(mut v: Vec<f64>) -> Stat {
     assert!(!v.is_empty());
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // total_cmp: a NaN (a run that measured nothing, e.g. an atomic ping-pong starved of CPU on a
+    // loaded machine) sorts last instead of panicking the whole bench.
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
     Stat { med, min: v[0], max: v[n - 1] }

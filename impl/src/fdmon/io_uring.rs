@@ -756,7 +756,6 @@ mod tests {
 
     use super::*;
     use crate::fdmon::suite::{high_dup, Pipe};
-    use crate::kernel::EventNotifier;
     use crate::sync::{thread, Arc};
     use crate::sys::{cvt, os_error, EventFd};
 

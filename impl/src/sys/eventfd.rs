@@ -12,17 +12,16 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use super::{cvt, cvt_r, fd_error};
 use crate::kernel::EventNotifier;
 
-/// A level-triggered, pollable flag: readable from [`set`](EventNotifier::set) until
-/// [`test_and_clear`](EventNotifier::test_and_clear).
+/// A level-triggered, pollable flag: readable from [`set`](EventFd::set) until
+/// [`test_and_clear`](EventFd::test_and_clear). The methods are inherent (no trait to import); it
+/// also implements [`EventNotifier`] for the kernel boundary, and `AsRawFd` / `AsFd` for the fd.
 ///
 /// Backed by `eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)`, or, where eventfd does not exist, by a
-/// non-blocking pipe (the read end is [`fd`](EventNotifier::fd), `set` writes the other). Both fds are
-/// closed on drop.
+/// non-blocking pipe (the read end is its fd, `set` writes the other). Both fds are closed on drop.
 ///
 /// # Examples
 ///
 /// ```
-/// use aioctx::kernel::EventNotifier;
 /// use aioctx::sys::EventFd;
 ///
 /// let e = EventFd::new()?;
@@ -86,13 +85,19 @@ impl EventFd {
     pub fn is_pipe(&self) -> bool {
         self.write.is_some()
     }
+
+    /// The fd to wait on (readable while set): the eventfd, or the pipe's read end. The same as
+    /// `AsRawFd::as_raw_fd`.
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
 }
 
-impl EventNotifier for EventFd {
+impl EventFd {
     /// Write 1 (8 bytes to the eventfd, 1 byte to the pipe). A full counter or pipe (EAGAIN) means the
     /// notifier is already set: `Ok`.
     #[doc(alias = "event_notifier_set")]
-    fn set(&self) -> io::Result<()> {
+    pub fn set(&self) -> io::Result<()> {
         let fd = self.write.as_ref().unwrap_or(&self.read).as_raw_fd();
         let one = 1u64.to_ne_bytes();
         // An eventfd takes exactly 8 bytes; one is enough for the pipe.
@@ -110,7 +115,7 @@ impl EventNotifier for EventFd {
     /// Read until nothing is left: the eventfd's counter goes to zero in one read; the pipe is drained
     /// 512 bytes at a time until a short read or EAGAIN. Returns whether anything was read.
     #[doc(alias = "event_notifier_test_and_clear")]
-    fn test_and_clear(&self) -> io::Result<bool> {
+    pub fn test_and_clear(&self) -> io::Result<bool> {
         let fd = self.read.as_raw_fd();
         let mut buf = [0u8; 512];
         let mut was_set = false;
@@ -131,9 +136,20 @@ impl EventNotifier for EventFd {
             }
         }
     }
+}
+
+/// The kernel boundary's view of it; the same methods are inherent (no import needed).
+impl EventNotifier for EventFd {
+    fn set(&self) -> io::Result<()> {
+        EventFd::set(self)
+    }
+
+    fn test_and_clear(&self) -> io::Result<bool> {
+        EventFd::test_and_clear(self)
+    }
 
     fn fd(&self) -> RawFd {
-        self.read.as_raw_fd()
+        EventFd::fd(self)
     }
 }
 

@@ -26,7 +26,10 @@ use std::sync::{Arc as StdArc, Mutex as StdMutex, Weak};
 
 use aioctx::sync::atomic::{AtomicUsize, Ordering};
 use aioctx::sync::{thread, Arc, Mutex};
-use aioctx::{AioContext, Backend, Bh, Faults, FdHandler, Handle, ModelKernel, Timer};
+use aioctx::{
+    AioContext, Backend, Bh, BhRef, Faults, FdHandler, FdRef, Handle, ModelKernel, Remote, Timer,
+    TimerRef,
+};
 
 use super::oracle::{self, Cb, Ev, Failure, Stats};
 use super::{Nested, Op, Owner, Program};
@@ -155,8 +158,9 @@ impl Outcome {
 struct Objs {
     p: Program,
     handle: Handle,
-    bhs: Vec<Mutex<Option<Bh>>>,
-    timers: Vec<Mutex<Option<Timer>>>,
+    // Remote kinds (made through the Handle): other threads of the program own some of them.
+    bhs: Vec<Mutex<Option<Bh<Remote>>>>,
+    timers: Vec<Mutex<Option<Timer<Remote>>>>,
     fd: Vec<RawFd>,
     fds: std::sync::Arc<dyn Fds>,
     log: StdMutex<Vec<Ev>>,
@@ -253,8 +257,8 @@ impl Objs {
         }
     }
 
-    fn bh_callback(w: Weak<Objs>, b: u8) -> impl FnMut() + Send + 'static {
-        move || {
+    fn bh_callback(w: Weak<Objs>, b: u8) -> impl FnMut(&BhRef<'_>) + Send + 'static {
+        move |_: &BhRef<'_>| {
             let Some(o) = w.upgrade() else { return };
             let spec = o.p.bhs[b as usize];
             o.log(Ev::CbBegin(Cb::Bh(b)));
@@ -282,7 +286,7 @@ impl Objs {
         }
     }
 
-    fn timer_callback(w: Weak<Objs>, t: u8) -> impl FnMut() + Send + 'static {
+    fn timer_callback(w: Weak<Objs>, t: u8) -> impl FnMut(&TimerRef<'_>) + Send + 'static {
         // Logs `TimerFreed` when the closure (and so everything it captured) is dropped.
         struct Freed(Weak<Objs>, u8);
         impl Drop for Freed {
@@ -293,7 +297,7 @@ impl Objs {
             }
         }
         let freed = Freed(w.clone(), t);
-        move || {
+        move |_: &TimerRef<'_>| {
             let _ = &freed;
             let Some(o) = w.upgrade() else { return };
             let ti = t as usize;
@@ -316,11 +320,11 @@ impl Objs {
         }
     }
 
-    fn handler(w: &Weak<Objs>, f: u8, inst: u32, o: &Objs) -> FdHandler {
+    fn handler(w: &Weak<Objs>, f: u8, inst: u32, o: &Objs) -> FdHandler<Remote> {
         let spec = o.p.fds[f as usize];
         let fd = o.fd[f as usize];
         let w1 = w.clone();
-        let mut h = FdHandler::new().on_read(move || {
+        let mut h = FdHandler::new_remote().on_read(move |_: &FdRef<'_>| {
             let Some(o) = w1.upgrade() else { return };
             let cb = Cb::Read(f, inst);
             o.log(Ev::CbBegin(cb));
@@ -344,9 +348,9 @@ impl Objs {
         if spec.poll {
             let (w2, w3, w4, w5) = (w.clone(), w.clone(), w.clone(), w.clone());
             h = h
-                .io_poll(
-                    move || w2.upgrade().is_some_and(|o| o.fds.is_ready(fd)),
-                    move || {
+                .on_poll(
+                    move |_: &FdRef<'_>| w2.upgrade().is_some_and(|o| o.fds.is_ready(fd)),
+                    move |_: &FdRef<'_>| {
                         let Some(o) = w3.upgrade() else { return };
                         let cb = Cb::PollReady(f, inst);
                         o.log(Ev::CbBegin(cb));
@@ -356,12 +360,12 @@ impl Objs {
                         o.log(Ev::CbEnd(cb));
                     },
                 )
-                .io_poll_begin(move || {
+                .on_poll_begin(move |_: &FdRef<'_>| {
                     if let Some(o) = w4.upgrade() {
                         o.log(Ev::IoPollBegin(f, inst))
                     }
                 })
-                .io_poll_end(move || {
+                .on_poll_end(move |_: &FdRef<'_>| {
                     if let Some(o) = w5.upgrade() {
                         o.log(Ev::IoPollEnd(f, inst))
                     }
@@ -372,8 +376,8 @@ impl Objs {
 
     /// Whether work is pending (the home thread's view of the code's state).
     fn pending(&self, ctx: &AioContext) -> bool {
-        self.bhs.iter().any(|b| b.lock().as_ref().is_some_and(Bh::is_scheduled))
-            || self.timers.iter().any(|t| t.lock().as_ref().is_some_and(Timer::is_pending))
+        self.bhs.iter().any(|b| b.lock().as_ref().is_some_and(|b| b.is_scheduled()))
+            || self.timers.iter().any(|t| t.lock().as_ref().is_some_and(|t| t.is_pending()))
             || self.fd.iter().any(|fd| self.fds.is_ready(*fd) && ctx.poll_ns(*fd).is_some())
             || self.oneshots.load(Relaxed) != self.oneshots_run.load(Relaxed)
     }
@@ -590,10 +594,12 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
     let wait_bound = 16 + 4 * p.len() as u64 + if env.faults.spurious_wake > 0 { 64 } else { 0 };
     let o = StdArc::new_cyclic(|w: &Weak<Objs>| {
         let bhs = (0..p.bhs.len())
-            .map(|b| Mutex::new(Some(ctx.bh_new(Objs::bh_callback(w.clone(), b as u8)))))
+            .map(|b| Mutex::new(Some(ctx.handle().bh_new(Objs::bh_callback(w.clone(), b as u8)))))
             .collect();
         let timers = (0..p.timers.len())
-            .map(|t| Mutex::new(Some(ctx.timer_new(Objs::timer_callback(w.clone(), t as u8)))))
+            .map(|t| {
+                Mutex::new(Some(ctx.handle().timer_new(Objs::timer_callback(w.clone(), t as u8))))
+            })
             .collect();
         Objs {
             p: p.clone(),

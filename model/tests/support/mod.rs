@@ -47,7 +47,7 @@ use std::time::Duration;
 use aioctx::kernel::{FdMonitor, ModelFdMonitor};
 use aioctx::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use aioctx::sync::{thread, Arc, Condvar, Mutex};
-use aioctx::{AioContext, Backend, Clock, FdHandler, ModelClock, ModelKernel};
+use aioctx::{AioContext, Backend, Clock, FdHandler, FdRef, ModelClock, ModelKernel};
 
 /// How big a scenario is: `remotes` threads besides the home thread, each doing `per_remote`
 /// things.
@@ -279,7 +279,7 @@ pub fn bh_cancel_racing_schedule() {
     let ctx = model_ctx(&k);
     let runs = HomeCount::new();
     let r = runs.clone();
-    let bh = Arc::new(ctx.bh_new(move || {
+    let bh = Arc::new(ctx.handle().bh_new(move |_| {
         r.inc();
     }));
     let remote = bh.clone();
@@ -327,7 +327,7 @@ pub fn bh_schedule_publishes() {
     let data = Arc::new(AtomicU32::new(0));
     let (seen, calls) = (HomeCount::new(), HomeCount::new());
     let (d, s, c) = (data.clone(), seen.clone(), calls.clone());
-    let bh = Arc::new(ctx.bh_new(move || {
+    let bh = Arc::new(ctx.handle().bh_new(move |_| {
         c.inc();
         // ORDERING: Relaxed on purpose, as in DropProbe.
         s.set(d.load(Ordering::Relaxed) as usize + 1);
@@ -363,7 +363,7 @@ pub fn bh_delete_publishes(poll_first: bool) {
     let data = Arc::new(AtomicU32::new(0));
     let (drops, seen) = (HomeCount::new(), HomeCount::new());
     let probe = DropProbe { data: data.clone(), drops: drops.clone(), seen: seen.clone() };
-    let bh = ctx.bh_new(move || {
+    let bh = ctx.handle().bh_new(move |_| {
         let _ = &probe;
     });
     bh.schedule();
@@ -433,10 +433,10 @@ pub fn bh_reschedule_racing_nested_poll() {
     let (drops, seen, calls) = (HomeCount::new(), HomeCount::new(), HomeCount::new());
     let probe = DropProbe { data, drops: drops.clone(), seen };
     let c = calls.clone();
-    let bh = ctx.bh_new(move || {
+    let bh = ctx.handle().bh_new(move |this| {
         let _ = &probe;
         if c.inc() == 1 {
-            AioContext::with_current(|ctx| ctx.poll(false));
+            this.context().poll(false);
         }
     });
     bh.schedule();
@@ -524,7 +524,12 @@ pub fn bh_schedule_vs_blocking_poll(s: Size) {
                 gate.pass();
             };
             // Odd items (shuttle only) are oneshots, made on the remote thread.
-            bhs.push(if j % 2 == 0 { Ok(ctx.bh_new(cb)) } else { Err(cb) });
+            bhs.push(if j % 2 == 0 {
+                let cb = cb;
+                Ok(ctx.handle().bh_new(move |_| cb()))
+            } else {
+                Err(cb)
+            });
         }
         let (h, gate) = (ctx.handle().clone(), gate.clone());
         ts.push(thread::spawn(move || {
@@ -606,7 +611,7 @@ fn external_loop(s: Size, nested: Nested) {
     let outer = ModelFdMonitor::new(k.clone());
     if nested == Nested::NonBlocking {
         let idle = k.open(); // never readable
-        ctx.set_fd_handler(idle, FdHandler::new().on_read(|| panic!("the idle fd never fires")))
+        ctx.set_fd_handler(idle, FdHandler::new().on_read(|_| panic!("the idle fd never fires")))
             .unwrap();
     }
     let total = s.total();
@@ -785,16 +790,16 @@ impl Device {
             (dev.clone(), dev.clone(), dev.clone(), dev.clone(), dev.clone());
         let (s1, s2, s3, s4, s5) = (st.clone(), st.clone(), st.clone(), st.clone(), st.clone());
         FdHandler::new()
-            .on_read(move || {
+            .on_read(move |_| {
                 d1.k.take_readable(d1.fd);
                 d1.consume(&s1);
             })
-            .io_poll(move || d2.available() > s2.consumed.get(), move || d3.consume(&s3))
-            .io_poll_begin(move || {
+            .on_poll(move |_| d2.available() > s2.consumed.get(), move |_| d3.consume(&s3))
+            .on_poll_begin(move |_| {
                 s4.begins.inc();
                 d4.disable_notifications();
             })
-            .io_poll_end(move || {
+            .on_poll_end(move |_| {
                 assert_eq!(
                     s5.ends.inc(),
                     s5.begins.get(),
@@ -923,7 +928,7 @@ pub fn handler_removal_during_dispatch(s: Size) {
     for (i, &fd) in fds.iter().enumerate() {
         k.set_readable(fd, true); // level-triggered: fires on every poll until removed
         let log = log.clone();
-        let on_read = move || {
+        let on_read = move |_: &FdRef<'_>| {
             let mut g = log.lock();
             let l = &mut g[i];
             l.calls += 1;
@@ -985,7 +990,7 @@ pub fn timer_mod_racing_bh() {
     let ctx = model_ctx(&k);
     let done = HomeCount::new();
     let (clock, d) = (k.clock(), done.clone());
-    let t = ctx.timer_new(move || {
+    let t = ctx.handle().timer_new(move |_| {
         assert!(clock.now_ns() >= 1000, "p_timer_not_early violated");
         d.inc();
     });
@@ -1030,7 +1035,7 @@ pub fn timer_mod_from_other_thread(s: Size) {
             let deadline = 1000 * (1 + (j * s.remotes + r) as u64);
             let (clock, done, fired, gate) =
                 (k.clock(), done.clone(), HomeCount::new(), gate.clone());
-            let t = ctx.timer_new(move || {
+            let t = ctx.handle().timer_new(move |_| {
                 let now = clock.now_ns();
                 assert!(
                     now >= deadline,
@@ -1091,7 +1096,7 @@ pub fn mixed_traffic(s: Size) {
 
     let (oneshots, shared_runs, fired) = (HomeCount::new(), HomeCount::new(), HomeCount::new());
     let sr = shared_runs.clone();
-    let shared_bh = Arc::new(ctx.bh_new(move || {
+    let shared_bh = Arc::new(ctx.handle().bh_new(move |_| {
         sr.inc();
     }));
     let churn_fd = k.open();
@@ -1128,7 +1133,7 @@ pub fn mixed_traffic(s: Size) {
                 expect_timers += 1;
                 let (now, f, once) = (now.clone(), fired.clone(), HomeCount::new());
                 let deadline = 5000 * (1 + r as u64);
-                let t = ctx.timer_new(move || {
+                let t = ctx.handle().timer_new(move |_| {
                     let t = now.peek();
                     assert!(
                         t >= deadline,
@@ -1152,10 +1157,11 @@ pub fn mixed_traffic(s: Size) {
                     for _ in 0..s.per_remote {
                         // Another churner may own the fd right now: no assertion on the results.
                         let k2 = k.clone();
-                        let on_read = move || {
+                        let on_read = move |_: &FdRef<'_>| {
                             k2.take_readable(churn_fd);
                         };
-                        let _ = h.set_fd_handler(churn_fd, FdHandler::new().on_read(on_read));
+                        let _ =
+                            h.set_fd_handler(churn_fd, FdHandler::new_remote().on_read(on_read));
                         k.set_readable(churn_fd, true);
                         let _ = h.remove_fd_handler(churn_fd);
                     }

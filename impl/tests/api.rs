@@ -1,0 +1,208 @@
+//! The home-thread API (issue 16): `!Send` callbacks on the home context, each callback's view of
+//! itself (`BhRef`, `TimerRef`, `FdRef`), explicit deletes, a handler's interest changed in place,
+//! and the `Send` scheduler of a home-thread BH, on every real backend. (Where their closures are
+//! dropped, and what must not compile, is in impl/tests/miri.rs and impl/src/kind.rs.)
+#![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::time::Duration;
+
+use aioctx::{FdHandler, Interest};
+use common::*;
+
+/// A BH that counts in `Rc<Cell>` state and reschedules itself until 5: one call per poll, no slot.
+#[test]
+fn bh_reschedules_itself_through_its_ref() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let n = Rc::new(Cell::new(0));
+        let n2 = n.clone();
+        let bh = ctx.bh_new(move |this| {
+            n2.set(n2.get() + 1);
+            assert!(!this.is_scheduled(), "dequeued, so not scheduled");
+            if n2.get() < 5 {
+                this.schedule();
+            }
+        });
+        bh.schedule();
+        let mut polls = 0;
+        while ctx.poll(false) {
+            polls += 1;
+            assert_eq!(n.get(), polls, "{name}: one call per poll");
+        }
+        assert_eq!(n.get(), 5, "{name}");
+        assert!(!bh.is_scheduled());
+    }
+}
+
+/// `BhRef::cancel` cancels a schedule made (by the owner) while the callback runs.
+#[test]
+fn bh_cancels_itself_through_its_ref() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let n = Rc::new(Cell::new(0));
+        let owner: Rc<RefCell<Option<aioctx::Bh>>> = Rc::default();
+        let (n2, o2) = (n.clone(), owner.clone());
+        let bh = ctx.bh_new(move |this| {
+            n2.set(n2.get() + 1);
+            o2.borrow().as_ref().unwrap().schedule(); // someone schedules it again
+            this.cancel(); // and it declines
+        });
+        bh.schedule();
+        *owner.borrow_mut() = Some(bh);
+        assert!(ctx.poll(false), "{name}");
+        assert!(!ctx.poll(false), "{name}: the cancelled schedule ran");
+        assert_eq!(n.get(), 1, "{name}");
+        owner.borrow_mut().take(); // break the test's own cycle
+    }
+}
+
+/// A oneshot on the home context takes a `!Send` closure.
+#[test]
+fn local_oneshot_takes_rc_state() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let n = Rc::new(Cell::new(0));
+        let n2 = n.clone();
+        ctx.bh_oneshot(move || n2.set(n2.get() + 1));
+        assert!(ctx.poll(false), "{name}");
+        assert!(!ctx.poll(false), "{name}");
+        assert_eq!(n.get(), 1);
+        assert_eq!(Rc::strong_count(&n), 1, "{name}: the oneshot was not freed");
+    }
+}
+
+/// A timer re-arms itself (periodic) then deletes itself; the owner's arming afterwards calls
+/// nothing, and the closure is gone once the deleting call returned.
+#[test]
+fn timer_rearms_then_deletes_itself() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let n = Rc::new(Cell::new(0));
+        let n2 = n.clone();
+        let t = ctx.timer_new(move |this| {
+            n2.set(n2.get() + 1);
+            if n2.get() < 3 {
+                this.mod_in(Duration::from_millis(1));
+                assert!(this.is_pending());
+            } else {
+                this.delete();
+                assert!(!this.is_pending());
+            }
+        });
+        t.mod_ns(0);
+        let mut polls = 0;
+        while n.get() < 3 {
+            ctx.poll(true);
+            polls += 1;
+            assert!(polls < 100, "{name}: the periodic timer stopped");
+        }
+        assert!(!t.is_pending(), "{name}");
+        assert_eq!(Rc::strong_count(&n), 1, "{name}: the deleted timer's closure is alive");
+        t.mod_ns(0);
+        assert!(!ctx.poll(false), "{name}: a deleted timer was called");
+        t.delete();
+    }
+}
+
+/// A handler changes its own interest, in place: its write callback pauses itself once called (the
+/// socket stays writable: level-triggered, so without the change it would fire on every poll), the
+/// read callback stays, and `set_fd_interest` re-enables the write side without re-registering.
+#[test]
+fn handler_interest_changed_in_place() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (r, mut w) = UnixStream::pair().unwrap();
+        let fd = r.as_raw_fd();
+        let (reads, writes) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+        let (r2, w2) = (reads.clone(), writes.clone());
+        let mut rs = r.try_clone().unwrap();
+        ctx.set_fd_handler(
+            fd,
+            FdHandler::new()
+                .on_read(move |_| {
+                    let mut buf = [0; 8];
+                    let _ = rs.read(&mut buf).unwrap();
+                    r2.set(r2.get() + 1);
+                })
+                .on_write(move |this| {
+                    w2.set(w2.get() + 1);
+                    assert_eq!(this.interest(), Interest::BOTH);
+                    this.set_interest(Interest::READ).unwrap(); // pause the write side
+                    assert_eq!(this.interest(), Interest::READ);
+                }),
+        )
+        .unwrap();
+        assert!(ctx.poll(false), "{name}: writable");
+        assert_eq!(writes.get(), 1, "{name}");
+        assert!(!ctx.poll(false), "{name}: the paused write side still fires");
+        w.write_all(b"x").unwrap();
+        assert!(ctx.poll(true), "{name}: the read side was lost by the change");
+        assert_eq!((reads.get(), writes.get()), (1, 1), "{name}");
+        assert!(ctx.set_fd_interest(fd, Interest::BOTH).unwrap(), "{name}");
+        assert!(ctx.poll(false), "{name}: re-enabled write side");
+        assert_eq!(writes.get(), 2, "{name}");
+        // Pausing everything: nothing fires though the socket is writable and readable.
+        assert!(ctx.set_fd_interest(fd, Interest::NONE).unwrap(), "{name}");
+        w.write_all(b"y").unwrap();
+        assert!(!ctx.poll(false), "{name}: a paused handler fired");
+        ctx.remove_fd_handler(fd).unwrap();
+    }
+}
+
+/// Interest beyond the callbacks, or on an fd without a handler: a clear error / `false`, no panic.
+#[test]
+fn handler_interest_errors() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (r, _w) = UnixStream::pair().unwrap();
+        let fd = r.as_raw_fd();
+        assert!(!ctx.set_fd_interest(fd, Interest::READ).unwrap(), "{name}: no handler");
+        ctx.set_fd_handler(fd, FdHandler::new().on_read(|_| {})).unwrap();
+        let e = ctx.set_fd_interest(fd, Interest::WRITE).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{name}");
+        assert!(e.to_string().contains(&format!("fd {fd}")), "{name}: {e}");
+        assert!(ctx.set_fd_interest(fd, Interest::READ).unwrap(), "{name}");
+        ctx.remove_fd_handler(fd).unwrap();
+    }
+}
+
+/// `FdRef::remove` removes its own handler only: after a replacement, the old handler's `remove`
+/// (called from a callback of its still-running dispatch) leaves the new one registered.
+#[test]
+fn handler_removes_itself_but_not_its_replacement() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (r, mut w) = UnixStream::pair().unwrap();
+        let fd = r.as_raw_fd();
+        let new_calls = Rc::new(Cell::new(0));
+        let nc = new_calls.clone();
+        let removed = Rc::new(Cell::new(None));
+        let rm = removed.clone();
+        ctx.set_fd_handler(
+            fd,
+            FdHandler::new().on_read(move |this| {
+                let nc = nc.clone();
+                this.context()
+                    .set_fd_handler(
+                        this.fd(),
+                        FdHandler::new().on_read(move |_| nc.set(nc.get() + 1)),
+                    )
+                    .unwrap();
+                rm.set(Some(this.remove().unwrap()));
+            }),
+        )
+        .unwrap();
+        w.write_all(b"x").unwrap();
+        assert!(ctx.poll(true), "{name}");
+        assert_eq!(removed.get(), Some(false), "{name}: removed its replacement");
+        assert!(ctx.poll(false), "{name}: the replacement is not registered");
+        assert_eq!(new_calls.get(), 1, "{name}");
+        assert!(ctx.remove_fd_handler(fd).unwrap(), "{name}");
+    }
+}
