@@ -5,7 +5,7 @@
 //! | program | threads | property | sites |
 //! |---|---|---|---|
 //! | [`bh_schedule_vs_blocking_poll`] | scheduler (enqueue, push, notify), home (disarm, accept, scan, compute_timeout, arm, re-check, block) | `p_no_lost_wakeup` | notify, accept, disarm, arm, enqueue, push, poll (take, dequeue), pending, classify |
-//! | [`timer_mod_racing_bh`] | scheduler, timer mover (`earliest` hint, notify), home (as above, and the timer hint in compute_timeout) | `p_no_lost_wakeup` | the above and timer::mod_ns, timer::earliest |
+//! | [`timer_mod_racing_bh`] | scheduler, timer mover (`earliest` hint, notify), home (as above, and the timer hint in compute_timeout) | `p_no_lost_wakeup` | the above and timer::arm, timer::earliest |
 //! | [`bh_schedule_vs_polling_poll`], [`timer_mod_racing_bh_polling`] | as above, the next poll polling in userspace first (one round reading `notified`) | `p_no_lost_wakeup` | the above and poll::try_poll_mode |
 //! | [`external_loop_wait_vs_bh`] | scheduler, home as an external loop (check, accept, scan, prepare, compute_timeout, its own wait) | `p_no_lost_wakeup` | notify, accept, check, prepare, enqueue, push, poll, pending, classify |
 //! | [`bh_dequeue_vs_repush`] | home dequeue (read `next`, then clear the flags), scheduler (enqueue, push) | `p_bh_never_on_list_twice` | poll::load, poll::swap#2, enqueue, push |
@@ -250,8 +250,8 @@ pub fn bh_schedule_vs_polling_poll() -> Program {
 
 fn timer_program(name: &'static str, polling: bool) -> Program {
     let mut mover = vec![
-        ld("timer::mod_ns::load#1", "earliest", Relaxed, "old_earliest"),
-        st("timer::mod_ns::store#1", "earliest", Relaxed, c(DEADLINE)),
+        ld("timer::arm::load#1", "earliest", Relaxed, "old_earliest"),
+        st("timer::arm::store#1", "earliest", Relaxed, c(DEADLINE)),
     ];
     mover.push(when(lt(c(DEADLINE), r("old_earliest")), notify()));
     Program {
