@@ -311,6 +311,19 @@ impl Bh<Local> {
         });
         BhScheduler { slot: slot.clone() }
     }
+
+    /// A BH whose closure is made from its own schedule handle (a task's waker holds it).
+    pub(crate) fn new_cyclic<C>(ctx: Arc<Shared>, f: impl FnOnce(BhScheduler) -> C) -> Bh
+    where
+        C: FnMut(&BhRef<'_>) + 'static,
+    {
+        let bh = Bh::new(ctx, noop());
+        let cb: Callback = Box::new(f(bh.scheduler()));
+        // SAFETY: home thread (a `Local` BH is created there); the BH was never scheduled, so its
+        // callback is not running and no other thread reaches `cb`.
+        bh.inner().cb.with_mut(|c| unsafe { *c = cb });
+        bh
+    }
 }
 
 impl<K: Kind> Drop for Bh<K> {

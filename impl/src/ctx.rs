@@ -201,6 +201,7 @@ impl Builder {
                 ready: Cell::new(Vec::new()),
                 polling: PollState::default(),
             },
+            tasks: Default::default(),
             _not_send: std::marker::PhantomData,
         })
     }
@@ -322,7 +323,7 @@ impl Handle {
     /// own notifier, or the handler has no callback. The message names the fd.
     #[doc(alias = "aio_set_fd_handler")]
     pub fn set_fd_handler(&self, fd: RawFd, h: FdHandler<Remote>) -> io::Result<()> {
-        set_fd_handler(&self.shared, fd, h.erase())
+        set_fd_handler(&self.shared, fd, h.erase()).map(drop)
     }
 
     /// Change what `fd`'s handler waits for, in place: its callbacks stay, and so does its polling
@@ -378,11 +379,12 @@ impl Handle {
     }
 }
 
-/// `aio_set_fd_handler`, for both kinds (the caller's signature checked the kind).
-fn set_fd_handler(s: &Shared, fd: RawFd, h: FdHandler) -> io::Result<()> {
-    {
+/// `aio_set_fd_handler`, for both kinds (the caller's signature checked the kind). Returns the
+/// handler's token.
+pub(crate) fn set_fd_handler(s: &Shared, fd: RawFd, h: FdHandler) -> io::Result<u64> {
+    let token = {
         let mut t = s.handlers.lock();
-        t.set(fd, h)?;
+        let token = t.set(fd, h)?;
         s.publish_counts(&t);
         #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
         if t.upgrade_at != 0 && t.by_fd.len() >= t.upgrade_at && t.fdmon.name() == "ppoll" {
@@ -396,9 +398,10 @@ fn set_fd_handler(s: &Shared, fd: RawFd, h: FdHandler) -> io::Result<()> {
         // ORDERING: Relaxed: the notify below publishes it (Release fence; the home thread's accept
         // fence acquires).
         s.handlers_gen.fetch_add(1, Ordering::Relaxed);
-    }
+        token
+    };
     s.notify.notify();
-    Ok(())
+    Ok(token)
 }
 
 /// Change the interest of `fd`'s handler (the one with `token`, if given), then notify.
@@ -472,6 +475,8 @@ struct Home {
 pub struct AioContext {
     handle: Handle,
     home: Home,
+    /// The tasks of [`AioContext::spawn_local`] (shared with their join handles).
+    tasks: std::rc::Rc<crate::task::TaskSet>,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -554,7 +559,7 @@ impl AioContext {
     /// As [`Handle::set_fd_handler`].
     #[doc(alias = "aio_set_fd_handler")]
     pub fn set_fd_handler<K: Kind>(&self, fd: RawFd, h: FdHandler<K>) -> io::Result<()> {
-        set_fd_handler(&self.handle.shared, fd, h.erase())
+        set_fd_handler(&self.handle.shared, fd, h.erase()).map(drop)
     }
 
     /// "ppoll", "epoll", "io_uring" or "model".
@@ -990,6 +995,8 @@ impl AsRawFd for AioContext {
 
 impl Drop for AioContext {
     fn drop(&mut self) {
+        // The tasks' futures first, while everything they may hold (timers, handlers) still works.
+        self.tasks.drop_all();
         let s = &*self.handle.shared;
         // ORDERING: Release: pairs with the Acquire in `Handle::is_closed`.
         s.closed.store(true, Ordering::Release);
@@ -1018,6 +1025,23 @@ impl AioContext {
     }
     pub(crate) fn home_polling(&self) -> &PollState {
         &self.home.polling
+    }
+    pub(crate) fn tasks(&self) -> &std::rc::Rc<crate::task::TaskSet> {
+        &self.tasks
+    }
+    /// Make this the current context ([`AioContext::with_current`]) until the guard drops (`block_on`
+    /// polling its future).
+    pub(crate) fn enter_current(&self) -> impl Drop + '_ {
+        struct Restore(*const AioContext);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                if crate::sync::model_unwinding() {
+                    return; // as in `enter`
+                }
+                CURRENT.with(|c| c.set(self.0));
+            }
+        }
+        Restore(CURRENT.with(|c| c.replace(self as *const AioContext)))
     }
 }
 

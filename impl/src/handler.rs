@@ -451,7 +451,8 @@ impl HandlerTable {
     }
 
     /// Register or replace `fd`'s handler.
-    pub(crate) fn set(&mut self, fd: RawFd, h: FdHandler) -> io::Result<()> {
+    /// Register `h` for `fd` (replacing its handler); returns the new handler's token.
+    pub(crate) fn set(&mut self, fd: RawFd, h: FdHandler) -> io::Result<u64> {
         // `h` is already kind-erased: the caller's signature checked it (`Handle`: `Remote` only).
         if fd < 0 {
             return Err(io::Error::new(
@@ -494,7 +495,7 @@ impl HandlerTable {
         self.next_token += 1;
         self.by_fd.insert(fd, node.clone());
         self.by_token.insert(token, node);
-        Ok(())
+        Ok(token)
     }
 
     /// Change what `fd`'s handler (the one with `token`, if given) waits for. Ok(false) if there is

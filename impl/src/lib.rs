@@ -15,6 +15,7 @@ pub mod kind;
 mod notify;
 mod poll;
 pub mod sync;
+pub mod task;
 mod timer;
 pub mod trace;
 
