@@ -418,3 +418,98 @@ fn local_handlers_are_dropped_on_home() {
         assert_eq!(d1.get(), 1, "{name}");
     }
 }
+
+/// A task's waker as another thread sees it: a slot the task fills on each poll.
+type WakerSlot = Arc<std::sync::Mutex<Option<std::task::Waker>>>;
+
+/// A task that stores its waker in `slot` and finishes once `go` is set.
+fn waiting_task(
+    ctx: &AioContext,
+    slot: WakerSlot,
+    go: Arc<AtomicUsize>,
+    guard: HomeOnly,
+) -> aioctx::task::JoinHandle<usize> {
+    ctx.spawn_local(std::future::poll_fn(move |cx| {
+        let _g = &guard;
+        *slot.lock().unwrap() = Some(cx.waker().clone());
+        match go.load(Ordering::Acquire) {
+            0 => std::task::Poll::Pending,
+            v => std::task::Poll::Ready(v),
+        }
+    }))
+}
+
+/// A task woken from another thread while the home thread blocks (the waker schedules the task's
+/// BH, whose notify writes the real eventfd): it completes with the value the waker published, and
+/// its future is dropped once, on the home thread, when it completes.
+#[test]
+fn task_woken_from_another_thread_vs_blocking_poll() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (guard, dropped) = HomeOnly::new();
+        let (slot, go) = (WakerSlot::default(), Arc::new(AtomicUsize::new(0)));
+        let t = waiting_task(&ctx, slot.clone(), go.clone(), guard);
+        assert!(ctx.poll(false), "{name}: the first poll of the task");
+        let th = thread::spawn(move || {
+            go.store(5, Ordering::Release);
+            let w = slot.lock().unwrap().take();
+            w.expect("the task left its waker").wake();
+        });
+        while !t.is_finished() {
+            ctx.poll(true);
+        }
+        th.join().expect("the other thread failed");
+        assert_eq!(dropped.get(), 1, "{name}: the future was not dropped at completion");
+        assert_eq!(ctx.block_on(t), Ok(5), "{name}");
+    }
+}
+
+/// Another thread keeps a task's waker and wakes it while the home thread cancels the task, then
+/// drops the context: the future is dropped by the cancel, on the home thread; the later wakes
+/// (the BH is deleted, the context gone) touch nothing freed.
+#[test]
+fn task_waker_outliving_its_task_and_context() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (guard, dropped) = HomeOnly::new();
+        let (slot, go) = (WakerSlot::default(), Arc::new(AtomicUsize::new(0)));
+        let t = waiting_task(&ctx, slot.clone(), go, guard);
+        assert!(ctx.poll(false));
+        let w = slot.lock().unwrap().take().expect("the task left its waker");
+        let (tx, rx) = mpsc::channel::<()>();
+        let th = thread::spawn(move || {
+            w.wake_by_ref();
+            rx.recv().expect("the home thread hung up");
+            w.wake_by_ref();
+            w.wake();
+        });
+        assert!(t.cancel());
+        assert_eq!(dropped.get(), 1, "{name}: cancel did not drop the future");
+        drop(ctx);
+        tx.send(()).expect("the other thread is gone");
+        th.join().expect("the other thread failed");
+        assert_eq!(dropped.get(), 1, "{name}: dropped twice");
+    }
+}
+
+/// The context is dropped with a task pending whose waker another thread is using: the future is
+/// dropped by the context's drop, on the home thread.
+#[test]
+fn task_pending_when_its_context_is_dropped() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (guard, dropped) = HomeOnly::new();
+        let (slot, go) = (WakerSlot::default(), Arc::new(AtomicUsize::new(0)));
+        let t = waiting_task(&ctx, slot.clone(), go, guard);
+        assert!(ctx.poll(false));
+        let th = thread::spawn(move || {
+            if let Some(w) = slot.lock().unwrap().take() {
+                w.wake();
+            }
+        });
+        drop(ctx);
+        assert_eq!(dropped.get(), 1, "{name}: the context's drop did not drop the future");
+        assert!(t.is_finished());
+        th.join().expect("the other thread failed");
+    }
+}

@@ -39,6 +39,8 @@
 #![allow(dead_code)]
 #![allow(clippy::disallowed_types)] // std atomics for home-only bookkeeping, see above
 
+pub mod task;
+
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64 as StdAtomicU64, AtomicUsize as StdAtomicUsize};
 use std::sync::Arc as StdArc;
