@@ -225,13 +225,15 @@ pub fn program(max_remotes: u8, max_ops: usize) -> impl Strategy<Value = Program
             0u8..4,
             nested(nt, true),
             prop::bool::weighted(0.1),
+            prop::bool::weighted(0.25),
         )
-            .prop_map(|(owner, idle, resched, nested, del)| BhSpec {
+            .prop_map(|(owner, idle, resched, nested, del, task)| BhSpec {
                 owner,
-                idle,
+                idle: idle && !task,
                 resched: if resched == 3 { 0 } else { resched },
                 nested,
                 delete_self: del && owner == Owner::Home,
+                task,
             });
         let timer = (owner(nr), 0u8..3, nested(nt, false))
             .prop_map(|(owner, rearm, nested)| TimerSpec { owner, rearm, nested });

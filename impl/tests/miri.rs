@@ -16,6 +16,8 @@
 //!
 //! Outside Miri this is an ordinary integration test (std threads, the same assertions).
 
+#![allow(clippy::disallowed_types)] // tests use std directly: they never run under a checker
+
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -87,9 +87,13 @@ fn workloads(name: &str, size: Size, faults: Faults) {
     std::env::set_var("AIOCTX_SHUTTLE_SCHED", list);
 }
 
-/// Generated programs with 1-3 remote threads, no faults.
+/// Generated programs with 1-3 remote threads, no faults. (Their BHs are tasks a quarter of the
+/// time: a wake racing a task's poll is what `task_clears_woken_after_poll` loses.)
 #[test]
-#[cfg_attr(aioctx_bug = "poll_no_recheck_notified", should_panic(expected = "p_no_lost_wakeup"))]
+#[cfg_attr(
+    any(aioctx_bug = "poll_no_recheck_notified", aioctx_bug = "task_clears_woken_after_poll"),
+    should_panic(expected = "p_no_lost_wakeup")
+)]
 fn generated_workloads() {
     workloads("generated_workloads", Size { remotes: 3, ops: 6 }, Faults::default());
 }

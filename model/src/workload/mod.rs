@@ -61,6 +61,12 @@ pub struct BhSpec {
     pub nested: Nested,
     /// Drops its own `Bh` on its first call, before its nested poll (owner Home only).
     pub delete_self: bool,
+    /// A task instead of a BH (`spawn_local` on the home thread, at the start): its `schedule` is a
+    /// wake of its waker (held by the owner), its callback a poll of its future (which never
+    /// completes), its delete a `JoinHandle::cancel` (owner Home; a remote owner drops the waker),
+    /// its reschedule a wake from inside the poll. `cancel` has no task form (skipped); never idle.
+    /// The oracle's BH rules apply unchanged: a task is a BH (impl/src/task).
+    pub task: bool,
 }
 
 /// A timer's callback.
@@ -222,12 +228,14 @@ impl Program {
         let bhs = (0..1 + g.below(4))
             .map(|_| {
                 let owner = owner(&mut g);
+                let task = g.chance(25);
                 BhSpec {
                     owner,
-                    idle: g.chance(15),
+                    idle: !task && g.chance(15),
                     resched: if g.chance(30) { 1 + g.below(3) as u8 } else { 0 },
                     nested: nested(&mut g, true),
                     delete_self: owner == Owner::Home && g.chance(10),
+                    task,
                 }
             })
             .collect();
@@ -323,12 +331,13 @@ impl Program {
         for b in 0..self.bhs.len() {
             let mut q = self.clone();
             let x = &mut q.bhs[b];
-            if x.nested != Nested::No || x.resched != 0 || x.delete_self || x.idle {
+            if x.nested != Nested::No || x.resched != 0 || x.delete_self || x.idle || x.task {
                 *x = BhSpec {
                     nested: Nested::No,
                     resched: 0,
                     delete_self: false,
                     idle: false,
+                    task: false,
                     ..*x
                 };
                 out.push(q);
@@ -385,8 +394,8 @@ impl Program {
         let _ = writeln!(s, "    polling: {},", self.polling);
         let _ = writeln!(s, "    bhs: vec![");
         for b in &self.bhs {
-            let _ = writeln!(s, "        BhSpec {{ owner: {:?}, idle: {}, resched: {}, nested: Nested::{:?}, delete_self: {} }},",
-                b.owner, b.idle, b.resched, b.nested, b.delete_self);
+            let _ = writeln!(s, "        BhSpec {{ owner: {:?}, idle: {}, resched: {}, nested: Nested::{:?}, delete_self: {}, task: {} }},",
+                b.owner, b.idle, b.resched, b.nested, b.delete_self, b.task);
         }
         let _ = writeln!(s, "    ],\n    timers: vec![");
         for t in &self.timers {

@@ -19,7 +19,8 @@
 //!
 //! - **BH**: a BH whose callback is running is never called again before it returns. A poll nested
 //!   in it that finds it scheduled defers it: not called, not progress, no zero timeout for it; it
-//!   stays scheduled and runs in a poll after the running call returned.
+//!   stays scheduled and runs in a poll after the running call returned. A task (`BhSpec::task`) is a
+//!   BH: a wake is a schedule, a poll of its future a call (impl/src/task), under the same rule.
 //! - **Timer**: a running timer's callback is never re-entered. An arming it made (a re-arm for
 //!   "now") is kept, is not progress in a nested poll and does not keep it from sleeping; the timer
 //!   fires in a poll after the call returned. Never early: a call sees `now >= deadline`.

@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool as StdBool, AtomicU32 as StdU32, AtomicU64 as StdU64};
 use std::sync::{Arc as StdArc, Mutex as StdMutex, Weak};
 
-use aioctx::sync::atomic::{AtomicUsize, Ordering};
+use aioctx::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use aioctx::sync::{thread, Arc, Mutex};
 use aioctx::{
     AioContext, Backend, Bh, BhRef, Faults, FdHandler, FdRef, Handle, ModelKernel, Remote, Timer,
@@ -33,6 +33,62 @@ use aioctx::{
 
 use super::oracle::{self, Cb, Ev, Failure, Stats};
 use super::{Nested, Op, Owner, Program};
+
+/// A bottom half of the program: a real `Bh`, or a task standing for one ([`super::BhSpec::task`]).
+enum BhObj {
+    Bh(Bh<Remote>),
+    Task(Arc<TaskWake>),
+}
+
+/// What the owner of a task holds: the waker its last poll left, and whether a wake is pending (the
+/// runner's view, for the final drain; set before each wake, cleared by the poll).
+struct TaskWake {
+    waker: Mutex<Option<std::task::Waker>>,
+    pending: AtomicBool,
+}
+
+impl BhObj {
+    fn schedule(&self, idle: bool) {
+        match self {
+            BhObj::Bh(x) if idle => x.schedule_idle(),
+            BhObj::Bh(x) => x.schedule(),
+            BhObj::Task(t) => {
+                t.pending.store(true, Ordering::SeqCst);
+                // No waker before the task's first poll: it is still scheduled by its spawn.
+                if let Some(w) = t.waker.lock().as_ref() {
+                    w.wake_by_ref();
+                }
+            }
+        }
+    }
+
+    fn is_scheduled(&self) -> bool {
+        match self {
+            BhObj::Bh(x) => x.is_scheduled(),
+            BhObj::Task(t) => t.pending.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// A value in the shared [`Objs`] that only the home thread may touch: `get` checks the thread.
+struct HomeOnly<T> {
+    home: thread::ThreadId,
+    v: T,
+}
+
+// SAFETY: `v` is reached only through `get`, which panics off the home thread, and `Objs` (which
+// holds it) is dropped by the home thread: `run` drops its last strong reference after joining
+// every other thread; callbacks hold only a `Weak`.
+unsafe impl<T> Send for HomeOnly<T> {}
+// SAFETY: see the Send impl.
+unsafe impl<T> Sync for HomeOnly<T> {}
+
+impl<T> HomeOnly<T> {
+    fn get(&self) -> &T {
+        assert_eq!(thread::current().id(), self.home, "home-only state touched off the home thread");
+        &self.v
+    }
+}
 
 /// The fds of a run: model fds or real eventfds.
 pub trait Fds: Send + Sync {
@@ -159,7 +215,9 @@ struct Objs {
     p: Program,
     handle: Handle,
     // Remote kinds (made through the Handle): other threads of the program own some of them.
-    bhs: Vec<Mutex<Option<Bh<Remote>>>>,
+    bhs: Vec<Mutex<Option<BhObj>>>,
+    /// The join handles of the tasks (`!Send`: the home thread's).
+    joins: HomeOnly<std::cell::RefCell<Vec<Option<aioctx::task::JoinHandle<()>>>>>,
     timers: Vec<Mutex<Option<Timer<Remote>>>>,
     fd: Vec<RawFd>,
     fds: std::sync::Arc<dyn Fds>,
@@ -259,31 +317,63 @@ impl Objs {
 
     fn bh_callback(w: Weak<Objs>, b: u8) -> impl FnMut(&BhRef<'_>) + Send + 'static {
         move |_: &BhRef<'_>| {
-            let Some(o) = w.upgrade() else { return };
-            let spec = o.p.bhs[b as usize];
-            o.log(Ev::CbBegin(Cb::Bh(b)));
-            let n = o.bh_runs[b as usize].fetch_add(1, Relaxed) + 1;
-            if spec.delete_self && n == 1 && spec.owner == Owner::Home {
-                let bh = o.bhs[b as usize].lock().take();
-                if bh.is_some() {
-                    drop(bh);
-                    o.log(Ev::Delete(b));
-                }
+            if let Some(o) = w.upgrade() {
+                o.bh_body(b);
             }
-            if n <= u32::from(spec.resched) {
-                let g = o.bhs[b as usize].lock();
-                if let Some(bh) = g.as_ref() {
-                    o.log(Ev::Schedule(b));
-                    if spec.idle {
-                        bh.schedule_idle()
-                    } else {
-                        bh.schedule()
-                    }
-                }
-            }
-            o.nested(spec.nested);
-            o.log(Ev::CbEnd(Cb::Bh(b)));
         }
+    }
+
+    /// A task's future: each poll is a call of BH `b`'s callback; it never completes.
+    fn task_future(w: Weak<Objs>, b: u8, t: Arc<TaskWake>) -> impl std::future::Future<Output = ()> {
+        std::future::poll_fn(move |cx| {
+            // The waker first, then the flag: a wake from now on reaches this task again.
+            *t.waker.lock() = Some(cx.waker().clone());
+            t.pending.store(false, Ordering::SeqCst);
+            if let Some(o) = w.upgrade() {
+                o.bh_body(b);
+            }
+            std::task::Poll::Pending
+        })
+    }
+
+    /// BH `b`'s callback (or task `b`'s poll).
+    fn bh_body(&self, b: u8) {
+        let spec = self.p.bhs[b as usize];
+        self.log(Ev::CbBegin(Cb::Bh(b)));
+        let n = self.bh_runs[b as usize].fetch_add(1, Relaxed) + 1;
+        if spec.delete_self && n == 1 && spec.owner == Owner::Home {
+            let x = self.bhs[b as usize].lock().take();
+            if let Some(x) = x {
+                if self.delete(b, x) {
+                    self.log(Ev::Delete(b));
+                }
+            }
+        }
+        if n <= u32::from(spec.resched) {
+            let g = self.bhs[b as usize].lock();
+            if let Some(x) = g.as_ref() {
+                self.log(Ev::Schedule(b));
+                x.schedule(spec.idle);
+            }
+        }
+        self.nested(spec.nested);
+        self.log(Ev::CbEnd(Cb::Bh(b)));
+    }
+
+    /// Delete BH `b` (taken out of its slot): drop the `Bh`, or cancel the task (home owner; a
+    /// remote owner only drops its waker). Returns whether that is a delete to log.
+    fn delete(&self, b: u8, x: BhObj) -> bool {
+        match x {
+            BhObj::Bh(bh) => drop(bh),
+            BhObj::Task(_) if self.p.bhs[b as usize].owner == Owner::Home => {
+                let j = self.joins.get().borrow_mut()[b as usize].take();
+                if let Some(j) = j {
+                    j.cancel();
+                }
+            }
+            BhObj::Task(_) => return false,
+        }
+        true
     }
 
     fn timer_callback(w: Weak<Objs>, t: u8) -> impl FnMut(&TimerRef<'_>) + Send + 'static {
@@ -441,25 +531,22 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
             let g = o.bhs[b as usize].lock();
             if let Some(x) = g.as_ref() {
                 o.log(Ev::Schedule(b));
-                if p.bhs[b as usize].idle {
-                    x.schedule_idle()
-                } else {
-                    x.schedule()
-                }
+                x.schedule(p.bhs[b as usize].idle);
             }
         }
         Op::Cancel(b) if bh(b) => {
             let g = o.bhs[b as usize].lock();
-            if let Some(x) = g.as_ref() {
+            if let Some(BhObj::Bh(x)) = g.as_ref() {
                 x.cancel();
                 o.log(Ev::Cancel(b));
             }
         }
         Op::Delete(b) if bh(b) => {
             let x = o.bhs[b as usize].lock().take();
-            if x.is_some() {
-                drop(x);
-                o.log(Ev::Delete(b));
+            if let Some(x) = x {
+                if o.delete(b, x) {
+                    o.log(Ev::Delete(b));
+                }
             }
         }
         Op::Oneshot => {
@@ -594,7 +681,16 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
     let wait_bound = 16 + 4 * p.len() as u64 + if env.faults.spurious_wake > 0 { 64 } else { 0 };
     let o = StdArc::new_cyclic(|w: &Weak<Objs>| {
         let bhs = (0..p.bhs.len())
-            .map(|b| Mutex::new(Some(ctx.handle().bh_new(Objs::bh_callback(w.clone(), b as u8)))))
+            .map(|b| {
+                Mutex::new(Some(if p.bhs[b].task {
+                    BhObj::Task(Arc::new(TaskWake {
+                        waker: Mutex::new(None),
+                        pending: AtomicBool::new(true), // spawned below: scheduled
+                    }))
+                } else {
+                    BhObj::Bh(ctx.handle().bh_new(Objs::bh_callback(w.clone(), b as u8)))
+                }))
+            })
             .collect();
         let timers = (0..p.timers.len())
             .map(|t| {
@@ -605,6 +701,10 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
             p: p.clone(),
             handle: ctx.handle().clone(),
             bhs,
+            joins: HomeOnly {
+                home: thread::current().id(),
+                v: std::cell::RefCell::new(p.bhs.iter().map(|_| None).collect()),
+            },
             timers,
             fd: fd.clone(),
             fds: env.fds.clone(),
@@ -625,6 +725,16 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
         k.set_faults(env.faults);
     }
     let w = StdArc::downgrade(&o);
+    // The tasks, spawned now (a spawn schedules: logged as such).
+    for (b, spec) in p.bhs.iter().enumerate() {
+        let t = match o.bhs[b].lock().as_ref() {
+            Some(BhObj::Task(t)) if spec.task => t.clone(),
+            _ => continue,
+        };
+        o.log(Ev::Schedule(b as u8));
+        let j = ctx.spawn_local(Objs::task_future(w.clone(), b as u8, t));
+        o.joins.get().borrow_mut()[b] = Some(j);
+    }
     let sh = StdArc::new(Shared {
         o: o.clone(),
         done: Arc::new(AtomicUsize::new(0)),
@@ -703,6 +813,11 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
     // Teardown: drop every object, then the context (io_poll_end of begun handlers runs in it).
     for b in &o.bhs {
         drop(b.lock().take());
+    }
+    for j in o.joins.get().borrow_mut().iter_mut() {
+        if let Some(j) = j.take() {
+            j.cancel();
+        }
     }
     for t in &o.timers {
         drop(t.lock().take());
