@@ -44,7 +44,6 @@ use crate::poll::{PollParams, PollState};
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
 use crate::timer::{Timer, TimerRef, Timers};
-#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
 use crate::trace::Step;
 
 /// A zero-sized field that ends a cache-line block in a `repr(C)` struct: the next field starts on
@@ -604,11 +603,13 @@ impl AioContext {
         let s = &*self.handle.shared;
         let walk = self.enter();
         crate::trace_step!(Step::CtxPollComputeTimeout, timeout = 0);
-        #[cfg(not(aioctx_bug = "accept_after_scan"))]
-        s.notify.accept(); // 8.
+        if !cfg!(aioctx_bug = "accept_after_scan") {
+            s.notify.accept(); // 8.
+        }
         let mut progress = self.home.bhs.poll(self); // 10.
-        #[cfg(aioctx_bug = "accept_after_scan")]
-        s.notify.accept();
+        if cfg!(aioctx_bug = "accept_after_scan") {
+            s.notify.accept(); // planted bug: accept after the scan
+        }
         if self.home.polling.has_ready() {
             progress |= self.dispatch_events(&[], 0);
         }
@@ -667,8 +668,9 @@ impl AioContext {
         if armed {
             s.notify.disarm();
         }
-        #[cfg(not(aioctx_bug = "accept_after_scan"))]
-        s.notify.accept(); // 8.
+        if !cfg!(aioctx_bug = "accept_after_scan") {
+            s.notify.accept(); // 8.
+        }
 
         // 9. Time spent polling and waiting (handler time excluded) for the adaptive window. Without a
         // wait, polling's last clock reading is the end (no clock read between a kick and its BH).
@@ -687,16 +689,15 @@ impl AioContext {
         // poll nested in an external loop's prepare/check window can eat a kick that arrived after its
         // scan and was meant for the external loop's own wait (planted bug `drain_after_scan`).
         let notifier = !events.is_empty() && take_notifier_event(&mut events);
-        #[cfg(not(aioctx_bug = "drain_after_scan"))]
-        if notifier {
+        if notifier && !cfg!(aioctx_bug = "drain_after_scan") {
             s.notify.drain();
         }
         progress |= self.home.bhs.poll(self);
-        #[cfg(aioctx_bug = "accept_after_scan")]
-        s.notify.accept();
-        #[cfg(aioctx_bug = "drain_after_scan")]
-        if notifier {
-            s.notify.drain();
+        if cfg!(aioctx_bug = "accept_after_scan") {
+            s.notify.accept(); // planted bug: accept after the scan
+        }
+        if cfg!(aioctx_bug = "drain_after_scan") && notifier {
+            s.notify.drain(); // planted bug: drain after the scan
         }
         if polling {
             self.notifier_dispatched(notifier, block_ns);

@@ -36,7 +36,6 @@ use crate::handler::AioHandler;
 use crate::kernel::Event;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::Arc;
-#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
 use crate::trace::Step;
 use crate::{AioContext, Handle};
 
@@ -368,7 +367,6 @@ impl AioContext {
             })
             .cloned()
             .collect();
-        #[cfg_attr(aioctx_bug = "no_final_poll_after_poll_end", allow(unused_mut))]
         let mut progress = false;
         for h in idle {
             crate::trace_step!(Step::CtxPollIdleRemove);
@@ -376,8 +374,7 @@ impl AioContext {
             h.with_local(|l| l.poll_idle_deadline = 0);
             if st.started.get() {
                 h.set_polling(self, false);
-                #[cfg(not(aioctx_bug = "no_final_poll_after_poll_end"))]
-                if self.poll_once(&h, now) {
+                if !cfg!(aioctx_bug = "no_final_poll_after_poll_end") && self.poll_once(&h, now) {
                     progress = true;
                 }
             }
@@ -398,10 +395,8 @@ impl AioContext {
         for h in &list {
             h.set_polling(self, false);
         }
-        #[cfg_attr(aioctx_bug = "no_final_poll_after_poll_end", allow(unused_mut))]
         let mut progress = false;
-        #[cfg(not(aioctx_bug = "no_final_poll_after_poll_end"))]
-        {
+        if !cfg!(aioctx_bug = "no_final_poll_after_poll_end") {
             let now = self.shared().clock.now_ns();
             for h in &list {
                 crate::trace_step!(Step::CtxPollFinalPoll);
