@@ -551,78 +551,10 @@ fn home_thread(
     world_tx: std::sync::mpsc::Sender<World>,
     pause: Option<Duration>,
 ) {
-    let k = ModelKernel::new();
-    let mut b =
-        AioContext::builder().backend(Backend::Model(k.clone())).clock(ClockRef(clock.clone()));
-    // With a user poll handler its window (4000 ns, never adjusted: it is never ready) drives
-    // polling, and the clock jumps 1 ms to end a phase. Without one the notifier's window does;
-    // it is adjusted after every poll that saw a notify, so max = jump = 4000 ns keeps it there
-    // (a phase's block_ns is exactly one jump: never above the window, never above max).
-    let notifier_only = sc.poll_rounds > 0 && !sc.zero_timeout_wait;
-    if sc.poll_rounds > 0 {
-        b = b.poll_params(if notifier_only { NOTIFIER_WINDOW_NS } else { 50_000 }, 0, 0);
-    }
-    clock.jump.store(if notifier_only { NOTIFIER_WINDOW_NS } else { POLL_JUMP_NS }, SeqCst);
-    let ctx = b.build().expect("model context");
+    let (k, ctx) = new_context(sc, clock);
     let calls: Arc<Vec<AtomicU32>> = Arc::new((0..sc.bhs).map(|_| AtomicU32::new(0)).collect());
-    // BHs used by schedule / cancel / delete get a handle; the others are oneshots.
-    let handled: Vec<bool> = (0..sc.bhs)
-        .map(|b| {
-            sc.remotes.iter().flatten().any(|op| {
-                matches!(op, Op::Schedule(x) | Op::ScheduleIdle(x) | Op::Cancel(x) | Op::Delete(x) if *x == b)
-            })
-        })
-        .collect();
-    let bhs: Bhs = Arc::new(
-        (0..sc.bhs)
-            .map(|b| {
-                let c = calls.clone();
-                AtomicPtr::new(if handled[b as usize] {
-                    Box::into_raw(Box::new(ctx.bh_new(move |_| {
-                        c[b as usize].fetch_add(1, SeqCst);
-                    })))
-                } else {
-                    std::ptr::null_mut()
-                })
-            })
-            .collect(),
-    );
-    if sc.zero_timeout_wait {
-        // A never-ready user handler: every poll calls the fd monitor, also with timeout 0; with
-        // polling on it joins the poll list with a window (one fd event, a short block).
-        let fd = k.open();
-        let k2 = k.clone();
-        let h = FdHandler::new()
-            .on_read(move |_| k2.set_readable(fd, false))
-            .on_poll(|_| false, |_| {});
-        ctx.set_fd_handler(fd, h).expect("register the user handler");
-        if sc.poll_rounds > 0 {
-            clock.tick.store(100, SeqCst);
-            for _ in 0..100 {
-                k.set_readable(fd, true);
-                while ctx.poll(false) {}
-                if ctx.is_polled(fd) && ctx.poll_ns(fd).unwrap_or(0) > 0 {
-                    break;
-                }
-            }
-            clock.tick.store(0, SeqCst);
-            assert!(ctx.poll_ns(fd).unwrap_or(0) > 0, "the user poll handler has no window");
-        }
-        while ctx.poll(false) {}
-    }
-    if notifier_only {
-        // The notifier joins the poll list when its eventfd fires while polling is on, with a
-        // window grown from a short block (0 -> 4000 ns).
-        let nfd = ctx.handle().debug_state().notifier_fd;
-        clock.tick.store(100, SeqCst);
-        k.set_readable(nfd, true);
-        ctx.poll(true);
-        clock.tick.store(0, SeqCst);
-        // (its window is checked by the first replayed polling phase: rounds or a divergence)
-    }
-    // Forget what setup did (notifies, drains): the model starts from the initial state.
-    while ctx.poll(false) {}
-    assert!(!k.is_readable(ctx.handle().debug_state().notifier_fd));
+    let bhs = new_bhs(sc, &ctx, &calls);
+    prime_polling(sc, &ctx, &k, clock);
     let notifier_fd = ctx.handle().debug_state().notifier_fd;
     let handle = ctx.handle().clone();
     world_tx.send(World { handle, kernel: k.clone(), notifier_fd, bhs: bhs.clone(), calls }).ok();
@@ -689,30 +621,7 @@ fn home_thread(
                     phase = 1;
                 }
                 1 => {
-                    ctl.pre_wait(t);
-                    let readable = loop {
-                        if k.is_readable(notifier_fd) {
-                            break true;
-                        }
-                        if ext_timeout.is_some() || stop.load(SeqCst) {
-                            break false;
-                        }
-                        ctl.set_parked(t, true);
-                        std::thread::sleep(Duration::from_micros(200));
-                    };
-                    ctl.set_parked(t, false);
-                    let tv = ext_timeout.map_or(-1, |d| d.as_nanos() as i64);
-                    let mut g = aioctx::trace::lock();
-                    aioctx::trace::record(
-                        &mut g,
-                        Step::CtxPollWait,
-                        &[
-                            ("notifier", readable as i64),
-                            ("timeout", tv),
-                            ("readable", readable as i64),
-                        ],
-                    );
-                    drop(g);
+                    external_wait(ctl, &k, notifier_fd, t, ext_timeout, stop);
                     phase = 2;
                 }
                 _ => {
@@ -736,6 +645,136 @@ fn home_thread(
             ctl.finish(t as u32);
         }
     }
+    free_bhs(&bhs);
+    drop(ctx);
+}
+
+/// The replay's context on a model kernel and the replay clock, with the polling parameters of the
+/// scenario. With a user poll handler its window (4000 ns, never adjusted: it is never ready) drives
+/// polling, and the clock jumps 1 ms to end a phase. Without one the notifier's window does;
+/// it is adjusted after every poll that saw a notify, so max = jump = 4000 ns keeps it there
+/// (a phase's block_ns is exactly one jump: never above the window, never above max).
+fn new_context(sc: &Scenario, clock: &Arc<ReplayClock>) -> (Arc<ModelKernel>, AioContext) {
+    let k = ModelKernel::new();
+    let mut b =
+        AioContext::builder().backend(Backend::Model(k.clone())).clock(ClockRef(clock.clone()));
+    let notifier_only = notifier_only(sc);
+    if sc.poll_rounds > 0 {
+        b = b.poll_params(if notifier_only { NOTIFIER_WINDOW_NS } else { 50_000 }, 0, 0);
+    }
+    clock.jump.store(if notifier_only { NOTIFIER_WINDOW_NS } else { POLL_JUMP_NS }, SeqCst);
+    let ctx = b.build().expect("model context");
+    (k, ctx)
+}
+
+/// Polling driven by the notifier's window alone (no user poll handler).
+fn notifier_only(sc: &Scenario) -> bool {
+    sc.poll_rounds > 0 && !sc.zero_timeout_wait
+}
+
+/// The scenario's BHs: those used by schedule / cancel / delete get a handle (counting its calls in
+/// `calls`); the others are oneshots (a null slot).
+fn new_bhs(sc: &Scenario, ctx: &AioContext, calls: &Arc<Vec<AtomicU32>>) -> Bhs {
+    let handled: Vec<bool> = (0..sc.bhs)
+        .map(|b| {
+            sc.remotes.iter().flatten().any(|op| {
+                matches!(op, Op::Schedule(x) | Op::ScheduleIdle(x) | Op::Cancel(x) | Op::Delete(x) if *x == b)
+            })
+        })
+        .collect();
+    Arc::new(
+        (0..sc.bhs)
+            .map(|b| {
+                let c = calls.clone();
+                AtomicPtr::new(if handled[b as usize] {
+                    Box::into_raw(Box::new(ctx.bh_new(move |_| {
+                        c[b as usize].fetch_add(1, SeqCst);
+                    })))
+                } else {
+                    std::ptr::null_mut()
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Setup before the replay: the never-ready user handler of a zero-timeout-wait scenario (with its
+/// poll window grown), or the notifier on the poll list; then every poll drained, so that the model
+/// starts from the initial state.
+fn prime_polling(sc: &Scenario, ctx: &AioContext, k: &Arc<ModelKernel>, clock: &Arc<ReplayClock>) {
+    let notifier_only = notifier_only(sc);
+    if sc.zero_timeout_wait {
+        // A never-ready user handler: every poll calls the fd monitor, also with timeout 0; with
+        // polling on it joins the poll list with a window (one fd event, a short block).
+        let fd = k.open();
+        let k2 = k.clone();
+        let h = FdHandler::new()
+            .on_read(move |_| k2.set_readable(fd, false))
+            .on_poll(|_| false, |_| {});
+        ctx.set_fd_handler(fd, h).expect("register the user handler");
+        if sc.poll_rounds > 0 {
+            clock.tick.store(100, SeqCst);
+            for _ in 0..100 {
+                k.set_readable(fd, true);
+                while ctx.poll(false) {}
+                if ctx.is_polled(fd) && ctx.poll_ns(fd).unwrap_or(0) > 0 {
+                    break;
+                }
+            }
+            clock.tick.store(0, SeqCst);
+            assert!(ctx.poll_ns(fd).unwrap_or(0) > 0, "the user poll handler has no window");
+        }
+        while ctx.poll(false) {}
+    }
+    if notifier_only {
+        // The notifier joins the poll list when its eventfd fires while polling is on, with a
+        // window grown from a short block (0 -> 4000 ns).
+        let nfd = ctx.handle().debug_state().notifier_fd;
+        clock.tick.store(100, SeqCst);
+        k.set_readable(nfd, true);
+        ctx.poll(true);
+        clock.tick.store(0, SeqCst);
+        // (its window is checked by the first replayed polling phase: rounds or a divergence)
+    }
+    // Forget what setup did (notifies, drains): the model starts from the initial state.
+    while ctx.poll(false) {}
+    assert!(!k.is_readable(ctx.handle().debug_state().notifier_fd));
+}
+
+/// The external loop's own wait (phase 1): park until the notifier is readable (or a timeout was
+/// set, or the replay stops), then record the wait as the fd monitor would.
+fn external_wait(
+    ctl: &Controller,
+    k: &ModelKernel,
+    notifier_fd: std::os::fd::RawFd,
+    t: u32,
+    ext_timeout: Option<Duration>,
+    stop: &AtomicBool,
+) {
+    ctl.pre_wait(t);
+    let readable = loop {
+        if k.is_readable(notifier_fd) {
+            break true;
+        }
+        if ext_timeout.is_some() || stop.load(SeqCst) {
+            break false;
+        }
+        ctl.set_parked(t, true);
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    ctl.set_parked(t, false);
+    let tv = ext_timeout.map_or(-1, |d| d.as_nanos() as i64);
+    let mut g = aioctx::trace::lock();
+    aioctx::trace::record(
+        &mut g,
+        Step::CtxPollWait,
+        &[("notifier", readable as i64), ("timeout", tv), ("readable", readable as i64)],
+    );
+    drop(g);
+}
+
+/// Free the handled BHs (teardown: the replay is over).
+fn free_bhs(bhs: &Bhs) {
     for slot in bhs.iter() {
         let p = slot.swap(std::ptr::null_mut(), SeqCst);
         if !p.is_null() {
@@ -743,7 +782,6 @@ fn home_thread(
             drop(unsafe { Box::from_raw(p) });
         }
     }
-    drop(ctx);
 }
 
 /// How a thread stands at a moment.

@@ -48,7 +48,6 @@ use std::ptr::{self, NonNull};
 use crate::kind::{Kind, Local, Remote};
 use crate::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use crate::sync::{Arc, Mutex, UnsafeCell};
-#[allow(unused_imports)] // used by trace_step!/traced! when the `trace` feature is on
 use crate::trace::Step;
 use crate::{AioContext, Shared};
 
@@ -501,7 +500,7 @@ fn enqueue(ctx: &Shared, bh: *mut BhInner, new: u32) {
     // `next` (before its dequeue cleared PENDING) happened before our write of `next` below.
     // Pairs with the fetch_and in `HomeBhs::poll`. Model: bh.pml#bh_schedule_flags
     // (The owner's drop is `enqueue(DELETED)`: recorded as the delete step.)
-    #[cfg(feature = "trace")]
+    // (Without the `trace` feature `step` is only type-checked: the compiler drops it.)
     let step = if new & BH_DELETED != 0 { Step::BhDelete } else { Step::BhScheduleFlags };
     crate::traced!(step, let old = b.flags.fetch_or(BH_PENDING | new, Ordering::AcqRel);
         bh_flags = old | BH_PENDING | new, bh_flags_old = old);

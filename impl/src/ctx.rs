@@ -40,11 +40,10 @@ use crate::kernel::{
 };
 use crate::kind::{Kind, Remote};
 use crate::notify::NotifyState;
-use crate::poll::{PollParams, PollState};
+use crate::poll::{PollEnv, PollParams, PollState};
 use crate::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{Arc, Mutex};
 use crate::timer::{Timer, TimerRef, Timers};
-#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
 use crate::trace::Step;
 
 /// A zero-sized field that ends a cache-line block in a `repr(C)` struct: the next field starts on
@@ -360,6 +359,34 @@ impl Handle {
         // `loom_bh::closed_publishes`, mutants/CLAIMS).
         self.shared.closed.load(Ordering::Acquire)
     }
+
+    /// Set the adaptive polling parameters, from any thread: `max_ns` is the longest window (0 turns
+    /// polling off; QEMU IOThreads use 32768), `grow` multiplies a window that was too short (0: ×2),
+    /// `shrink` divides one that was too long (0: reset to 0). Every handler's window restarts at 0.
+    #[doc(alias = "aio_context_set_poll_params")]
+    pub fn set_poll_params(&self, max_ns: u64, grow: u64, shrink: u64) {
+        let s = &*self.shared;
+        {
+            // Under the handler-table lock: concurrent calls do not mix their parameters, and
+            // `quiet` (polling off and no handler) is recomputed with the table's count.
+            let t = s.handlers.lock();
+            s.poll_params.set_poll_params(max_ns, grow, shrink);
+            s.publish_counts(&t);
+        }
+        s.notify.notify();
+    }
+
+    /// How long a poll handler may go without a successful io_poll before it leaves the poll list
+    /// (default 7 s; only on backends that poll fd readiness from userspace).
+    pub fn set_poll_idle_timeout(&self, d: Duration) {
+        self.shared.poll_params.set_poll_idle_timeout(d.as_nanos() as u64);
+        self.shared.notify.notify();
+    }
+
+    /// The current polling parameters `(max_ns, grow, shrink)`.
+    pub fn poll_params(&self) -> (u64, u64, u64) {
+        self.shared.poll_params.get()
+    }
 }
 
 #[cfg(feature = "trace")]
@@ -567,6 +594,37 @@ impl AioContext {
         self.handle.shared.handlers.lock().fdmon.name()
     }
 
+    /// The adaptive window of `fd`'s handler, if it is registered (diagnostics and tests).
+    pub fn poll_ns(&self, fd: RawFd) -> Option<u64> {
+        let h = self.handle.shared.handlers.lock().by_fd.get(&fd).cloned()?;
+        Some(h.with_local(|l| l.poll_ns))
+    }
+
+    /// Whether `fd`'s handler is on the poll list.
+    pub fn is_polled(&self, fd: RawFd) -> bool {
+        let h = self.handle.shared.handlers.lock().by_fd.get(&fd).cloned();
+        h.is_some_and(|h| h.with_local(|l| l.on_poll_list))
+    }
+
+    /// Whether poll mode is on (io_poll_begin was called and io_poll_end is due).
+    pub fn poll_started(&self) -> bool {
+        self.home.polling.started()
+    }
+
+    /// What the poller (`self.home.polling`) is lent for one call.
+    #[inline]
+    fn poll_env(&self) -> PollEnv<'_> {
+        let s = &*self.handle.shared;
+        PollEnv {
+            ctx: self,
+            params: &s.poll_params,
+            clock: &*s.clock,
+            notify: &s.notify,
+            handlers: &s.handlers,
+            nr_no_poll: &s.nr_no_poll,
+        }
+    }
+
     /// Run `f` with the context that is polling on this thread (the innermost one), if any: the way a
     /// callback reaches its context for a nested poll.
     #[doc(alias = "qemu_get_current_aio_context")]
@@ -609,11 +667,13 @@ impl AioContext {
         let s = &*self.handle.shared;
         let walk = self.enter();
         crate::trace_step!(Step::CtxPollComputeTimeout, timeout = 0);
-        #[cfg(not(aioctx_bug = "accept_after_scan"))]
-        s.notify.accept(); // 8.
+        if !cfg!(aioctx_bug = "accept_after_scan") {
+            s.notify.accept(); // 8.
+        }
         let mut progress = self.home.bhs.poll(self); // 10.
-        #[cfg(aioctx_bug = "accept_after_scan")]
-        s.notify.accept();
+        if cfg!(aioctx_bug = "accept_after_scan") {
+            s.notify.accept(); // planted bug: accept after the scan
+        }
         if self.home.polling.has_ready() {
             progress |= self.dispatch_events(&[], 0);
         }
@@ -639,7 +699,11 @@ impl AioContext {
         // 2, 4. Userspace polling with notify_me still 0 (poll.rs).
         let polling = s.poll_params.enabled();
         let start = if polling { s.clock.now_ns() } else { 0 };
-        let polled = if polling { Some(self.try_poll_mode(&mut timeout, start)) } else { None };
+        let polled = if polling {
+            Some(self.home.polling.try_poll_mode(&self.poll_env(), &mut timeout, start))
+        } else {
+            None
+        };
         let mut progress = polled.is_some_and(|p| p.progress);
 
         // 5. Announce a blocking wait; a notify that came in while notify_me was 0 cancels it.
@@ -656,7 +720,7 @@ impl AioContext {
         let mut events = Vec::new(); // no allocation unless a wait needs the buffer
         if waits {
             events = self.home.events.take();
-            if timeout != Some(0) && self.poll_mode_end() {
+            if timeout != Some(0) && self.home.polling.poll_mode_end(&self.poll_env()) {
                 // The final poll after io_poll_end found an event: do not block.
                 timeout = Some(0);
                 progress = true;
@@ -672,8 +736,9 @@ impl AioContext {
         if armed {
             s.notify.disarm();
         }
-        #[cfg(not(aioctx_bug = "accept_after_scan"))]
-        s.notify.accept(); // 8.
+        if !cfg!(aioctx_bug = "accept_after_scan") {
+            s.notify.accept(); // 8.
+        }
 
         // 9. Time spent polling and waiting (handler time excluded) for the adaptive window. Without a
         // wait, polling's last clock reading is the end (no clock read between a kick and its BH).
@@ -692,19 +757,18 @@ impl AioContext {
         // poll nested in an external loop's prepare/check window can eat a kick that arrived after its
         // scan and was meant for the external loop's own wait (planted bug `drain_after_scan`).
         let notifier = !events.is_empty() && take_notifier_event(&mut events);
-        #[cfg(not(aioctx_bug = "drain_after_scan"))]
-        if notifier {
+        if notifier && !cfg!(aioctx_bug = "drain_after_scan") {
             s.notify.drain();
         }
         progress |= self.home.bhs.poll(self);
-        #[cfg(aioctx_bug = "accept_after_scan")]
-        s.notify.accept();
-        #[cfg(aioctx_bug = "drain_after_scan")]
-        if notifier {
-            s.notify.drain();
+        if cfg!(aioctx_bug = "accept_after_scan") {
+            s.notify.accept(); // planted bug: accept after the scan
+        }
+        if cfg!(aioctx_bug = "drain_after_scan") && notifier {
+            s.notify.drain(); // planted bug: drain after the scan
         }
         if polling {
-            self.notifier_dispatched(notifier, block_ns);
+            self.home.polling.notifier_dispatched(&s.poll_params, notifier, block_ns);
         }
         if !events.is_empty() || self.home.polling.has_ready() {
             progress |= self.dispatch_events(&events, block_ns);
@@ -844,9 +908,10 @@ impl AioContext {
                 }
             }
         }
-        let mut progress = self.dispatch_poll_ready(block_ns);
+        let (polling, env) = (&self.home.polling, self.poll_env());
+        let mut progress = polling.dispatch_poll_ready(&env, block_ns);
         for (h, e) in ready.drain(..) {
-            if self.dispatch_handler(&h, &e, block_ns) {
+            if polling.dispatch_handler(&env, &h, &e, block_ns) {
                 progress = true;
             }
         }
@@ -873,7 +938,7 @@ impl AioContext {
             std::mem::take(&mut t.deleted)
         };
         for h in dead {
-            self.poll_list_forget(&h);
+            self.home.polling.poll_list_forget(self, &h);
         }
     }
 
@@ -909,7 +974,7 @@ impl AioContext {
         crate::traced!(Step::CtxPollComputeTimeout,
             let mut t = self.compute_timeout();
             timeout = t.map_or(-1, |t| t as i64));
-        if notified || self.poll_mode_end() {
+        if notified || self.home.polling.poll_mode_end(&self.poll_env()) {
             t = Some(0);
         }
         t.map(Duration::from_nanos)
@@ -1013,7 +1078,7 @@ impl Drop for AioContext {
             v
         };
         for h in handlers {
-            self.poll_list_forget(&h);
+            self.home.polling.poll_list_forget(self, &h);
         }
         self.home.polling.clear();
     }
@@ -1022,9 +1087,6 @@ impl Drop for AioContext {
 impl AioContext {
     pub(crate) fn shared(&self) -> &Shared {
         &self.handle.shared
-    }
-    pub(crate) fn home_polling(&self) -> &PollState {
-        &self.home.polling
     }
     pub(crate) fn tasks(&self) -> &std::rc::Rc<crate::task::TaskSet> {
         &self.tasks

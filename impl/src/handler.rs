@@ -33,7 +33,6 @@ use crate::kernel::{Event, FdMonitor, Interest};
 use crate::kind::{Kind, Local, Remote};
 use crate::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crate::sync::{Arc, UnsafeCell};
-#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
 use crate::trace::Step;
 use crate::AioContext;
 

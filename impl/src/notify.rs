@@ -35,7 +35,6 @@
 
 use crate::kernel::EventNotifier;
 use crate::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
-#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
 use crate::trace::Step;
 use crate::traced;
 
@@ -67,30 +66,26 @@ impl NotifyState {
         // ORDERING: Relaxed; the fences on either side give it its meaning. A swap, not a store: with
         // `accept` also an RMW, every write of `notified` is an RMW, so they form one chain that loom
         // models exactly (loom orders plain stores of different threads only partially and then
-        // reports the accept race below as a lost wakeup). The value read is not used.
-        // Model: notify.pml#ctx_notify_set_notified
-        #[cfg(not(aioctx_bug = "skip_event_when_notified"))]
-        traced!(Step::CtxNotifySetNotified, let _old = self.notified.swap(true, Ordering::Relaxed);
-            notified = 1, notified_old = _old);
-        // Planted bug (QEMU's aio_notify_accept.promela BUG2): skip the eventfd write when `notified`
-        // was already set.
-        #[cfg(aioctx_bug = "skip_event_when_notified")]
+        // reports the accept race below as a lost wakeup). The value read is used only by a planted
+        // bug. Model: notify.pml#ctx_notify_set_notified
         traced!(Step::CtxNotifySetNotified, let already = self.notified.swap(true, Ordering::Relaxed);
             notified = 1, notified_old = already);
 
         // ORDERING: SeqCst fence: the store to `notified` (and the published work) precedes the load
         // of `notify_me`. Pairs with the fence after `notify_me += 2` in `arm` and after
         // `notify_me |= 1` in `prepare`. Model: notify.pml#ctx_notify_fence
-        #[cfg(not(aioctx_bug = "notify_no_seqcst_fence"))]
-        traced!(Step::CtxNotifyFence, fence(Ordering::SeqCst));
-        #[cfg(aioctx_bug = "notify_no_seqcst_fence")]
-        crate::trace_step!(Step::CtxNotifyFence);
+        if cfg!(aioctx_bug = "notify_no_seqcst_fence") {
+            crate::trace_step!(Step::CtxNotifyFence);
+        } else {
+            traced!(Step::CtxNotifyFence, fence(Ordering::SeqCst));
+        }
 
         // ORDERING: Relaxed load, ordered by the fence above.
         // Model: notify.pml#ctx_notify_read_notify_me
         traced!(Step::CtxNotifyReadNotifyMe, let me = self.notify_me.load(Ordering::Relaxed); notify_me = me);
-        #[cfg(aioctx_bug = "skip_event_when_notified")]
-        let me = if already { 0 } else { me };
+        // Planted bug (QEMU's aio_notify_accept.promela BUG2): skip the eventfd write when `notified`
+        // was already set.
+        let me = if cfg!(aioctx_bug = "skip_event_when_notified") && already { 0 } else { me };
         if me != 0 {
             // An eventfd write fails only if the fd is gone (a bug) or the counter is saturated,
             // which `set` treats as success (it is set). Model: notify.pml#ctx_notify_event_set
@@ -133,35 +128,34 @@ impl NotifyState {
     /// block (a notify came in while `notify_me` was 0). Home thread only.
     #[inline]
     pub(crate) fn arm(&self) -> bool {
-        #[cfg(not(aioctx_bug = "notify_me_rmw_instead_of_fence"))]
-        {
+        if cfg!(aioctx_bug = "notify_me_rmw_instead_of_fence") {
+            // Planted bug (QEMU before 2020, bug-history B8): a SeqCst RMW, believed to order the
+            // later Relaxed load. It does not on ARM: the load can be satisfied before the RMW's
+            // store is visible.
+            // ORDERING: the planted bug itself: a SeqCst RMW and no fence (see above).
+            traced!(Step::CtxPollNotifyMeAdd, let _v = self.notify_me.fetch_add(2, Ordering::SeqCst); notify_me = _v + 2);
+        } else {
             // ORDERING: plain load + store (only the home thread writes notify_me). Relaxed: the fence
             // below orders it. Model: notify.pml#ctx_poll_notify_me_add
             let v = self.notify_me.load(Ordering::Relaxed);
             traced!(Step::CtxPollNotifyMeAdd, self.notify_me.store(v + 2, Ordering::Relaxed); notify_me = v + 2);
             // ORDERING: SeqCst fence: the store to notify_me precedes the re-check of `notified`.
             // Pairs with the SeqCst fence in `notify`. Model: notify.pml#ctx_poll_fence
-            #[cfg(not(aioctx_bug = "poll_no_fence_after_arm"))]
-            traced!(Step::CtxPollFence, fence(Ordering::SeqCst));
-            #[cfg(aioctx_bug = "poll_no_fence_after_arm")]
-            crate::trace_step!(Step::CtxPollFence);
+            if cfg!(aioctx_bug = "poll_no_fence_after_arm") {
+                crate::trace_step!(Step::CtxPollFence);
+            } else {
+                traced!(Step::CtxPollFence, fence(Ordering::SeqCst));
+            }
         }
-        // Planted bug (QEMU before 2020, bug-history B8): a SeqCst RMW, believed to order the later
-        // Relaxed load. It does not on ARM: the load can be satisfied before the RMW's store is visible.
-        #[cfg(aioctx_bug = "notify_me_rmw_instead_of_fence")]
-        // ORDERING: the planted bug itself: a SeqCst RMW and no fence (see above).
-        traced!(Step::CtxPollNotifyMeAdd, let v = self.notify_me.fetch_add(2, Ordering::SeqCst); notify_me = v + 2);
-
-        // Planted bug: no re-check; a notify that skipped the eventfd while notify_me was 0 is lost.
-        #[cfg(aioctx_bug = "poll_no_recheck_notified")]
-        return false;
+        if cfg!(aioctx_bug = "poll_no_recheck_notified") {
+            // Planted bug: no re-check; a notify that skipped the eventfd while notify_me was 0 is
+            // lost.
+            return false;
+        }
         // ORDERING: Relaxed load, ordered after the arm by the fence. Reading true means a notify
         // skipped (or will skip) the eventfd; do not block. Model: notify.pml#ctx_poll_recheck_notified
-        #[cfg(not(aioctx_bug = "poll_no_recheck_notified"))]
-        {
-            traced!(Step::CtxPollRecheckNotified, let n = self.notified.load(Ordering::Relaxed); notified = n);
-            n
-        }
+        traced!(Step::CtxPollRecheckNotified, let n = self.notified.load(Ordering::Relaxed); notified = n);
+        n
     }
 
     /// Poll step 7: the wait is over. Home thread only.

@@ -10,6 +10,11 @@
 //! | `PollState::started` (QEMU `poll_started`) | home thread | io_poll_begin was called on the list; io_poll_end is due before the next blocking wait |
 //! | `HandlerLocal::{poll_ns, poll_idle_deadline, poll_ready}` | home thread | per-handler window, idle deadline, io_poll succeeded |
 //!
+//! `PollState` (in the context's home half) owns the home-thread state and all of the poller's
+//! methods; for each call the loop lends it a `PollEnv`: the polling parameters, the clock, the
+//! notify state, the handler table and the context itself, which the poller only hands on to the
+//! handlers' callbacks and asks for its fd monitor.
+//!
 //! Polling runs with `notify_me == 0`: a notify only sets `notified`, which the loop reads here (it ends
 //! polling and is not progress). Poll mode is left only right before a blocking wait: io_poll_end on
 //! each handler, then one more io_poll of each, so an event that raced io_poll_end is not lost
@@ -32,13 +37,13 @@
 
 use std::cell::{Cell, RefCell};
 
-use crate::handler::AioHandler;
-use crate::kernel::Event;
-use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::Arc;
-#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
+use crate::handler::{AioHandler, HandlerTable};
+use crate::kernel::{Clock, Event};
+use crate::notify::NotifyState;
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{Arc, Mutex};
 use crate::trace::Step;
-use crate::{AioContext, Handle};
+use crate::AioContext;
 
 /// Default time after which a handler whose io_poll never succeeded leaves the poll list (QEMU: 7 s).
 pub const POLL_IDLE_INTERVAL_NS: u64 = 7_000_000_000;
@@ -75,13 +80,28 @@ impl PollParams {
         // ORDERING: Relaxed: a change is followed by a notify (its fences publish it).
         self.max_ns.load(Ordering::Relaxed) != 0
     }
-    fn get(&self) -> (u64, u64, u64) {
+    /// `(max_ns, grow, shrink)`.
+    pub(crate) fn get(&self) -> (u64, u64, u64) {
         // ORDERING: Relaxed, as in `enabled`.
         (
             self.max_ns.load(Ordering::Relaxed),
             self.grow.load(Ordering::Relaxed),
             self.shrink.load(Ordering::Relaxed),
         )
+    }
+    /// Set `(max_ns, grow, shrink)` and bump the epoch (every window restarts at 0). The caller
+    /// holds the handler-table lock and notifies after (`Handle::set_poll_params`).
+    pub(crate) fn set_poll_params(&self, max_ns: u64, grow: u64, shrink: u64) {
+        // ORDERING: Relaxed stores; the caller's notify publishes them.
+        self.max_ns.store(max_ns, Ordering::Relaxed);
+        self.grow.store(grow, Ordering::Relaxed);
+        self.shrink.store(shrink, Ordering::Relaxed);
+        self.epoch.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Set the idle timeout (the caller notifies after).
+    pub(crate) fn set_poll_idle_timeout(&self, ns: u64) {
+        // ORDERING: Relaxed, as in set_poll_params.
+        self.idle_ns.store(ns, Ordering::Relaxed);
     }
 }
 
@@ -165,67 +185,29 @@ impl PollState {
     }
 }
 
-impl Handle {
-    /// Set the adaptive polling parameters, from any thread: `max_ns` is the longest window (0 turns
-    /// polling off; QEMU IOThreads use 32768), `grow` multiplies a window that was too short (0: ×2),
-    /// `shrink` divides one that was too long (0: reset to 0). Every handler's window restarts at 0.
-    #[doc(alias = "aio_context_set_poll_params")]
-    pub fn set_poll_params(&self, max_ns: u64, grow: u64, shrink: u64) {
-        let s = &*self.shared;
-        let p = &s.poll_params;
-        {
-            // Under the handler-table lock: concurrent calls do not mix their parameters, and
-            // `quiet` (polling off and no handler) is recomputed with the table's count.
-            let t = s.handlers.lock();
-            // ORDERING: Relaxed stores; the notify below publishes them.
-            p.max_ns.store(max_ns, Ordering::Relaxed);
-            p.grow.store(grow, Ordering::Relaxed);
-            p.shrink.store(shrink, Ordering::Relaxed);
-            p.epoch.fetch_add(1, Ordering::Relaxed);
-            s.publish_counts(&t);
-        }
-        s.notify.notify();
-    }
-
-    /// How long a poll handler may go without a successful io_poll before it leaves the poll list
-    /// (default 7 s; only on backends that poll fd readiness from userspace).
-    pub fn set_poll_idle_timeout(&self, d: std::time::Duration) {
-        // ORDERING: Relaxed, as in set_poll_params.
-        self.shared.poll_params.idle_ns.store(d.as_nanos() as u64, Ordering::Relaxed);
-        self.shared.notify.notify();
-    }
-
-    /// The current polling parameters `(max_ns, grow, shrink)`.
-    pub fn poll_params(&self) -> (u64, u64, u64) {
-        self.shared.poll_params.get()
-    }
+/// What the poller is lent by its context for one call: the shared parts it reads, and the context
+/// itself, which it only hands on to the handlers' callbacks (their `FdRef::context`) and asks for
+/// its fd monitor.
+#[derive(Clone, Copy)]
+pub(crate) struct PollEnv<'a> {
+    pub(crate) ctx: &'a AioContext,
+    pub(crate) params: &'a PollParams,
+    pub(crate) clock: &'a dyn Clock,
+    /// The notifier's own io_poll reads `notified`.
+    pub(crate) notify: &'a NotifyState,
+    /// The handler table (windows reset when the parameters change).
+    pub(crate) handlers: &'a Mutex<HandlerTable>,
+    /// Registered user handlers that cannot poll (`Shared::nr_no_poll`).
+    pub(crate) nr_no_poll: &'a AtomicUsize,
 }
 
-impl AioContext {
-    /// The adaptive window of `fd`'s handler, if it is registered (diagnostics and tests).
-    pub fn poll_ns(&self, fd: std::os::fd::RawFd) -> Option<u64> {
-        let h = self.shared().handlers.lock().by_fd.get(&fd).cloned()?;
-        Some(h.with_local(|l| l.poll_ns))
-    }
-
-    /// Whether `fd`'s handler is on the poll list.
-    pub fn is_polled(&self, fd: std::os::fd::RawFd) -> bool {
-        let h = self.shared().handlers.lock().by_fd.get(&fd).cloned();
-        h.is_some_and(|h| h.with_local(|l| l.on_poll_list))
-    }
-
-    /// Whether poll mode is on (io_poll_begin was called and io_poll_end is due).
-    pub fn poll_started(&self) -> bool {
-        self.home_polling().started()
-    }
-
-    fn reset_windows_if_params_changed(&self) {
-        let st = self.home_polling();
+impl PollState {
+    fn reset_windows_if_params_changed(&self, env: &PollEnv<'_>) {
         // ORDERING: Relaxed, as in `PollParams::enabled`.
-        let epoch = self.shared().poll_params.epoch.load(Ordering::Relaxed);
-        if st.epoch.replace(epoch) != epoch {
-            st.notifier_ns.set(0);
-            let t = self.shared().handlers.lock();
+        let epoch = env.params.epoch.load(Ordering::Relaxed);
+        if self.epoch.replace(epoch) != epoch {
+            self.notifier_ns.set(0);
+            let t = env.handlers.lock();
             for h in t.by_fd.values() {
                 h.with_local(|l| l.poll_ns = 0);
             }
@@ -237,40 +219,43 @@ impl AioContext {
     /// notify (`notified`) ends polling without progress. The remaining timeout keeps its absolute
     /// deadline. `start` is the clock at the start of the iteration (poll_full's: polling and
     /// `block_ns` share it).
-    pub(crate) fn try_poll_mode(&self, timeout: &mut Option<u64>, start: u64) -> Polled {
-        let s = self.shared();
+    pub(crate) fn try_poll_mode(
+        &self,
+        env: &PollEnv<'_>,
+        timeout: &mut Option<u64>,
+        start: u64,
+    ) -> Polled {
         let none = Polled { progress: false, end_ns: None };
-        if !s.poll_params.enabled() {
+        if !env.params.enabled() {
             return none;
         }
-        self.reset_windows_if_params_changed();
-        let st = self.home_polling();
-        if st.list.borrow().is_empty() && !st.notifier_listed.get() {
+        self.reset_windows_if_params_changed(env);
+        if self.list.borrow().is_empty() && !self.notifier_listed.get() {
             return none;
         }
-        let fdmon_polls = self.fdmon_polls_readiness();
+        let fdmon_polls = env.ctx.fdmon().polls_readiness();
         // On ppoll/epoll, poll only when every handler can (an fd-only handler must not starve; QEMU's
         // poll_disable_cnt).
         // ORDERING: Relaxed: a change of the count is followed by a notify, whose fences publish it.
-        if !fdmon_polls && s.nr_no_poll.load(Ordering::Relaxed) != 0 {
+        if !fdmon_polls && env.nr_no_poll.load(Ordering::Relaxed) != 0 {
             return none;
         }
         // The budget: the largest window over the poll list and the context's own notifier (QEMU's
         // notifier is an ordinary poll handler; without it a context with only BHs never polls).
         let listed =
-            st.list.borrow().iter().map(|h| h.with_local(|l| l.poll_ns)).max().unwrap_or(0);
-        let notifier = if st.notifier_listed.get() { st.notifier_ns.get() } else { 0 };
+            self.list.borrow().iter().map(|h| h.with_local(|l| l.poll_ns)).max().unwrap_or(0);
+        let notifier = if self.notifier_listed.get() { self.notifier_ns.get() } else { 0 };
         let budget = listed.max(notifier);
         let budget = timeout.map_or(budget, |t| t.min(budget));
         if budget == 0 {
             return none;
         }
 
-        if !st.started.get() {
+        if !self.started.get() {
             crate::trace_step!(Step::CtxPollBegin, poll_started = 1);
-            st.started.set(true);
-            for h in st.list.borrow().clone() {
-                h.set_polling(self, true);
+            self.started.set(true);
+            for h in self.list.borrow().clone() {
+                h.set_polling(env.ctx, true);
             }
         }
 
@@ -288,29 +273,29 @@ impl AioContext {
             // Walk the list without cloning it (a clone costs a reference-count round trip per
             // handler per round). io_poll callbacks do not change the home poll list; a nested poll
             // from one (never sensible) would see it empty, and anything it adds is kept.
-            let list = std::mem::take(&mut *st.list.borrow_mut());
+            let list = std::mem::take(&mut *self.list.borrow_mut());
             for h in &list {
-                if self.poll_once(h, start) {
+                if self.poll_once(env, h, start) {
                     *timeout = Some(0);
                     progress = true;
                 }
             }
-            let mut cur = st.list.borrow_mut();
+            let mut cur = self.list.borrow_mut();
             let added = std::mem::replace(&mut *cur, list);
             cur.extend(added);
             drop(cur);
             // The notifier's own io_poll: a notify ends polling, never progress.
             // ORDERING: Relaxed: seeing true leads to accept (SeqCst fence) before the work scan.
             crate::traced!(Step::CtxPollUserspace,
-                let notified = s.notify.notified.load(Ordering::Relaxed); notified = notified);
+                let notified = env.notify.notified.load(Ordering::Relaxed); notified = notified);
             if notified {
                 *timeout = Some(0);
-                st.notifier_ready.set(st.notifier_listed.get());
+                self.notifier_ready.set(self.notifier_listed.get());
             }
             if *timeout == Some(0) {
                 break;
             }
-            let t = s.clock.now_ns();
+            let t = env.clock.now_ns();
             now = Some(t);
             if t.saturating_sub(start) >= budget
                 || (crate::sync::MODEL_CHECKER && rounds >= MODEL_POLL_ROUNDS)
@@ -319,8 +304,8 @@ impl AioContext {
             }
             crate::sync::hint::spin_loop();
         }
-        let now = now.unwrap_or_else(|| s.clock.now_ns());
-        if fdmon_polls && self.remove_idle(now) {
+        let now = now.unwrap_or_else(|| env.clock.now_ns());
+        if fdmon_polls && self.remove_idle(env, now) {
             *timeout = Some(0);
             progress = true;
         }
@@ -332,32 +317,27 @@ impl AioContext {
     }
 
     /// One io_poll of `h`; true if it is ready (then queued for io_poll_ready).
-    fn poll_once(&self, h: &Arc<AioHandler>, now: u64) -> bool {
-        let ready = h.io_poll(self) == Some(true);
+    fn poll_once(&self, env: &PollEnv<'_>, h: &Arc<AioHandler>, now: u64) -> bool {
+        let ready = h.io_poll(env.ctx) == Some(true);
         crate::trace_step!(Step::HandlerIoPoll, ready = ready as u32);
         if ready {
             // ORDERING: Relaxed: configuration, published by the notify of set_poll_idle_timeout.
-            let idle = self.shared().poll_params.idle_ns.load(Ordering::Relaxed);
+            let idle = env.params.idle_ns.load(Ordering::Relaxed);
             let first = h.with_local(|l| {
                 l.poll_idle_deadline = now.saturating_add(idle);
                 !std::mem::replace(&mut l.poll_ready, true)
             });
             if first {
-                self.home_polling().push_ready(h.clone());
+                self.push_ready(h.clone());
             }
         }
         ready
     }
 
-    fn fdmon_polls_readiness(&self) -> bool {
-        self.fdmon().polls_readiness()
-    }
-
     /// Idle handlers leave the poll list: io_poll_end, then a final io_poll. True if that final poll
     /// found one ready.
-    fn remove_idle(&self, now: u64) -> bool {
-        let st = self.home_polling();
-        let idle: Vec<_> = st
+    fn remove_idle(&self, env: &PollEnv<'_>, now: u64) -> bool {
+        let idle: Vec<_> = self
             .list
             .borrow()
             .iter()
@@ -368,16 +348,16 @@ impl AioContext {
             })
             .cloned()
             .collect();
-        #[cfg_attr(aioctx_bug = "no_final_poll_after_poll_end", allow(unused_mut))]
         let mut progress = false;
         for h in idle {
             crate::trace_step!(Step::CtxPollIdleRemove);
             self.poll_list_remove(&h);
             h.with_local(|l| l.poll_idle_deadline = 0);
-            if st.started.get() {
-                h.set_polling(self, false);
-                #[cfg(not(aioctx_bug = "no_final_poll_after_poll_end"))]
-                if self.poll_once(&h, now) {
+            if self.started.get() {
+                h.set_polling(env.ctx, false);
+                if !cfg!(aioctx_bug = "no_final_poll_after_poll_end")
+                    && self.poll_once(env, &h, now)
+                {
                     progress = true;
                 }
             }
@@ -387,25 +367,22 @@ impl AioContext {
 
     /// Leave poll mode before a blocking wait: io_poll_end on each handler, then one final io_poll of
     /// each (an event that raced io_poll_end is not lost). True if the final poll found one ready.
-    pub(crate) fn poll_mode_end(&self) -> bool {
-        let st = self.home_polling();
-        if !st.started.get() {
+    pub(crate) fn poll_mode_end(&self, env: &PollEnv<'_>) -> bool {
+        if !self.started.get() {
             return false;
         }
-        st.started.set(false);
+        self.started.set(false);
         crate::trace_step!(Step::CtxPollEnd, poll_started = 0);
-        let list = st.list.borrow().clone();
+        let list = self.list.borrow().clone();
         for h in &list {
-            h.set_polling(self, false);
+            h.set_polling(env.ctx, false);
         }
-        #[cfg_attr(aioctx_bug = "no_final_poll_after_poll_end", allow(unused_mut))]
         let mut progress = false;
-        #[cfg(not(aioctx_bug = "no_final_poll_after_poll_end"))]
-        {
-            let now = self.shared().clock.now_ns();
+        if !cfg!(aioctx_bug = "no_final_poll_after_poll_end") {
+            let now = env.clock.now_ns();
             for h in &list {
                 crate::trace_step!(Step::CtxPollFinalPoll);
-                if self.poll_once(h, now) {
+                if self.poll_once(env, h, now) {
                     progress = true;
                 }
             }
@@ -415,57 +392,55 @@ impl AioContext {
 
     fn poll_list_remove(&self, h: &Arc<AioHandler>) {
         if h.with_local(|l| std::mem::replace(&mut l.on_poll_list, false)) {
-            self.home_polling().list.borrow_mut().retain(|x| !Arc::ptr_eq(x, h));
+            self.list.borrow_mut().retain(|x| !Arc::ptr_eq(x, h));
             tracing::trace!(target: "aioctx", fd = h.fd, "poll_remove");
         }
     }
 
-    fn poll_list_add(&self, h: &Arc<AioHandler>) {
+    fn poll_list_add(&self, env: &PollEnv<'_>, h: &Arc<AioHandler>) {
         if h.is_deleted()
             || !h.can_poll
             || h.with_local(|l| std::mem::replace(&mut l.on_poll_list, true))
         {
             return;
         }
-        let st = self.home_polling();
         // ORDERING: Relaxed, as above.
-        let idle = self.shared().poll_params.idle_ns.load(Ordering::Relaxed);
-        let now = self.shared().clock.now_ns();
+        let idle = env.params.idle_ns.load(Ordering::Relaxed);
+        let now = env.clock.now_ns();
         h.with_local(|l| l.poll_idle_deadline = now.saturating_add(idle));
-        st.list.borrow_mut().push(h.clone());
+        self.list.borrow_mut().push(h.clone());
         tracing::trace!(target: "aioctx", fd = h.fd, "poll_add");
-        crate::trace_step!(Step::CtxPollAdd, poll_started = st.started.get());
-        if st.started.get() {
-            h.set_polling(self, true);
+        crate::trace_step!(Step::CtxPollAdd, poll_started = self.started.get());
+        if self.started.get() {
+            h.set_polling(env.ctx, true);
         }
     }
 
     /// A removed handler (or the context is dropped): off the poll list, and io_poll_end if begun.
-    pub(crate) fn poll_list_forget(&self, h: &Arc<AioHandler>) {
+    pub(crate) fn poll_list_forget(&self, ctx: &AioContext, h: &Arc<AioHandler>) {
         self.poll_list_remove(h);
         h.with_local(|l| l.poll_ready = false);
-        h.set_polling(self, false);
+        h.set_polling(ctx, false);
     }
 
     /// The notifier was dispatched (its eventfd fired, or polling saw `notified`): it joins the poll
     /// list and its window is adjusted like any poll handler's. Not progress.
-    pub(crate) fn notifier_dispatched(&self, fd_fired: bool, block_ns: u64) {
-        let st = self.home_polling();
-        let polled = st.notifier_ready.replace(false);
-        let (max, grow, shrink) = self.shared().poll_params.get();
+    pub(crate) fn notifier_dispatched(&self, params: &PollParams, fd_fired: bool, block_ns: u64) {
+        let polled = self.notifier_ready.replace(false);
+        let (max, grow, shrink) = params.get();
         if max == 0 || !(fd_fired || polled) {
             return;
         }
         // As for any handler: join the list, then adjust in the same dispatch (QEMU adjusts after
         // aio_dispatch_handler, which may have just added it).
-        st.notifier_listed.set(true);
-        let old = st.notifier_ns.get();
-        st.notifier_ns.set(adjust_poll_ns(old, block_ns, max, grow, shrink));
-        trace_adjust(-1, old, st.notifier_ns.get());
+        self.notifier_listed.set(true);
+        let old = self.notifier_ns.get();
+        self.notifier_ns.set(adjust_poll_ns(old, block_ns, max, grow, shrink));
+        trace_adjust(-1, old, self.notifier_ns.get());
     }
 
-    fn adjust(&self, h: &AioHandler, block_ns: u64) {
-        let (max, grow, shrink) = self.shared().poll_params.get();
+    fn adjust(params: &PollParams, h: &AioHandler, block_ns: u64) {
+        let (max, grow, shrink) = params.get();
         if max == 0 || !h.with_local(|l| l.on_poll_list) {
             return;
         }
@@ -478,12 +453,11 @@ impl AioContext {
 
     /// Run io_poll_ready for handlers whose io_poll succeeded. The handler is off the poll list while
     /// it runs (a nested poll must not poll it, bug-history B18).
-    pub(crate) fn dispatch_poll_ready(&self, block_ns: u64) -> bool {
-        let st = self.home_polling();
-        if !st.has_ready() {
+    pub(crate) fn dispatch_poll_ready(&self, env: &PollEnv<'_>, block_ns: u64) -> bool {
+        if !self.has_ready() {
             return false;
         }
-        let ready = st.take_ready();
+        let ready = self.take_ready();
         let mut progress = false;
         for h in ready {
             if !h.with_local(|l| std::mem::replace(&mut l.poll_ready, false)) || h.is_deleted() {
@@ -492,25 +466,31 @@ impl AioContext {
             let was_listed = h.with_local(|l| l.on_poll_list);
             self.poll_list_remove(&h);
             crate::trace_step!(Step::HandlerPollReady);
-            if h.io_poll_ready(self) {
+            if h.io_poll_ready(env.ctx) {
                 progress = true;
             }
             if was_listed {
-                self.poll_list_add(&h);
+                self.poll_list_add(env, &h);
             }
-            self.adjust(&h, block_ns);
+            Self::adjust(env.params, &h, block_ns);
         }
         progress
     }
 
     /// Dispatch fd readiness of one handler; it joins the poll list on its first event.
-    pub(crate) fn dispatch_handler(&self, h: &Arc<AioHandler>, e: &Event, block_ns: u64) -> bool {
+    pub(crate) fn dispatch_handler(
+        &self,
+        env: &PollEnv<'_>,
+        h: &Arc<AioHandler>,
+        e: &Event,
+        block_ns: u64,
+    ) -> bool {
         // An fd event supersedes a pending poll-ready for the same handler (one dispatch, as QEMU).
         h.with_local(|l| l.poll_ready = false);
-        let progress = h.dispatch(self, e);
+        let progress = h.dispatch(env.ctx, e);
         if h.can_poll {
-            self.poll_list_add(h);
-            self.adjust(h, block_ns);
+            self.poll_list_add(env, h);
+            Self::adjust(env.params, h, block_ns);
         }
         progress
     }

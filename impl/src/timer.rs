@@ -36,7 +36,6 @@ use std::time::Duration;
 use crate::kind::{Kind, Local};
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, UnsafeCell};
-#[allow(unused_imports)] // used by trace_step! when the `trace` feature is on
 use crate::trace::Step;
 use crate::{AioContext, Shared};
 

@@ -10,12 +10,16 @@
 //! the TSO store-buffer machinery with `tso_`; they are not implementation steps.
 
 /// Record a protocol step that does no shared access of its own (a fence, a callback call), with
-/// values. Without the `trace` feature this expands to nothing (its arguments are not evaluated).
-/// With it, the step first passes the replay gate ([`gate`]).
+/// values. Without the `trace` feature this expands to nothing but a type check of the step (the
+/// values are not evaluated; the step is a constant, so no code results, and the caller's
+/// `use crate::trace::Step` stays used in every build). With it, the step first passes the replay
+/// gate ([`gate`]).
 #[doc(hidden)]
 #[macro_export]
 macro_rules! trace_step {
     ($step:expr $(, $k:ident = $v:expr)* $(,)?) => {
+        #[cfg(not(feature = "trace"))]
+        let _: $crate::trace::Step = $step;
         #[cfg(feature = "trace")]
         {
             $crate::trace::gate($step);
@@ -30,7 +34,7 @@ macro_rules! trace_step {
 /// sees the latest write before it (a sequence number taken after the access would not be: thread A
 /// stores then takes #5, thread B loads A's value and takes #4). Weak memory stays loom's job.
 /// With the feature the step first passes the replay gate ([`gate`], before the lock).
-/// Without the feature it is just the access.
+/// Without the feature it is just the access (and the type check of the step, as in [`trace_step!`]).
 ///
 /// `traced!(Step::X, let v = access; name = value, ...)` binds `v` for the rest of the block;
 /// `traced!(Step::X, access; name = value, ...)` for an access whose result is not needed.
@@ -38,6 +42,8 @@ macro_rules! trace_step {
 #[macro_export]
 macro_rules! traced {
     ($step:expr, let $bind:pat = $access:expr $(; $($k:ident = $v:expr),* )? ) => {
+        #[cfg(not(feature = "trace"))]
+        let _: $crate::trace::Step = $step;
         #[cfg(feature = "trace")]
         $crate::trace::gate($step);
         #[cfg(feature = "trace")]
@@ -50,6 +56,8 @@ macro_rules! traced {
         }
     };
     ($step:expr, $access:expr $(; $($k:ident = $v:expr),* )? ) => {
+        #[cfg(not(feature = "trace"))]
+        let _: $crate::trace::Step = $step;
         #[cfg(feature = "trace")]
         $crate::trace::gate($step);
         #[cfg(feature = "trace")]

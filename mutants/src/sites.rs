@@ -4,7 +4,9 @@
 //! `x.compare_exchange(a, b, Ordering::AcqRel, Ordering::Relaxed)`, ...) or one `fence(Ordering::X)`.
 //! Sites are found in the token stream, so they are found inside macro bodies too (`traced!`), and
 //! never in comments or strings. Code compiled only into a planted-bug build
-//! (`#[cfg(aioctx_bug = "...")]`) or only into unit tests (`#[cfg(test)]`) has no sites.
+//! (`#[cfg(aioctx_bug = "...")]`), code that runs only there (the block of
+//! `if cfg!(aioctx_bug = "...") { ... }`; its `else` is the production code and has sites) and code
+//! compiled only into unit tests (`#[cfg(test)]`) has no sites.
 //!
 //! Every site gets its mutants from the rules below, never from a list: a new atomic in the code has
 //! its mutants the next time the generator runs.
@@ -219,6 +221,14 @@ fn skips_item(attr: &str) -> bool {
             && !a.contains("not(")
 }
 
+/// `if cfg!(aioctx_bug ...)` (not `if !cfg!(...)`, whose block is the production code) at `toks[i]`.
+fn is_bug_branch(toks: &[TokenTree], i: usize) -> bool {
+    matches!(&toks[i], TokenTree::Ident(id) if id == "if")
+        && matches!(toks.get(i + 1), Some(TokenTree::Ident(c)) if c == "cfg")
+        && is_punct(toks.get(i + 2), '!')
+        && matches!(toks.get(i + 3), Some(TokenTree::Group(g)) if skips_item(&format!("cfg({})", g.stream())))
+}
+
 struct Scan<'a> {
     file: String,
     off: Offsets<'a>,
@@ -251,6 +261,17 @@ impl Scan<'_> {
                             continue;
                         }
                     }
+                }
+                TokenTree::Ident(_) if is_bug_branch(&toks, i) => {
+                    // Skip the condition and the planted bug's block; an `else` is walked as usual.
+                    i += 4;
+                    while i < toks.len()
+                        && !matches!(&toks[i], TokenTree::Group(g) if g.delimiter() == Delimiter::Brace)
+                    {
+                        i += 1;
+                    }
+                    i += 1;
+                    continue;
                 }
                 TokenTree::Ident(id) if id == "fn" => {
                     if let Some(TokenTree::Ident(name)) = toks.get(i + 1) {
@@ -411,6 +432,25 @@ mod tests { fn t() { x.load(Ordering::SeqCst); } }
         assert!(out.contains("    crate::mutant::fence(2, Ordering::SeqCst);"), "{out}");
         assert!(out.contains("list.__m_compare_exchange(3, h, n,"), "{out}");
         assert!(out.contains("\"y.store(1, Ordering::SeqCst)\""), "strings are untouched");
+    }
+
+    #[test]
+    fn a_cfg_bug_branch_has_no_sites_and_its_else_has() {
+        let src = r#"
+fn arm(&self) {
+    if cfg!(aioctx_bug = "y") { w.fetch_add(2, Ordering::SeqCst); } else { fence(Ordering::AcqRel); }
+    if cfg!(aioctx_bug = "z") && x { fence(Ordering::SeqCst); }
+    if !cfg!(aioctx_bug = "y") { fence(Ordering::Acquire); }
+    let n = w.load(Ordering::Relaxed);
+}
+"#;
+        let ops: Vec<_> = scan_file("notify.rs", src, 0)
+            .unwrap()
+            .iter()
+            .map(|s| (s.op.clone(), s.orders.join(","), s.line))
+            .collect();
+        let want = [("fence", "AcqRel", 3), ("fence", "Acquire", 5), ("load", "Relaxed", 6)];
+        assert_eq!(ops, want.map(|(o, r, l)| (o.to_string(), r.to_string(), l)));
     }
 
     #[test]

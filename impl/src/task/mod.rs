@@ -206,11 +206,15 @@ impl<F: Future> TaskBody<F> {
         if self.join.status.get() != Status::Running {
             return; // defensive: a finished task's BH is deleted and not called again
         }
-        #[cfg(not(aioctx_bug = "task_clears_woken_after_poll"))]
-        self.tw.clear();
-        let r = self.fut.as_mut().poll(&mut Context::from_waker(&self.waker));
-        #[cfg(aioctx_bug = "task_clears_woken_after_poll")]
-        self.tw.clear();
+        let mut cx = Context::from_waker(&self.waker);
+        let r = if cfg!(aioctx_bug = "task_clears_woken_after_poll") {
+            let r = self.fut.as_mut().poll(&mut cx);
+            self.tw.clear(); // a wake during the poll found `woken` still set: lost
+            r
+        } else {
+            self.tw.clear();
+            self.fut.as_mut().poll(&mut cx)
+        };
         if let Poll::Ready(v) = r {
             if self.join.finish(Status::Done, Some(v)) {
                 // Its own slot: the BH is running, so dropping its owner only deletes it; this
