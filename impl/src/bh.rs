@@ -45,11 +45,13 @@
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
+use crate::ctx::Shared;
 use crate::kind::{Kind, Local, Remote};
+use crate::notify::NotifyState;
 use crate::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use crate::sync::{Arc, Mutex, UnsafeCell};
 use crate::trace::Step;
-use crate::{AioContext, Shared};
+use crate::AioContext;
 
 /// BH flag bits, the same names and values as the Promela models and QEMU.
 pub mod bh_flags {
@@ -140,7 +142,7 @@ unsafe fn take_cb(p: *mut BhInner) -> Callback {
 }
 
 // SAFETY:
-// - a `Remote` BH's callback is `Send`, so it may be freed on any thread (Shared::drop); a `Local`
+// - a `Remote` BH's callback is `Send`, so it may be freed on any thread (`Shared`'s drop); a `Local`
 //   BH's callback is taken out and dropped on the home thread before any other thread can free the BH
 //   (its owner's drop, or the return of its running call, runs first: see `Bh::drop`), and a `Local`
 //   oneshot is freed by the home thread (it is created there, and the context's drop, there too,
@@ -267,14 +269,14 @@ impl<K: Kind> Bh<K> {
     #[doc(alias = "qemu_bh_schedule")]
     #[inline]
     pub fn schedule(&self) {
-        enqueue(&self.ctx, self.inner.as_ptr(), BH_SCHEDULED);
+        enqueue(self.ctx.bh_list(), self.ctx.notify(), self.inner.as_ptr(), BH_SCHEDULED);
     }
 
     /// As [`Bh::schedule`], but the call is not progress, and a pending idle BH only caps the wait
     /// at 10 ms instead of making the poll non-blocking.
     #[doc(alias = "qemu_bh_schedule_idle")]
     pub fn schedule_idle(&self) {
-        enqueue(&self.ctx, self.inner.as_ptr(), BH_SCHEDULED | BH_IDLE);
+        enqueue(self.ctx.bh_list(), self.ctx.notify(), self.inner.as_ptr(), BH_SCHEDULED | BH_IDLE);
     }
 
     /// Cancel a pending call (no notify). Racy against the loop unless called on the home thread: the
@@ -338,7 +340,7 @@ impl<K: Kind> Drop for Bh<K> {
             // enqueue below, the BH may be freed wherever the context's shared half is dropped.
             drop_callback(self.inner.as_ptr());
         }
-        enqueue(&self.ctx, self.inner.as_ptr(), BH_DELETED);
+        enqueue(self.ctx.bh_list(), self.ctx.notify(), self.inner.as_ptr(), BH_DELETED);
     }
 }
 
@@ -399,7 +401,8 @@ impl BhScheduler {
         match &*g {
             Some(p) => {
                 // Under the lock: the owner's drop (which lets the loop free the BH) waits for it.
-                enqueue(&self.slot.ctx, p.0.as_ptr(), BH_SCHEDULED);
+                let ctx = &self.slot.ctx;
+                enqueue(ctx.bh_list(), ctx.notify(), p.0.as_ptr(), BH_SCHEDULED);
                 true
             }
             None => false,
@@ -428,12 +431,14 @@ impl<'a> BhRef<'a> {
     /// Schedule this BH again: it runs in a later poll (never re-entered by a nested one).
     #[doc(alias = "qemu_bh_schedule")]
     pub fn schedule(&self) {
-        enqueue(self.ctx.shared(), self.bh, BH_SCHEDULED);
+        let s = self.ctx.shared();
+        enqueue(s.bh_list(), s.notify(), self.bh, BH_SCHEDULED);
     }
 
     /// [`Bh::schedule_idle`] on this BH.
     pub fn schedule_idle(&self) {
-        enqueue(self.ctx.shared(), self.bh, BH_SCHEDULED | BH_IDLE);
+        let s = self.ctx.shared();
+        enqueue(s.bh_list(), s.notify(), self.bh, BH_SCHEDULED | BH_IDLE);
     }
 
     /// Cancel a pending call of this BH (one scheduled since this call was dequeued).
@@ -474,7 +479,11 @@ fn cancel(b: &BhInner) {
 }
 
 /// Schedule a callback to run once on the home thread, then free it.
-pub(crate) fn oneshot(ctx: &Shared, cb: impl FnOnce() + 'static) {
+pub(crate) fn oneshot(
+    list: &AtomicPtr<BhInner>,
+    notify: &NotifyState,
+    cb: impl FnOnce() + 'static,
+) {
     let mut cb = Some(cb);
     let inner = BhInner::alloc(
         Box::new(move |_: &BhRef<'_>| {
@@ -484,7 +493,7 @@ pub(crate) fn oneshot(ctx: &Shared, cb: impl FnOnce() + 'static) {
         }),
         0,
     );
-    enqueue(ctx, inner.as_ptr(), BH_SCHEDULED | BH_ONESHOT);
+    enqueue(list, notify, inner.as_ptr(), BH_SCHEDULED | BH_ONESHOT);
 }
 
 /// `aio_bh_enqueue`: set the flags; the thread that set PENDING pushes; always notify.
@@ -492,7 +501,7 @@ pub(crate) fn oneshot(ctx: &Shared, cb: impl FnOnce() + 'static) {
 /// After the `fetch_or`, `bh` may be dequeued and (if DELETED or ONESHOT) freed by the home thread at
 /// any moment, unless this thread just set PENDING: then nothing else can reach it until the push.
 #[inline]
-fn enqueue(ctx: &Shared, bh: *mut BhInner, new: u32) {
+fn enqueue(list: &AtomicPtr<BhInner>, notify: &NotifyState, bh: *mut BhInner, new: u32) {
     // SAFETY: the caller holds the BH (its owner, or a fresh oneshot): it is allocated.
     let b = unsafe { &*bh };
     // ORDERING: AcqRel. Release: whatever the caller wrote before scheduling is visible to the loop's
@@ -505,10 +514,10 @@ fn enqueue(ctx: &Shared, bh: *mut BhInner, new: u32) {
     crate::traced!(step, let old = b.flags.fetch_or(BH_PENDING | new, Ordering::AcqRel);
         bh_flags = old | BH_PENDING | new, bh_flags_old = old);
     if old & BH_PENDING == 0 {
-        crate::traced!(Step::BhSchedulePush, push(&ctx.bh_list, b, bh); bh_list = 1);
+        crate::traced!(Step::BhSchedulePush, push(list, b, bh); bh_list = 1);
     }
     // `b` is not touched after the push: from here the loop may free it.
-    ctx.notify.notify();
+    notify.notify();
 }
 
 /// Push `raw` (which is `bh`) on the lock-free LIFO.
@@ -585,25 +594,24 @@ impl HomeBhs {
         HomeBhs { queue: std::cell::Cell::new(ptr::null_mut()) }
     }
 
-    /// Is a call pending (in `bh_list` or in an outer slice)?
-    pub(crate) fn pending(&self, ctx: &Shared) -> Pending {
+    /// Is a call pending (in `list`, the context's `bh_list`, or in an outer slice)?
+    pub(crate) fn pending(&self, list: &AtomicPtr<BhInner>) -> Pending {
         let acc = classify(self.queue.get(), Pending::None);
         if acc == Pending::Busy {
             return acc;
         }
         // ORDERING: Acquire: pairs with the Release push, so the node's fields are visible.
-        classify(ctx.bh_list.load(Ordering::Acquire), acc)
+        classify(list.load(Ordering::Acquire), acc)
     }
 
-    /// `aio_bh_poll`: take `bh_list` as a new slice behind the outer ones, then run the queue.
-    /// Returns true if a non-idle BH was called.
+    /// `aio_bh_poll`: take `list` (the context's `bh_list`) as a new slice behind the outer ones,
+    /// then run the queue; the callbacks get `home_ctx`. Returns true if a non-idle BH was called.
     #[inline(always)] // three callers; inlined, the common one-BH slice costs no call frame
-    pub(crate) fn poll(&self, home_ctx: &AioContext) -> bool {
-        let ctx = home_ctx.shared();
+    pub(crate) fn poll(&self, list: &AtomicPtr<BhInner>, home_ctx: &AioContext) -> bool {
         // ORDERING: Acquire: pairs with the Release CAS in `push`: each node's `next` and the state
         // its scheduler published are visible. Model: bh.pml#bh_poll_take
         crate::traced!(Step::BhPollTake,
-            let taken = ctx.bh_list.swap(ptr::null_mut(), Ordering::Acquire);
+            let taken = list.swap(ptr::null_mut(), Ordering::Acquire);
             bh_list = 0, bh_list_old = !taken.is_null(), count = count(taken));
         if self.queue.get().is_null() {
             self.queue.set(taken);
@@ -671,10 +679,10 @@ impl HomeBhs {
 
     /// Take every queued BH off the lists without calling it (the context is going away): deleted and
     /// oneshot ones are freed; the others stay with their owners (whose drop frees them later).
-    pub(crate) fn drop_all(&self, ctx: &Shared) {
+    pub(crate) fn drop_all(&self, list: &AtomicPtr<BhInner>) {
         let mut p = self.queue.replace(ptr::null_mut());
         // ORDERING: Acquire, as in `poll`.
-        let mut l = ctx.bh_list.swap(ptr::null_mut(), Ordering::Acquire);
+        let mut l = list.swap(ptr::null_mut(), Ordering::Acquire);
         for _ in 0..2 {
             while !p.is_null() {
                 // SAFETY: in a list, hence PENDING and alive.
@@ -753,7 +761,7 @@ fn call(ctx: &AioContext, p: *mut BhInner, f: u32) -> bool {
                 })
             };
             if st != RUNNING {
-                done_rare(self.0.ctx.shared(), p, st, self.1 & BH_ONESHOT != 0);
+                done_rare(self.0.ctx.shared().bh_list(), p, st, self.1 & BH_ONESHOT != 0);
             } else if self.1 & BH_ONESHOT != 0 {
                 // SAFETY: dequeued with ONESHOT; the call is over.
                 unsafe { BhInner::free(p) };
@@ -783,7 +791,7 @@ fn call_rare(p: *mut BhInner, f: u32, st: u8) -> bool {
 
 /// The end of a call whose home state (before it was reset to 0) was not just RUNNING.
 #[cold]
-fn done_rare(ctx: &Shared, p: *mut BhInner, st: u8, oneshot: bool) {
+fn done_rare(list: &AtomicPtr<BhInner>, p: *mut BhInner, st: u8, oneshot: bool) {
     let mut keep = st & GONE;
     if st & (DEAD | GONE) == DEAD {
         // Deleted while running (by `BhRef::delete` or a `Local` owner's drop): drop the closure
@@ -803,7 +811,7 @@ fn done_rare(ctx: &Shared, p: *mut BhInner, st: u8, oneshot: bool) {
         // A deferred BH is PENDING and on no list, so no poll dequeued it meanwhile (it cannot have
         // been freed by one) and it is neither a oneshot nor marked to free.
         debug_assert!(st & FREE_ON_RETURN == 0 && !oneshot);
-        resume(ctx, p);
+        resume(list, p);
     } else if st & FREE_ON_RETURN != 0 || oneshot {
         // SAFETY: DELETED by a nested poll, or a oneshot; the call is over.
         unsafe { BhInner::free(p) };
@@ -840,8 +848,8 @@ fn defer(p: *mut BhInner, f: u32) {
 /// owner dropped it meanwhile. No notify: only the home thread (this one) dequeues, and its next
 /// timeout computation sees the BH on the list.
 #[cold]
-fn resume(ctx: &Shared, p: *mut BhInner) {
+fn resume(list: &AtomicPtr<BhInner>, p: *mut BhInner) {
     // SAFETY: as in `call`: `p` is alive, PENDING and on no list.
     let b = unsafe { &*p };
-    crate::traced!(Step::BhSchedulePush, push(&ctx.bh_list, b, p); bh_list = 1);
+    crate::traced!(Step::BhSchedulePush, push(list, b, p); bh_list = 1);
 }

@@ -65,25 +65,56 @@ const IDLE_BH_TIMEOUT_NS: u64 = 10_000_000;
 /// round trip of impl/benches/polling.rs did not change measurably on the 2-core VM.)
 #[repr(C)]
 pub(crate) struct Shared {
-    pub(crate) notify: NotifyState,
-    pub(crate) bh_list: AtomicPtr<bh::BhInner>,
+    notify: NotifyState,
+    bh_list: AtomicPtr<bh::BhInner>,
     _line_end: LineEnd,
-    pub(crate) handlers: Mutex<HandlerTable>,
+    handlers: Mutex<HandlerTable>,
     /// Bumped under the handler lock on every change (the home thread refreshes its cache).
-    pub(crate) handlers_gen: AtomicU64,
+    handlers_gen: AtomicU64,
     /// Registered user handlers (not counting the notifier).
-    pub(crate) nr_user: AtomicUsize,
+    nr_user: AtomicUsize,
     /// Polling is off and no user handler is registered: `poll(false)` takes the short path. Written
     /// under the handler-table lock (by `publish_counts` and `set_poll_params`), read by `poll`.
-    pub(crate) quiet: AtomicBool,
+    quiet: AtomicBool,
     /// Registered user handlers that cannot poll (no io_poll + io_poll_ready): QEMU's poll_disable_cnt.
-    pub(crate) nr_no_poll: AtomicUsize,
+    nr_no_poll: AtomicUsize,
     /// The table's `deleted` list is non-empty.
-    pub(crate) has_deleted: AtomicBool,
-    pub(crate) timers: Timers,
-    pub(crate) clock: Box<dyn Clock>,
-    pub(crate) poll_params: PollParams,
-    pub(crate) closed: AtomicBool,
+    has_deleted: AtomicBool,
+    timers: Timers,
+    clock: Box<dyn Clock>,
+    poll_params: PollParams,
+    closed: AtomicBool,
+}
+
+/// The parts of the shared half that bh.rs and timer.rs use. Their functions take these parts, not
+/// `Shared`; only their owner types (`Bh`, `BhScheduler`, `Timer`, which keep the shared half alive)
+/// and the callback views pick the parts out here. The fields stay private to this module.
+impl Shared {
+    /// The handshake state (`notify_me`, `notified`, the event notifier).
+    #[inline(always)]
+    pub(crate) fn notify(&self) -> &NotifyState {
+        &self.notify
+    }
+    /// The lock-free list of scheduled BHs.
+    #[inline(always)]
+    pub(crate) fn bh_list(&self) -> &AtomicPtr<bh::BhInner> {
+        &self.bh_list
+    }
+    /// The timer list.
+    #[inline(always)]
+    pub(crate) fn timers(&self) -> &Timers {
+        &self.timers
+    }
+    /// The context's clock.
+    #[inline(always)]
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+    /// Set when the [`AioContext`] is dropped (a `Local` timer is not armed after that).
+    #[inline(always)]
+    pub(crate) fn closed(&self) -> &AtomicBool {
+        &self.closed
+    }
 }
 
 impl Shared {
@@ -103,7 +134,7 @@ impl Drop for Shared {
     fn drop(&mut self) {
         // BHs pushed after the context was dropped (through a surviving Handle or Bh) are freed
         // without being called.
-        HomeBhs::new().drop_all(self);
+        HomeBhs::new().drop_all(&self.bh_list);
     }
 }
 
@@ -268,7 +299,7 @@ fn model_kernel(k: Arc<ModelKernel>, clock: Option<Box<dyn Clock>>) -> Kernel {
 /// The cross-thread face of a context: cheap to clone, `Send + Sync`. Everything but `poll`.
 #[derive(Clone)]
 pub struct Handle {
-    pub(crate) shared: Arc<Shared>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Handle {
@@ -297,7 +328,7 @@ impl Handle {
     /// dropped without being called (see [`AioContext`]'s drop).
     #[doc(alias = "aio_bh_schedule_oneshot")]
     pub fn bh_oneshot(&self, f: impl FnOnce() + Send + 'static) {
-        bh::oneshot(&self.shared, f);
+        bh::oneshot(&self.shared.bh_list, &self.shared.notify, f);
     }
 
     /// A new, disarmed timer running `f` on the home thread, created from any thread: `f` must be
@@ -322,7 +353,7 @@ impl Handle {
     /// own notifier, or the handler has no callback. The message names the fd.
     #[doc(alias = "aio_set_fd_handler")]
     pub fn set_fd_handler(&self, fd: RawFd, h: FdHandler<Remote>) -> io::Result<()> {
-        set_fd_handler(&self.shared, fd, h.erase()).map(drop)
+        set_fd_handler(self, fd, h.erase()).map(drop)
     }
 
     /// Change what `fd`'s handler waits for, in place: its callbacks stay, and so does its polling
@@ -337,7 +368,7 @@ impl Handle {
     /// the fd.
     #[doc(alias = "aio_set_fd_interest")]
     pub fn set_fd_interest(&self, fd: RawFd, interest: Interest) -> io::Result<bool> {
-        set_interest(&self.shared, fd, None, interest)
+        set_interest(self, fd, None, interest)
     }
 
     /// Remove the handler of `fd`, from any thread, also from inside a callback (its own or another's):
@@ -348,7 +379,7 @@ impl Handle {
     ///
     /// The fd monitor refused the removal (the message names the fd).
     pub fn remove_fd_handler(&self, fd: RawFd) -> io::Result<bool> {
-        remove_fd_handler(&self.shared, fd, None)
+        remove_fd_handler(self, fd, None)
     }
 
     /// True once the [`AioContext`] was dropped: BHs scheduled now are dropped without running.
@@ -408,10 +439,11 @@ impl Handle {
 
 /// `aio_set_fd_handler`, for both kinds (the caller's signature checked the kind). Returns the
 /// handler's token.
-pub(crate) fn set_fd_handler(s: &Shared, fd: RawFd, h: FdHandler) -> io::Result<u64> {
+pub(crate) fn set_fd_handler(h: &Handle, fd: RawFd, handler: FdHandler) -> io::Result<u64> {
+    let s = &*h.shared;
     let token = {
         let mut t = s.handlers.lock();
-        let token = t.set(fd, h)?;
+        let token = t.set(fd, handler)?;
         s.publish_counts(&t);
         #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
         if t.upgrade_at != 0 && t.by_fd.len() >= t.upgrade_at && t.fdmon.name() == "ppoll" {
@@ -433,11 +465,12 @@ pub(crate) fn set_fd_handler(s: &Shared, fd: RawFd, h: FdHandler) -> io::Result<
 
 /// Change the interest of `fd`'s handler (the one with `token`, if given), then notify.
 pub(crate) fn set_interest(
-    s: &Shared,
+    h: &Handle,
     fd: RawFd,
     token: Option<u64>,
     interest: Interest,
 ) -> io::Result<bool> {
+    let s = &*h.shared;
     let changed = s.handlers.lock().set_interest(fd, token, interest)?;
     if changed {
         // A blocked wait re-reads the interest set (ppoll builds its array per wait).
@@ -447,7 +480,8 @@ pub(crate) fn set_interest(
 }
 
 /// `aio_remove_fd_handler` of `fd`'s handler (the one with `token`, if given).
-pub(crate) fn remove_fd_handler(s: &Shared, fd: RawFd, token: Option<u64>) -> io::Result<bool> {
+pub(crate) fn remove_fd_handler(h: &Handle, fd: RawFd, token: Option<u64>) -> io::Result<bool> {
+    let s = &*h.shared;
     let removed = {
         let mut t = s.handlers.lock();
         let r = t.remove(fd, token)?;
@@ -568,7 +602,7 @@ impl AioContext {
     /// dropped first, `f` is dropped (on this thread) without being called.
     #[doc(alias = "aio_bh_schedule_oneshot")]
     pub fn bh_oneshot(&self, f: impl FnOnce() + 'static) {
-        bh::oneshot(&self.handle.shared, f);
+        bh::oneshot(&self.handle.shared.bh_list, &self.handle.shared.notify, f);
     }
 
     /// A new, disarmed timer running `f` on this (home) thread; `f` need not be `Send`, and the
@@ -586,7 +620,7 @@ impl AioContext {
     /// As [`Handle::set_fd_handler`].
     #[doc(alias = "aio_set_fd_handler")]
     pub fn set_fd_handler<K: Kind>(&self, fd: RawFd, h: FdHandler<K>) -> io::Result<()> {
-        set_fd_handler(&self.handle.shared, fd, h.erase()).map(drop)
+        set_fd_handler(&self.handle, fd, h.erase()).map(drop)
     }
 
     /// "ppoll", "epoll", "io_uring" or "model".
@@ -670,7 +704,7 @@ impl AioContext {
         if !cfg!(aioctx_bug = "accept_after_scan") {
             s.notify.accept(); // 8.
         }
-        let mut progress = self.home.bhs.poll(self); // 10.
+        let mut progress = self.home.bhs.poll(&s.bh_list, self); // 10.
         if cfg!(aioctx_bug = "accept_after_scan") {
             s.notify.accept(); // planted bug: accept after the scan
         }
@@ -760,7 +794,7 @@ impl AioContext {
         if notifier && !cfg!(aioctx_bug = "drain_after_scan") {
             s.notify.drain();
         }
-        progress |= self.home.bhs.poll(self);
+        progress |= self.home.bhs.poll(&s.bh_list, self);
         if cfg!(aioctx_bug = "accept_after_scan") {
             s.notify.accept(); // planted bug: accept after the scan
         }
@@ -811,7 +845,7 @@ impl AioContext {
     /// only idle ones, else the earliest timer, else None (infinite).
     fn compute_timeout(&self) -> Option<u64> {
         let s = &*self.handle.shared;
-        let mut t = match self.home.bhs.pending(s) {
+        let mut t = match self.home.bhs.pending(&s.bh_list) {
             Pending::Busy => return Some(0),
             Pending::Idle => Some(IDLE_BH_TIMEOUT_NS),
             Pending::None => None,
@@ -998,7 +1032,7 @@ impl AioContext {
         let fd_ready = has_fds && !events.is_empty();
         self.home.events.set(events);
         fd_ready
-            || self.home.bhs.pending(s) == Pending::Busy
+            || self.home.bhs.pending(&s.bh_list) == Pending::Busy
             || self.timer_deadline() <= s.clock.now_ns()
             || self.home.polling.has_ready()
     }
@@ -1009,7 +1043,7 @@ impl AioContext {
         let s = &*self.handle.shared;
         let walk = self.enter();
         let mut events = self.home.events.take();
-        let mut progress = self.home.bhs.poll(self);
+        let mut progress = self.home.bhs.poll(&s.bh_list, self);
         progress |= self.dispatch_events(&events, 0);
         events.clear();
         self.home.events.set(events);
@@ -1065,7 +1099,7 @@ impl Drop for AioContext {
         let s = &*self.handle.shared;
         // ORDERING: Release: pairs with the Acquire in `Handle::is_closed`.
         s.closed.store(true, Ordering::Release);
-        self.home.bhs.drop_all(s);
+        self.home.bhs.drop_all(&s.bh_list);
         s.timers.clear();
         let handlers: Vec<_> = {
             let mut t = s.handlers.lock();
@@ -1087,6 +1121,13 @@ impl Drop for AioContext {
 impl AioContext {
     pub(crate) fn shared(&self) -> &Shared {
         &self.handle.shared
+    }
+    /// A BH whose closure is made from its own schedule handle (a task's waker holds it).
+    pub(crate) fn bh_new_cyclic<C>(&self, f: impl FnOnce(crate::BhScheduler) -> C) -> Bh
+    where
+        C: FnMut(&BhRef<'_>) + 'static,
+    {
+        Bh::new_cyclic(self.handle.shared.clone(), f)
     }
     pub(crate) fn tasks(&self) -> &std::rc::Rc<crate::task::TaskSet> {
         &self.tasks

@@ -4,7 +4,7 @@
 //!
 //! | state | written by | read by | meaning |
 //! |---|---|---|---|
-//! | `HandlerTable` (under `Shared::handlers`) | `set_fd_handler` / `remove_fd_handler` (any thread) | home thread (token lookup after a wait) | fd → handler, token → handler, the fd monitor, removed handlers awaiting finalisation |
+//! | `HandlerTable` (in the context's shared half, under a lock) | `set_fd_handler` / `remove_fd_handler` (any thread) | home thread (token lookup after a wait) | fd → handler, token → handler, the fd monitor, removed handlers awaiting finalisation |
 //! | `AioHandler::deleted: AtomicBool` | remover, under the table lock | home thread before each callback | removed: never call it again |
 //! | `AioHandler` callbacks and `local` | home thread only | home thread | the closures, re-entrancy flag, polling state |
 //!
@@ -234,7 +234,7 @@ impl<'a> FdRef<'a> {
     ///
     /// As [`Handle::set_fd_interest`](crate::Handle::set_fd_interest).
     pub fn set_interest(&self, interest: Interest) -> io::Result<()> {
-        crate::ctx::set_interest(self.ctx.shared(), self.h.fd, Some(self.h.token), interest)
+        crate::ctx::set_interest(self.ctx.handle(), self.h.fd, Some(self.h.token), interest)
             .map(|_| ())
     }
 
@@ -251,7 +251,7 @@ impl<'a> FdRef<'a> {
     ///
     /// The fd monitor refused the removal.
     pub fn remove(&self) -> io::Result<bool> {
-        crate::ctx::remove_fd_handler(self.ctx.shared(), self.h.fd, Some(self.h.token))
+        crate::ctx::remove_fd_handler(self.ctx.handle(), self.h.fd, Some(self.h.token))
     }
 
     /// The context running the callback (for a nested poll, or to create more work on it).
@@ -414,7 +414,7 @@ impl AioHandler {
 /// Token reported for the context's own event notifier.
 pub(crate) const NOTIFIER_TOKEN: u64 = 0;
 
-/// All registrations of one context. Lives under `Shared::handlers`.
+/// All registrations of one context. Lives in the context's shared half, under a lock.
 #[derive(Debug)]
 pub(crate) struct HandlerTable {
     pub(crate) by_fd: HashMap<RawFd, Arc<AioHandler>>,

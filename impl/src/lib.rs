@@ -25,7 +25,6 @@ pub mod fdmon;
 pub mod sys;
 
 pub use bh::{bh_flags, Bh, BhRef, BhScheduler};
-pub(crate) use ctx::Shared;
 pub use ctx::{AioContext, Backend, Builder, Handle};
 pub use handler::{FdHandler, FdRef};
 pub use iothread::IoThread;

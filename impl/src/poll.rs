@@ -197,7 +197,7 @@ pub(crate) struct PollEnv<'a> {
     pub(crate) notify: &'a NotifyState,
     /// The handler table (windows reset when the parameters change).
     pub(crate) handlers: &'a Mutex<HandlerTable>,
-    /// Registered user handlers that cannot poll (`Shared::nr_no_poll`).
+    /// Registered user handlers that cannot poll (QEMU's `poll_disable_cnt`).
     pub(crate) nr_no_poll: &'a AtomicUsize,
 }
 

@@ -33,11 +33,14 @@ use std::collections::BinaryHeap;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use crate::ctx::Shared;
+use crate::kernel::Clock;
 use crate::kind::{Kind, Local};
+use crate::notify::NotifyState;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, UnsafeCell};
 use crate::trace::Step;
-use crate::{AioContext, Shared};
+use crate::AioContext;
 
 /// A timer's callback; `Send` or not by its kind (see `crate::kind`).
 type Callback = Box<dyn FnMut(&TimerRef<'_>) + 'static>;
@@ -95,7 +98,7 @@ impl Ord for Entry {
     }
 }
 
-/// The timer list of one context (under `Shared::timers`).
+/// The timer list of one context (under `Timers::queue`).
 #[derive(Default)]
 pub(crate) struct TimerQueue {
     heap: BinaryHeap<Reverse<Entry>>,
@@ -135,13 +138,20 @@ impl TimerQueue {
 
 /// Shared timer state of a context.
 pub(crate) struct Timers {
-    pub(crate) queue: Mutex<TimerQueue>,
-    pub(crate) earliest: AtomicU64,
+    queue: Mutex<TimerQueue>,
+    earliest: AtomicU64,
 }
 
 impl Timers {
     pub(crate) fn new() -> Self {
         Timers { queue: Mutex::new(TimerQueue::default()), earliest: AtomicU64::new(u64::MAX) }
+    }
+
+    /// A new timer id.
+    fn new_id(&self) -> u64 {
+        let mut q = self.queue.lock();
+        q.next_id += 1;
+        q.next_id
     }
 
     /// Earliest deadline, `u64::MAX` if none. Lock-free; may be early (a deleted timer), never late.
@@ -266,8 +276,7 @@ fn call(ctx: &AioContext, t: &Arc<TimerInner>, running: &Cell<u32>) -> bool {
 }
 
 /// `timer_mod_ns`: arm `t` for `deadline_ns`; notify the loop if it is now the earliest timer.
-fn arm(ctx: &Shared, t: &Arc<TimerInner>, deadline_ns: u64) {
-    let timers = &ctx.timers;
+fn arm(timers: &Timers, notify: &NotifyState, t: &Arc<TimerInner>, deadline_ns: u64) {
     let lowered = {
         let mut q = timers.queue.lock();
         q.next_seq += 1;
@@ -286,26 +295,26 @@ fn arm(ctx: &Shared, t: &Arc<TimerInner>, deadline_ns: u64) {
     };
     crate::trace_step!(Step::TimerMod);
     if lowered {
-        ctx.notify.notify();
+        notify.notify();
     }
 }
 
 /// `timer_del`: disarm timer `id`. Returns the queue's reference, to be dropped by the caller after
 /// the lock (it may be the last one: a `Local` closure's drop runs user code).
-fn disarm(ctx: &Shared, id: u64) -> Option<Arc<TimerInner>> {
-    let mut q = ctx.timers.queue.lock();
+fn disarm(timers: &Timers, id: u64) -> Option<Arc<TimerInner>> {
+    let mut q = timers.queue.lock();
     let a = q.armed.remove(&id);
     q.compact();
     // `earliest` may stay early; the loop wakes once, finds nothing due and recomputes it.
     a.map(|a| a.timer)
 }
 
-fn deadline(ctx: &Shared, id: u64) -> Option<u64> {
-    ctx.timers.queue.lock().armed.get(&id).map(|a| a.deadline)
+fn deadline(timers: &Timers, id: u64) -> Option<u64> {
+    timers.queue.lock().armed.get(&id).map(|a| a.deadline)
 }
 
-fn deadline_in(ctx: &Shared, d: Duration) -> u64 {
-    ctx.clock.now_ns().saturating_add(d.as_nanos().min(u64::MAX as u128) as u64)
+fn deadline_in(clock: &dyn Clock, d: Duration) -> u64 {
+    clock.now_ns().saturating_add(d.as_nanos().min(u64::MAX as u128) as u64)
 }
 
 /// A timer of one context (QEMU `QEMUTimer` on the context's clock). Arm it with [`Timer::mod_ns`] or
@@ -370,11 +379,7 @@ impl<K: Kind> std::fmt::Debug for Timer<K> {
 
 impl<K: Kind> Timer<K> {
     pub(crate) fn new(ctx: Arc<Shared>, cb: Callback) -> Timer<K> {
-        let id = {
-            let mut q = ctx.timers.queue.lock();
-            q.next_id += 1;
-            q.next_id
-        };
+        let id = ctx.timers().new_id();
         let inner = Arc::new(TimerInner {
             id,
             cb: UnsafeCell::new(Some(cb)),
@@ -391,15 +396,15 @@ impl<K: Kind> Timer<K> {
     pub fn mod_ns(&self, deadline_ns: u64) {
         // ORDERING: Relaxed: for a `Local` timer this is the home thread, which set `closed` itself
         // (sequenced before). See the Send impl of `TimerInner` for why it matters.
-        if K::LOCAL && self.ctx.closed.load(Ordering::Relaxed) {
+        if K::LOCAL && self.ctx.closed().load(Ordering::Relaxed) {
             return;
         }
-        arm(&self.ctx, &self.inner, deadline_ns);
+        arm(self.ctx.timers(), self.ctx.notify(), &self.inner, deadline_ns);
     }
 
     /// Arm the timer `d` from now.
     pub fn mod_in(&self, d: Duration) {
-        self.mod_ns(deadline_in(&self.ctx, d));
+        self.mod_ns(deadline_in(self.ctx.clock(), d));
     }
 
     /// Disarm the timer; a pending expiry will not run it. It can be armed again. From another
@@ -408,12 +413,12 @@ impl<K: Kind> Timer<K> {
     /// drop allows a call the loop dequeued before); on the home thread nothing runs it after this.
     #[doc(alias = "timer_del")]
     pub fn del(&self) {
-        drop(disarm(&self.ctx, self.inner.id));
+        drop(disarm(self.ctx.timers(), self.inner.id));
     }
 
     /// The armed deadline, if any.
     pub fn deadline_ns(&self) -> Option<u64> {
-        deadline(&self.ctx, self.inner.id)
+        deadline(self.ctx.timers(), self.inner.id)
     }
 
     /// Whether the timer is armed.
@@ -454,23 +459,24 @@ impl<'a> TimerRef<'a> {
     /// Re-arm this timer for `deadline_ns` (it fires in a later poll, never re-entered).
     #[doc(alias = "timer_mod_ns")]
     pub fn mod_ns(&self, deadline_ns: u64) {
-        arm(self.ctx.shared(), self.t, deadline_ns);
+        let s = self.ctx.shared();
+        arm(s.timers(), s.notify(), self.t, deadline_ns);
     }
 
     /// Re-arm this timer `d` from now.
     pub fn mod_in(&self, d: Duration) {
-        self.mod_ns(deadline_in(self.ctx.shared(), d));
+        self.mod_ns(deadline_in(self.ctx.shared().clock(), d));
     }
 
     /// Disarm this timer (an arming made since this call began).
     #[doc(alias = "timer_del")]
     pub fn del(&self) {
-        drop(disarm(self.ctx.shared(), self.t.id));
+        drop(disarm(self.ctx.shared().timers(), self.t.id));
     }
 
     /// Whether this timer is armed again.
     pub fn is_pending(&self) -> bool {
-        deadline(self.ctx.shared(), self.t.id).is_some()
+        deadline(self.ctx.shared().timers(), self.t.id).is_some()
     }
 
     /// Delete this timer from inside its callback: disarmed, never called again, its closure dropped

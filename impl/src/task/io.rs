@@ -136,7 +136,7 @@ impl<T: AsRawFd> AsyncFd<T> {
             .on_read(move |this| r.read.report(&r, this, Interest::READ))
             .on_write(move |this| w.write.report(&w, this, Interest::WRITE));
         let ctxerr = |e: io::Error| io::Error::new(e.kind(), format!("AsyncFd: fd {fd}: {e}"));
-        let token = ctx::set_fd_handler(ctx.shared(), fd, h.erase()).map_err(ctxerr)?;
+        let token = ctx::set_fd_handler(ctx.handle(), fd, h.erase()).map_err(ctxerr)?;
         let fdref = AsyncFd { inner: Some(inner), fd, token, st, handle: ctx.handle().clone() };
         // Both callbacks are set, so the handler starts with both interests: none until a waiter.
         fdref.set_interest(Interest::NONE).map_err(ctxerr)?;
@@ -203,7 +203,7 @@ impl<T: AsRawFd> AsyncFd<T> {
     }
 
     fn set_interest(&self, want: Interest) -> io::Result<()> {
-        ctx::set_interest(&self.handle.shared, self.fd, Some(self.token), want)?;
+        ctx::set_interest(&self.handle, self.fd, Some(self.token), want)?;
         self.st.interest.set(want);
         Ok(())
     }
@@ -212,7 +212,7 @@ impl<T: AsRawFd> AsyncFd<T> {
         if self.inner.is_some() {
             // An error means the fd monitor refused the removal (the fd was closed under us): the
             // handler is out of the table either way, and a drop has no one to report it to.
-            let _ = ctx::remove_fd_handler(&self.handle.shared, self.fd, Some(self.token));
+            let _ = ctx::remove_fd_handler(&self.handle, self.fd, Some(self.token));
         }
     }
 }

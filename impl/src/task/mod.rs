@@ -346,7 +346,7 @@ impl AioContext {
             out: Cell::new(None),
             joiner: Cell::new(None),
         });
-        let bh = Bh::new_cyclic(self.handle().shared.clone(), |sched| {
+        let bh = self.bh_new_cyclic(|sched| {
             let tw = Arc::new(TaskWaker { woken: AtomicBool::new(true), sched });
             let waker = TaskWaker::waker(&tw);
             let mut body =
