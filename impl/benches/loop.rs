@@ -702,6 +702,42 @@ fn loadavg() -> String {
 }
 
 fn main() {
+    let Some(args) = parse_args() else { return };
+    exit_on_panic();
+    if let Some(name) = &args.only {
+        run_only(name);
+        return;
+    }
+
+    let t_start = Instant::now();
+    let phase = Arc::new(Mutex::new("setup"));
+    watchdog("loop", Duration::from_secs(if args.quick { 60 } else { 240 }), phase.clone());
+    let set_phase = |p: &'static str| *phase.lock().unwrap() = p;
+    let sz = Sizes::of(args.quick);
+    let probe = Meter::new();
+    let perf_ok = probe.perf.is_some();
+    drop(probe);
+
+    let runs = measure(&sz, &set_phase);
+    set_phase("report");
+    let mut rows = Vec::new();
+    rows_notify(&mut rows, &runs);
+    rows_round_trips(&mut rows, &runs);
+    rows_bh_poll(&mut rows, &runs);
+    report(&rows, &args, &sz, &runs, perf_ok, t_start);
+}
+
+/// The command line of a measuring run.
+struct Args {
+    quick: bool,
+    tsv_path: Option<std::path::PathBuf>,
+    /// Debugging aid: one round-trip variant, once.
+    only: Option<String>,
+}
+
+/// Parse the command line. The one-shot modes (`--callgrind-iters`, `--callgrind-bare`, `--help`)
+/// run here: then None.
+fn parse_args() -> Option<Args> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut quick = false;
     let mut tsv_path = None;
@@ -720,15 +756,15 @@ fn main() {
                 bh_poll_loop(&ctx, &bh, n);
                 // The same setup and checks in every run length, so they cancel in the difference.
                 bh_poll_check(&ctx, &bh);
-                return;
+                return None;
             }
             "--callgrind-bare" => {
                 bare_run(it.next().and_then(|s| s.parse().ok()).expect("--callgrind-bare N"));
-                return;
+                return None;
             }
             "-h" | "--help" => {
                 println!("loop [--quick] [--tsv PATH] | --callgrind-iters N | --callgrind-bare N");
-                return;
+                return None;
             }
             other => {
                 eprintln!("loop bench: unknown argument {other:?}");
@@ -736,54 +772,80 @@ fn main() {
             }
         }
     }
+    Some(Args { quick, tsv_path, only })
+}
 
-    exit_on_panic();
-
-    if let Some(name) = only {
-        // Debugging aid: run one round-trip variant once and print its sample.
-        let s = match name.as_str() {
-            "eventfd" => rt_eventfd(200, 2_000),
-            "eventfd-ppoll" => rt_eventfd_ppoll(200, 2_000),
-            "aioctx" => rt_aioctx(200, 2_000, || Backend::Ppoll),
-            "aioctx-epoll" => rt_aioctx(200, 2_000, || Backend::Epoll),
-            "tokio" => rt_tokio(200, 2_000),
-            "mio" => rt_mio(200, 2_000),
-            "polling" => rt_polling(200, 2_000),
-            "atomic" => rt_atomic(2_000, 20_000),
-            _ => {
-                panic!("--only eventfd|eventfd-ppoll|aioctx|aioctx-epoll|tokio|mio|polling|atomic")
-            }
-        };
-        println!("{name}: {s:?}");
-        return;
-    }
-
-    let t_start = Instant::now();
-    let phase = Arc::new(Mutex::new("setup"));
-    watchdog("loop", Duration::from_secs(if quick { 60 } else { 240 }), phase.clone());
-    let set_phase = |p: &'static str| *phase.lock().unwrap() = p;
-
-    // (rounds, round trips per run, warm-up, notifies, BH iterations, atomic round trips)
-    let (rounds, n_rt, w_rt, n_notify, n_bh, n_atomic) = if quick {
-        (7, 800, 100, 200_000, 200_000, 20_000)
-    } else {
-        (15, 3_000, 300, 1_000_000, 1_000_000, 100_000)
+/// `--only NAME`: run one round-trip variant once and print its sample.
+fn run_only(name: &str) {
+    let s = match name {
+        "eventfd" => rt_eventfd(200, 2_000),
+        "eventfd-ppoll" => rt_eventfd_ppoll(200, 2_000),
+        "aioctx" => rt_aioctx(200, 2_000, || Backend::Ppoll),
+        "aioctx-epoll" => rt_aioctx(200, 2_000, || Backend::Epoll),
+        "tokio" => rt_tokio(200, 2_000),
+        "mio" => rt_mio(200, 2_000),
+        "polling" => rt_polling(200, 2_000),
+        "atomic" => rt_atomic(2_000, 20_000),
+        _ => {
+            panic!("--only eventfd|eventfd-ppoll|aioctx|aioctx-epoll|tokio|mio|polling|atomic")
+        }
     };
+    println!("{name}: {s:?}");
+}
 
-    let probe = Meter::new();
-    let perf_ok = probe.perf.is_some();
-    drop(probe);
-    let load_start = loadavg();
+/// How much a run measures.
+struct Sizes {
+    rounds: usize,
+    /// Round trips per run, and their warm-up.
+    n_rt: u64,
+    w_rt: u64,
+    n_notify: u64,
+    /// Blocked-loop notifies of the control (a0).
+    n_a0: u64,
+    /// BH iterations (c).
+    n_bh: u64,
+    /// Atomic round trips.
+    n_atomic: u64,
+}
 
-    // a.
-    set_phase("a: notify busy");
-    let a_runs: Vec<Sample> = (0..rounds).map(|_| notify_busy(n_notify)).collect();
-    set_phase("a0: notify blocked");
-    let a0 = notify_blocked(if quick { 20 } else { 50 });
+impl Sizes {
+    fn of(quick: bool) -> Sizes {
+        // (rounds, round trips per run, warm-up, notifies, BH iterations, atomic round trips)
+        let (rounds, n_rt, w_rt, n_notify, n_bh, n_atomic) = if quick {
+            (7, 800, 100, 200_000, 200_000, 20_000)
+        } else {
+            (15, 3_000, 300, 1_000_000, 1_000_000, 100_000)
+        };
+        let n_a0 = if quick { 20 } else { 50 };
+        Sizes { rounds, n_rt, w_rt, n_notify, n_a0, n_bh, n_atomic }
+    }
+}
 
-    // b, d: interleaved rounds.
-    type Rt = (&'static str, Box<dyn Fn() -> Sample>);
-    let variants: Vec<Rt> = vec![
+/// Everything a run measured.
+struct Runs {
+    load_start: String,
+    load_end: String,
+    /// a: one sample per round; a0: the control.
+    a: Vec<Sample>,
+    a0: Sample,
+    /// b, d: the round-trip variants' names (in `RT_LABELS` order), and their samples per round.
+    names: Vec<&'static str>,
+    rt: Vec<Vec<Sample>>,
+    /// The gated pairs (raw eventfd, aioctx ppoll), and (raw, ppoll floor) run right after each.
+    pairs: Vec<(Sample, Sample)>,
+    floors: Vec<(Sample, Sample)>,
+    /// c: one sample per round.
+    c: Vec<Sample>,
+}
+
+/// A round-trip variant: its name and one run.
+type Rt = (&'static str, Box<dyn Fn() -> Sample>);
+
+/// The round-trip variants, in `RT_LABELS` order (0: raw eventfd, 1: aioctx ppoll, 3: the ppoll
+/// floor are the gate's).
+fn rt_variants(sz: &Sizes) -> Vec<Rt> {
+    let (w_rt, n_rt, n_atomic) = (sz.w_rt, sz.n_rt, sz.n_atomic);
+    vec![
         ("raw eventfd", Box::new(move || rt_eventfd(w_rt, n_rt))),
         ("aioctx ppoll", Box::new(move || rt_aioctx(w_rt, n_rt, || Backend::Ppoll))),
         ("aioctx epoll", Box::new(move || rt_aioctx(w_rt, n_rt, || Backend::Epoll))),
@@ -792,13 +854,27 @@ fn main() {
         ("mio", Box::new(move || rt_mio(w_rt, n_rt))),
         ("polling", Box::new(move || rt_polling(w_rt, n_rt))),
         ("atomic spin", Box::new(move || rt_atomic(n_atomic / 10, n_atomic))),
-    ];
+    ]
+}
+
+/// Run a, a0, the interleaved rounds of b and d, then c.
+fn measure(sz: &Sizes, set_phase: &dyn Fn(&'static str)) -> Runs {
+    let load_start = loadavg();
+
+    // a.
+    set_phase("a: notify busy");
+    let a: Vec<Sample> = (0..sz.rounds).map(|_| notify_busy(sz.n_notify)).collect();
+    set_phase("a0: notify blocked");
+    let a0 = notify_blocked(sz.n_a0);
+
+    // b, d: interleaved rounds.
+    let variants = rt_variants(sz);
     let mut rt: Vec<Vec<Sample>> = vec![Vec::new(); variants.len()];
     // The gated pairs (raw eventfd, aioctx ppoll): `GATE_PAIRS` per round, each run back to back in
     // alternating order, so a change of background load hits both halves of a pair.
     let mut pairs: Vec<(Sample, Sample)> = Vec::new();
     let mut floors: Vec<(Sample, Sample)> = Vec::new(); // (raw, ppoll floor), back to back
-    for round in 0..rounds {
+    for round in 0..sz.rounds {
         for i in 0..variants.len() {
             set_phase(variants[i].0);
             rt[i].push((variants[i].1)());
@@ -822,19 +898,29 @@ fn main() {
 
     // c.
     set_phase("c: bh schedule + poll(false)");
-    let c_runs: Vec<Sample> = (0..rounds).map(|_| bh_poll(n_bh)).collect();
-    set_phase("report");
+    let c: Vec<Sample> = (0..sz.rounds).map(|_| bh_poll(sz.n_bh)).collect();
+    let names = variants.iter().map(|(n, _)| *n).collect();
+    Runs { load_start, load_end, a, a0, names, rt, pairs, floors, c }
+}
 
-    // ---- rows ----
-    let mut rows = Vec::new();
-    let st = |v: &[Sample], f: fn(&Sample) -> f64| stat(v.iter().map(f).collect());
-    let spread = |s: Stat| format!("{}..{}", fmt_v(s.min), fmt_v(s.max));
-    let sys_of = |v: &[Sample]| -> Option<Stat> {
-        v.iter().map(|s| s.sys).collect::<Option<Vec<f64>>>().map(stat)
-    };
+/// The statistics of one field over samples.
+fn st(v: &[Sample], f: fn(&Sample) -> f64) -> Stat {
+    stat(v.iter().map(f).collect())
+}
 
-    // a.
-    let aw = st(&a_runs, |s| s.w);
+fn spread(s: Stat) -> String {
+    format!("{}..{}", fmt_v(s.min), fmt_v(s.max))
+}
+
+/// The perf syscall counts' statistics, if perf counted every sample.
+fn sys_of(v: &[Sample]) -> Option<Stat> {
+    v.iter().map(|s| s.sys).collect::<Option<Vec<f64>>>().map(stat)
+}
+
+/// Rows a and a0: notifies while the loop is busy, and the control with it blocked.
+fn rows_notify(rows: &mut Vec<Row>, runs: &Runs) {
+    let (a_runs, a0) = (&runs.a, &runs.a0);
+    let aw = st(a_runs, |s| s.w);
     let a_writes_max = a_runs.iter().map(|s| s.w).fold(0.0, f64::max);
     rows.push(Row {
         measure: "a. eventfd writes per notify, loop busy (syscw)".into(),
@@ -846,7 +932,7 @@ fn main() {
         target: "= 0".into(),
         result: if a_writes_max == 0.0 { "PASS" } else { "FAIL" },
     });
-    if let Some(s) = sys_of(&a_runs) {
+    if let Some(s) = sys_of(a_runs) {
         rows.push(Row {
             measure: "a. all syscalls per notify, loop busy (perf)".into(),
             value: s.med,
@@ -858,7 +944,7 @@ fn main() {
             result: if s.max == 0.0 { "PASS" } else { "FAIL" },
         });
     }
-    let ans = st(&a_runs, |s| s.ns);
+    let ans = st(a_runs, |s| s.ns);
     rows.push(Row {
         measure: "a. notify, loop busy".into(),
         value: ans.med,
@@ -879,12 +965,16 @@ fn main() {
         target: ">= 0.9 (counter works)".into(),
         result: if (0.9..=1.0).contains(&a0.w) { "PASS" } else { "FAIL" },
     });
+}
 
-    // b, d: per variant, its time, then its syscalls and context switches per round trip.
+/// Rows b and d: per variant, its time, then its syscalls and context switches per round trip; after
+/// aioctx ppoll's time, the gates (`rows_gate`).
+fn rows_round_trips(rows: &mut Vec<Row>, runs: &Runs) {
+    let rt = &runs.rt;
     let raw_ns = st(&rt[0], |s| s.ns);
     let raw_sys = sys_of(&rt[0]);
     let raw_rw = st(&rt[0], |s| s.rw);
-    for (i, (name, label)) in variants.iter().map(|(n, _)| *n).zip(RT_LABELS).enumerate() {
+    for (i, (name, label)) in runs.names.iter().copied().zip(RT_LABELS).enumerate() {
         let ns = st(&rt[i], |s| s.ns);
         let reference = if i != 0 { "raw eventfd" } else { "-" };
         rows.push(Row {
@@ -910,75 +1000,7 @@ fn main() {
             result: "info",
         });
         if name == "aioctx ppoll" {
-            // The gate: the ratio of each pair (run back to back, so a change in background load
-            // hits both) of the runs' block medians (a block in which another job preempted a
-            // thread is left out), median over every pair of every round.
-            let r = stat(pairs.iter().map(|(raw, aio)| aio.block / raw.block).collect());
-            rows.push(Row {
-                measure: format!(
-                    "    ratio to raw eventfd, {} back-to-back pairs (median of {RT_BLOCK}-RT blocks)",
-                    pairs.len()
-                ),
-                value: r.med,
-                spread: spread(r),
-                unit: "x",
-                ratio: Some(r.med),
-                reference: "raw eventfd".into(),
-                target: format!("<= {RT_GATE}"),
-                result: if r.med <= RT_GATE { "PASS" } else { "FAIL" },
-            });
-            let vs_floor = stat(
-                pairs.iter().zip(&floors).map(|((_, aio), (_, fl))| aio.block / fl.block).collect(),
-            );
-            rows.push(Row {
-                measure: "    ratio to the ppoll floor (below), same rounds".into(),
-                value: vs_floor.med,
-                spread: spread(vs_floor),
-                unit: "x",
-                ratio: Some(vs_floor.med),
-                reference: "ppoll floor".into(),
-                target: "-".into(),
-                result: "info",
-            });
-            let f = stat(floors.iter().map(|(raw, fl)| fl.block / raw.block).collect());
-            rows.push(Row {
-                measure: format!(
-                    "    the ppoll floor's ratio to raw eventfd, {} back-to-back pairs",
-                    floors.len()
-                ),
-                value: f.med,
-                spread: spread(f),
-                unit: "x",
-                ratio: Some(f.med),
-                reference: "raw eventfd".into(),
-                target: "-".into(),
-                result: "info",
-            });
-            // Syscalls per round trip against raw eventfd's, over the same pairs (counts do not
-            // depend on the load): perf when available (every syscall), else read+write.
-            let (what, aio_sys, raw_sys, factor) = match (
-                pairs.iter().map(|(_, a)| a.sys).collect::<Option<Vec<f64>>>(),
-                pairs.iter().map(|(r, _)| r.sys).collect::<Option<Vec<f64>>>(),
-            ) {
-                (Some(a), Some(r)) => ("all syscalls (perf)", stat(a), stat(r), SYS_GATE_PERF),
-                _ => (
-                    "read+write syscalls (syscr+syscw)",
-                    stat(pairs.iter().map(|(_, a)| a.rw).collect()),
-                    stat(pairs.iter().map(|(r, _)| r.rw).collect()),
-                    1.0,
-                ),
-            };
-            let gate = factor * raw_sys.med;
-            rows.push(Row {
-                measure: format!("    {what} per RT vs raw eventfd's, same pairs"),
-                value: aio_sys.med,
-                spread: spread(aio_sys),
-                unit: "syscalls/RT",
-                ratio: (raw_sys.med > 0.0).then(|| aio_sys.med / raw_sys.med),
-                reference: "raw eventfd".into(),
-                target: format!("<= {factor} x raw ({})", fmt_v(gate)),
-                result: if aio_sys.med <= gate + 1e-9 { "PASS" } else { "FAIL" },
-            });
+            rows_gate(rows, &runs.pairs, &runs.floors);
         }
         if let (Some(s), Some(r)) = (sys_of(&rt[i]), raw_sys) {
             rows.push(Row {
@@ -1015,9 +1037,85 @@ fn main() {
             result: "info",
         });
     }
+}
 
-    // c.
-    let cns = st(&c_runs, |s| s.ns);
+/// The gated rows of b, over the back-to-back pairs: aioctx's time and syscalls per round trip
+/// against raw eventfd's, and the ppoll floor's for comparison.
+fn rows_gate(rows: &mut Vec<Row>, pairs: &[(Sample, Sample)], floors: &[(Sample, Sample)]) {
+    // The gate: the ratio of each pair (run back to back, so a change in background load
+    // hits both) of the runs' block medians (a block in which another job preempted a
+    // thread is left out), median over every pair of every round.
+    let r = stat(pairs.iter().map(|(raw, aio)| aio.block / raw.block).collect());
+    rows.push(Row {
+        measure: format!(
+            "    ratio to raw eventfd, {} back-to-back pairs (median of {RT_BLOCK}-RT blocks)",
+            pairs.len()
+        ),
+        value: r.med,
+        spread: spread(r),
+        unit: "x",
+        ratio: Some(r.med),
+        reference: "raw eventfd".into(),
+        target: format!("<= {RT_GATE}"),
+        result: if r.med <= RT_GATE { "PASS" } else { "FAIL" },
+    });
+    let vs_floor =
+        stat(pairs.iter().zip(floors).map(|((_, aio), (_, fl))| aio.block / fl.block).collect());
+    rows.push(Row {
+        measure: "    ratio to the ppoll floor (below), same rounds".into(),
+        value: vs_floor.med,
+        spread: spread(vs_floor),
+        unit: "x",
+        ratio: Some(vs_floor.med),
+        reference: "ppoll floor".into(),
+        target: "-".into(),
+        result: "info",
+    });
+    let f = stat(floors.iter().map(|(raw, fl)| fl.block / raw.block).collect());
+    rows.push(Row {
+        measure: format!(
+            "    the ppoll floor's ratio to raw eventfd, {} back-to-back pairs",
+            floors.len()
+        ),
+        value: f.med,
+        spread: spread(f),
+        unit: "x",
+        ratio: Some(f.med),
+        reference: "raw eventfd".into(),
+        target: "-".into(),
+        result: "info",
+    });
+    // Syscalls per round trip against raw eventfd's, over the same pairs (counts do not
+    // depend on the load): perf when available (every syscall), else read+write.
+    let (what, aio_sys, raw_sys, factor) = match (
+        pairs.iter().map(|(_, a)| a.sys).collect::<Option<Vec<f64>>>(),
+        pairs.iter().map(|(r, _)| r.sys).collect::<Option<Vec<f64>>>(),
+    ) {
+        (Some(a), Some(r)) => ("all syscalls (perf)", stat(a), stat(r), SYS_GATE_PERF),
+        _ => (
+            "read+write syscalls (syscr+syscw)",
+            stat(pairs.iter().map(|(_, a)| a.rw).collect()),
+            stat(pairs.iter().map(|(r, _)| r.rw).collect()),
+            1.0,
+        ),
+    };
+    let gate = factor * raw_sys.med;
+    rows.push(Row {
+        measure: format!("    {what} per RT vs raw eventfd's, same pairs"),
+        value: aio_sys.med,
+        spread: spread(aio_sys),
+        unit: "syscalls/RT",
+        ratio: (raw_sys.med > 0.0).then(|| aio_sys.med / raw_sys.med),
+        reference: "raw eventfd".into(),
+        target: format!("<= {factor} x raw ({})", fmt_v(gate)),
+        result: if aio_sys.med <= gate + 1e-9 { "PASS" } else { "FAIL" },
+    });
+}
+
+/// Rows c: one `bh.schedule()` + `poll(false)`, its time and its syscalls (none).
+fn rows_bh_poll(rows: &mut Vec<Row>, runs: &Runs) {
+    let c_runs = &runs.c;
+    let cns = st(c_runs, |s| s.ns);
     rows.push(Row {
         measure: "c. bh.schedule() + poll(false), one thread".into(),
         value: cns.med,
@@ -1028,10 +1126,10 @@ fn main() {
         target: "- (instructions: ci/bench)".into(),
         result: "info",
     });
-    let (cval, cmax, cunit, cmeasure) = match sys_of(&c_runs) {
+    let (cval, cmax, cunit, cmeasure) = match sys_of(c_runs) {
         Some(s) => (s.med, s.max, "syscalls/iter", "c. syscalls per iteration (perf)"),
         None => {
-            let s = st(&c_runs, |s| s.rw);
+            let s = st(c_runs, |s| s.rw);
             (s.med, s.max, "syscalls/iter", "c. read+write syscalls per iteration (syscr+syscw)")
         }
     };
@@ -1045,17 +1143,22 @@ fn main() {
         target: "= 0".into(),
         result: if cmax == 0.0 { "PASS" } else { "FAIL" },
     });
+}
 
-    let table = render(&rows, fmt_v);
+/// Print the header and the table, write the TSV, and exit 1 if a gate failed.
+fn report(rows: &[Row], args: &Args, sz: &Sizes, runs: &Runs, perf_ok: bool, t_start: Instant) {
+    let (rounds, n_rt) = (sz.rounds, sz.n_rt);
+    let (load_start, load_end) = (&runs.load_start, &runs.load_end);
+    let table = render(rows, fmt_v);
     println!(
         "aioctx loop bench ({} mode: {rounds} rounds + {GATE_PAIRS} gated pairs per round, {n_rt} round trips per run, median and min..max over rounds; \
          load average {load_start} at the start, {load_end} at the end; syscall counter: {})",
-        if quick { "quick" } else { "full" },
+        if args.quick { "quick" } else { "full" },
         if perf_ok { "perf raw_syscalls:sys_enter + /proc/thread-self/io" } else { "/proc/thread-self/io only (perf n/a)" }
     );
     print!("{table}");
-    let path = tsv_path.unwrap_or_else(|| default_tsv_path("loop"));
-    match std::fs::write(&path, tsv(&rows)) {
+    let path = args.tsv_path.clone().unwrap_or_else(|| default_tsv_path("loop"));
+    match std::fs::write(&path, tsv(rows)) {
         Ok(()) => println!("wrote {}", path.display()),
         Err(e) => eprintln!("loop bench: cannot write {}: {e}", path.display()),
     }
