@@ -87,7 +87,7 @@
 //! module needs its `sync` feature, which this package does not enable.
 #![allow(clippy::disallowed_types)] // the peers are measured over std's primitives; never a checker build
 
-mod common; // shared with polling.rs: counters, statistics, pinning, atomic ping-pong, table
+mod common; // shared with polling/: counters, statistics, pinning, atomic ping-pong, table
 
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -547,7 +547,7 @@ fn rt_polling(w: u64, n: u64) -> Sample {
 /// is still regularly preempted, a round trip then costing a time slice. So thread A times blocks of
 /// `BLOCK` round trips and the run reports the 10th percentile of the blocks (the floor, which is
 /// what this row is for). The run stops after `n` round trips or `budget` (300 ms; the run itself is
-/// common::atomic_ping_pong, shared with polling.rs), whichever comes first.
+/// common::atomic_ping_pong, shared with polling/), whichever comes first.
 fn rt_atomic(w: u64, n: u64) -> Sample {
     const BLOCK: u64 = 250;
     let AtomicRun { mut blocks, rts, counts: c, .. } = atomic_ping_pong(w, n, BLOCK);

@@ -29,7 +29,7 @@
 //! (docs/protocol.md §3), so a request the guest published without a kick (it still saw notifications disabled) is found
 //! by that poll. A lost kick or interrupt would hang the run.
 //!
-//! The bench `impl/benches/polling.rs` includes this file as a module and runs the same workload.
+//! The bench `impl/benches/polling/` includes this file as a module and runs the same workload.
 #![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 
 use std::io;

@@ -62,7 +62,7 @@ const IDLE_BH_TIMEOUT_NS: u64 = 10_000_000;
 /// and `notify_me`, which the notifier reads right after, come first, in a cache-line block of their
 /// own ([`LineEnd`]): a kick then moves one line of the context, not two, and nothing the home
 /// thread writes on its own shares it. (A layout guarantee, not a measured speed-up: the polling
-/// round trip of impl/benches/polling.rs did not change measurably on the 2-core VM.)
+/// round trip of impl/benches/polling/ did not change measurably on the 2-core VM.)
 #[repr(C)]
 pub(crate) struct Shared {
     notify: NotifyState,
