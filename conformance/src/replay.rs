@@ -857,6 +857,8 @@ fn stand(ctl: &Controller, sc: &Scenario, w: &World, t: u32) -> Stand {
     }
 }
 
+/// Follow the trace step by step (each thread reaches the step's gate, is released, and records
+/// the step with the trace's values, leaving the model's state), then check the end.
 fn drive(
     sc: &Scenario,
     trace: &Trace,
@@ -865,59 +867,105 @@ fn drive(
     clock: &ReplayClock,
     world: &World,
 ) -> Outcome {
-    let diverged = |index: usize, got: String| Outcome::Diverged {
-        index,
-        expected: trace.events.get(index).map(|e| e.to_string()),
-        got,
-        model_state: states[index].to_string(),
-    };
+    let d = Driver { sc, trace, states, ctl, world };
     for (i, ev) in trace.events.iter().enumerate() {
+        if let Err(o) = d.reach_gate(i, ev) {
+            return o;
+        }
+        end_polling_phase(trace, clock, i, ev);
+        if let Err(o) = d.release(i, ev) {
+            return o;
+        }
+    }
+    match d.settle_at_end() {
+        Ok(stands) => d.check_end(&stands),
+        Err(o) => o,
+    }
+}
+
+/// What `drive`'s parts read: the scenario, the trace and its model states, the controller, and the
+/// implementation's world.
+struct Driver<'a> {
+    sc: &'a Scenario,
+    trace: &'a Trace,
+    states: &'a [State],
+    ctl: &'a Controller,
+    world: &'a World,
+}
+
+/// Userspace polling: end the phase where the trace ends it (the clock jumps past the window).
+fn end_polling_phase(trace: &Trace, clock: &ReplayClock, i: usize, ev: &TraceEvent) {
+    if ev.step == Step::CtxPollUserspace && ev.value("notified") == Some(0) {
+        let next = trace.events[i + 1..].iter().find(|e| e.thread == ev.thread);
+        if next.is_none_or(|n| n.step != Step::CtxPollUserspace) {
+            clock.ns.fetch_add(clock.jump.load(SeqCst), SeqCst);
+        }
+    }
+}
+
+impl Driver<'_> {
+    fn diverged(&self, index: usize, got: String) -> Outcome {
+        Outcome::Diverged {
+            index,
+            expected: self.trace.events.get(index).map(|e| e.to_string()),
+            got,
+            model_state: self.states[index].to_string(),
+        }
+    }
+
+    fn stand(&self, t: u32) -> Stand {
+        stand(self.ctl, self.sc, self.world, t)
+    }
+
+    /// Wait (3 s at most) until event `i`'s thread waits at the gate of its step.
+    fn reach_gate(&self, i: usize, ev: &TraceEvent) -> Result<(), Outcome> {
+        let (sc, ctl) = (self.sc, self.ctl);
         let t = ev.thread;
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
-            match stand(ctl, sc, world, t) {
-                Stand::AtGate(s) if s == ev.step => break,
+            match self.stand(t) {
+                Stand::AtGate(s) if s == ev.step => return Ok(()),
                 Stand::AtGate(s) => {
-                    return diverged(i, format!("thread {t} takes `{}` instead", s.as_str()))
+                    return Err(
+                        self.diverged(i, format!("thread {t} takes `{}` instead", s.as_str()))
+                    )
                 }
-                Stand::Finished => return diverged(i, format!("thread {t} has finished")),
+                Stand::Finished => return Err(self.diverged(i, format!("thread {t} has finished"))),
                 Stand::Running => {}
                 Stand::Suspended => {
                     // Another poller holds the home thread: fine while it runs to the end of its
                     // call, not if it waits at a gate or blocks.
                     let p = ctl.lock().current.unwrap_or(0);
-                    let sp = if p != t { stand(ctl, sc, world, p) } else { Stand::Running };
+                    let sp = if p != t { self.stand(p) } else { Stand::Running };
                     if matches!(sp, Stand::AtGate(_) | Stand::Blocked) {
-                        return Outcome::NotReplayable(format!(
+                        return Err(Outcome::NotReplayable(format!(
                             "event {i}: poller {t} steps while poller {p} is inside its call (one \
                              home thread)"
-                        ));
+                        )));
                     }
                 }
                 Stand::Blocked => {
                     if (t as usize) < sc.pollers.len() && sc.pollers.len() > 1 {
-                        return Outcome::NotReplayable(format!(
+                        return Err(Outcome::NotReplayable(format!(
                             "event {i}: poller {t} must step while the home thread is blocked in \
                              another poller's wait"
-                        ));
+                        )));
                     }
-                    return diverged(i, format!("thread {t} is blocked in a wait"));
+                    return Err(self.diverged(i, format!("thread {t} is blocked in a wait")));
                 }
             }
             if Instant::now() > deadline {
-                return diverged(i, format!("thread {t} does not reach a gate in 3 s"));
+                return Err(self.diverged(i, format!("thread {t} does not reach a gate in 3 s")));
             }
             let g = ctl.lock();
             let _ = ctl.cv.wait_timeout(g, Duration::from_micros(500));
         }
-        // Userspace polling: end the phase where the trace ends it.
-        if ev.step == Step::CtxPollUserspace && ev.value("notified") == Some(0) {
-            let next = trace.events[i + 1..].iter().find(|e| e.thread == t);
-            if next.is_none_or(|n| n.step != Step::CtxPollUserspace) {
-                clock.ns.fetch_add(clock.jump.load(SeqCst), SeqCst);
-            }
-        }
-        // Release, and wait for the step's record.
+    }
+
+    /// Release event `i`'s thread at its gate and wait (5 s at most) for the step's record: the same
+    /// thread and step, the trace's values, and the model's state after it.
+    fn release(&self, i: usize, ev: &TraceEvent) -> Result<(), Outcome> {
+        let (ctl, t) = (self.ctl, ev.thread);
         let done = {
             let mut g = ctl.lock();
             g.released_index = Some(i);
@@ -936,92 +984,111 @@ fn drive(
             }
         };
         let Some((dt, dstep, values)) = done else {
-            return diverged(i, format!("thread {t} was released but did not record its step"));
+            return Err(
+                self.diverged(i, format!("thread {t} was released but did not record its step"))
+            );
         };
         if dt != t || dstep != ev.step {
-            return diverged(i, format!("thread {dt} recorded `{}`", dstep.as_str()));
+            return Err(self.diverged(i, format!("thread {dt} recorded `{}`", dstep.as_str())));
         }
         let observed: Vec<(aioctx_model::Key, i64)> =
             values.iter().map(|&(k, v)| (std::borrow::Cow::Borrowed(k), v)).collect();
         if !values_agree(&ev.values, &observed) {
             let o: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            return diverged(i, format!("thread {t} records `{}`", o.join(" ")));
+            return Err(self.diverged(i, format!("thread {t} records `{}`", o.join(" "))));
         }
-        if let Err(e) = compare_state(&states[i + 1], world) {
-            return diverged(i, format!("after the step: {e}"));
+        if let Err(e) = compare_state(&self.states[i + 1], self.world) {
+            return Err(self.diverged(i, format!("after the step: {e}")));
         }
+        Ok(())
     }
 
-    // The end: every thread at a gate, blocked or finished, as the model says.
-    {
-        let mut g = ctl.lock();
-        g.end = true;
-        ctl.cv.notify_all();
-    }
-    let last = states.last().expect("states");
-    let end = trace.events.len();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let stands = loop {
-        let s: Vec<Stand> = (0..sc.threads() as u32).map(|t| stand(ctl, sc, world, t)).collect();
-        if !s.contains(&Stand::Running) {
-            break s;
+    /// The end: open the end gates and wait (5 s at most) until no thread runs; then every thread is
+    /// at a gate, blocked or finished, and none took a step beyond the trace.
+    fn settle_at_end(&self) -> Result<Vec<Stand>, Outcome> {
+        let ctl = self.ctl;
+        {
+            let mut g = ctl.lock();
+            g.end = true;
+            ctl.cv.notify_all();
         }
-        if Instant::now() > deadline {
-            let t = s.iter().position(|x| *x == Stand::Running).unwrap();
-            return diverged(
-                end,
-                format!("at the end thread {t} keeps running (neither blocked nor at a gate)"),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    if let Some((t, s, _)) = ctl.lock().dones.front().cloned() {
-        return diverged(end, format!("thread {t} took `{}` beyond the trace's end", s.as_str()));
-    }
-    let model_blocked_pollers = (0..sc.pollers.len()).filter(|&t| last.blocked(t)).count();
-    if model_blocked_pollers > 1 {
-        return Outcome::NotReplayable(format!(
-            "event {end}: the model ends with {model_blocked_pollers} pollers blocked at once (one \
-             home thread)"
-        ));
-    }
-    let mut blocked = Vec::new();
-    for (t, &is) in stands.iter().enumerate() {
-        let (mb, mf) = (last.blocked(t), last.finished(t));
-        let ok = match is {
-            Stand::Blocked => mb,
-            Stand::Finished => mf,
-            Stand::AtGate(_) | Stand::Suspended => !mb && !mf,
-            Stand::Running => false,
+        let end = self.trace.events.len();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let stands = loop {
+            let s: Vec<Stand> = (0..self.sc.threads() as u32).map(|t| self.stand(t)).collect();
+            if !s.contains(&Stand::Running) {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let t = s.iter().position(|x| *x == Stand::Running).unwrap();
+                return Err(self.diverged(
+                    end,
+                    format!("at the end thread {t} keeps running (neither blocked nor at a gate)"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(1));
         };
-        if !ok {
-            let model = if mb {
-                "blocked in its wait"
-            } else if mf {
-                "finished"
-            } else {
-                "able to step"
-            };
-            return diverged(
+        if let Some((t, s, _)) = ctl.lock().dones.front().cloned() {
+            return Err(self.diverged(
                 end,
-                format!("at the end thread {t} is {is:?}; the model has it {model}"),
-            );
+                format!("thread {t} took `{}` beyond the trace's end", s.as_str()),
+            ));
         }
-        if mb {
-            blocked.push(t as u32);
+        Ok(stands)
+    }
+
+    /// The end as the model has it: each thread blocked, finished or able to step as there, the
+    /// state, and every BH called as often.
+    fn check_end(&self, stands: &[Stand]) -> Outcome {
+        let (sc, world) = (self.sc, self.world);
+        let last = self.states.last().expect("states");
+        let end = self.trace.events.len();
+        let model_blocked_pollers = (0..sc.pollers.len()).filter(|&t| last.blocked(t)).count();
+        if model_blocked_pollers > 1 {
+            return Outcome::NotReplayable(format!(
+                "event {end}: the model ends with {model_blocked_pollers} pollers blocked at once (one \
+                 home thread)"
+            ));
         }
-    }
-    if let Err(e) = compare_state(last, world) {
-        return diverged(end, format!("at the end: {e}"));
-    }
-    for (b, c) in world.calls.iter().enumerate() {
-        let (m, i) = (last.bh_calls[b] as u32, c.load(SeqCst));
-        if m != i {
-            return diverged(end, format!("BH {b} was called {i} times, the model says {m}"));
+        let mut blocked = Vec::new();
+        for (t, &is) in stands.iter().enumerate() {
+            let (mb, mf) = (last.blocked(t), last.finished(t));
+            let ok = match is {
+                Stand::Blocked => mb,
+                Stand::Finished => mf,
+                Stand::AtGate(_) | Stand::Suspended => !mb && !mf,
+                Stand::Running => false,
+            };
+            if !ok {
+                let model = if mb {
+                    "blocked in its wait"
+                } else if mf {
+                    "finished"
+                } else {
+                    "able to step"
+                };
+                return self.diverged(
+                    end,
+                    format!("at the end thread {t} is {is:?}; the model has it {model}"),
+                );
+            }
+            if mb {
+                blocked.push(t as u32);
+            }
         }
+        if let Err(e) = compare_state(last, world) {
+            return self.diverged(end, format!("at the end: {e}"));
+        }
+        for (b, c) in world.calls.iter().enumerate() {
+            let (m, i) = (last.bh_calls[b] as u32, c.load(SeqCst));
+            if m != i {
+                return self
+                    .diverged(end, format!("BH {b} was called {i} times, the model says {m}"));
+            }
+        }
+        let hang = last.lost_wakeup() && aioctx_model::system::successors(sc, last).is_empty();
+        Outcome::Followed { steps: self.trace.events.len(), blocked, hang }
     }
-    let hang = last.lost_wakeup() && aioctx_model::system::successors(sc, last).is_empty();
-    Outcome::Followed { steps: trace.events.len(), blocked, hang }
 }
 
 fn compare_state(m: &State, w: &World) -> Result<(), String> {
