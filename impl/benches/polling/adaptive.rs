@@ -231,96 +231,7 @@ pub(crate) fn part2(
     let backend = AioContext::new().map(|c| c.backend_name()).unwrap_or("?");
     for (gi, &g) in gaps_us.iter().enumerate() {
         for on in [1usize, 0] {
-            let v = &runs[gi][on];
-            let s = |f: fn(&AdaptRun) -> f64| stat(v.iter().map(f).collect());
-            let label = if on == 1 { "on (32768)" } else { "off (0)" };
-            t.info(
-                format!("2. gap {g} us, polling {label}, {backend}: latency p50 (producer stamp -> handler)"),
-                s(|r| r.lat_p50),
-                "ns/event",
-            );
-            t.info("    latency p99", s(|r| r.lat_p99), "ns/event");
-            t.info("    achieved producer inter-arrival", s(|r| r.gap), "ns");
-            let cpu = s(|r| r.cpu);
-            if on == 1 {
-                let ratio = stat(v.iter().zip(&runs[gi][0]).map(|(a, b)| a.cpu / b.cpu).collect());
-                if g == 256 {
-                    // The difference is a few per cent of a wake-up's cost, which varies widely
-                    // between rounds with what the other jobs leave in the caches: the gate is the
-                    // median of the same-round pair ratios (the best-round ratio is shown too).
-                    let off_min = runs[gi][0].iter().map(|r| r.cpu).fold(f64::INFINITY, f64::min);
-                    t.push(
-                        "    loop CPU (RUSAGE_THREAD) per event",
-                        cpu,
-                        "ns/event",
-                        Some(ratio.med),
-                        "polling off",
-                        "<= 1.1 x off",
-                        pass(ratio.med <= 1.1),
-                    );
-                    t.push(
-                        "    loop CPU per event: same-round ratio on / off (the gated ratio)",
-                        ratio,
-                        "x",
-                        Some(ratio.med),
-                        "polling off",
-                        "-",
-                        "info",
-                    );
-                    t.push(
-                        "    loop CPU per event: best round on / best round off",
-                        stat(vec![cpu.min / off_min]),
-                        "x",
-                        Some(cpu.min / off_min),
-                        "polling off",
-                        "-",
-                        "info",
-                    );
-                } else {
-                    t.push(
-                        "    loop CPU (RUSAGE_THREAD) per event",
-                        cpu,
-                        "ns/event",
-                        Some(ratio.med),
-                        "polling off",
-                        "-",
-                        "info",
-                    );
-                }
-            } else {
-                t.info("    loop CPU (RUSAGE_THREAD) per event", cpu, "ns/event");
-            }
-            t.info("    loop syscalls per event (perf)", s(|r| r.sys), "syscalls/event");
-            t.info(
-                "    loop voluntary context switches per event (it slept)",
-                s(|r| r.nvcsw),
-                "switches/event",
-            );
-            if on == 1 {
-                let vp = s(|r| r.via_poll * 100.0);
-                if g * 1000 < POLL_MAX {
-                    t.push(
-                        "    events found by io_poll (loop polling)",
-                        vp,
-                        "%",
-                        None,
-                        "-",
-                        ">= 50 % (gap < max)",
-                        pass(vp.med >= 50.0),
-                    );
-                } else {
-                    t.push(
-                        "    events found by io_poll (loop polling)",
-                        vp,
-                        "%",
-                        None,
-                        "-",
-                        "- (gap > max: not expected)",
-                        "info",
-                    );
-                }
-                t.info("    handler poll_ns at the end", s(|r| r.poll_ns), "ns");
-            }
+            rows_config(t, backend, g, on == 1, &runs[gi][on], &runs[gi][0]);
         }
     }
     let s = |f: fn(&AdaptRun) -> f64| stat(unpinned.iter().map(f).collect());
@@ -331,6 +242,102 @@ pub(crate) fn part2(
     );
     t.info("    events found by io_poll", s(|r| r.via_poll * 100.0), "%");
     t.info("    loop CPU per event", s(|r| r.cpu), "ns/event");
+}
+
+/// The rows of one configuration of part 2: gap `g` µs, polling on or off; `v` its runs and `off`
+/// the same gap's runs with polling off (the same rounds).
+fn rows_config(t: &mut Table, backend: &str, g: u64, on: bool, v: &[AdaptRun], off: &[AdaptRun]) {
+    let s = |f: fn(&AdaptRun) -> f64| stat(v.iter().map(f).collect());
+    let label = if on { "on (32768)" } else { "off (0)" };
+    t.info(
+        format!(
+            "2. gap {g} us, polling {label}, {backend}: latency p50 (producer stamp -> handler)"
+        ),
+        s(|r| r.lat_p50),
+        "ns/event",
+    );
+    t.info("    latency p99", s(|r| r.lat_p99), "ns/event");
+    t.info("    achieved producer inter-arrival", s(|r| r.gap), "ns");
+    let cpu = s(|r| r.cpu);
+    if on {
+        let ratio = stat(v.iter().zip(off).map(|(a, b)| a.cpu / b.cpu).collect());
+        if g == 256 {
+            // The difference is a few per cent of a wake-up's cost, which varies widely
+            // between rounds with what the other jobs leave in the caches: the gate is the
+            // median of the same-round pair ratios (the best-round ratio is shown too).
+            let off_min = off.iter().map(|r| r.cpu).fold(f64::INFINITY, f64::min);
+            t.push(
+                "    loop CPU (RUSAGE_THREAD) per event",
+                cpu,
+                "ns/event",
+                Some(ratio.med),
+                "polling off",
+                "<= 1.1 x off",
+                pass(ratio.med <= 1.1),
+            );
+            t.push(
+                "    loop CPU per event: same-round ratio on / off (the gated ratio)",
+                ratio,
+                "x",
+                Some(ratio.med),
+                "polling off",
+                "-",
+                "info",
+            );
+            t.push(
+                "    loop CPU per event: best round on / best round off",
+                stat(vec![cpu.min / off_min]),
+                "x",
+                Some(cpu.min / off_min),
+                "polling off",
+                "-",
+                "info",
+            );
+        } else {
+            t.push(
+                "    loop CPU (RUSAGE_THREAD) per event",
+                cpu,
+                "ns/event",
+                Some(ratio.med),
+                "polling off",
+                "-",
+                "info",
+            );
+        }
+    } else {
+        t.info("    loop CPU (RUSAGE_THREAD) per event", cpu, "ns/event");
+    }
+    t.info("    loop syscalls per event (perf)", s(|r| r.sys), "syscalls/event");
+    t.info(
+        "    loop voluntary context switches per event (it slept)",
+        s(|r| r.nvcsw),
+        "switches/event",
+    );
+    if on {
+        let vp = s(|r| r.via_poll * 100.0);
+        if g * 1000 < POLL_MAX {
+            t.push(
+                "    events found by io_poll (loop polling)",
+                vp,
+                "%",
+                None,
+                "-",
+                ">= 50 % (gap < max)",
+                pass(vp.med >= 50.0),
+            );
+        } else {
+            t.push(
+                "    events found by io_poll (loop polling)",
+                vp,
+                "%",
+                None,
+                "-",
+                "- (gap > max: not expected)",
+                "info",
+            );
+        }
+        t.info("    handler poll_ns at the end", s(|r| r.poll_ns), "ns");
+    }
 }
 
 /// An idle loop with polling on: the handler's window is grown to the max first (events every
