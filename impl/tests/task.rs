@@ -404,14 +404,20 @@ async fn read_some(fd: &AsyncFd<UnixStream>, buf: &mut [u8]) -> io::Result<usize
 }
 
 #[test]
-fn async_fd_echo_between_two_tasks_on_every_backend() {
-    for (name, b) in backends() {
+fn async_fd_echo_between_two_tasks_on_every_backend_polling_or_not() {
+    for ((name, b), polling) in backends().into_iter().flat_map(|b| [(b.clone(), false), (b, true)])
+    {
         watchdog(name, 30, move || {
-            let ctx = ctx(&b);
+            let mut builder = AioContext::builder().backend(b);
+            if polling {
+                builder = builder.poll_params(50_000, 0, 0); // adaptive polling: 50 µs
+            }
+            let ctx = builder.build().unwrap();
             let (a, b) = UnixStream::pair().unwrap();
             a.set_nonblocking(true).unwrap();
             b.set_nonblocking(true).unwrap();
-            let (a, b) = (AsyncFd::with_context(&ctx, a).unwrap(), AsyncFd::with_context(&ctx, b).unwrap());
+            let (a, b) =
+                (AsyncFd::with_context(&ctx, a).unwrap(), AsyncFd::with_context(&ctx, b).unwrap());
             const N: usize = 200;
             let echo = ctx.spawn_local(async move {
                 let mut buf = [0u8; 64];
@@ -443,8 +449,12 @@ fn async_fd_echo_between_two_tasks_on_every_backend() {
                 Ok::<_, io::Error>(got)
             });
             let got = ctx.block_on(client).unwrap().unwrap();
-            assert_eq!(got, (0..N).map(|i| i as u8).collect::<Vec<_>>(), "{name}");
-            assert_eq!(ctx.block_on(echo).unwrap().unwrap(), N, "{name}");
+            assert_eq!(
+                got,
+                (0..N).map(|i| i as u8).collect::<Vec<_>>(),
+                "{name} polling={polling}"
+            );
+            assert_eq!(ctx.block_on(echo).unwrap().unwrap(), N, "{name} polling={polling}");
         });
     }
 }

@@ -368,7 +368,8 @@ impl AioContext {
     #[doc(alias = "AIO_WAIT_WHILE")]
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
         let mut fut = std::pin::pin!(fut);
-        let flag = Arc::new(BlockOnWaker { woken: AtomicBool::new(true), ctx: self.handle().clone() });
+        let flag =
+            Arc::new(BlockOnWaker { woken: AtomicBool::new(true), ctx: self.handle().clone() });
         let waker = block_on_waker(&flag);
         let mut cx = Context::from_waker(&waker);
         loop {

@@ -86,8 +86,11 @@ pub fn task_wake_vs_blocking_poll(s: Size) {
     }
     let mut ts = Keep::new(Vec::new());
     for r in 0..s.remotes {
-        let mine: Vec<_> =
-            sigs.iter().filter(|(i, _)| i / s.per_remote == r).map(|(i, s)| (*i, s.clone())).collect();
+        let mine: Vec<_> = sigs
+            .iter()
+            .filter(|(i, _)| i / s.per_remote == r)
+            .map(|(i, s)| (*i, s.clone()))
+            .collect();
         let gate = gate.clone();
         ts.push(thread::spawn(move || {
             for (j, (i, sig)) in mine.into_iter().enumerate() {
@@ -105,11 +108,9 @@ pub fn task_wake_vs_blocking_poll(s: Size) {
         let mut j = j;
         let mut cx = Context::from_waker(Waker::noop());
         match Pin::new(&mut j).poll(&mut cx) {
-            Poll::Ready(Ok(v)) => assert_eq!(
-                v,
-                i as u32 + 1,
-                "p_wake_publishes violated: task {i} saw another value"
-            ),
+            Poll::Ready(Ok(v)) => {
+                assert_eq!(v, i as u32 + 1, "p_wake_publishes violated: task {i} saw another value")
+            }
             other => panic!("task {i}: {other:?}"),
         }
     }
