@@ -160,7 +160,9 @@ impl<T: AsRawFd> AsyncFd<T> {
     }
 
     /// Ready when the fd was reported readable (or hung up, or in error) since the last
-    /// `readable()` that resolved. Then read until `WouldBlock`, and wait again.
+    /// `readable()` that resolved. Then read until `WouldBlock`, and wait again. One waiter per
+    /// direction: a second task waiting for readability at the same time replaces the first one's
+    /// waker (share the `AsyncFd` between tasks through a queue, as a device's request loop does).
     ///
     /// # Errors
     ///
