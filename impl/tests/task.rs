@@ -502,3 +502,27 @@ fn async_fd_drop_removes_its_handler_and_into_inner_gives_the_object_back() {
     drop(a);
     assert!(!ctx.handle().set_fd_interest(fd, aioctx::Interest::READ).unwrap(), "removed by drop");
 }
+
+#[test]
+fn two_tasks_waiting_for_one_fd_both_wake() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (r, mut w) = UnixStream::pair().unwrap();
+        r.set_nonblocking(true).unwrap();
+        let r = Rc::new(AsyncFd::with_context(&ctx, r).unwrap());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let r = r.clone();
+                ctx.spawn_local(async move { r.readable().await.unwrap() })
+            })
+            .collect();
+        assert!(ctx.poll(false)); // both pending
+        w.write_all(b"x").unwrap(); // never read: the fd stays readable
+        let mut polls = 0;
+        while !waiters.iter().all(|t| t.is_finished()) {
+            ctx.poll(true);
+            polls += 1;
+            assert!(polls < 20, "{name}: a waiter was not woken");
+        }
+    }
+}
