@@ -709,7 +709,8 @@ fn main() {
         v.iter().map(|s| s.sys).collect::<Option<Vec<f64>>>().map(stat)
     };
     // The per-round ratio of variant `a` over `b` (adjacent in every round's order).
-    let ratio = |a: usize, b: usize| stat(rt[a].iter().zip(&rt[b]).map(|(x, y)| x.ns / y.ns).collect());
+    let ratio =
+        |a: usize, b: usize| stat(rt[a].iter().zip(&rt[b]).map(|(x, y)| x.ns / y.ns).collect());
     let info = |measure: String, s: Stat, unit: &'static str, reference: &str| Row {
         measure,
         value: s.med,
@@ -758,13 +759,23 @@ fn main() {
                 rows.push(Row {
                     target: "= 0 (every round)".into(),
                     result: if rw.max == 0.0 { "PASS" } else { "FAIL" },
-                    ..info("    read+write syscalls per wake, both threads".into(), rw, "syscalls", "-")
+                    ..info(
+                        "    read+write syscalls per wake, both threads".into(),
+                        rw,
+                        "syscalls",
+                        "-",
+                    )
                 });
                 if let Some(s) = sys_of(&rt[0]) {
                     rows.push(Row {
                         target: "= 0 (every round)".into(),
                         result: if s.max == 0.0 { "PASS" } else { "FAIL" },
-                        ..info("    all syscalls per wake, both threads (perf)".into(), s, "syscalls", "-")
+                        ..info(
+                            "    all syscalls per wake, both threads (perf)".into(),
+                            s,
+                            "syscalls",
+                            "-",
+                        )
                     });
                 }
             }
@@ -821,7 +832,12 @@ fn main() {
                 "-",
             ));
         }
-        rows.push(info("    context switches, both threads".into(), st(&rt[i], |s| s.csw), "csw/RT", "-"));
+        rows.push(info(
+            "    context switches, both threads".into(),
+            st(&rt[i], |s| s.csw),
+            "csw/RT",
+            "-",
+        ));
         rows.push(info("    CPU time, both threads".into(), st(&rt[i], |s| s.cpu), "ns/RT", "-"));
     }
     for (k, label) in [

@@ -39,7 +39,9 @@ use std::task::{Poll, Waker};
 
 use aioctx::task::AsyncFd;
 use aioctx::{AioContext, FdHandler};
-use virtqueue::{device_thread, first_two_cpus, pin_to, print_header, requests_arg, run_row, Queue};
+use virtqueue::{
+    device_thread, first_two_cpus, pin_to, print_header, requests_arg, run_row, Queue,
+};
 
 /// The queue's kick eventfd, for an [`AsyncFd`] (the queue owns the fd).
 struct KickFd(Arc<Queue>);
@@ -107,7 +109,8 @@ async fn device_polled(q: Arc<Queue>) -> io::Result<()> {
         .on_poll(move |_| q2.has_work(), move |_| k2.signal(true))
         .on_poll_begin(move |_| q3.disable_notify())
         .on_poll_end(move |_| q4.enable_notify());
-    AioContext::with_current(|c| c.set_fd_handler(q.kick_fd(), h)).expect("on the device thread")?;
+    AioContext::with_current(|c| c.set_fd_handler(q.kick_fd(), h))
+        .expect("on the device thread")?;
     loop {
         let via_poll = k.wait().await;
         q.process(via_poll);
@@ -120,14 +123,17 @@ fn main() -> io::Result<()> {
     if let Some((guest, _)) = cpus {
         pin_to(guest);
     }
-    type Device = fn(Arc<Queue>) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>>>>;
+    type Device =
+        fn(Arc<Queue>) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<()>>>>;
     let forms: [(&str, &[u64], Device); 2] = [
         ("task awaiting AsyncFd::readable() on the kick eventfd", &[0], |q| {
             Box::pin(device_asyncfd(q))
         }),
-        ("task woken by the device's handler (io_poll, io_poll_begin/end: polling works)", &[0, 32768], |q| {
-            Box::pin(device_polled(q))
-        }),
+        (
+            "task woken by the device's handler (io_poll, io_poll_begin/end: polling works)",
+            &[0, 32768],
+            |q| Box::pin(device_polled(q)),
+        ),
     ];
     for (what, polls, device) in forms {
         println!("device: {what}");
