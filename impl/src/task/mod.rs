@@ -60,18 +60,21 @@ struct TaskWaker {
 
 impl TaskWaker {
     fn wake(&self) {
-        // ORDERING: AcqRel: Release publishes what the waker wrote before the wake to the task's
-        // poll, which clears the flag with an Acquire RMW (the release sequence of this swap);
-        // Acquire orders this swap after the previous clear it reads.
-        if !self.woken.swap(true, Ordering::AcqRel) {
+        // ORDERING: Release: a wake that finds `woken` set (coalesced: it schedules nothing)
+        // publishes what the waker wrote before it only through this store, to the task's clear
+        // (an Acquire RMW that reads it, or a later value of its release sequence). Reading `false`
+        // needs no Acquire: the schedule that follows publishes through the BH's own flags, and the
+        // waker reads nothing the task wrote. (loom: task_wakes_publish.)
+        if !self.woken.swap(true, Ordering::Release) {
             self.sched.schedule();
         }
     }
 
     /// Called by the task before each poll of its future: a wake from now on schedules it again.
     fn clear(&self) {
-        // ORDERING: Acquire: pairs with the Release half of `wake`'s swap, so the poll that follows
-        // sees what the waker published. An RMW, so it reads the latest wake in modification order.
+        // ORDERING: Acquire: pairs with `wake`'s Release swap, so the poll that follows sees what a
+        // coalesced wake published. An RMW, so it reads the latest wake in modification order: a
+        // wake after it reads `false` and schedules again. (loom: task_wakes_publish.)
         self.woken.swap(false, Ordering::Acquire);
     }
 
