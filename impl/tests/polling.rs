@@ -490,3 +490,19 @@ fn polling_emits_qemu_trace_events() {
         assert!(seen.iter().any(|s| s == want), "no {want} event in {seen:?}");
     }
 }
+
+/// The polling parameters read back as they were given, from the builder and from
+/// `set_poll_params` (which any thread may call), including turning polling off again.
+#[test]
+fn poll_params_read_back_as_set() {
+    let k = ModelKernel::new();
+    let ctx =
+        AioContext::builder().backend(Backend::Model(k)).poll_params(MAX, 3, 5).build().unwrap();
+    assert_eq!(ctx.poll_params(), (MAX, 3, 5));
+    let h = ctx.handle().clone();
+    std::thread::spawn(move || h.set_poll_params(1000, 2, 7)).join().unwrap();
+    assert_eq!(ctx.poll_params(), (1000, 2, 7));
+    ctx.set_poll_params(0, 0, 0);
+    assert_eq!(ctx.poll_params(), (0, 0, 0));
+    assert!(!ctx.poll(false));
+}

@@ -805,6 +805,54 @@ mod tests {
         assert_eq!(decode(user_data(KIND_POLL, 1, GEN_MASK + 1)), (KIND_POLL, 1, 0));
     }
 
+    /// A table with one live registration whose (multishot if `multishot`) POLL_ADD of generation 0
+    /// is in flight.
+    fn one_polling_slot(multishot: bool) -> Table {
+        let mut t = Table::default();
+        t.slots.push(Slot {
+            fd: 5,
+            token: 9,
+            interest: Interest::READ,
+            gen: 0,
+            live: true,
+            polling: true,
+            want_arm: false,
+            want_remove: None,
+            inflight: 1,
+            dirty: false,
+            failed: false,
+            multishot,
+            parked: false,
+        });
+        t.by_fd.insert(5, 0);
+        t
+    }
+
+    /// The error completions of a poll that the handler must not hear of as a hang-up: the kernel
+    /// cancelled it (the submitting thread exited: re-armed), or it has no multishot poll (before
+    /// Linux 5.13: parked until modified, not spinning). Any other error is reported once.
+    #[test]
+    fn harvest_error_completions() {
+        let ud = user_data(KIND_POLL, 0, 0);
+        let mut out = Vec::new();
+        let mut t = one_polling_slot(false);
+        t.harvest(ud, -libc::ECANCELED, false, &mut out);
+        assert!(out.is_empty(), "ECANCELED reported: {out:?}");
+        let s = t.slots[0];
+        assert!(s.want_arm && !s.failed && !s.polling, "{s:?}");
+
+        let mut t = one_polling_slot(true);
+        t.harvest(ud, -libc::EINVAL, false, &mut out);
+        assert!(out.is_empty(), "EINVAL of a multishot poll reported: {out:?}");
+        let s = t.slots[0];
+        assert!(s.parked && !s.multishot && !s.failed && !s.want_arm, "{s:?}");
+
+        let mut t = one_polling_slot(false);
+        t.harvest(ud, -libc::EBADF, false, &mut out);
+        assert_eq!(out, [Event { token: 9, readable: true, writable: true }]);
+        assert!(t.slots[0].failed && !t.slots[0].want_arm, "{:?}", t.slots[0]);
+    }
+
     #[test]
     fn setup_errors_say_why() {
         let msg = |errno| setup_error(io::Error::from_raw_os_error(errno), 128).to_string();
