@@ -506,3 +506,51 @@ fn poll_params_read_back_as_set() {
     assert_eq!(ctx.poll_params(), (0, 0, 0));
     assert!(!ctx.poll(false));
 }
+
+/// A poll that runs a BH is progress, also when a handler that polling found ready was removed
+/// before its io_poll_ready could run: here an idle BH, run in the same poll as that polling,
+/// removes the handler, turns polling off and polls (nested) for another BH.
+#[test]
+fn nested_poll_running_a_bh_is_progress_after_a_ready_handler_was_removed() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let (ctx, k) = model_ctx(10);
+    let fd = k.open();
+    let k1 = k.clone();
+    let readies = Arc::new(AtomicU32::new(0));
+    let r2 = readies.clone();
+    ctx.set_fd_handler(
+        fd,
+        FdHandler::new()
+            .on_read(move |_| {
+                k1.take_readable(fd);
+            })
+            .on_poll(
+                |_| true,
+                move |_| {
+                    r2.fetch_add(1, SeqCst);
+                },
+            ),
+    )
+    .unwrap();
+    k.set_readable(fd, true);
+    assert!(ctx.poll(true));
+    assert!(ctx.is_polled(fd), "joined the poll list on its first event");
+    let b_ran = Rc::new(Cell::new(false));
+    let b2 = b_ran.clone();
+    let b = ctx.bh_new(move |_| b2.set(true));
+    let nested = Rc::new(Cell::new(None));
+    let n2 = nested.clone();
+    let a = ctx.bh_new(move |this| {
+        let c = this.context();
+        c.remove_fd_handler(fd).unwrap();
+        c.set_poll_params(0, 0, 0);
+        b.schedule();
+        n2.set(Some(c.poll(false)));
+    });
+    a.schedule_idle();
+    ctx.poll(true);
+    assert!(b_ran.get(), "the nested poll ran the BH");
+    assert_eq!(nested.get(), Some(true), "a nested poll that ran a BH reported no progress");
+    assert_eq!(readies.load(SeqCst), 0, "io_poll_ready of a removed handler");
+}
