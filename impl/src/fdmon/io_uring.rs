@@ -862,6 +862,15 @@ mod tests {
         let e = setup_error(io::Error::from_raw_os_error(libc::EPERM), 128);
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
         assert_eq!(os_error(&e), Some(libc::EPERM));
+        // A kernel that rejects the parameters (flags it does not know) has no usable io_uring.
+        assert!(msg(libc::EINVAL).contains("ring parameters"), "{}", msg(libc::EINVAL));
+        let e = setup_error(io::Error::from_raw_os_error(libc::EINVAL), 128);
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            assert!(msg(errno).contains("no file descriptor"), "{}", msg(errno));
+        }
+        let e = setup_error(io::Error::from_raw_os_error(libc::ENOSYS), 128);
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
     }
 
     #[test]
