@@ -794,6 +794,18 @@ mod tests {
         fd_monitor_suite!(maybe ring_or_skip(IoUring::without_ext_arg()));
     }
 
+    /// A ring without IORING_FEAT_EXT_ARG (kernels before 5.11, or `without_ext_arg`) times its
+    /// waits with an IORING_OP_TIMEOUT, whose timespec the ring keeps: the `timeout_op` suite above
+    /// runs that path, not the ext-arg one.
+    #[test]
+    fn without_ext_arg_a_timed_wait_uses_a_timeout_op() {
+        let Some(m) = ring_or_skip(IoUring::without_ext_arg()) else { return };
+        let unset = format!("{:?}", *m.ring.lock().timeout_ts);
+        assert!(wait(&m, Some(Duration::from_millis(3))).is_empty());
+        let set = format!("{:?}", *m.ring.lock().timeout_ts);
+        assert_ne!(unset, set, "the timed wait did not go through IORING_OP_TIMEOUT");
+    }
+
     #[test]
     fn user_data_round_trips() {
         for (kind, idx, gen) in
