@@ -40,6 +40,33 @@ fn bh_reschedules_itself_through_its_ref() {
     }
 }
 
+/// An idle BH that reschedules itself idle through its ref: it runs once per poll, and (idle) no
+/// poll counts it as progress; a blocking poll waits for it no longer than the idle cap (10 ms).
+#[test]
+fn idle_bh_reschedules_itself_idle_through_its_ref() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let n = Rc::new(Cell::new(0));
+        let n2 = n.clone();
+        let bh = ctx.bh_new(move |this| {
+            n2.set(n2.get() + 1);
+            if n2.get() < 3 {
+                this.schedule_idle();
+            }
+        });
+        bh.schedule_idle();
+        assert!(!ctx.poll(false), "{name}: an idle BH is not progress");
+        assert_eq!(n.get(), 1, "{name}");
+        assert!(bh.is_scheduled(), "{name}: rescheduled from its callback");
+        let t = std::time::Instant::now();
+        while n.get() < 3 && t.elapsed() < Duration::from_secs(5) {
+            ctx.poll(true);
+        }
+        assert_eq!(n.get(), 3, "{name}: the idle reschedules ran");
+        assert!(!bh.is_scheduled(), "{name}");
+    }
+}
+
 /// `BhRef::cancel` cancels a schedule made (by the owner) while the callback runs.
 #[test]
 fn bh_cancels_itself_through_its_ref() {
