@@ -554,3 +554,38 @@ fn nested_poll_running_a_bh_is_progress_after_a_ready_handler_was_removed() {
     assert_eq!(nested.get(), Some(true), "a nested poll that ran a BH reported no progress");
     assert_eq!(readies.load(SeqCst), 0, "io_poll_ready of a removed handler");
 }
+
+/// Polling keeps polling for its whole window: a device that becomes ready a few rounds in is
+/// served by that poll's io_poll_ready, without a wait (the point of polling).
+#[test]
+fn polling_lasts_its_window_and_finds_work_that_comes_a_few_rounds_in() {
+    watchdog("polling for the window", 10, || {
+        let (ctx, k) = model_ctx(10);
+        let fd = k.open();
+        let k1 = k.clone();
+        let checks = Arc::new(AtomicU32::new(0));
+        let readies = Arc::new(AtomicU32::new(0));
+        let (c2, r2) = (checks.clone(), readies.clone());
+        ctx.set_fd_handler(
+            fd,
+            FdHandler::new()
+                .on_read(move |_| {
+                    k1.take_readable(fd);
+                })
+                .on_poll(
+                    move |_| c2.fetch_add(1, SeqCst) + 1 >= 5,
+                    move |_| {
+                        r2.fetch_add(1, SeqCst);
+                    },
+                ),
+        )
+        .unwrap();
+        k.set_readable(fd, true);
+        assert!(ctx.poll(true));
+        assert!(ctx.is_polled(fd) && ctx.poll_ns(fd).unwrap() > 0, "on the poll list, a window");
+        checks.store(0, SeqCst);
+        assert!(ctx.poll(true), "the device was ready on the 5th io_poll");
+        assert_eq!(readies.load(SeqCst), 1);
+        assert!(checks.load(SeqCst) >= 5);
+    });
+}

@@ -804,6 +804,13 @@ mod tests {
         assert!(wait(&m, Some(Duration::from_millis(3))).is_empty());
         let set = format!("{:?}", *m.ring.lock().timeout_ts);
         assert_ne!(unset, set, "the timed wait did not go through IORING_OP_TIMEOUT");
+        // With ext-arg (Linux 5.11+), the timeout goes with the wait itself: no extra SQE per wait.
+        let Some(m) = new() else { return };
+        if m.ring.lock().ext_arg {
+            let unset = format!("{:?}", *m.ring.lock().timeout_ts);
+            assert!(wait(&m, Some(Duration::from_millis(3))).is_empty());
+            assert_eq!(format!("{:?}", *m.ring.lock().timeout_ts), unset, "an IORING_OP_TIMEOUT");
+        }
     }
 
     #[test]
