@@ -507,6 +507,28 @@ fn poll_params_read_back_as_set() {
     assert!(!ctx.poll(false));
 }
 
+/// Register a handler on the model fd `fd` with `check`/`ready` as its io_poll/io_poll_ready (and a
+/// read callback that consumes the fd), and make its fd fire once: it joins the poll list.
+fn polled_handler(
+    ctx: &AioContext,
+    k: &Arc<ModelKernel>,
+    check: impl FnMut(&aioctx::FdRef<'_>) -> bool + 'static,
+    ready: impl FnMut(&aioctx::FdRef<'_>) + 'static,
+) -> RawFd {
+    let fd = k.open();
+    let k1 = k.clone();
+    let h = FdHandler::new()
+        .on_read(move |_| {
+            k1.take_readable(fd);
+        })
+        .on_poll(check, ready);
+    ctx.set_fd_handler(fd, h).unwrap();
+    k.set_readable(fd, true);
+    assert!(ctx.poll(true));
+    assert!(ctx.is_polled(fd), "joined the poll list on its first event");
+    fd
+}
+
 /// A poll that runs a BH is progress, also when a handler that polling found ready was removed
 /// before its io_poll_ready could run: here an idle BH, run in the same poll as that polling,
 /// removes the handler, turns polling off and polls (nested) for another BH.
@@ -515,27 +537,16 @@ fn nested_poll_running_a_bh_is_progress_after_a_ready_handler_was_removed() {
     use std::cell::Cell;
     use std::rc::Rc;
     let (ctx, k) = model_ctx(10);
-    let fd = k.open();
-    let k1 = k.clone();
     let readies = Arc::new(AtomicU32::new(0));
     let r2 = readies.clone();
-    ctx.set_fd_handler(
-        fd,
-        FdHandler::new()
-            .on_read(move |_| {
-                k1.take_readable(fd);
-            })
-            .on_poll(
-                |_| true,
-                move |_| {
-                    r2.fetch_add(1, SeqCst);
-                },
-            ),
-    )
-    .unwrap();
-    k.set_readable(fd, true);
-    assert!(ctx.poll(true));
-    assert!(ctx.is_polled(fd), "joined the poll list on its first event");
+    let fd = polled_handler(
+        &ctx,
+        &k,
+        |_| true,
+        move |_| {
+            r2.fetch_add(1, SeqCst);
+        },
+    );
     let b_ran = Rc::new(Cell::new(false));
     let b2 = b_ran.clone();
     let b = ctx.bh_new(move |_| b2.set(true));
@@ -561,28 +572,18 @@ fn nested_poll_running_a_bh_is_progress_after_a_ready_handler_was_removed() {
 fn polling_lasts_its_window_and_finds_work_that_comes_a_few_rounds_in() {
     watchdog("polling for the window", 10, || {
         let (ctx, k) = model_ctx(10);
-        let fd = k.open();
-        let k1 = k.clone();
         let checks = Arc::new(AtomicU32::new(0));
         let readies = Arc::new(AtomicU32::new(0));
         let (c2, r2) = (checks.clone(), readies.clone());
-        ctx.set_fd_handler(
-            fd,
-            FdHandler::new()
-                .on_read(move |_| {
-                    k1.take_readable(fd);
-                })
-                .on_poll(
-                    move |_| c2.fetch_add(1, SeqCst) + 1 >= 5,
-                    move |_| {
-                        r2.fetch_add(1, SeqCst);
-                    },
-                ),
-        )
-        .unwrap();
-        k.set_readable(fd, true);
-        assert!(ctx.poll(true));
-        assert!(ctx.is_polled(fd) && ctx.poll_ns(fd).unwrap() > 0, "on the poll list, a window");
+        let fd = polled_handler(
+            &ctx,
+            &k,
+            move |_| c2.fetch_add(1, SeqCst) + 1 >= 5,
+            move |_| {
+                r2.fetch_add(1, SeqCst);
+            },
+        );
+        assert!(ctx.poll_ns(fd).unwrap() > 0, "a window to poll for");
         checks.store(0, SeqCst);
         assert!(ctx.poll(true), "the device was ready on the 5th io_poll");
         assert_eq!(readies.load(SeqCst), 1);
