@@ -847,6 +847,20 @@ mod tests {
         t
     }
 
+    /// Each cancellation (a modify or a re-arm of a polling registration) moves the slot to a
+    /// generation it has not had since (until the 30 bits wrap), so a late completion of any
+    /// earlier poll is recognisably stale.
+    #[test]
+    fn cancelled_polls_never_share_a_generation() {
+        let mut t = one_polling_slot(false);
+        let mut seen = std::collections::HashSet::from([t.slots[0].gen]);
+        for _ in 0..1000 {
+            t.slots[0].polling = true;
+            t.cancel_poll(0);
+            assert!(seen.insert(t.slots[0].gen), "generation {} again", t.slots[0].gen);
+        }
+    }
+
     /// The error completions of a poll that the handler must not hear of as a hang-up: the kernel
     /// cancelled it (the submitting thread exited: re-armed), or it has no multishot poll (before
     /// Linux 5.13: parked until modified, not spinning). Any other error is reported once.
