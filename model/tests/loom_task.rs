@@ -55,7 +55,10 @@ fn task_context_drop_racing_wake() {
 /// The task's waker as the only link: two wakes, the second coalesced, each publishing a value
 /// (kills the weakenings of the `woken` flag's orderings: mutants/CLAIMS).
 #[test]
-#[cfg_attr(aioctx_bug = "task_clears_woken_after_poll", should_panic(expected = "p_no_lost_wakeup"))]
+#[cfg_attr(
+    aioctx_bug = "task_clears_woken_after_poll",
+    should_panic(expected = "p_no_lost_wakeup")
+)]
 fn task_wakes_publish() {
     model_named("task_wakes_publish", task::task_wakes_publish);
 }

@@ -40,7 +40,10 @@ fn task_context_drop_racing_wake() {
 }
 
 #[test]
-#[cfg_attr(aioctx_bug = "task_clears_woken_after_poll", should_panic(expected = "p_no_lost_wakeup"))]
+#[cfg_attr(
+    aioctx_bug = "task_clears_woken_after_poll",
+    should_panic(expected = "p_no_lost_wakeup")
+)]
 fn task_wakes_publish() {
     shuttle_model("task_wakes_publish", task::task_wakes_publish);
 }
