@@ -530,9 +530,10 @@ fn generated_programs_poll_tasks_and_wake_them_remotely() {
         remote_owned += tasks
             .iter()
             .filter(|&&b| match p.bhs[b as usize].owner {
-                Owner::Remote(r) => p.remotes.get(r as usize).is_some_and(|ops| {
-                    ops.iter().any(|op| matches!(op, Op::Schedule(_)))
-                }),
+                Owner::Remote(r) => p
+                    .remotes
+                    .get(r as usize)
+                    .is_some_and(|ops| ops.iter().any(|op| matches!(op, Op::Schedule(_)))),
                 Owner::Home => false,
             })
             .count();

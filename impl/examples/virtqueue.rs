@@ -29,7 +29,9 @@
 //! (docs/protocol.md §3), so a request the guest published without a kick (it still saw notifications disabled) is found
 //! by that poll. A lost kick or interrupt would hang the run.
 //!
-//! The bench `impl/benches/polling/` includes this file as a module and runs the same workload.
+//! The bench `impl/benches/polling/` includes this file as a module and runs the same workload;
+//! `impl/examples/virtqueue_async.rs` includes it too and serves the same ring from a task per
+//! queue (`cargo run --release -p aioctx --example virtqueue_async`), printing the same table.
 #![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 
 use std::io;
@@ -313,7 +315,7 @@ pub fn device_poll_ns(io: &IoThread, fd: RawFd) -> Option<u64> {
 }
 
 /// The first two CPUs the process may use.
-fn first_two_cpus() -> Option<(usize, usize)> {
+pub fn first_two_cpus() -> Option<(usize, usize)> {
     // SAFETY:
     // - an all-zero cpu_set_t is a valid (empty) set; sched_getaffinity fills it for this thread.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -325,7 +327,7 @@ fn first_two_cpus() -> Option<(usize, usize)> {
 }
 
 /// Pin the calling thread to `cpu`.
-fn pin_to(cpu: usize) {
+pub fn pin_to(cpu: usize) {
     // SAFETY: an all-zero cpu_set_t is a valid (empty) set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: CPU_SET writes one bit of `set`; `cpu` came from CPU_ISSET, so it is below CPU_SETSIZE.
@@ -334,7 +336,8 @@ fn pin_to(cpu: usize) {
     unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
 }
 
-fn main() -> io::Result<()> {
+/// `--requests N` (default 200 000) from the command line of the example `name`.
+pub fn requests_arg(name: &str) -> u64 {
     let mut requests = 200_000u64;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -343,18 +346,16 @@ fn main() -> io::Result<()> {
                 requests = args.next().and_then(|s| s.parse().ok()).expect("--requests N")
             }
             _ => {
-                eprintln!("usage: virtqueue [--requests N]");
+                eprintln!("usage: {name} [--requests N]");
                 std::process::exit(2);
             }
         }
     }
-    // Polling pays off only when the guest and the device run at the same time on different CPUs:
-    // pin them, as QEMU deployments pin vCPUs and IOThreads (unpinned, the kernel often wakes the
-    // device on the guest's CPU, where it polls while the guest cannot run).
-    let cpus = first_two_cpus();
-    if let Some((guest, _)) = cpus {
-        pin_to(guest);
-    }
+    requests
+}
+
+/// The table's header.
+pub fn print_header() {
     println!(
         "{:>8} {:>5} {:>12} {:>10} {:>10} {:>10} {:>10} {:>12} {:>9}",
         "poll_max",
@@ -367,38 +368,65 @@ fn main() -> io::Result<()> {
         "begins/req",
         "poll_ns"
     );
+}
+
+/// One row of the table: the guest runs `depth` requests in flight against the device serving `q`
+/// on `io` (a warm-up of a tenth, so the adaptive window grows, then `requests`), and the row is
+/// printed. Returns requests/s.
+pub fn run_row(io: &IoThread, q: &Queue, poll_max: u64, depth: u64, requests: u64) -> f64 {
+    guest_run(q, depth, requests / 10, Duration::from_secs(10)); // warm-up: the window grows
+    let st = &q.stats;
+    let before = [&st.kicks, &st.irqs, &st.guest_sleeps, &st.via_poll, &st.begins]
+        .map(|c| c.load(Ordering::Relaxed));
+    let r = guest_run(q, depth, requests, Duration::from_secs(30));
+    let after = [&st.kicks, &st.irqs, &st.guest_sleeps, &st.via_poll, &st.begins]
+        .map(|c| c.load(Ordering::Relaxed));
+    let per = |i: usize| (after[i] - before[i]) as f64 / r.requests as f64;
+    let window = device_poll_ns(io, q.kick_fd());
+    let rate = r.requests as f64 / r.elapsed.as_secs_f64();
+    println!(
+        "{:>8} {:>5} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>9.1}% {:>12.4} {:>9}",
+        poll_max,
+        depth,
+        rate,
+        per(0),
+        per(1),
+        per(2),
+        100.0 * per(3),
+        per(4),
+        window.map_or("-".into(), |w| w.to_string()),
+    );
+    rate
+}
+
+/// The device's IoThread, pinned to the second CPU when there are two (the guest, the caller, is
+/// pinned to the first by `main`), with QEMU's IoThread polling parameters but `poll_max`.
+pub fn device_thread(cpus: Option<(usize, usize)>, poll_max: u64) -> io::Result<IoThread> {
+    // QEMU's IoThread default: poll-max-ns 32768, grow and shrink 0 (×2, reset).
+    IoThread::spawn_with("virtqueue", move || {
+        if let Some((_, device)) = cpus {
+            pin_to(device);
+        }
+        AioContext::builder().poll_params(poll_max, 0, 0)
+    })
+}
+
+fn main() -> io::Result<()> {
+    let requests = requests_arg("virtqueue");
+    // Polling pays off only when the guest and the device run at the same time on different CPUs:
+    // pin them, as QEMU deployments pin vCPUs and IOThreads (unpinned, the kernel often wakes the
+    // device on the guest's CPU, where it polls while the guest cannot run).
+    let cpus = first_two_cpus();
+    if let Some((guest, _)) = cpus {
+        pin_to(guest);
+    }
+    print_header();
     for poll_max in [0u64, 32768] {
         for depth in [1u64, 32] {
-            // QEMU's IoThread default: poll-max-ns 32768, grow and shrink 0 (×2, reset).
-            let io = IoThread::spawn_with("virtqueue", move || {
-                if let Some((_, device)) = cpus {
-                    pin_to(device);
-                }
-                AioContext::builder().poll_params(poll_max, 0, 0)
-            })?;
+            let io = device_thread(cpus, poll_max)?;
             let q = Queue::new()?;
             io.handle().set_fd_handler(q.kick_fd(), q.device_handler())?;
-            guest_run(&q, depth, requests / 10, Duration::from_secs(10)); // warm-up: the window grows
-            let st = &q.stats;
-            let before = [&st.kicks, &st.irqs, &st.guest_sleeps, &st.via_poll, &st.begins]
-                .map(|c| c.load(Ordering::Relaxed));
-            let r = guest_run(&q, depth, requests, Duration::from_secs(30));
-            let after = [&st.kicks, &st.irqs, &st.guest_sleeps, &st.via_poll, &st.begins]
-                .map(|c| c.load(Ordering::Relaxed));
-            let per = |i: usize| (after[i] - before[i]) as f64 / r.requests as f64;
-            let window = device_poll_ns(&io, q.kick_fd());
-            println!(
-                "{:>8} {:>5} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>9.1}% {:>12.4} {:>9}",
-                poll_max,
-                depth,
-                r.requests as f64 / r.elapsed.as_secs_f64(),
-                per(0),
-                per(1),
-                per(2),
-                100.0 * per(3),
-                per(4),
-                window.map_or("-".into(), |w| w.to_string()),
-            );
+            run_row(&io, &q, poll_max, depth, requests);
             io.handle().remove_fd_handler(q.kick_fd())?;
             io.join();
         }

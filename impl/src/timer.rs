@@ -493,3 +493,47 @@ impl<'a> TimerRef<'a> {
         self.ctx
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{AioContext, Backend, ModelKernel};
+
+    /// A timer re-armed again and again (a periodic timer, a deadline pushed back on every request)
+    /// leaves a stale heap entry per arming; they are dropped once they outnumber the live ones, so
+    /// the heap stays within twice the armed timers (past a small floor), and the earliest live
+    /// deadline still comes first.
+    #[test]
+    fn rearming_keeps_the_heap_within_twice_the_armed_timers() {
+        let ctx =
+            AioContext::builder().backend(Backend::Model(ModelKernel::new())).build().unwrap();
+        let first = ctx.timer_new(|_| {});
+        first.mod_ns(10);
+        let t = ctx.timer_new(|_| {});
+        let heap = || {
+            let q = ctx.shared().timers().queue.lock();
+            (q.heap.len(), q.armed.len())
+        };
+        for i in 0..1000 {
+            // Later than `first`: the stale entries stay below the live top, where pruning the top
+            // does not reach them.
+            t.mod_ns(1_000_000 + i);
+            let (len, armed) = heap();
+            assert!(len <= 64 || len <= 2 * armed, "{len} heap entries for {armed} armed timers");
+        }
+        // Many timers armed, then most of them deleted: re-arming stays bounded by the few left.
+        let many: Vec<_> = (0..100).map(|_| ctx.timer_new(|_| {})).collect();
+        for (i, m) in many.iter().enumerate() {
+            m.mod_ns(2_000_000 + i as u64);
+        }
+        drop(many);
+        for i in 0..1000 {
+            t.mod_ns(1_001_000 + i);
+            let (len, armed) = heap();
+            assert!(len <= 64 || len <= 2 * armed, "{len} heap entries for {armed} armed timers");
+        }
+        let earliest = || ctx.shared().timers().queue.lock().earliest();
+        assert_eq!(earliest(), 10);
+        first.del();
+        assert_eq!(earliest(), 1_001_999, "the last arming counts");
+    }
+}

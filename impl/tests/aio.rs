@@ -279,6 +279,49 @@ fn watchdog_local(ctx: &AioContext, secs: u64, done: impl Fn() -> bool) {
     ticker.join().unwrap();
 }
 
+/// A poll that runs a BH and a due timer reports progress, on the short path (no handler, polling
+/// off) and on the full one (a handler registered).
+#[test]
+fn poll_with_a_bh_and_a_due_timer_is_progress() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (_keep, _peer) = pipe();
+        for with_handler in [false, true] {
+            if with_handler {
+                ctx.set_fd_handler(_keep.as_raw_fd(), FdHandler::new().on_read(|_| {})).unwrap();
+            }
+            let ran = Arc::new(AtomicU32::new(0));
+            let (r1, r2) = (ran.clone(), ran.clone());
+            let bh = ctx.bh_new(move |_| {
+                r1.fetch_add(1, Relaxed);
+            });
+            let t = ctx.timer_new(move |_| {
+                r2.fetch_add(1, Relaxed);
+            });
+            t.mod_ns(ctx.now_ns());
+            bh.schedule();
+            assert!(ctx.poll(false), "{name} (handler: {with_handler}): a BH and a timer ran");
+            assert_eq!(ran.load(Relaxed), 2, "{name} (handler: {with_handler})");
+        }
+    }
+}
+
+/// A timer of a dropped context is not pending (it can never fire), whichever thread's kind it is.
+#[test]
+fn timers_of_a_dropped_context_are_not_pending() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let local = ctx.timer_new(|_| {});
+        let remote = ctx.handle().timer_new(|_| {});
+        local.mod_in(Duration::from_secs(3600));
+        remote.mod_in(Duration::from_secs(3600));
+        assert!(local.is_pending() && remote.is_pending(), "{name}");
+        drop(ctx);
+        assert_eq!(local.deadline_ns(), None, "{name}: a local timer outlived its context armed");
+        assert_eq!(remote.deadline_ns(), None, "{name}: a remote timer outlived its context armed");
+    }
+}
+
 // ---------------------------------------------------------------- fd handlers
 
 fn pipe() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
@@ -392,6 +435,47 @@ fn handler_bad_input_gives_errors_naming_the_fd() {
         assert!(e.is_err(), "{name}: the context's own notifier is refused");
         assert!(!ctx.poll(false));
     }
+}
+
+/// Descriptor 0 is an fd like any other (QEMU's monitor on stdio registers it); only a negative number
+/// is refused. The check runs in a child process of this test binary whose stdin is a pipe: no other
+/// test of this process owns descriptor 0 there.
+#[test]
+fn handler_on_fd_zero_is_called() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    if std::env::var_os("AIOCTX_TEST_STDIN_CHILD").is_some() {
+        for (name, b) in backends() {
+            let ctx = ctx(&b);
+            let hit = Arc::new(AtomicBool::new(false));
+            let h2 = hit.clone();
+            ctx.set_fd_handler(0, FdHandler::new().on_read(move |_| h2.store(true, Relaxed)))
+                .unwrap_or_else(|e| panic!("{name}: fd 0 refused: {e}"));
+            let t = Instant::now();
+            while !hit.load(Relaxed) && t.elapsed() < Duration::from_secs(10) {
+                ctx.poll(true);
+            }
+            assert!(hit.load(Relaxed), "{name}: fd 0 readable, handler never called");
+            ctx.remove_fd_handler(0).unwrap();
+        }
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["handler_on_fd_zero_is_called", "--exact", "--test-threads=1"])
+        .env("AIOCTX_TEST_STDIN_CHILD", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"x").unwrap(); // stays readable: nobody reads it
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the child failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

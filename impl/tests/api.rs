@@ -40,6 +40,33 @@ fn bh_reschedules_itself_through_its_ref() {
     }
 }
 
+/// An idle BH that reschedules itself idle through its ref: it runs once per poll, and (idle) no
+/// poll counts it as progress; a blocking poll waits for it no longer than the idle cap (10 ms).
+#[test]
+fn idle_bh_reschedules_itself_idle_through_its_ref() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let n = Rc::new(Cell::new(0));
+        let n2 = n.clone();
+        let bh = ctx.bh_new(move |this| {
+            n2.set(n2.get() + 1);
+            if n2.get() < 3 {
+                this.schedule_idle();
+            }
+        });
+        bh.schedule_idle();
+        assert!(!ctx.poll(false), "{name}: an idle BH is not progress");
+        assert_eq!(n.get(), 1, "{name}");
+        assert!(bh.is_scheduled(), "{name}: rescheduled from its callback");
+        let t = std::time::Instant::now();
+        while n.get() < 3 && t.elapsed() < Duration::from_secs(5) {
+            ctx.poll(true);
+        }
+        assert_eq!(n.get(), 3, "{name}: the idle reschedules ran");
+        assert!(!bh.is_scheduled(), "{name}");
+    }
+}
+
 /// `BhRef::cancel` cancels a schedule made (by the owner) while the callback runs.
 #[test]
 fn bh_cancels_itself_through_its_ref() {
@@ -204,5 +231,79 @@ fn handler_removes_itself_but_not_its_replacement() {
         assert!(ctx.poll(false), "{name}: the replacement is not registered");
         assert_eq!(new_calls.get(), 1, "{name}");
         assert!(ctx.remove_fd_handler(fd).unwrap(), "{name}");
+    }
+}
+
+/// What `{:?}` of each public object tells someone reading a log or a failed assertion: its type, and
+/// the state that tells two of them apart or one moment from another (a context's backend and a
+/// handle's notifier fd, whether a BH is scheduled, a timer's deadline, which callbacks a handler
+/// has, which fd a callback is running for).
+#[test]
+fn debug_output_names_the_object_and_its_state() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let dbg = |x: &dyn std::fmt::Debug| format!("{x:?}");
+
+        let c = dbg(&ctx);
+        assert!(c.starts_with("AioContext") && c.contains(ctx.backend_name()), "{name}: {c}");
+        let h = dbg(ctx.handle());
+        assert!(
+            h.starts_with("Handle") && h.contains(&ctx.notifier_fd().to_string()),
+            "{name}: {h}"
+        );
+
+        let inside = Rc::new(RefCell::new(String::new()));
+        let i2 = inside.clone();
+        let bh = ctx.bh_new(move |this| *i2.borrow_mut() = format!("{this:?}"));
+        let idle = dbg(&bh);
+        bh.schedule();
+        let scheduled = dbg(&bh);
+        assert!(
+            idle.starts_with("Bh") && scheduled.starts_with("Bh"),
+            "{name}: {idle} {scheduled}"
+        );
+        assert_ne!(idle, scheduled, "{name}: a scheduled BH looks like an idle one");
+        let sched = bh.scheduler();
+        let alive = dbg(&sched);
+        assert!(ctx.poll(false), "{name}");
+        assert!(inside.borrow().starts_with("BhRef"), "{name}: {}", inside.borrow());
+        assert_eq!(dbg(&bh), idle, "{name}: ran, so idle again");
+        drop(bh);
+        let gone = dbg(&sched);
+        assert!(alive.starts_with("BhScheduler") && gone.starts_with("BhScheduler"), "{name}");
+        assert_ne!(alive, gone, "{name}: a scheduler of a deleted BH looks like a live one");
+
+        let i2 = inside.clone();
+        let t = ctx.timer_new(move |this| *i2.borrow_mut() = format!("{this:?}"));
+        let disarmed = dbg(&t);
+        let deadline = ctx.now_ns() + 123_456_789;
+        t.mod_ns(deadline);
+        let armed = dbg(&t);
+        assert!(disarmed.starts_with("Timer") && armed.starts_with("Timer"), "{name}: {armed}");
+        assert!(armed.contains(&deadline.to_string()), "{name}: no deadline in {armed}");
+        assert!(!disarmed.contains(&deadline.to_string()), "{name}: {disarmed}");
+        t.mod_ns(0);
+        assert!(ctx.poll(false), "{name}: the timer is due");
+        assert!(inside.borrow().starts_with("TimerRef"), "{name}: {}", inside.borrow());
+
+        let reads = FdHandler::new().on_read(|_| {});
+        let writes = FdHandler::new().on_write(|_| {});
+        let (r, w) = (dbg(&reads), dbg(&writes));
+        assert!(r.starts_with("FdHandler") && w.starts_with("FdHandler"), "{name}: {r}");
+        assert_ne!(r, w, "{name}: a reader and a writer look the same");
+
+        let (sock, mut peer) = UnixStream::pair().unwrap();
+        let fd = sock.as_raw_fd();
+        let i2 = inside.clone();
+        ctx.set_fd_handler(
+            fd,
+            FdHandler::new().on_read(move |this| *i2.borrow_mut() = format!("{this:?}")),
+        )
+        .unwrap();
+        peer.write_all(b"x").unwrap();
+        assert!(ctx.poll(true), "{name}");
+        let f = inside.borrow().clone();
+        assert!(f.starts_with("FdRef") && f.contains(&fd.to_string()), "{name}: {f}");
+        ctx.remove_fd_handler(fd).unwrap();
     }
 }

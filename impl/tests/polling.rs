@@ -490,3 +490,103 @@ fn polling_emits_qemu_trace_events() {
         assert!(seen.iter().any(|s| s == want), "no {want} event in {seen:?}");
     }
 }
+
+/// The polling parameters read back as they were given, from the builder and from
+/// `set_poll_params` (which any thread may call), including turning polling off again.
+#[test]
+fn poll_params_read_back_as_set() {
+    let k = ModelKernel::new();
+    let ctx =
+        AioContext::builder().backend(Backend::Model(k)).poll_params(MAX, 3, 5).build().unwrap();
+    assert_eq!(ctx.poll_params(), (MAX, 3, 5));
+    let h = ctx.handle().clone();
+    std::thread::spawn(move || h.set_poll_params(1000, 2, 7)).join().unwrap();
+    assert_eq!(ctx.poll_params(), (1000, 2, 7));
+    ctx.set_poll_params(0, 0, 0);
+    assert_eq!(ctx.poll_params(), (0, 0, 0));
+    assert!(!ctx.poll(false));
+}
+
+/// Register a handler on the model fd `fd` with `check`/`ready` as its io_poll/io_poll_ready (and a
+/// read callback that consumes the fd), and make its fd fire once: it joins the poll list.
+fn polled_handler(
+    ctx: &AioContext,
+    k: &Arc<ModelKernel>,
+    check: impl FnMut(&aioctx::FdRef<'_>) -> bool + 'static,
+    ready: impl FnMut(&aioctx::FdRef<'_>) + 'static,
+) -> RawFd {
+    let fd = k.open();
+    let k1 = k.clone();
+    let h = FdHandler::new()
+        .on_read(move |_| {
+            k1.take_readable(fd);
+        })
+        .on_poll(check, ready);
+    ctx.set_fd_handler(fd, h).unwrap();
+    k.set_readable(fd, true);
+    assert!(ctx.poll(true));
+    assert!(ctx.is_polled(fd), "joined the poll list on its first event");
+    fd
+}
+
+/// A poll that runs a BH is progress, also when a handler that polling found ready was removed
+/// before its io_poll_ready could run: here an idle BH, run in the same poll as that polling,
+/// removes the handler, turns polling off and polls (nested) for another BH.
+#[test]
+fn nested_poll_running_a_bh_is_progress_after_a_ready_handler_was_removed() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let (ctx, k) = model_ctx(10);
+    let readies = Arc::new(AtomicU32::new(0));
+    let r2 = readies.clone();
+    let fd = polled_handler(
+        &ctx,
+        &k,
+        |_| true,
+        move |_| {
+            r2.fetch_add(1, SeqCst);
+        },
+    );
+    let b_ran = Rc::new(Cell::new(false));
+    let b2 = b_ran.clone();
+    let b = ctx.bh_new(move |_| b2.set(true));
+    let nested = Rc::new(Cell::new(None));
+    let n2 = nested.clone();
+    let a = ctx.bh_new(move |this| {
+        let c = this.context();
+        c.remove_fd_handler(fd).unwrap();
+        c.set_poll_params(0, 0, 0);
+        b.schedule();
+        n2.set(Some(c.poll(false)));
+    });
+    a.schedule_idle();
+    ctx.poll(true);
+    assert!(b_ran.get(), "the nested poll ran the BH");
+    assert_eq!(nested.get(), Some(true), "a nested poll that ran a BH reported no progress");
+    assert_eq!(readies.load(SeqCst), 0, "io_poll_ready of a removed handler");
+}
+
+/// Polling keeps polling for its whole window: a device that becomes ready a few rounds in is
+/// served by that poll's io_poll_ready, without a wait (the point of polling).
+#[test]
+fn polling_lasts_its_window_and_finds_work_that_comes_a_few_rounds_in() {
+    watchdog("polling for the window", 10, || {
+        let (ctx, k) = model_ctx(10);
+        let checks = Arc::new(AtomicU32::new(0));
+        let readies = Arc::new(AtomicU32::new(0));
+        let (c2, r2) = (checks.clone(), readies.clone());
+        let fd = polled_handler(
+            &ctx,
+            &k,
+            move |_| c2.fetch_add(1, SeqCst) + 1 >= 5,
+            move |_| {
+                r2.fetch_add(1, SeqCst);
+            },
+        );
+        assert!(ctx.poll_ns(fd).unwrap() > 0, "a window to poll for");
+        checks.store(0, SeqCst);
+        assert!(ctx.poll(true), "the device was ready on the 5th io_poll");
+        assert_eq!(readies.load(SeqCst), 1);
+        assert!(checks.load(SeqCst) >= 5);
+    });
+}

@@ -404,14 +404,20 @@ async fn read_some(fd: &AsyncFd<UnixStream>, buf: &mut [u8]) -> io::Result<usize
 }
 
 #[test]
-fn async_fd_echo_between_two_tasks_on_every_backend() {
-    for (name, b) in backends() {
+fn async_fd_echo_between_two_tasks_on_every_backend_polling_or_not() {
+    for ((name, b), polling) in backends().into_iter().flat_map(|b| [(b.clone(), false), (b, true)])
+    {
         watchdog(name, 30, move || {
-            let ctx = ctx(&b);
+            let mut builder = AioContext::builder().backend(b);
+            if polling {
+                builder = builder.poll_params(50_000, 0, 0); // adaptive polling: 50 µs
+            }
+            let ctx = builder.build().unwrap();
             let (a, b) = UnixStream::pair().unwrap();
             a.set_nonblocking(true).unwrap();
             b.set_nonblocking(true).unwrap();
-            let (a, b) = (AsyncFd::with_context(&ctx, a).unwrap(), AsyncFd::with_context(&ctx, b).unwrap());
+            let (a, b) =
+                (AsyncFd::with_context(&ctx, a).unwrap(), AsyncFd::with_context(&ctx, b).unwrap());
             const N: usize = 200;
             let echo = ctx.spawn_local(async move {
                 let mut buf = [0u8; 64];
@@ -443,8 +449,12 @@ fn async_fd_echo_between_two_tasks_on_every_backend() {
                 Ok::<_, io::Error>(got)
             });
             let got = ctx.block_on(client).unwrap().unwrap();
-            assert_eq!(got, (0..N).map(|i| i as u8).collect::<Vec<_>>(), "{name}");
-            assert_eq!(ctx.block_on(echo).unwrap().unwrap(), N, "{name}");
+            assert_eq!(
+                got,
+                (0..N).map(|i| i as u8).collect::<Vec<_>>(),
+                "{name} polling={polling}"
+            );
+            assert_eq!(ctx.block_on(echo).unwrap().unwrap(), N, "{name} polling={polling}");
         });
     }
 }
@@ -491,4 +501,28 @@ fn async_fd_drop_removes_its_handler_and_into_inner_gives_the_object_back() {
     let a = AsyncFd::with_context(&ctx, r).unwrap();
     drop(a);
     assert!(!ctx.handle().set_fd_interest(fd, aioctx::Interest::READ).unwrap(), "removed by drop");
+}
+
+#[test]
+fn two_tasks_waiting_for_one_fd_both_wake() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (r, mut w) = UnixStream::pair().unwrap();
+        r.set_nonblocking(true).unwrap();
+        let r = Rc::new(AsyncFd::with_context(&ctx, r).unwrap());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let r = r.clone();
+                ctx.spawn_local(async move { r.readable().await.unwrap() })
+            })
+            .collect();
+        assert!(ctx.poll(false)); // both pending
+        w.write_all(b"x").unwrap(); // never read: the fd stays readable
+        let mut polls = 0;
+        while !waiters.iter().all(|t| t.is_finished()) {
+            ctx.poll(true);
+            polls += 1;
+            assert!(polls < 20, "{name}: a waiter was not woken");
+        }
+    }
 }

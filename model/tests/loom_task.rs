@@ -51,3 +51,20 @@ fn task_cancel_racing_wake() {
 fn task_context_drop_racing_wake() {
     model_named("task_context_drop_racing_wake", || task::task_end_racing_wake(End::DropContext));
 }
+
+/// The task's waker as the only link: two wakes, the second coalesced, each publishing a value
+/// (kills the weakenings of the `woken` flag's orderings: mutants/CLAIMS).
+#[test]
+#[cfg_attr(
+    aioctx_bug = "task_clears_woken_after_poll",
+    should_panic(expected = "p_no_lost_wakeup")
+)]
+fn task_wakes_publish() {
+    model_named("task_wakes_publish", task::task_wakes_publish);
+}
+
+/// `block_on`'s waker as the only link (mutants/CLAIMS).
+#[test]
+fn block_on_wake_publishes() {
+    model_named("block_on_wake_publishes", task::block_on_wake_publishes);
+}

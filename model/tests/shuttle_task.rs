@@ -38,3 +38,17 @@ fn task_cancel_racing_wake() {
 fn task_context_drop_racing_wake() {
     shuttle_model("task_context_drop_racing_wake", || task::task_end_racing_wake(End::DropContext));
 }
+
+#[test]
+#[cfg_attr(
+    aioctx_bug = "task_clears_woken_after_poll",
+    should_panic(expected = "p_no_lost_wakeup")
+)]
+fn task_wakes_publish() {
+    shuttle_model("task_wakes_publish", task::task_wakes_publish);
+}
+
+#[test]
+fn block_on_wake_publishes() {
+    shuttle_model("block_on_wake_publishes", task::block_on_wake_publishes);
+}

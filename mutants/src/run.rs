@@ -752,9 +752,17 @@ pub fn main(args: &[String]) -> Result<(), String> {
         tree.display()
     );
     sync_tree(&o.root, &tree)?;
-    let n_sites = schema::scan_tree(&o.root.join("impl/src"))?.0.len();
+    // The schema is written from this snapshot of impl/src, never from the work tree again: a
+    // rebuild after unviable mutants re-applies it, and an edit made meanwhile (cargo-mutants'
+    // spans are of the snapshot) would put their replacements at the wrong places.
+    let pristine = o.out.join("pristine");
+    let _ = std::fs::remove_dir_all(&pristine);
+    // From the scratch tree just synced (cargo-mutants lists there too), less the schema's runtime.
+    copy_dir(&tree.join("impl/src"), &pristine.join("impl/src"))?;
+    let _ = std::fs::remove_file(pristine.join("impl/src").join(schema::RUNTIME_PATH));
+    let n_sites = schema::scan_tree(&pristine.join("impl/src"))?.0.len();
     let logic: Vec<Placed> = if o.logic {
-        list_logic(&o)?
+        list_logic(&o, &tree)?
             .into_iter()
             .enumerate()
             .map(|(i, listed)| Placed { id: n_sites + i, listed })
@@ -763,10 +771,10 @@ pub fn main(args: &[String]) -> Result<(), String> {
         Vec::new()
     };
     let mut skip: BTreeSet<usize> = BTreeSet::new();
-    let mut applied = apply_schema(&o.root, &tree, &logic, &skip)?;
+    let mut applied = apply_schema(&pristine, &tree, &logic, &skip)?;
     skip.extend(applied.unplaced.iter().copied());
     if !applied.unplaced.is_empty() {
-        applied = apply_schema(&o.root, &tree, &logic, &skip)?;
+        applied = apply_schema(&pristine, &tree, &logic, &skip)?;
     }
     let equiv = equivalents(&o.root)?;
     let known = argued(&o.root, "mutants/SURVIVORS.md")?;
@@ -824,7 +832,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
                         }
                         eprintln!("    tier {name}: {} logic mutant(s) do not compile: left out as unviable", blamed.len());
                         skip.extend(blamed);
-                        applied = apply_schema(&o.root, &tree, &logic, &skip)?;
+                        applied = apply_schema(&pristine, &tree, &logic, &skip)?;
                         rounds += 1;
                     }
                     Err(BuildErr::Compile(_, msg) | BuildErr::Other(msg)) => return Err(msg),
@@ -898,9 +906,10 @@ pub fn main(args: &[String]) -> Result<(), String> {
 }
 
 /// cargo-mutants' logic mutants of the files in scope (`--files` narrows them).
-fn list_logic(o: &Opts) -> Result<Vec<crate::logic::Listed>, String> {
+/// Listed in `dir`, the scratch tree as synced (its impl/src is the schema's snapshot).
+fn list_logic(o: &Opts, dir: &Path) -> Result<Vec<crate::logic::Listed>, String> {
     let mut cmd = Command::new("cargo");
-    cmd.args(["mutants", "--list", "--json", "-p", "aioctx"]).current_dir(&o.root);
+    cmd.args(["mutants", "--list", "--json", "-p", "aioctx"]).current_dir(dir);
     let files: Vec<String> = match &o.files {
         Some(fs) => fs.iter().map(|f| format!("impl/src/{f}")).collect(),
         None => ["notify", "bh", "poll", "handler", "timer", "ctx"]

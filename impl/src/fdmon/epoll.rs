@@ -233,6 +233,11 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::Unsupported);
         assert_eq!(os_error(&e), Some(libc::EPERM));
         assert_eq!(m.len(), 0);
+        // Deleting it is an error too: only a descriptor the kernel already forgot (closed: EBADF,
+        // or its number reused: ENOENT) is deleted silently.
+        let e = m.delete(fd, 1).unwrap_err();
+        assert!(e.to_string().contains(&format!("fd {fd}")), "{e}");
+        assert_eq!(os_error(&e), Some(libc::EPERM));
     }
 
     #[test]

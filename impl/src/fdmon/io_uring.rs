@@ -794,6 +794,25 @@ mod tests {
         fd_monitor_suite!(maybe ring_or_skip(IoUring::without_ext_arg()));
     }
 
+    /// A ring without IORING_FEAT_EXT_ARG (kernels before 5.11, or `without_ext_arg`) times its
+    /// waits with an IORING_OP_TIMEOUT, whose timespec the ring keeps: the `timeout_op` suite above
+    /// runs that path, not the ext-arg one.
+    #[test]
+    fn without_ext_arg_a_timed_wait_uses_a_timeout_op() {
+        let Some(m) = ring_or_skip(IoUring::without_ext_arg()) else { return };
+        let unset = format!("{:?}", *m.ring.lock().timeout_ts);
+        assert!(wait(&m, Some(Duration::from_millis(3))).is_empty());
+        let set = format!("{:?}", *m.ring.lock().timeout_ts);
+        assert_ne!(unset, set, "the timed wait did not go through IORING_OP_TIMEOUT");
+        // With ext-arg (Linux 5.11+), the timeout goes with the wait itself: no extra SQE per wait.
+        let Some(m) = new() else { return };
+        if m.ring.lock().ext_arg {
+            let unset = format!("{:?}", *m.ring.lock().timeout_ts);
+            assert!(wait(&m, Some(Duration::from_millis(3))).is_empty());
+            assert_eq!(format!("{:?}", *m.ring.lock().timeout_ts), unset, "an IORING_OP_TIMEOUT");
+        }
+    }
+
     #[test]
     fn user_data_round_trips() {
         for (kind, idx, gen) in
@@ -805,6 +824,68 @@ mod tests {
         assert_eq!(decode(user_data(KIND_POLL, 1, GEN_MASK + 1)), (KIND_POLL, 1, 0));
     }
 
+    /// A table with one live registration whose (multishot if `multishot`) POLL_ADD of generation 0
+    /// is in flight.
+    fn one_polling_slot(multishot: bool) -> Table {
+        let mut t = Table::default();
+        t.slots.push(Slot {
+            fd: 5,
+            token: 9,
+            interest: Interest::READ,
+            gen: 0,
+            live: true,
+            polling: true,
+            want_arm: false,
+            want_remove: None,
+            inflight: 1,
+            dirty: false,
+            failed: false,
+            multishot,
+            parked: false,
+        });
+        t.by_fd.insert(5, 0);
+        t
+    }
+
+    /// Each cancellation (a modify or a re-arm of a polling registration) moves the slot to a
+    /// generation it has not had since (until the 30 bits wrap), so a late completion of any
+    /// earlier poll is recognisably stale.
+    #[test]
+    fn cancelled_polls_never_share_a_generation() {
+        let mut t = one_polling_slot(false);
+        let mut seen = std::collections::HashSet::from([t.slots[0].gen]);
+        for _ in 0..1000 {
+            t.slots[0].polling = true;
+            t.cancel_poll(0);
+            assert!(seen.insert(t.slots[0].gen), "generation {} again", t.slots[0].gen);
+        }
+    }
+
+    /// The error completions of a poll that the handler must not hear of as a hang-up: the kernel
+    /// cancelled it (the submitting thread exited: re-armed), or it has no multishot poll (before
+    /// Linux 5.13: parked until modified, not spinning). Any other error is reported once.
+    #[test]
+    fn harvest_error_completions() {
+        let ud = user_data(KIND_POLL, 0, 0);
+        let mut out = Vec::new();
+        let mut t = one_polling_slot(false);
+        t.harvest(ud, -libc::ECANCELED, false, &mut out);
+        assert!(out.is_empty(), "ECANCELED reported: {out:?}");
+        let s = t.slots[0];
+        assert!(s.want_arm && !s.failed && !s.polling, "{s:?}");
+
+        let mut t = one_polling_slot(true);
+        t.harvest(ud, -libc::EINVAL, false, &mut out);
+        assert!(out.is_empty(), "EINVAL of a multishot poll reported: {out:?}");
+        let s = t.slots[0];
+        assert!(s.parked && !s.multishot && !s.failed && !s.want_arm, "{s:?}");
+
+        let mut t = one_polling_slot(false);
+        t.harvest(ud, -libc::EBADF, false, &mut out);
+        assert_eq!(out, [Event { token: 9, readable: true, writable: true }]);
+        assert!(t.slots[0].failed && !t.slots[0].want_arm, "{:?}", t.slots[0]);
+    }
+
     #[test]
     fn setup_errors_say_why() {
         let msg = |errno| setup_error(io::Error::from_raw_os_error(errno), 128).to_string();
@@ -814,6 +895,15 @@ mod tests {
         let e = setup_error(io::Error::from_raw_os_error(libc::EPERM), 128);
         assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
         assert_eq!(os_error(&e), Some(libc::EPERM));
+        // A kernel that rejects the parameters (flags it does not know) has no usable io_uring.
+        assert!(msg(libc::EINVAL).contains("ring parameters"), "{}", msg(libc::EINVAL));
+        let e = setup_error(io::Error::from_raw_os_error(libc::EINVAL), 128);
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        for errno in [libc::EMFILE, libc::ENFILE] {
+            assert!(msg(errno).contains("no file descriptor"), "{}", msg(errno));
+        }
+        let e = setup_error(io::Error::from_raw_os_error(libc::ENOSYS), 128);
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
     }
 
     #[test]

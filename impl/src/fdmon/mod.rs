@@ -46,7 +46,8 @@ macro_rules! fd_monitor_suite {
             many_registrations_report_only_ready,
             more_ready_than_one_wait_returns_come_in_next_waits,
             signal_during_blocking_wait_keeps_waiting,
-            signal_during_timed_wait_is_never_early
+            signal_during_timed_wait_is_never_early,
+            debug_output_shows_the_registrations
         );
     };
     (@tests $new:expr; $($name:ident),*) => {$(
@@ -380,7 +381,14 @@ pub(crate) mod suite {
         }
         let mut seen = vec![false; dups.len()];
         for _ in 0..dups.len() {
-            for e in wait(&m, LONG) {
+            let ev = wait(&m, LONG);
+            // Everything is readable: a wait that ends with nothing ended at its timeout.
+            assert!(
+                !ev.is_empty(),
+                "{}: a wait reported nothing while 130 fds were ready",
+                m.name()
+            );
+            for e in ev {
                 seen[e.token as usize] = true;
             }
             if seen.iter().all(|&s| s) {
@@ -389,6 +397,19 @@ pub(crate) mod suite {
         }
         let missing: Vec<usize> = (0..seen.len()).filter(|&i| !seen[i]).collect();
         panic!("{}: never reported tokens {missing:?}", m.name());
+    }
+
+    /// A monitor's `{:?}` (in a context's or a failed test's output) says what it watches: it
+    /// changes when a registration comes and goes.
+    pub(crate) fn debug_output_shows_the_registrations<M: FdMonitor>(m: M) {
+        let p = Pipe::new();
+        let empty = format!("{m:?}");
+        m.add(p.rfd(), TOKEN, Interest::READ).unwrap();
+        let one = format!("{m:?}");
+        assert!(!empty.is_empty(), "{}: empty Debug output", m.name());
+        assert_ne!(empty, one, "{}: a registration does not show in {one}", m.name());
+        m.delete(p.rfd(), TOKEN).unwrap();
+        assert_ne!(format!("{m:?}"), one, "{}: a deletion does not show", m.name());
     }
 
     /// SIGUSR1 deliveries seen by [`on_sigusr1`].

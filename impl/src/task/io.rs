@@ -10,7 +10,7 @@
 //! again. A report can be stale (the fd was readable when the loop waited, and a task drained it
 //! before the handler ran), so a `WouldBlock` after a resolved `readable()` is normal: wait again.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -26,7 +26,8 @@ use crate::{AioContext, FdHandler, FdRef, Handle, Interest};
 struct Dir {
     /// Reported ready and not yet consumed by a `readable()` / `writable()`.
     ready: Cell<bool>,
-    waker: Cell<Option<Waker>>,
+    /// The tasks waiting (usually one).
+    wakers: RefCell<Vec<Waker>>,
 }
 
 impl Dir {
@@ -34,15 +35,15 @@ impl Dir {
     /// come back after its I/O); with no waiter, the report is kept and interest turned off.
     fn report(&self, st: &State, this: &FdRef<'_>, off: Interest) {
         self.ready.set(true);
-        match self.waker.take() {
-            Some(w) => w.wake(),
-            None => {
-                let now = st.interest.get();
-                let want = Interest { read: now.read && !off.read, write: now.write && !off.write };
-                if this.set_interest(want).is_ok() {
-                    st.interest.set(want);
-                }
+        let waiting = std::mem::take(&mut *self.wakers.borrow_mut());
+        if waiting.is_empty() {
+            let now = st.interest.get();
+            let want = Interest { read: now.read && !off.read, write: now.write && !off.write };
+            if this.set_interest(want).is_ok() {
+                st.interest.set(want);
             }
+        } else {
+            waiting.into_iter().for_each(Waker::wake);
         }
     }
 }
@@ -160,7 +161,9 @@ impl<T: AsRawFd> AsyncFd<T> {
     }
 
     /// Ready when the fd was reported readable (or hung up, or in error) since the last
-    /// `readable()` that resolved. Then read until `WouldBlock`, and wait again.
+    /// `readable()` that resolved. Then read until `WouldBlock`, and wait again. Several tasks may
+    /// wait at once: a report wakes them all, and the first to run consumes it (the others wait
+    /// again).
     ///
     /// # Errors
     ///
@@ -183,16 +186,17 @@ impl<T: AsRawFd> AsyncFd<T> {
         if d.ready.replace(false) {
             return Poll::Ready(Ok(()));
         }
-        let w = d.waker.take();
-        d.waker.set(Some(match w {
-            Some(w) if w.will_wake(cx.waker()) => w,
-            _ => cx.waker().clone(),
-        }));
+        {
+            let mut ws = d.wakers.borrow_mut();
+            if !ws.iter().any(|w| w.will_wake(cx.waker())) {
+                ws.push(cx.waker().clone());
+            }
+        }
         let now = self.st.interest.get();
         if (read && !now.read) || (!read && !now.write) {
             let want = Interest { read: now.read || read, write: now.write || !read };
             if let Err(e) = self.set_interest(want) {
-                d.waker.take();
+                d.wakers.borrow_mut().retain(|w| !w.will_wake(cx.waker()));
                 return Poll::Ready(Err(io::Error::new(
                     e.kind(),
                     format!("AsyncFd: fd {}: turning interest on: {e}", self.fd),

@@ -60,18 +60,23 @@ struct TaskWaker {
 
 impl TaskWaker {
     fn wake(&self) {
-        // ORDERING: AcqRel: Release publishes what the waker wrote before the wake to the task's
-        // poll, which clears the flag with an Acquire RMW (the release sequence of this swap);
-        // Acquire orders this swap after the previous clear it reads.
-        if !self.woken.swap(true, Ordering::AcqRel) {
+        // ORDERING: Release. Pairs with the swap in `clear`. A wake that finds `woken` set
+        // (coalesced: it schedules nothing) publishes what the waker wrote before it only through
+        // this store, to the task's clear (an Acquire RMW that reads it, or a later value of its
+        // release sequence). Reading `false` needs no Acquire: the schedule that follows publishes
+        // through the BH's own flags, and the waker reads nothing the task wrote. (mutants/CLAIMS: loom's task_wakes_publish kills
+        // `task::wake::swap#1:ord0=Relaxed`.)
+        if !self.woken.swap(true, Ordering::Release) {
             self.sched.schedule();
         }
     }
 
     /// Called by the task before each poll of its future: a wake from now on schedules it again.
     fn clear(&self) {
-        // ORDERING: Acquire: pairs with the Release half of `wake`'s swap, so the poll that follows
-        // sees what the waker published. An RMW, so it reads the latest wake in modification order.
+        // ORDERING: Acquire. Pairs with the swap in `wake`. So the poll that follows sees what a
+        // coalesced wake published. An RMW, so it reads the latest wake in modification order: a
+        // wake after it reads `false` and schedules again. (mutants/CLAIMS: loom's task_wakes_publish
+        // kills `task::clear::swap#1:ord0=Relaxed`.)
         self.woken.swap(false, Ordering::Acquire);
     }
 
@@ -368,12 +373,15 @@ impl AioContext {
     #[doc(alias = "AIO_WAIT_WHILE")]
     pub fn block_on<F: Future>(&self, fut: F) -> F::Output {
         let mut fut = std::pin::pin!(fut);
-        let flag = Arc::new(BlockOnWaker { woken: AtomicBool::new(true), ctx: self.handle().clone() });
+        let flag =
+            Arc::new(BlockOnWaker { woken: AtomicBool::new(true), ctx: self.handle().clone() });
         let waker = block_on_waker(&flag);
         let mut cx = Context::from_waker(&waker);
         loop {
-            // ORDERING: Acquire: pairs with the waker's Release swap (what it published is seen by
-            // this poll of `fut`).
+            // ORDERING: Acquire. Pairs with the swap in `BlockOnWaker::wake`. What the waker
+            // published is seen by this poll of `fut` (a second wake that found the flag set did not
+            // notify: this is its only publication). (mutants/CLAIMS: loom's block_on_wake_publishes kills
+            // `task::block_on::swap#1:ord0=Relaxed`.)
             if flag.woken.swap(false, Ordering::Acquire) {
                 let _cur = self.enter_current();
                 if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
@@ -396,8 +404,9 @@ struct BlockOnWaker {
 
 impl BlockOnWaker {
     fn wake(&self) {
-        // ORDERING: Release: publishes what the waker wrote to block_on's Acquire swap. The notify's
-        // own fences order the flag before its check of `notify_me`.
+        // ORDERING: Release. Pairs with the swap in `block_on`. Publishes what the waker wrote. The notify's
+        // own fences order the flag before its check of `notify_me`. (mutants/CLAIMS: loom's
+        // block_on_wake_publishes kills `task::wake::swap#2:ord0=Relaxed`.)
         if !self.woken.swap(true, Ordering::Release) {
             self.ctx.notify();
         }

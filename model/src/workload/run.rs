@@ -85,7 +85,11 @@ unsafe impl<T> Sync for HomeOnly<T> {}
 
 impl<T> HomeOnly<T> {
     fn get(&self) -> &T {
-        assert_eq!(thread::current().id(), self.home, "home-only state touched off the home thread");
+        assert_eq!(
+            thread::current().id(),
+            self.home,
+            "home-only state touched off the home thread"
+        );
         &self.v
     }
 }
@@ -324,7 +328,11 @@ impl Objs {
     }
 
     /// A task's future: each poll is a call of BH `b`'s callback; it never completes.
-    fn task_future(w: Weak<Objs>, b: u8, t: Arc<TaskWake>) -> impl std::future::Future<Output = ()> {
+    fn task_future(
+        w: Weak<Objs>,
+        b: u8,
+        t: Arc<TaskWake>,
+    ) -> impl std::future::Future<Output = ()> {
         std::future::poll_fn(move |cx| {
             // The waker first, then the flag: a wake from now on reaches this task again.
             *t.waker.lock() = Some(cx.waker().clone());

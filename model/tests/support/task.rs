@@ -86,8 +86,11 @@ pub fn task_wake_vs_blocking_poll(s: Size) {
     }
     let mut ts = Keep::new(Vec::new());
     for r in 0..s.remotes {
-        let mine: Vec<_> =
-            sigs.iter().filter(|(i, _)| i / s.per_remote == r).map(|(i, s)| (*i, s.clone())).collect();
+        let mine: Vec<_> = sigs
+            .iter()
+            .filter(|(i, _)| i / s.per_remote == r)
+            .map(|(i, s)| (*i, s.clone()))
+            .collect();
         let gate = gate.clone();
         ts.push(thread::spawn(move || {
             for (j, (i, sig)) in mine.into_iter().enumerate() {
@@ -105,11 +108,9 @@ pub fn task_wake_vs_blocking_poll(s: Size) {
         let mut j = j;
         let mut cx = Context::from_waker(Waker::noop());
         match Pin::new(&mut j).poll(&mut cx) {
-            Poll::Ready(Ok(v)) => assert_eq!(
-                v,
-                i as u32 + 1,
-                "p_wake_publishes violated: task {i} saw another value"
-            ),
+            Poll::Ready(Ok(v)) => {
+                assert_eq!(v, i as u32 + 1, "p_wake_publishes violated: task {i} saw another value")
+            }
             other => panic!("task {i}: {other:?}"),
         }
     }
@@ -207,4 +208,73 @@ pub fn task_end_racing_wake(end: End) {
         while ctx.poll(false) {}
         assert_eq!(polls.get(), after, "a finished task was polled again");
     }
+}
+
+/// The waker is the only link between the threads: the remote gets the task's waker (taken from its
+/// first poll, handed over by the thread spawn) and publishes two values through it, `1` then `2`,
+/// with a wake after each; the second wake usually finds the first one pending (`woken` still set)
+/// and schedules nothing, so its value reaches the task only through the `woken` flag's release /
+/// acquire pair. The task must see `2` (`p_wake_publishes`) and finish (`p_no_lost_wakeup`: a poll
+/// that missed `2` after the last wake was absorbed never runs again). No lock of the scenario's own
+/// orders anything (a mutex around the waker, as in [`Signal`], would publish for the waker and
+/// hide its orderings).
+pub fn task_wakes_publish() {
+    let k = ModelKernel::new();
+    let ctx = model_ctx(&k);
+    let data = Arc::new(AtomicU32::new(0));
+    let slot: std::rc::Rc<std::cell::RefCell<Option<Waker>>> = Default::default();
+    let (d, s) = (data.clone(), slot.clone());
+    let j = ctx.spawn_local(std::future::poll_fn(move |cx| {
+        s.borrow_mut().get_or_insert_with(|| cx.waker().clone());
+        // ORDERING: Relaxed on purpose: the verdict on the waker's orderings.
+        if d.load(Ordering::Relaxed) == 2 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }));
+    assert!(ctx.poll(false)); // the first poll: pending, its waker in `slot`
+    let w = slot.borrow_mut().take().expect("the task left its waker");
+    let ts: Keep<Vec<_>> = Keep::new(vec![thread::spawn(move || {
+        data.store(1, Ordering::Relaxed);
+        w.wake_by_ref();
+        data.store(2, Ordering::Relaxed);
+        w.wake();
+    })]);
+    while !j.is_finished() {
+        ctx.poll(true);
+    }
+    join_all(ts);
+}
+
+/// `block_on`'s waker as the only link: the future hands its waker to a remote thread it spawns in
+/// its first poll; the remote stores `1` (Relaxed) and wakes, then `2` and wakes again. The second
+/// wake can land after `block_on`'s `poll(true)` returned for the first one and before `block_on`
+/// consumed its flag: it finds the flag set and does not notify, so `2` reaches the future only
+/// through the flag's release / acquire pair. The future must see `2` (`p_wake_publishes`) and
+/// `block_on` return (`p_no_lost_wakeup`).
+pub fn block_on_wake_publishes() {
+    let k = ModelKernel::new();
+    let ctx = model_ctx(&k);
+    let data = Arc::new(AtomicU32::new(0));
+    let mut ts: Option<Keep<Vec<thread::JoinHandle<()>>>> = None;
+    let d = data.clone();
+    ctx.block_on(std::future::poll_fn(|cx| {
+        if ts.is_none() {
+            let (w, d) = (cx.waker().clone(), d.clone());
+            ts = Some(Keep::new(vec![thread::spawn(move || {
+                d.store(1, Ordering::Relaxed);
+                w.wake_by_ref();
+                d.store(2, Ordering::Relaxed);
+                w.wake();
+            })]));
+        }
+        // ORDERING: Relaxed on purpose, as in `task_wakes_publish`.
+        if data.load(Ordering::Relaxed) == 2 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }));
+    join_all(ts.expect("the future was polled"));
 }
