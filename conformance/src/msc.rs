@@ -33,6 +33,7 @@
 //! #! bug poll_no_recheck_notified
 //! #! violation last          (or a 0-based step index; default: none)
 //! #! cycle 7                 (a busy loop: the cycle starts at step 7)
+//! #! note the panic: ...     (free text under the chart)
 //! 0 ctx_poll_compute_timeout timeout=-1
 //! 1 bh_schedule_flags bh=0 flags=1
 //! ...
@@ -266,6 +267,7 @@ impl Chart {
                 "bug" => c.bug = Some(arg.to_string()),
                 "violation" => violation = Some(arg.to_string()),
                 "cycle" => cycle = Some(arg.to_string()),
+                "note" => c.note = arg.to_string(),
                 "thread" => {
                     let (n, name) = arg.split_once(char::is_whitespace).unwrap_or((arg, ""));
                     let n: usize = n.parse().map_err(|_| line_err("bad thread number"))?;
@@ -555,6 +557,34 @@ mod tests {
         assert_eq!(c.violation, Some(3));
         assert_eq!(c.lifelines, vec!["T0 home".to_string(), "T1".to_string()]);
         assert_eq!(c.property.as_deref(), Some("p_no_lost_wakeup"));
+    }
+
+    /// What the facade's runner wrote for a loom failure (`impl/src/sync/runner.rs`, `ci/loom`'s
+    /// build of the planted bug `task_clears_woken_after_poll` with the `trace` feature).
+    const LOOM_TRACE: &str = include_str!(
+        "../tests/data/loom.task_wake_vs_blocking_poll.task_clears_woken_after_poll.trace"
+    );
+
+    #[test]
+    fn a_loom_failure_trace_becomes_a_chart_with_its_property_and_violating_step() {
+        let c = Chart::parse(LOOM_TRACE).unwrap();
+        assert!(c.title.starts_with("task_wake_vs_blocking_poll under loom"), "{}", c.title);
+        assert!(c.checker.starts_with("loom"));
+        assert_eq!(c.property.as_deref(), Some("p_no_lost_wakeup"));
+        assert_eq!(c.bug.as_deref(), Some("task_clears_woken_after_poll"));
+        assert_eq!(c.lifelines, vec!["T0 home".to_string(), "T1 remote 1".to_string()]);
+        // The poller's last step: it re-checked `notified`, saw nothing, and blocked for good.
+        let last = c.events.len() - 1;
+        assert_eq!(c.violation, Some(last));
+        assert_eq!(c.events[last].label, "ctx_poll_recheck_notified");
+        assert!(c
+            .note
+            .starts_with("the panic: p_no_lost_wakeup violated: every thread is blocked"));
+        let svg = c.svg(&|_| None);
+        assert_eq!(svg.matches(r#"class="violation""#).count(), 1);
+        assert!(svg.contains("violated: p_no_lost_wakeup"));
+        assert!(svg.contains("planted bug: task_clears_woken_after_poll"));
+        assert!(svg.contains("the panic: p_no_lost_wakeup violated"), "the note under the chart");
     }
 
     #[test]

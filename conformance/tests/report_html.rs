@@ -1,7 +1,7 @@
 //! The HTML report (`target/verify/index.html`, `verify-report`) in a real browser: headless
 //! Chromium (Debian's `chromium`; `.ci/run` installs it) loads a report built from a real spin
-//! counterexample, the real code replaying it, the Rust model's explorer counterexamples and a trace
-//! file of the documented input format, takes a screenshot and dumps the DOM. The page must have rendered (the screenshot is not
+//! counterexample, the real code replaying it, the Rust model's explorer counterexamples and two trace
+//! files of the documented input format (a shrunk workload, a loom failure), takes a screenshot and dumps the DOM. The page must have rendered (the screenshot is not
 //! blank: a share of non-white pixels, and the red of a violation box) and every chart must be in
 //! the DOM with its violation and its property. A blank page is shown to fail the same check.
 //! Prints `MEASURE report ...` (screenshot size, chart count). Run by ci/test and ci/verify's report
@@ -104,6 +104,14 @@ fn build_report(dir: &Path) -> (PathBuf, usize) {
          0 ctx_poll_notify_me_add notify_me=2\n0 ctx_poll_fence\n0 ctx_poll_wait notifier=0\n",
     )
     .unwrap();
+    // A loom failure as the facade's runner writes it (ci/loom's planted-bug builds).
+    std::fs::copy(
+        aioctx_conformance::root().join(
+            "conformance/tests/data/loom.task_wake_vs_blocking_poll.task_clears_woken_after_poll.trace",
+        ),
+        traces.join("loom.trace"),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_verify-report"))
         .args(["--summary".as_ref(), summary.as_os_str()])
         .args(["--out".as_ref(), dir.join("out").as_os_str()])
@@ -128,8 +136,9 @@ fn build_report(dir: &Path) -> (PathBuf, usize) {
 fn report_renders_in_chromium_with_every_chart() {
     let dir = out_dir().join("report-html");
     let (page, charts) = build_report(&dir);
-    // One spin trail, the real code replaying it, the Rust model's five planted bugs, one trace file.
-    assert_eq!(charts, 8, "charts drawn");
+    // One spin trail, the real code replaying it, the Rust model's five planted bugs, two trace
+    // files (a shrunk workload, a loom failure).
+    assert_eq!(charts, 9, "charts drawn");
 
     let dom = browser(&page, &["--dump-dom"]);
     assert!(
@@ -147,6 +156,12 @@ fn report_renders_in_chromium_with_every_chart() {
     assert!(dom.contains("planted bug: poll_no_recheck_notified"));
     assert!(dom.contains("impl/src/notify.rs#L"), "step names link to their code line");
     assert!(dom.contains("a shrunk workload"), "the trace file's chart");
+    assert!(
+        dom.contains(
+            "task_wake_vs_blocking_poll under loom, planted bug task_clears_woken_after_poll"
+        ) && dom.contains("planted bug: task_clears_woken_after_poll"),
+        "the loom failure's chart"
+    );
     assert!(
         dom.contains("the real code leaves the buggy run")
             && dom.contains("ctx_poll_recheck_notified"),

@@ -4,7 +4,8 @@
 //! (`model/src/`); its snake_case name is the label, character for character. A test in
 //! `conformance/` checks that the three sets agree. Without the `trace` feature the recording hook
 //! compiles to nothing; with it, each step is recorded with the values it read or wrote
-//! (see [`Recorder`]).
+//! (`start`, `stop`). Under `--cfg aioctx_loom` / `aioctx_shuttle` the facade's runner records
+//! every execution and writes the failing one as a `*.trace` file (`crate::sync::model`).
 //!
 //! Labels of environment processes in the Promela models (devices, the guest) start with `env_`, and
 //! the TSO store-buffer machinery with `tso_`; they are not implementation steps.
@@ -33,6 +34,8 @@ macro_rules! trace_step {
 /// lock is held across the access and the append, so the log is a linearization in which every read
 /// sees the latest write before it (a sequence number taken after the access would not be: thread A
 /// stores then takes #5, thread B loads A's value and takes #4). Weak memory stays loom's job.
+/// Under loom and shuttle nothing is held across the access (a std lock would deadlock their
+/// single-OS-thread schedulers) and the record right after it is exact (the recorder's module docs).
 /// With the feature the step first passes the replay gate ([`gate`], before the lock).
 /// Without the feature it is just the access (and the type check of the step, as in [`trace_step!`]).
 ///
@@ -52,6 +55,7 @@ macro_rules! traced {
         #[cfg(feature = "trace")]
         {
             $crate::trace::record(&mut __trace_guard, $step, &[$($((stringify!($k), ($v) as i64)),*)?]);
+            #[allow(clippy::drop_non_drop)] // under loom / shuttle the "guard" holds nothing
             drop(__trace_guard);
         }
     };
@@ -66,6 +70,7 @@ macro_rules! traced {
         #[cfg(feature = "trace")]
         {
             $crate::trace::record(&mut __trace_guard, $step, &[$($((stringify!($k), ($v) as i64)),*)?]);
+            #[allow(clippy::drop_non_drop)] // under loom / shuttle the "guard" holds nothing
             drop(__trace_guard);
         }
     };
@@ -73,9 +78,39 @@ macro_rules! traced {
 
 #[cfg(feature = "trace")]
 mod recorder {
+    //! Two variants of the lock discipline over one log:
+    //!
+    //! - std builds: the trace lock is held across the access and the append ([`traced!`]), so the
+    //!   log is a linearization of real threads.
+    //! - loom / shuttle builds (`--cfg aioctx_loom` / `aioctx_shuttle`): both run every model thread
+    //!   of an execution on ONE OS thread (the caller's) and switch threads only at facade
+    //!   operations, so a std lock held across a facade access would be taken again by the next
+    //!   model thread (a deadlock). There [`lock`] takes nothing and [`record`] appends right after
+    //!   the access: no facade operation runs in between, so the log is the execution order exactly.
+    //!   The log is that OS thread's own (a std `thread_local!`), so tests that run models in
+    //!   parallel do not mix their steps. Threads are told apart by the facade's thread ids (std's
+    //!   are all equal there), and the facade's runner (`crate::sync::model`) calls [`start`] at the
+    //!   start of every execution, so after a failure the log holds the failing execution only.
     use super::Step;
+    #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
     #[allow(clippy::disallowed_types)]
     use std::sync::{Mutex, MutexGuard};
+
+    /// A thread's identity in the log: std's, or the model checker's (facade) thread id.
+    #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+    type Tid = std::thread::ThreadId;
+    #[cfg(any(aioctx_loom, aioctx_shuttle))]
+    type Tid = crate::sync::thread::ThreadId;
+
+    #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+    fn current_tid() -> Tid {
+        std::thread::current().id()
+    }
+    #[cfg(any(aioctx_loom, aioctx_shuttle))]
+    fn current_tid() -> Tid {
+        // Not a scheduling point in either checker (no branch, no yield).
+        crate::sync::thread::current().id()
+    }
 
     /// One recorded step: the recording thread's index (in order of first record), the step, the
     /// values it read or wrote.
@@ -106,16 +141,83 @@ mod recorder {
     pub struct Log {
         on: bool,
         events: Vec<TraceEvent>,
-        threads: Vec<std::thread::ThreadId>,
+        threads: Vec<Tid>,
     }
 
+    impl Log {
+        /// `me`'s index, given on its first appearance.
+        fn index_of(&mut self, me: Tid) -> u32 {
+            match self.threads.iter().position(|t| *t == me) {
+                Some(i) => i as u32,
+                None => {
+                    self.threads.push(me);
+                    self.threads.len() as u32 - 1
+                }
+            }
+        }
+
+        /// Append one step of thread `me` (see [`record`] for where a `ctx_poll_wait` goes).
+        fn append(&mut self, me: Tid, step: Step, values: &[(&'static str, i64)]) {
+            let thread = self.index_of(me);
+            let ev = TraceEvent { thread, step, values: values.to_vec() };
+            let not_ready =
+                step == Step::CtxPollWait && values.iter().any(|&(k, v)| k == "notifier" && v == 0);
+            if not_ready {
+                let since =
+                    self.events.iter().rposition(|e| e.thread == thread).map_or(0, |i| i + 1);
+                if let Some(off) =
+                    self.events[since..].iter().position(|e| e.step == Step::CtxNotifyEventSet)
+                {
+                    self.events.insert(since + off, ev);
+                    return;
+                }
+            }
+            self.events.push(ev);
+        }
+    }
+
+    #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
     #[allow(clippy::disallowed_types)]
     static LOG: Mutex<Log> = Mutex::new(Log { on: false, events: Vec::new(), threads: Vec::new() });
 
+    #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+    #[allow(clippy::disallowed_types)]
+    fn log() -> MutexGuard<'static, Log> {
+        LOG.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+    fn with_log<R>(f: impl FnOnce(&mut Log) -> R) -> R {
+        f(&mut log())
+    }
+
+    #[cfg(any(aioctx_loom, aioctx_shuttle))]
+    std::thread_local! {
+        /// The log of the model run on this OS thread (see the module docs).
+        static HERE: std::cell::RefCell<Log> = const {
+            std::cell::RefCell::new(Log { on: false, events: Vec::new(), threads: Vec::new() })
+        };
+    }
+
+    #[cfg(any(aioctx_loom, aioctx_shuttle))]
+    fn with_log<R>(f: impl FnOnce(&mut Log) -> R) -> R {
+        HERE.with(|l| f(&mut l.borrow_mut()))
+    }
+
+    /// Tell an installed replay gate that `step` is done.
+    fn gate_done(step: Step, values: &[(&'static str, i64)]) {
+        if super::GATE_ON.load(std::sync::atomic::Ordering::Acquire) {
+            if let Some(g) = super::current_gate() {
+                g.done(step, values);
+            }
+        }
+    }
+
     /// The trace lock (held across a protocol access and its record).
+    #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
     #[allow(clippy::disallowed_types)]
     pub fn lock() -> MutexGuard<'static, Log> {
-        LOG.lock().unwrap_or_else(|e| e.into_inner())
+        log()
     }
 
     /// Append one step under the trace lock (and tell an installed replay gate it is done).
@@ -128,64 +230,63 @@ mod recorder {
     /// read happened: the eventfd is cleared only by the polling thread itself, so it was clear from
     /// that thread's previous step until the wait looked at it, which was before the first write.
     /// A wait that reports it readable is appended: nothing but this thread clears it meanwhile.
+    #[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
     #[allow(clippy::disallowed_types)]
     pub fn record(log: &mut MutexGuard<'static, Log>, step: Step, values: &[(&'static str, i64)]) {
-        if super::GATE_ON.load(std::sync::atomic::Ordering::Acquire) {
-            if let Some(g) = super::current_gate() {
-                g.done(step, values);
-            }
-        }
+        gate_done(step, values);
         if !log.on {
             return;
         }
-        let me = std::thread::current().id();
-        let thread = match log.threads.iter().position(|t| *t == me) {
-            Some(i) => i as u32,
-            None => {
-                log.threads.push(me);
-                log.threads.len() as u32 - 1
-            }
-        };
-        let ev = TraceEvent { thread, step, values: values.to_vec() };
-        let not_ready =
-            step == Step::CtxPollWait && values.iter().any(|&(k, v)| k == "notifier" && v == 0);
-        if not_ready {
-            let since = log.events.iter().rposition(|e| e.thread == thread).map_or(0, |i| i + 1);
-            if let Some(off) =
-                log.events[since..].iter().position(|e| e.step == Step::CtxNotifyEventSet)
-            {
-                log.events.insert(since + off, ev);
-                return;
-            }
+        log.append(current_tid(), step, values);
+    }
+
+    /// Under loom / shuttle, what [`lock`] returns: nothing is held across the access (see the
+    /// module docs).
+    #[cfg(any(aioctx_loom, aioctx_shuttle))]
+    #[derive(Debug)]
+    pub struct NotHeld;
+
+    /// Under loom / shuttle: takes nothing (see the module docs).
+    #[cfg(any(aioctx_loom, aioctx_shuttle))]
+    pub fn lock() -> NotHeld {
+        NotHeld
+    }
+
+    /// Under loom / shuttle: append one step right after its access (the placement of a
+    /// `ctx_poll_wait` is the std variant's). Nothing is recorded while the thread unwinds: after
+    /// loom's deadlock panic there is no active model thread to ask for its id.
+    #[cfg(any(aioctx_loom, aioctx_shuttle))]
+    pub fn record(_: &mut NotHeld, step: Step, values: &[(&'static str, i64)]) {
+        gate_done(step, values);
+        if std::thread::panicking() {
+            return;
         }
-        log.events.push(ev);
+        with_log(|l| {
+            if l.on {
+                l.append(current_tid(), step, values);
+            }
+        });
     }
 
     /// Start recording (clears the log). The thread that calls it is thread 0.
     pub fn start() {
-        let mut g = lock();
-        *g = Log { on: true, events: Vec::new(), threads: vec![std::thread::current().id()] };
+        let me = current_tid();
+        with_log(|l| *l = Log { on: true, events: Vec::new(), threads: vec![me] });
     }
 
     /// Give `thread` the next thread index now (instead of at its first record), so that a harness
     /// can number its threads in its own order (e.g. a scenario's: pollers, then remotes). Returns
     /// the index (the existing one if the thread is already known).
-    pub fn register_thread(thread: std::thread::ThreadId) -> u32 {
-        let mut g = lock();
-        match g.threads.iter().position(|t| *t == thread) {
-            Some(i) => i as u32,
-            None => {
-                g.threads.push(thread);
-                g.threads.len() as u32 - 1
-            }
-        }
+    pub fn register_thread(thread: Tid) -> u32 {
+        with_log(|l| l.index_of(thread))
     }
 
     /// Stop recording and return the log.
     pub fn stop() -> Vec<TraceEvent> {
-        let mut g = lock();
-        g.on = false;
-        std::mem::take(&mut g.events)
+        with_log(|l| {
+            l.on = false;
+            std::mem::take(&mut l.events)
+        })
     }
 }
 
@@ -254,6 +355,8 @@ pub struct DebugState {
     pub bh_list: bool,
 }
 
+#[cfg(all(feature = "trace", any(aioctx_loom, aioctx_shuttle)))]
+pub use recorder::NotHeld;
 #[cfg(feature = "trace")]
 pub use recorder::{lock, record, register_thread, start, stop, Log, TraceEvent};
 

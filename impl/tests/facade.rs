@@ -50,7 +50,8 @@ fn scan(dir: &Path, hits: &mut Vec<String>, files: &mut usize) {
 fn allowed(p: &Path, code: &str) -> bool {
     let f = p.to_string_lossy();
     // The trace recorder and the replay gate are instrumentation outside the protocol (feature
-    // `trace` only; never built under a checker), so they may use std's primitives.
+    // `trace` only), so they may use std's primitives. Under a checker the recorder holds nothing
+    // across a facade operation (its log is the model's OS thread's own) and no gate is installed.
     (f.ends_with("trace.rs") && (code.contains("std::sync") || code.contains("std::thread")))
         // IoThread names its OS thread (std builds only; under the checkers it uses the facade).
         || (f.ends_with("iothread.rs") && code.contains("thread::Builder"))

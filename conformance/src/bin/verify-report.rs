@@ -2,7 +2,9 @@
 //! `aioctx_conformance::report`), with a message-sequence chart of every planted bug's
 //! counterexample: spin's trails (`<summary>/trails/`), the Rust model's explorer counterexamples,
 //! and every `*.trace` file (`aioctx_conformance::msc`'s input format) under the `--traces`
-//! directories (default: `target/workloads`, if it exists).
+//! directories (default: `<summary>/traces` (loom's and shuttle's failing executions of the planted
+//! bugs, which `ci/verify` copies from `target/<checker>/traces/`) and `target/workloads`, each if it
+//! exists).
 //!
 //! Usage: `verify-report --summary DIR --out DIR [--traces DIR]...`
 //! Exits 1 (after writing the report, which names them) when a chart could not be built, 2 on a
@@ -43,8 +45,11 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let root = aioctx_conformance::root();
-    if traces.is_empty() && root.join("target/workloads").is_dir() {
-        traces.push(root.join("target/workloads"));
+    if traces.is_empty() {
+        traces = [summary.join("traces"), root.join("target/workloads")]
+            .into_iter()
+            .filter(|d| d.is_dir())
+            .collect();
     }
     let mut inp = Inputs { summary: summary.clone(), root, ..Inputs::default() };
     let (mut spin, mut model, mut work) = (0, 0, 0);
