@@ -424,21 +424,30 @@ fn local_handlers_are_dropped_on_home() {
 /// A task's waker as another thread sees it: a slot the task fills on each poll.
 type WakerSlot = Arc<std::sync::Mutex<Option<std::task::Waker>>>;
 
-/// A task that stores its waker in `slot` and finishes once `go` is set.
-fn waiting_task(
-    ctx: &AioContext,
+/// A task spawned on `ctx` and polled once: it stores its waker in the slot on each poll and
+/// finishes once the value (the `AtomicUsize`) is set; its future holds a [`HomeOnly`] guard, whose
+/// drop count is returned.
+struct WaitingTask {
+    task: aioctx::task::JoinHandle<usize>,
     slot: WakerSlot,
     go: Arc<AtomicUsize>,
-    guard: HomeOnly,
-) -> aioctx::task::JoinHandle<usize> {
-    ctx.spawn_local(std::future::poll_fn(move |cx| {
+    dropped: Rc<Cell<u32>>,
+}
+
+fn waiting_task(ctx: &AioContext) -> WaitingTask {
+    let (guard, dropped) = HomeOnly::new();
+    let (slot, go) = (WakerSlot::default(), Arc::new(AtomicUsize::new(0)));
+    let (s, g) = (slot.clone(), go.clone());
+    let task = ctx.spawn_local(std::future::poll_fn(move |cx| {
         let _g = &guard;
-        *slot.lock().unwrap() = Some(cx.waker().clone());
-        match go.load(Ordering::Acquire) {
+        *s.lock().unwrap() = Some(cx.waker().clone());
+        match g.load(Ordering::Acquire) {
             0 => std::task::Poll::Pending,
             v => std::task::Poll::Ready(v),
         }
-    }))
+    }));
+    assert!(ctx.poll(false), "the first poll of the task");
+    WaitingTask { task, slot, go, dropped }
 }
 
 /// A task woken from another thread while the home thread blocks (the waker schedules the task's
@@ -448,10 +457,7 @@ fn waiting_task(
 fn task_woken_from_another_thread_vs_blocking_poll() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let (guard, dropped) = HomeOnly::new();
-        let (slot, go) = (WakerSlot::default(), Arc::new(AtomicUsize::new(0)));
-        let t = waiting_task(&ctx, slot.clone(), go.clone(), guard);
-        assert!(ctx.poll(false), "{name}: the first poll of the task");
+        let WaitingTask { task: t, slot, go, dropped } = waiting_task(&ctx);
         let th = thread::spawn(move || {
             go.store(5, Ordering::Release);
             let w = slot.lock().unwrap().take();
@@ -473,10 +479,7 @@ fn task_woken_from_another_thread_vs_blocking_poll() {
 fn task_waker_outliving_its_task_and_context() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let (guard, dropped) = HomeOnly::new();
-        let (slot, go) = (WakerSlot::default(), Arc::new(AtomicUsize::new(0)));
-        let t = waiting_task(&ctx, slot.clone(), go, guard);
-        assert!(ctx.poll(false));
+        let WaitingTask { task: t, slot, dropped, .. } = waiting_task(&ctx);
         let w = slot.lock().unwrap().take().expect("the task left its waker");
         let (tx, rx) = mpsc::channel::<()>();
         let th = thread::spawn(move || {
@@ -500,10 +503,7 @@ fn task_waker_outliving_its_task_and_context() {
 fn task_pending_when_its_context_is_dropped() {
     for (name, b) in backends() {
         let ctx = ctx(&b);
-        let (guard, dropped) = HomeOnly::new();
-        let (slot, go) = (WakerSlot::default(), Arc::new(AtomicUsize::new(0)));
-        let t = waiting_task(&ctx, slot.clone(), go, guard);
-        assert!(ctx.poll(false));
+        let WaitingTask { task: t, slot, dropped, .. } = waiting_task(&ctx);
         let th = thread::spawn(move || {
             if let Some(w) = slot.lock().unwrap().take() {
                 w.wake();
