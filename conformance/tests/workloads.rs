@@ -512,6 +512,9 @@ fn issue14_defect2_rearmed_timer_with_nested_poll() {
 #[test]
 fn generated_programs_poll_tasks_and_wake_them_remotely() {
     use aioctx_model::workload::run::{run, Env};
+    // The real code records into the global trace (this binary builds impl with `trace`): another
+    // test's recording must not see these runs' steps.
+    let _g = serial();
     let (mut polls, mut remote_owned, mut programs) = (0, 0, 0);
     for seed in 0..64u64 {
         let p = Program::random(seed, Size { remotes: 2, ops: 6 });
