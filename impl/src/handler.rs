@@ -388,17 +388,24 @@ impl AioHandler {
     }
 
     /// io_poll_begin / io_poll_end: tracked so that end always follows begin (§6.3). Deleted handlers
-    /// still get their end (from finalisation).
+    /// still get their end (from finalisation). Not while a callback of this handler runs (a poll
+    /// nested in it began or ended poll mode): a callback is never re-entered (§5.4);
+    /// `PollState::settle` makes the call that is still owed once that callback returned.
     pub(crate) fn set_polling(&self, ctx: &AioContext, on: bool) {
-        if self.with_local(|l| std::mem::replace(&mut l.poll_begun, on)) == on {
-            return;
-        }
-        // Not `run`: end must reach a deleted handler too. The re-entrancy flag still applies.
-        if self.with_local(|l| std::mem::replace(&mut l.in_callback, true)) {
+        let due = self.with_local(|l| {
+            let due = !l.in_callback && l.poll_begun != on;
+            if due {
+                l.poll_begun = on;
+                l.in_callback = true;
+            }
+            due
+        });
+        if !due {
             return;
         }
         let this = FdRef { h: self, ctx };
-        // SAFETY: as in `run`.
+        // Not `run`: end must reach a deleted handler too.
+        // SAFETY: as in `run` (`in_callback` was false and is now true).
         self.cbs.with_mut(|c| {
             // SAFETY: as in `run`.
             let c = unsafe { &mut *c };

@@ -472,9 +472,30 @@ impl PollState {
             if was_listed {
                 self.poll_list_add(env, &h);
             }
+            progress |= self.settle(env, &h);
             Self::adjust(env.params, &h, block_ns);
         }
         progress
+    }
+
+    /// Outside its callbacks a handler is begun iff poll mode is on and it is on the poll list. A
+    /// poll nested in a callback of `h` that began or ended poll mode, or took `h` off the list,
+    /// could not call its io_poll_begin / io_poll_end (§5.4); now that the callback returned, the
+    /// call still owed is made. After an end, one final io_poll as in `poll_mode_end` (an event
+    /// that raced the end is not lost), dispatched at once: this iteration's ready list was taken
+    /// already. True if io_poll_ready ran. A further round needs its callback to poll nested again.
+    fn settle(&self, env: &PollEnv<'_>, h: &Arc<AioHandler>) -> bool {
+        let mut progress = false;
+        loop {
+            let want = self.started.get() && h.with_local(|l| l.on_poll_list);
+            if h.with_local(|l| l.in_callback || l.poll_begun == want) {
+                return progress;
+            }
+            h.set_polling(env.ctx, want);
+            if !want && h.io_poll(env.ctx) == Some(true) {
+                progress |= h.io_poll_ready(env.ctx);
+            }
+        }
     }
 
     /// Dispatch fd readiness of one handler; it joins the poll list on its first event.
@@ -487,9 +508,10 @@ impl PollState {
     ) -> bool {
         // An fd event supersedes a pending poll-ready for the same handler (one dispatch, as QEMU).
         h.with_local(|l| l.poll_ready = false);
-        let progress = h.dispatch(env.ctx, e);
+        let mut progress = h.dispatch(env.ctx, e);
         if h.can_poll {
             self.poll_list_add(env, h);
+            progress |= self.settle(env, h);
             Self::adjust(env.params, h, block_ns);
         }
         progress

@@ -43,6 +43,8 @@ struct Device {
     ends: AtomicU32,
     /// Requests the guest pushes from inside io_poll_end (an event racing the end).
     push_in_end: AtomicU32,
+    /// The next io_poll_ready waits 1 ms for a timer in a nested poll(true) (AIO_WAIT_WHILE).
+    wait_in_ready: AtomicBool,
 }
 
 impl Device {
@@ -72,9 +74,19 @@ impl Device {
             })
             .on_poll(
                 move |_| d2.ring.load(SeqCst) > 0,
-                move |_| {
+                move |r| {
                     d3.ready_calls.fetch_add(1, SeqCst);
                     d3.complete();
+                    if d3.wait_in_ready.swap(false, SeqCst) {
+                        let ctx = r.context();
+                        let fired = Arc::new(AtomicBool::new(false));
+                        let f2 = fired.clone();
+                        let t = ctx.timer_new(move |_| f2.store(true, SeqCst));
+                        t.mod_in(std::time::Duration::from_millis(1));
+                        while !fired.load(SeqCst) {
+                            ctx.poll(true);
+                        }
+                    }
                 },
             )
             .on_poll_begin(move |_| {
@@ -277,6 +289,31 @@ fn final_poll_catches_event_racing_poll_end() {
     });
 }
 
+/// A poll nested in io_poll_ready that blocks (it waits for a timer) ends poll mode, but cannot call
+/// that handler's io_poll_end there (a callback is never re-entered). The end is made once
+/// io_poll_ready returned, followed by the final poll, so a request that raced it is not lost.
+/// Before, the end was dropped: the device kept notifications off and the loop slept through its
+/// next request.
+#[test]
+fn poll_end_due_inside_io_poll_ready_is_made_when_it_returns() {
+    let (ctx, k) = model_ctx(10);
+    let (d, fd) = device_on_poll_list(&ctx, &k);
+    d.ring.fetch_add(1, SeqCst);
+    d.wait_in_ready.store(true, SeqCst);
+    d.push_in_end.store(1, SeqCst);
+    // Polling finds the request; io_poll_ready waits nested, which ends poll mode before its wait.
+    assert!(ctx.poll(true));
+    assert!(!ctx.poll_started(), "the nested blocking wait ended poll mode");
+    assert_eq!((d.begins.load(SeqCst), d.ends.load(SeqCst)), (1, 1), "end made after the call");
+    assert!(d.notify_enabled.load(SeqCst), "notifications back on before the loop can sleep");
+    assert_eq!(d.done.load(SeqCst), 3, "the request pushed inside io_poll_end: final poll");
+    // The next request kicks the fd again: a blocking poll wakes for it.
+    d.submit(&k, fd);
+    assert!(k.is_readable(fd));
+    ctx.remove_fd_handler(fd).unwrap();
+    assert_eq!(d.ends.load(SeqCst), 1, "no second end at removal");
+}
+
 /// Idle removal (only on backends that poll readiness from userspace): io_poll_end, then a final poll
 /// that catches an event racing it.
 #[test]
@@ -356,10 +393,14 @@ fn nested_poll_in_io_poll_ready_does_not_reenter() {
     k.set_readable(pfd, true);
     assert!(ctx.poll(true), "first event: io_read, the handler joins the poll list");
     assert_eq!(readies.load(SeqCst), 0);
+    // Polling is effective the first time around: io_poll_ready. Its nested blocking poll ends poll
+    // mode; the io_poll_end owed to this handler is made when io_poll_ready returned, and the final
+    // poll after it finds the handler ready again (it always is): a second io_poll_ready, whose
+    // nested poll begins and ends poll mode without it (it is running). Two per poll, never nested.
     assert!(ctx.poll(true));
-    assert_eq!(readies.load(SeqCst), 1, "polling effective the first time around");
+    assert_eq!(readies.load(SeqCst), 2, "polling effective the first time around");
     assert!(ctx.poll(true));
-    assert_eq!(readies.load(SeqCst), 2);
+    assert_eq!(readies.load(SeqCst), 4);
 }
 
 /// An always-ready poll handler does not starve an fd-only handler (bug-history B12), nor a

@@ -89,10 +89,11 @@ pub struct FdSpec {
     pub poll: bool,
     /// on_read removes its own handler (after consuming).
     pub remove_self: bool,
-    /// on_read's nested poll (after consuming the readiness, or before with `consume_late`).
+    /// The nested poll of on_read and io_poll_ready (after consuming the readiness, or before with
+    /// `consume_late`).
     pub nested: Nested,
-    /// on_read polls nested with its fd still readable, then consumes: a nested blocking poll
-    /// must leave that fd out of its wait, or spin on it.
+    /// on_read and io_poll_ready poll nested with the fd still readable, then consume: a nested
+    /// blocking poll must leave that fd out of its wait, or spin on it.
     pub consume_late: bool,
 }
 

@@ -452,8 +452,15 @@ impl Objs {
                         let Some(o) = w3.upgrade() else { return };
                         let cb = Cb::PollReady(f, inst);
                         o.log(Ev::CbBegin(cb));
+                        // The same nested poll as the read callback's, in the same place.
+                        if spec.consume_late {
+                            o.nested(spec.nested);
+                        }
                         if o.fds.consume(fd) {
                             o.log(Ev::Consumed(f));
+                        }
+                        if !spec.consume_late {
+                            o.nested(spec.nested);
                         }
                         o.log(Ev::CbEnd(cb));
                     },
