@@ -199,6 +199,27 @@ fn handler_interest_errors() {
     }
 }
 
+/// A handler's interest is what its callbacks serve, each side on its own: a write-only handler
+/// waits for writability only (`FdRef::interest`).
+#[test]
+fn handler_interest_is_per_side() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (r, _w) = UnixStream::pair().unwrap();
+        let fd = r.as_raw_fd();
+        let seen = Rc::new(Cell::new(None));
+        let s2 = seen.clone();
+        ctx.set_fd_handler(
+            fd,
+            FdHandler::new().on_write(move |this| s2.set(Some(this.interest()))),
+        )
+        .unwrap();
+        assert!(ctx.poll(false), "{name}: writable");
+        assert_eq!(seen.take(), Some(Interest::WRITE), "{name}: a write-only handler");
+        ctx.remove_fd_handler(fd).unwrap();
+    }
+}
+
 /// `FdRef::remove` removes its own handler only: after a replacement, the old handler's `remove`
 /// (called from a callback of its still-running dispatch) leaves the new one registered.
 #[test]

@@ -127,6 +127,31 @@ fn bh_callback_delete_one() {
     }
 }
 
+/// A BH deleted from inside its callback (`BhRef::delete`) stays a valid `Bh` whose schedules do
+/// nothing: the next poll calls nothing, is no progress, and leaves it unscheduled (its closure is
+/// gone; nothing may hold it as if a call were still owed), and dropping the owner frees it.
+#[test]
+fn bh_deleted_by_its_callback_then_scheduled_by_its_owner_does_nothing() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (n, n2) = counter();
+        let bh = ctx.bh_new(move |this| {
+            n2.fetch_add(1, Relaxed);
+            this.delete();
+        });
+        bh.schedule();
+        assert!(ctx.poll(false), "{name}");
+        for _ in 0..2 {
+            bh.schedule();
+            assert!(!ctx.poll(false), "{name}: a deleted BH's schedule is progress");
+            assert!(!bh.is_scheduled(), "{name}: a deleted BH left scheduled");
+        }
+        assert_eq!(n.load(Relaxed), 1, "{name}: a deleted BH was called");
+        drop(bh);
+        assert!(!ctx.poll(false), "{name}");
+    }
+}
+
 /// Four self-deleting BHs with different maxima: all scheduled ones run in one poll.
 #[test]
 fn bh_callback_delete_many() {

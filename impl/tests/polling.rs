@@ -476,13 +476,19 @@ fn polling_emits_qemu_trace_events() {
     use std::sync::Mutex;
     use tracing::field::{Field, Visit};
 
+    /// Each event's message and its `fd` field, if any.
     #[derive(Default)]
-    struct Names(Mutex<Vec<String>>);
-    struct Msg<'a>(&'a mut String);
+    struct Names(Mutex<Vec<(String, Option<i64>)>>);
+    struct Msg<'a>(&'a mut (String, Option<i64>));
     impl Visit for Msg<'_> {
         fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
             if f.name() == "message" {
-                *self.0 = format!("{v:?}");
+                self.0 .0 = format!("{v:?}");
+            }
+        }
+        fn record_i64(&mut self, f: &Field, v: i64) {
+            if f.name() == "fd" {
+                self.0 .1 = Some(v);
             }
         }
     }
@@ -496,7 +502,7 @@ fn polling_emits_qemu_trace_events() {
         fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
         fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
         fn event(&self, e: &tracing::Event<'_>) {
-            let mut m = String::new();
+            let mut m = (String::new(), None);
             e.record(&mut Msg(&mut m));
             self.0.lock().unwrap().push(m);
         }
@@ -518,6 +524,7 @@ fn polling_emits_qemu_trace_events() {
     for _ in 0..2 {
         tracing::callsite::rebuild_interest_cache();
         drive_window_sequence();
+        drive_notifier_window();
     }
     let seen = names.0.lock().unwrap().clone();
     for want in [
@@ -528,8 +535,29 @@ fn polling_emits_qemu_trace_events() {
         "poll_shrink",
         "poll_remove",
     ] {
-        assert!(seen.iter().any(|s| s == want), "no {want} event in {seen:?}");
+        assert!(seen.iter().any(|(s, _)| s == want), "no {want} event in {seen:?}");
     }
+    // The context's own notifier is reported as fd -1 (QEMU: its poll handler has no user fd).
+    assert!(
+        seen.iter().any(|(s, fd)| s == "poll_grow" && *fd == Some(-1)),
+        "no poll_grow of the notifier (fd -1) in {seen:?}"
+    );
+}
+
+/// The context's own notifier fires (another thread notifies while the loop waits), with polling
+/// on: its window grows 0 -> 4000 (a notify is not progress).
+fn drive_notifier_window() {
+    let (ctx, k) = model_ctx(1000);
+    let h = ctx.handle().clone();
+    let k2 = k.clone();
+    let kicker = std::thread::spawn(move || {
+        while k2.blocked_waiters() == 0 {
+            std::thread::yield_now(); // the loop has nothing to do: it does block
+        }
+        h.notify();
+    });
+    assert!(!ctx.poll(true), "woken by a notify only");
+    kicker.join().unwrap();
 }
 
 /// The polling parameters read back as they were given, from the builder and from

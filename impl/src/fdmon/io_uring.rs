@@ -1070,6 +1070,26 @@ mod tests {
         assert!(m.ring.lock().sq_full_submits >= 24, "{:?}", m.ring.lock().sq_full_submits);
     }
 
+    /// `flush` pushes every change, also when each needs the whole SQ (a modify of a polling
+    /// registration: POLL_REMOVE + POLL_ADD on a ring of 2 entries): it submits and goes on, so the
+    /// ring fd an external loop then sleeps on covers every registration.
+    #[test]
+    fn flush_pushes_every_change_when_each_fills_the_sq() {
+        let Some(m) = ring_or_skip(IoUring::with_entries(2)) else { return };
+        let fds: Vec<EventFd> = (0..3).map(|_| EventFd::new().unwrap()).collect();
+        for (i, e) in fds.iter().enumerate() {
+            m.add(e.fd(), i as u64, Interest::READ).unwrap();
+        }
+        assert!(wait(&m, Some(Duration::ZERO)).is_empty()); // all polling now
+        for (i, e) in fds.iter().enumerate() {
+            m.modify(e.fd(), 10 + i as u64, Interest::READ).unwrap();
+        }
+        m.flush().unwrap();
+        assert!(m.table.lock().dirty.is_empty(), "flush left changes unpushed");
+        fds[1].set().unwrap();
+        assert_eq!(wait(&m, LONG), [Event { token: 11, readable: true, writable: false }]);
+    }
+
     #[test]
     fn waits_from_a_new_thread_after_the_submitting_thread_exited() {
         // The kernel cancels a thread's requests when it exits (-ECANCELED for the current

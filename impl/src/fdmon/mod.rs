@@ -40,6 +40,7 @@ macro_rules! fd_monitor_suite {
             add_closed_fd_error_names_fd,
             add_duplicate_fd_is_error,
             delete_then_wait_does_not_report,
+            reregistrations_keep_reporting,
             delete_closed_fd_is_ok,
             hangup_reported_as_readable,
             modify_changes_interest_and_token,
@@ -255,6 +256,24 @@ pub(crate) mod suite {
         assert_eq!(ev, [Event { token: TOKEN, readable: true, writable: false }]);
         // Level-triggered: still readable until read.
         assert_eq!(wait(&m, Some(Duration::ZERO)), ev);
+    }
+
+    /// An fd registered, deleted and registered again, with and without a wait in between (io_uring
+    /// reuses its slot, each time in a new generation), is reported under its latest token.
+    pub(crate) fn reregistrations_keep_reporting<M: FdMonitor>(m: M) {
+        let p = Pipe::new();
+        for round in 0..4u64 {
+            m.add(p.rfd(), TOKEN + round, Interest::READ).unwrap();
+            if round % 2 == 0 {
+                assert!(wait(&m, Some(Duration::ZERO)).is_empty(), "{}", m.name());
+            }
+            m.delete(p.rfd(), TOKEN + round).unwrap();
+            assert!(wait(&m, Some(Duration::ZERO)).is_empty(), "{}", m.name());
+        }
+        m.add(p.rfd(), TOKEN, Interest::READ).unwrap();
+        p.write();
+        let ev = wait(&m, LONG);
+        assert_eq!(ev, [Event { token: TOKEN, readable: true, writable: false }], "{}", m.name());
     }
 
     pub(crate) fn pipe_write_end_writable<M: FdMonitor>(m: M) {
