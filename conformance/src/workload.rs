@@ -25,6 +25,9 @@ pub enum Where {
     /// A real kernel backend, threads really racing; remote `Interrupt`s send a signal to the home
     /// thread (EINTR) and saturate the context's eventfd (EAGAIN on the next notify's write).
     Real(Kernel),
+    /// The real io_uring backend as `Real`, with its faults injected from a seed (failed enters,
+    /// lost and delayed completions: `Builder::io_uring_faults`).
+    IoUringFaults(Faults),
 }
 
 /// The model kernel with `faults`.
@@ -35,6 +38,24 @@ pub fn model_kernel(faults: Faults) -> Where {
 /// A real backend.
 pub fn real_kernel(k: Kernel) -> Where {
     Where::Real(k)
+}
+
+/// The real io_uring backend with `faults`' io_uring rates.
+pub fn io_uring_faults(faults: Faults) -> Where {
+    Where::IoUringFaults(faults)
+}
+
+/// io_uring fault rates from the model-kernel rates [`faults`] draws (so the io_uring run shares
+/// the generator's stream): failed enters at the spurious wake-up rate, lost completions at a
+/// quarter of the registration-failure rate, delayed harvests at half the spurious rate.
+pub fn io_uring_rates(f: Faults) -> Faults {
+    Faults {
+        seed: f.seed,
+        enter_fail: f.spurious_wake,
+        cq_lost: f.register_fail / 4,
+        cq_delay: f.spurious_wake / 2,
+        ..Faults::default()
+    }
 }
 
 /// The environment of `w`.
@@ -53,6 +74,7 @@ pub fn env(w: Where) -> Env {
             watchdog: Watchdog::Seconds(20),
             strict_fds: false,
         },
+        Where::IoUringFaults(f) => Env { faults: f, ..env(Where::Real(Kernel::IoUring)) },
     }
 }
 
@@ -72,11 +94,9 @@ pub fn check_program(p: &Program, w: Where) {
 /// `w` as an expression of `tests/workloads.rs`.
 pub fn how(w: Where) -> String {
     match w {
-        Where::Model(f) => format!(
-            "model_kernel(Faults {{ seed: {}, spurious_wake: {}, register_fail: {} }})",
-            f.seed, f.spurious_wake, f.register_fail
-        ),
+        Where::Model(f) => format!("model_kernel({f:?})"),
         Where::Real(k) => format!("real_kernel(Kernel::{k:?})"),
+        Where::IoUringFaults(f) => format!("io_uring_faults({f:?})"),
     }
 }
 
@@ -280,6 +300,7 @@ pub fn faults() -> impl Strategy<Value = Faults> {
             seed,
             spurious_wake,
             register_fail,
+            ..Faults::default()
         })
 }
 

@@ -5,6 +5,8 @@
 //!   (spurious wake-ups, ENOMEM / EMFILE on registration);
 //! - `real_kernel_*`: ppoll, epoll and io_uring (when the kernel allows it), threads really racing,
 //!   remote interrupts (SIGUSR1: EINTR in the wait) and a saturated eventfd (EAGAIN on notify);
+//!   io_uring once more with its faults injected (`Builder::io_uring_faults`: failed enters, lost
+//!   and delayed completions);
 //! - `home_programs_quickcheck`: single-threaded programs (quickcheck `Arbitrary`);
 //! - `oracle_*`: the oracle rejects what it must (negative tests over hand-made logs);
 //! - regressions: minimal programs found by the generator, pasted as printed.
@@ -20,8 +22,8 @@ use aioctx_conformance::real::Kernel;
 use aioctx_conformance::replay::{replay, Outcome};
 use aioctx_conformance::serial;
 use aioctx_conformance::workload::{
-    check_program, faults, handshake_projection, how, model_kernel, program, real_kernel,
-    run_program, HomeProgram, Where,
+    check_program, faults, handshake_projection, how, io_uring_faults, io_uring_rates,
+    model_kernel, program, real_kernel, run_program, HomeProgram, Where,
 };
 use aioctx_model::workload::oracle::{check, Cb, Ev};
 use aioctx_model::workload::*;
@@ -55,7 +57,7 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
     let n = cases();
     let t0 = std::time::Instant::now();
     let stats = std::cell::Cell::new((0u64, 0u64, 0u64, 0u64));
-    let injected = std::cell::Cell::new((0u64, 0u64));
+    let injected = std::cell::Cell::new(aioctx::FaultCounts::default());
     let strat = (program(max_remotes, 10), faults());
     let r = runner(n).run(&strat, |(p, f)| {
         let f = if faulty { f } else { Faults::default() };
@@ -68,8 +70,13 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
             Ok(s) => {
                 let (a, b, c, d) = stats.get();
                 stats.set((a + 1, b + s.polls, c + s.callbacks, d + s.obligations));
-                let (x, y) = injected.get();
-                injected.set((x + out.injected.0, y + out.injected.1));
+                let (mut sum, i) = (injected.get(), out.injected);
+                sum.spurious_wakes += i.spurious_wakes;
+                sum.register_failures += i.register_failures;
+                sum.enter_failures += i.enter_failures;
+                sum.completions_lost += i.completions_lost;
+                sum.harvests_delayed += i.harvests_delayed;
+                injected.set(sum);
                 Ok(())
             }
             Err(_) => Err(TestCaseError::fail(format!(
@@ -90,10 +97,20 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
     }
     assert!(stats.0 >= u64::from(n), "{name}: ran {} programs of {n}", stats.0);
     assert!(stats.2 > 0, "{name}: no callback ran in any program");
-    let (spurious, failed) = injected.get();
-    println!("INJECTED {name}: {spurious} spurious wake-ups, {failed} failed registrations");
+    let i = injected.get();
+    println!(
+        "INJECTED {name}: {} spurious wake-ups, {} failed registrations, {} failed io_uring \
+         enters, {} lost and {} delayed io_uring completions",
+        i.spurious_wakes,
+        i.register_failures,
+        i.enter_failures,
+        i.completions_lost,
+        i.harvests_delayed
+    );
     if faulty {
-        assert!(spurious > 0 && failed > 0, "{name}: faults on, but none injected");
+        let io_uring = i.enter_failures > 0 && i.completions_lost > 0 && i.harvests_delayed > 0;
+        let model = i.spurious_wakes > 0 && i.register_failures > 0;
+        assert!(model || io_uring, "{name}: faults on, but none injected: {i:?}");
     }
 }
 
@@ -128,6 +145,17 @@ fn real_kernel_epoll() {
 #[test]
 fn real_kernel_io_uring() {
     real(Kernel::IoUring);
+}
+
+/// io_uring with its faults injected: enters failing with EINTR / EBUSY / EAGAIN / ETIME, lost
+/// completions (re-issued polls), delayed harvests.
+#[test]
+fn real_kernel_io_uring_with_faults() {
+    if !Kernel::IoUring.available() {
+        println!("WORKLOADS real io_uring + faults | skipped: the kernel refuses it");
+        return;
+    }
+    generated("real io_uring + faults", 3, |f| io_uring_faults(io_uring_rates(f)), true);
 }
 
 /// The same generated programs feed the impl→model trace check: their handshake projection

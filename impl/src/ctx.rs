@@ -36,7 +36,8 @@ use std::time::Duration;
 use crate::bh::{self, Bh, BhRef, HomeBhs, Pending};
 use crate::handler::{AioHandler, FdHandler, HandlerTable, NOTIFIER_TOKEN};
 use crate::kernel::{
-    Clock, Event, EventNotifier, FdMonitor, Interest, ModelFdMonitor, ModelKernel, ModelNotifier,
+    Clock, Event, EventNotifier, FaultCounts, Faults, FdMonitor, Interest, ModelFdMonitor,
+    ModelKernel, ModelNotifier,
 };
 use crate::kind::{Kind, Remote};
 use crate::notify::NotifyState;
@@ -163,11 +164,18 @@ pub struct Builder {
     clock: Option<Box<dyn Clock>>,
     epoll_threshold: Option<usize>,
     poll: (u64, u64, u64),
+    io_uring_faults: Option<Faults>,
 }
 
 impl Default for Builder {
     fn default() -> Self {
-        Builder { backend: Backend::Auto, clock: None, epoll_threshold: None, poll: (0, 0, 0) }
+        Builder {
+            backend: Backend::Auto,
+            clock: None,
+            epoll_threshold: None,
+            poll: (0, 0, 0),
+            io_uring_faults: None,
+        }
     }
 }
 
@@ -186,6 +194,15 @@ impl Builder {
     /// (default 64, as QEMU), and with [`Backend::Ppoll`] only when set here.
     pub fn epoll_threshold(mut self, n: usize) -> Self {
         self.epoll_threshold = Some(n);
+        self
+    }
+    /// Inject `faults` into the io_uring fd monitor (their io_uring rates: failed `io_uring_enter`s,
+    /// lost and delayed completions; [`Faults`]), reproducibly from their seed: for testing code
+    /// on the context against the kernel faults it must survive. Needs [`Backend::IoUring`]: with
+    /// any other backend `build` fails (nothing is silently not injected).
+    /// [`AioContext::faults_injected`] counts what was injected.
+    pub fn io_uring_faults(mut self, faults: Faults) -> Self {
+        self.io_uring_faults = Some(faults);
         self
     }
     /// Adaptive userspace polling parameters (see [`Handle::set_poll_params`]); default off.
@@ -250,6 +267,15 @@ impl Builder {
                 backend = Backend::IoUring;
             }
         }
+        if let Some(f) = self.io_uring_faults {
+            if !matches!(backend, Backend::IoUring) {
+                return Err(faults_need_io_uring(&backend));
+            }
+            let clock =
+                self.clock.unwrap_or_else(|| Box::new(crate::kernel::MonotonicClock::new()));
+            let notifier: Box<dyn EventNotifier> = Box::new(EventFd::new()?);
+            return Ok((notifier, Box::new(IoUring::with_faults(f)?), clock, 0));
+        }
         if let Backend::Model(k) = backend {
             return Ok(model_kernel(k, self.clock));
         }
@@ -273,12 +299,23 @@ impl Builder {
 
     #[cfg(any(aioctx_loom, aioctx_shuttle))]
     fn kernel(self) -> io::Result<Kernel> {
+        if self.io_uring_faults.is_some() {
+            return Err(faults_need_io_uring(&self.backend));
+        }
         let k = match self.backend {
             Backend::Model(k) => k,
             _ => ModelKernel::new(),
         };
         Ok(model_kernel(k, self.clock))
     }
+}
+
+fn faults_need_io_uring(b: &Backend) -> io::Error {
+    let what = if cfg!(any(aioctx_loom, aioctx_shuttle)) { "a model checker's kernel" } else { "" };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("io_uring_faults needs Backend::IoUring, not {b:?}{what}"),
+    )
 }
 
 /// Say once per process why io_uring is not used (seccomp, old kernel, RLIMIT_MEMLOCK, sysctl).
@@ -621,6 +658,13 @@ impl AioContext {
     #[doc(alias = "aio_set_fd_handler")]
     pub fn set_fd_handler<K: Kind>(&self, fd: RawFd, h: FdHandler<K>) -> io::Result<()> {
         set_fd_handler(&self.handle, fd, h.erase()).map(drop)
+    }
+
+    /// The kernel faults injected so far: by the io_uring monitor
+    /// ([`Builder::io_uring_faults`]) or the model kernel ([`ModelKernel::set_faults`]); zero
+    /// otherwise.
+    pub fn faults_injected(&self) -> FaultCounts {
+        self.fdmon().faults_injected()
     }
 
     /// "ppoll", "epoll", "io_uring" or "model".

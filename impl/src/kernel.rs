@@ -95,6 +95,10 @@ pub trait FdMonitor: Send + Sync + std::fmt::Debug {
     fn polls_readiness(&self) -> bool {
         false
     }
+    /// The faults this monitor injected so far (see [`Faults`]).
+    fn faults_injected(&self) -> FaultCounts {
+        FaultCounts::default()
+    }
     /// Number of registrations.
     fn len(&self) -> usize;
     /// No registrations.
@@ -207,14 +211,14 @@ struct KernelState {
     watched: Vec<Option<(u64, Interest)>>,
     /// Threads parked in the model fd monitor's wait (on `cond`, this lock released).
     parked: usize,
-    /// Faults to inject ([`ModelKernel::set_faults`]), the state of their PRNG, and what was injected.
-    faults: Faults,
-    fault_rng: u64,
-    injected: FaultCounts,
+    /// Faults to inject ([`ModelKernel::set_faults`]), their PRNG, and what was injected.
+    faults: FaultDraw,
 }
 
-/// Faults the model kernel injects, drawn from a seed, so a run is reproducible from it (the
-/// conformance workloads, `aioctx_model::workload`). Rates are per 1000 calls; 0 turns a fault off.
+/// Faults to inject, drawn from a seed, so a run is reproducible from it (the conformance workloads,
+/// `aioctx_model::workload`). Rates are per 1000 calls; 0 turns a fault off. The model kernel
+/// injects the first two ([`ModelKernel::set_faults`]), the io_uring monitor the last three
+/// ([`Builder::io_uring_faults`](crate::Builder::io_uring_faults)); each ignores the others'.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Faults {
     /// Seed of the draws.
@@ -225,28 +229,61 @@ pub struct Faults {
     /// `add` and `modify` fail, with ENOMEM or EMFILE (even and odd draws), as epoll_ctl(2) and
     /// io_uring submission can.
     pub register_fail: u32,
+    /// io_uring: an `io_uring_enter` fails at once with a transient error, submitting nothing:
+    /// EINTR, EBUSY, EAGAIN, or (for a waiting one) ETIME, in turn. The monitor must absorb each
+    /// (harvest, then go on) and lose no SQE.
+    pub enter_fail: u32,
+    /// io_uring: a completion is lost (dropped unread, the kernel's overflow counter moved, as when
+    /// it cannot allocate an overflow entry even with IORING_FEAT_NODROP). The monitor must re-issue
+    /// every poll (`resync`): a lost readiness is reported by the new one.
+    pub cq_lost: u32,
+    /// io_uring: a harvest stops after one completion and leaves the rest in the ring for the next
+    /// `wait` (completions delayed).
+    pub cq_delay: u32,
 }
 
-/// What [`ModelKernel`] injected so far.
+/// What was injected so far ([`ModelKernel::faults_injected`], [`AioContext::faults_injected`](crate::AioContext::faults_injected)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FaultCounts {
     /// Spurious wake-ups returned by waits.
     pub spurious_wakes: u64,
     /// Failed `add` / `modify` calls.
     pub register_failures: u64,
+    /// io_uring: failed `io_uring_enter` calls.
+    pub enter_failures: u64,
+    /// io_uring: completions dropped unread.
+    pub completions_lost: u64,
+    /// io_uring: harvests cut short.
+    pub harvests_delayed: u64,
 }
 
-impl KernelState {
-    /// Draw a fault with probability `per_mille` / 1000 (xorshift64*, from [`Faults::seed`]).
-    fn draw(&mut self, per_mille: u32) -> Option<u64> {
+/// The faults to inject, their PRNG (xorshift64*, from [`Faults::seed`]), and what was injected.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FaultDraw {
+    pub(crate) faults: Faults,
+    rng: u64,
+    pub(crate) injected: FaultCounts,
+}
+
+impl FaultDraw {
+    pub(crate) fn new(faults: Faults) -> Self {
+        FaultDraw {
+            faults,
+            rng: faults.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            injected: FaultCounts::default(),
+        }
+    }
+
+    /// Draw a fault with probability `per_mille` / 1000: `Some(random bits)` if it happens.
+    pub(crate) fn draw(&mut self, per_mille: u32) -> Option<u64> {
         if per_mille == 0 {
             return None;
         }
-        let mut x = self.fault_rng;
+        let mut x = self.rng;
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
-        self.fault_rng = x;
+        self.rng = x;
         let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D);
         (r % 1000 < u64::from(per_mille)).then_some(r / 1000)
     }
@@ -276,22 +313,20 @@ impl ModelKernel {
     /// Inject `faults` from now on (set after building the context: its own registration is not
     /// failed). Reproducible from the seed for a given order of calls.
     pub fn set_faults(&self, faults: Faults) {
-        let mut s = self.state.lock();
-        s.faults = faults;
-        s.fault_rng = faults.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        self.state.lock().faults = FaultDraw::new(faults);
     }
 
     /// The faults injected so far.
     pub fn faults_injected(&self) -> FaultCounts {
-        self.state.lock().injected
+        self.state.lock().faults.injected
     }
 
     fn register_fault(&self, s: &mut KernelState, fd: RawFd) -> io::Result<()> {
-        let rate = s.faults.register_fail;
-        match s.draw(rate) {
+        let rate = s.faults.faults.register_fail;
+        match s.faults.draw(rate) {
             None => Ok(()),
             Some(r) => {
-                s.injected.register_failures += 1;
+                s.faults.injected.register_failures += 1;
                 let (errno, name) = if r % 2 == 0 { (12, "ENOMEM") } else { (24, "EMFILE") };
                 Err(io::Error::new(
                     io::Error::from_raw_os_error(errno).kind(),
@@ -479,9 +514,9 @@ impl FdMonitor for ModelFdMonitor {
             if out.len() > before {
                 return Ok(());
             }
-            let rate = s.faults.spurious_wake;
-            if timeout != Some(Duration::ZERO) && s.draw(rate).is_some() {
-                s.injected.spurious_wakes += 1;
+            let rate = s.faults.faults.spurious_wake;
+            if timeout != Some(Duration::ZERO) && s.faults.draw(rate).is_some() {
+                s.faults.injected.spurious_wakes += 1;
                 return Ok(());
             }
             match timeout {
@@ -504,6 +539,9 @@ impl FdMonitor for ModelFdMonitor {
     fn polls_readiness(&self) -> bool {
         // ORDERING: Relaxed: configuration, set before the context is built.
         self.kernel.polls_readiness.load(Ordering::Relaxed)
+    }
+    fn faults_injected(&self) -> FaultCounts {
+        self.kernel.faults_injected()
     }
     fn len(&self) -> usize {
         self.kernel.state.lock().watched.iter().filter(|w| w.is_some()).count()

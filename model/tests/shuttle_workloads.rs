@@ -69,10 +69,7 @@ fn workloads(name: &str, size: Size, faults: Faults) {
                         p.len(),
                         min.regression_test(
                             "regression",
-                            &format!(
-                                "model_kernel(Faults {{ seed: {s}, spurious_wake: {}, register_fail: {} }})",
-                                faults.spurious_wake, faults.register_fail
-                            )
+                            &format!("model_kernel({:?})", Faults { seed: s, ..faults })
                         )
                     );
                 }
@@ -101,6 +98,6 @@ fn generated_workloads() {
 /// The same with spurious wake-ups and registration failures injected.
 #[test]
 fn generated_workloads_with_faults() {
-    let faults = Faults { seed: 0, spurious_wake: 200, register_fail: 150 };
+    let faults = Faults { seed: 0, spurious_wake: 200, register_fail: 150, ..Faults::default() };
     workloads("generated_workloads_with_faults", Size { remotes: 2, ops: 6 }, faults);
 }

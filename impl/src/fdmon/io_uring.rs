@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use ::io_uring::{opcode, types};
 
 use super::{interest_bits, revents_to_event};
-use crate::kernel::{Event, FdMonitor, Interest};
+use crate::kernel::{Event, FaultCounts, FaultDraw, Faults, FdMonitor, Interest};
 use crate::sync::Mutex;
 use crate::sys::{fd_is_open, with_context};
 
@@ -266,6 +266,45 @@ struct RingState {
     /// completions into the CQ.
     sq_full_submits: u64,
     overflow_flushes: u64,
+    /// Faults to inject ([`IoUring::with_faults`]).
+    faults: Option<FaultDraw>,
+    /// Tests: the next waiting enter fails with this errno.
+    #[cfg(test)]
+    fail_next_enter: Option<i32>,
+}
+
+impl RingState {
+    /// An injected `io_uring_enter` failure, drawn before the call (nothing is submitted): EINTR,
+    /// EBUSY, EAGAIN and, for an enter that waits, ETIME, in turn.
+    fn enter_fault(&mut self, waits: bool) -> Option<io::Error> {
+        #[cfg(test)]
+        if let Some(errno) = self.fail_next_enter.take_if(|_| waits) {
+            return Some(io::Error::from_raw_os_error(errno));
+        }
+        let f = self.faults.as_mut()?;
+        let r = f.draw(f.faults.enter_fail)?;
+        f.injected.enter_failures += 1;
+        let errnos: &[i32] = if waits {
+            &[libc::EINTR, libc::EBUSY, libc::EAGAIN, libc::ETIME]
+        } else {
+            &[libc::EINTR, libc::EBUSY, libc::EAGAIN]
+        };
+        Some(io::Error::from_raw_os_error(errnos[(r % errnos.len() as u64) as usize]))
+    }
+}
+
+/// Draw `rate` (one of `Faults`' io_uring rates) from `faults`; counted in `count` if it happens.
+fn fault(
+    faults: &mut Option<FaultDraw>,
+    rate: fn(&Faults) -> u32,
+    count: fn(&mut FaultCounts) -> &mut u64,
+) -> bool {
+    let Some(f) = faults.as_mut() else { return false };
+    let hit = f.draw(rate(&f.faults)).is_some();
+    if hit {
+        *count(&mut f.injected) += 1;
+    }
+    hit
 }
 
 /// The io_uring(7) [`FdMonitor`]: one-shot `IORING_OP_POLL_ADD`s, re-armed after each completion.
@@ -366,6 +405,30 @@ impl IoUring {
         Self::build(entries, true)
     }
 
+    /// As [`IoUring::new`], injecting `faults` (their io_uring rates: `enter_fail`, `cq_lost`,
+    /// `cq_delay`) from the seed: the kernel faults a caller must survive, on demand, for tests.
+    ///
+    /// # Errors
+    ///
+    /// As [`IoUring::new`], or InvalidInput if `enter_fail` or `cq_lost` is 1000 or more (every
+    /// enter failing, or every completion lost, never makes progress).
+    pub fn with_faults(faults: Faults) -> io::Result<Self> {
+        if faults.enter_fail >= 1000 || faults.cq_lost >= 1000 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("io_uring faults {faults:?}: enter_fail and cq_lost must be below 1000"),
+            ));
+        }
+        let m = Self::new()?;
+        m.ring.lock().faults = Some(FaultDraw::new(faults));
+        Ok(m)
+    }
+
+    /// The faults injected so far (all zero without [`IoUring::with_faults`]).
+    pub fn faults_injected(&self) -> FaultCounts {
+        self.ring.lock().faults.as_ref().map(|f| f.injected).unwrap_or_default()
+    }
+
     fn build(entries: u32, allow_ext_arg: bool) -> io::Result<Self> {
         if cfg!(miri) {
             return Err(unsupported("io_uring: not available under Miri".to_owned()));
@@ -406,6 +469,9 @@ impl IoUring {
             dropped: 0,
             sq_full_submits: 0,
             overflow_flushes: 0,
+            faults: None,
+            #[cfg(test)]
+            fail_next_enter: None,
         };
         // One NOP through io_uring_enter: a filter can allow setup and still refuse enter.
         let nop = opcode::Nop::new().build().user_data(user_data(KIND_TIMEOUT, 0, 0));
@@ -504,7 +570,11 @@ impl IoUring {
     /// which moves them into the CQ). EBUSY / EAGAIN leave the SQEs queued for the next attempt.
     fn submit(&self, rs: &mut RingState) -> io::Result<()> {
         loop {
-            match rs.ring.submit() {
+            let r = match rs.enter_fault(false) {
+                Some(e) => Err(e),
+                None => rs.ring.submit(),
+            };
+            match r {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if is_busy(&e) => return Ok(()),
@@ -520,6 +590,9 @@ impl IoUring {
     /// Submit the SQ and block until a completion or `left` passes (None: forever). A signal
     /// (EINTR), the timeout (ETIME) and EBUSY return Ok: the caller harvests and decides.
     fn submit_and_wait(&self, rs: &mut RingState, left: Option<Duration>) -> io::Result<()> {
+        if let Some(e) = rs.enter_fault(true) {
+            return self.enter_result(Err(e));
+        }
         let r = match left {
             None => rs.ring.submit_and_wait(1),
             Some(d) if rs.ext_arg => {
@@ -549,6 +622,11 @@ impl IoUring {
                 rs.ring.submit_and_wait(1)
             }
         };
+        self.enter_result(r)
+    }
+
+    /// What a waiting `io_uring_enter`'s result means for `wait`.
+    fn enter_result(&self, r: io::Result<usize>) -> io::Result<()> {
         match r {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
@@ -562,12 +640,20 @@ impl IoUring {
         loop {
             {
                 let mut t = self.table.lock();
+                let mut lost = false;
                 for cqe in rs.ring.completion() {
-                    let more = ::io_uring::cqueue::more(cqe.flags());
-                    t.harvest(cqe.user_data(), cqe.result(), more, out);
+                    if fault(&mut rs.faults, |f| f.cq_lost, |c| &mut c.completions_lost) {
+                        lost = true; // injected: dropped unread
+                    } else {
+                        let more = ::io_uring::cqueue::more(cqe.flags());
+                        t.harvest(cqe.user_data(), cqe.result(), more, out);
+                    }
+                    if fault(&mut rs.faults, |f| f.cq_delay, |c| &mut c.harvests_delayed) {
+                        break; // injected: the rest waits for the next harvest
+                    }
                 }
                 let dropped = rs.ring.completion().overflow();
-                if dropped != rs.dropped {
+                if dropped != rs.dropped || lost {
                     // Only without NODROP memory: lost completions, identity unknown.
                     rs.dropped = dropped;
                     t.resync();
@@ -744,6 +830,10 @@ impl FdMonitor for IoUring {
         true
     }
 
+    fn faults_injected(&self) -> FaultCounts {
+        IoUring::faults_injected(self)
+    }
+
     fn len(&self) -> usize {
         self.table.lock().by_fd.len()
     }
@@ -792,6 +882,91 @@ mod tests {
     mod timeout_op {
         use super::*;
         fd_monitor_suite!(maybe ring_or_skip(IoUring::without_ext_arg()));
+    }
+
+    fn faulty(enter_fail: u32, cq_lost: u32, cq_delay: u32) -> Option<IoUring> {
+        let f = Faults { seed: 7, enter_fail, cq_lost, cq_delay, ..Faults::default() };
+        ring_or_skip(IoUring::with_faults(f))
+    }
+
+    /// Level-triggered through the faults: a readable pipe is reported by each of 20 waits.
+    fn a_ready_pipe_is_reported_by_every_wait(m: &IoUring) {
+        let p = Pipe::new();
+        m.add(p.rfd(), 1, Interest::READ).unwrap();
+        p.write();
+        for _ in 0..20 {
+            assert_eq!(wait(m, LONG), [Event { token: 1, readable: true, writable: false }]);
+        }
+    }
+
+    /// The suite but for its "still readable in a zero-timeout wait" check: an enter refused with
+    /// EBUSY or EAGAIN takes no SQE, so a wait that may not block cannot re-arm, and reports the
+    /// fd at the next wait instead (as with the kernel's own EBUSY).
+    mod enter_faults {
+        use super::*;
+        fd_monitor_suite!(transient faulty(400, 0, 0));
+
+        #[test]
+        fn injected() {
+            let Some(m) = faulty(400, 0, 0) else { return };
+            a_ready_pipe_is_reported_by_every_wait(&m);
+            assert!(m.faults_injected().enter_failures > 0, "{:?}", m.faults_injected());
+        }
+    }
+
+    /// Every lost completion is made good by re-issuing the polls (`resync`).
+    mod lost_completions {
+        use super::*;
+        fd_monitor_suite!(maybe faulty(0, 300, 0));
+
+        #[test]
+        fn injected() {
+            let Some(m) = faulty(0, 300, 0) else { return };
+            a_ready_pipe_is_reported_by_every_wait(&m);
+            assert!(m.faults_injected().completions_lost > 0, "{:?}", m.faults_injected());
+        }
+    }
+
+    mod delayed_completions {
+        use super::*;
+        fd_monitor_suite!(maybe faulty(0, 0, 500));
+
+        #[test]
+        fn injected() {
+            let Some(m) = faulty(0, 0, 500) else { return };
+            let pipes: Vec<Pipe> = (0..8).map(|_| Pipe::new()).collect();
+            for (i, p) in pipes.iter().enumerate() {
+                m.add(p.rfd(), i as u64, Interest::READ).unwrap();
+                p.write();
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..8 {
+                seen.extend(wait(&m, LONG).iter().map(|e| e.token));
+            }
+            assert_eq!(seen.len(), 8, "{seen:?}");
+            assert!(m.faults_injected().harvests_delayed > 0, "{:?}", m.faults_injected());
+        }
+    }
+
+    /// A hard `io_uring_enter` error (not EINTR, ETIME, EBUSY, EAGAIN) fails the wait, naming the
+    /// ring fd; the transient ones never do.
+    #[test]
+    fn a_hard_enter_error_fails_the_wait() {
+        let Some(m) = new() else { return };
+        m.ring.lock().fail_next_enter = Some(libc::EFAULT);
+        let mut out = Vec::new();
+        let e = m.wait(Some(Duration::from_millis(1)), &mut out).unwrap_err();
+        assert!(e.to_string().contains(&format!("ring fd {}", m.ring_fd)), "{e}");
+        assert!(e.to_string().contains("Bad address"), "{e}");
+    }
+
+    #[test]
+    fn faults_of_every_enter_or_completion_are_refused() {
+        for f in [(1000, 0), (0, 1000)] {
+            let faults = Faults { enter_fail: f.0, cq_lost: f.1, ..Faults::default() };
+            let e = IoUring::with_faults(faults).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{e}");
+        }
     }
 
     /// A ring without IORING_FEAT_EXT_ARG (kernels before 5.11, or `without_ext_arg`) times its

@@ -27,8 +27,8 @@ use std::sync::{Arc as StdArc, Mutex as StdMutex, Weak};
 use aioctx::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use aioctx::sync::{thread, Arc, Mutex};
 use aioctx::{
-    AioContext, Backend, Bh, BhRef, Faults, FdHandler, FdRef, Handle, ModelKernel, Remote, Timer,
-    TimerRef,
+    AioContext, Backend, Bh, BhRef, FaultCounts, Faults, FdHandler, FdRef, Handle, ModelKernel,
+    Remote, Timer, TimerRef,
 };
 
 use super::oracle::{self, Cb, Ev, Failure, Stats};
@@ -159,7 +159,8 @@ pub struct Env {
     pub kernel: Option<Arc<ModelKernel>>,
     /// Its fds.
     pub fds: std::sync::Arc<dyn Fds>,
-    /// Faults the model kernel injects.
+    /// Faults to inject: the model kernel's, or with `Backend::IoUring` the io_uring monitor's
+    /// (`Builder::io_uring_faults`; none when all rates are 0).
     pub faults: Faults,
     /// The watchdog.
     pub watchdog: Watchdog,
@@ -193,8 +194,8 @@ pub struct Outcome {
     pub log: Vec<Ev>,
     /// The oracle's verdict.
     pub result: Result<Stats, Failure>,
-    /// Spurious wake-ups and registration failures injected.
-    pub injected: (u64, u64),
+    /// What was injected.
+    pub injected: FaultCounts,
 }
 
 impl Outcome {
@@ -679,6 +680,9 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
 /// Run `p` in `env` on the calling thread (the home thread) and check the log with the oracle.
 pub fn run(p: &Program, env: &Env) -> Outcome {
     let mut b = AioContext::builder().backend(env.backend.clone());
+    if matches!(env.backend, Backend::IoUring) && env.faults != Faults::default() {
+        b = b.io_uring_faults(env.faults);
+    }
     if p.polling {
         b = b.poll_params(50_000, 0, 0);
     }
@@ -691,9 +695,12 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
     let fd: Vec<RawFd> = p.fds.iter().map(|_| env.fds.open()).collect();
     let bound = 200 + 20 * p.len() as u64;
     // Each early return of a nested wait needs a wake-up: an operation (any thread's, and the
-    // callbacks they cause), or an injected spurious wake-up (at most 40 %: 64 more cover a
+    // callbacks they cause), or an injected fault that ends a wait early (a spurious wake-up, an
+    // io_uring enter failure or a lost or delayed completion; at most 40 %: 64 more cover a
     // geometric tail beyond any realistic draw).
-    let wait_bound = 16 + 4 * p.len() as u64 + if env.faults.spurious_wake > 0 { 64 } else { 0 };
+    let f = env.faults;
+    let early = f.spurious_wake + f.enter_fail + f.cq_lost + f.cq_delay > 0;
+    let wait_bound = 16 + 4 * p.len() as u64 + if early { 64 } else { 0 };
     let o = StdArc::new_cyclic(|w: &Weak<Objs>| {
         let bhs = (0..p.bhs.len())
             .map(|b| {
@@ -819,8 +826,13 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
     for t in remotes {
         t.join().expect("remote thread panicked");
     }
-    let injected = env.kernel.as_ref().map(|k| k.faults_injected()).unwrap_or_default();
-    o.log(Ev::End { idle_polls: idle, injected: injected.spurious_wakes });
+    // Each injected fault may cost one more wake-up (a spurious one, or a wait that ends early).
+    let injected = ctx.faults_injected();
+    let wakes = injected.spurious_wakes
+        + injected.enter_failures
+        + injected.completions_lost
+        + injected.harvests_delayed;
+    o.log(Ev::End { idle_polls: idle, injected: wakes });
     finished.store(true, Relaxed);
     if let Some(t) = wd {
         t.join().expect("watchdog");
@@ -846,7 +858,7 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
     drop(sh);
     drop(o);
     let result = oracle::check(p, &log, env.strict_fds);
-    Outcome { log, result, injected: (injected.spurious_wakes, injected.register_failures) }
+    Outcome { log, result, injected }
 }
 
 fn watchdog(
