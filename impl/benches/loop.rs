@@ -47,7 +47,7 @@
 //! round trip ≤ raw eventfd's. Measured (callgrind and perf, deterministic counts; rustc 1.95,
 //! x86-64), each stays above, by what the contract itself requires:
 //!
-//! Instructions: 91 per iteration against the bare algorithm's 44 (2.07×; ci/bench gates the ratio at
+//! Instructions: 90 per iteration against the bare algorithm's 44 (2.05×; ci/bench gates the ratio at
 //! 2.07). Counted on the executed path of `bh_poll_loop` (objdump of the bench build, the path
 //! callgrind measures), beyond the bare algorithm's atomics, fences, list walk and indirect call:
 //!
@@ -60,9 +60,9 @@
 //! | the callback's view of itself (`BhRef`: BH and context, passed by reference) | 4 | reschedule / cancel / delete / nested poll from inside, no cycle |
 //! | nested slices (queue empty? append behind an outer slice) | 4 | a nested poll finishes the outer slice first |
 //!
-//! That is 42 of the 47 above the floor (the rest: register spills around the calls). The new API
+//! That is 42 of the 46 above the floor (the rest: register spills around the calls). The new API
 //! of issue 16 costs nothing here: 94 before it, 91 after (the guard went from four flags to one
-//! byte). The known cut, the rare-work checks merged into one word, saves at most 5 of the 9: the
+//! byte), 90 since the planted bugs became `cfg!` branches. The known cut, the rare-work checks merged into one word, saves at most 5 of the 9: the
 //! three flags have three writers (the handler table's lock holder, the timers' lock holder, the
 //! home thread), so one word needs read-modify-writes from all three, each a new mutation site
 //! with no checker yet that kills its split (a lost bit loses a timer or a finalisation); not done.
