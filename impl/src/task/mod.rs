@@ -58,7 +58,7 @@ struct TaskWaker {
     sched: BhScheduler,
 }
 
-impl TaskWaker {
+impl FacadeWake for TaskWaker {
     fn wake(&self) {
         // ORDERING: Release. Pairs with the swap in `clear`. A wake that finds `woken` set
         // (coalesced: it schedules nothing) publishes what the waker wrote before it only through
@@ -70,7 +70,9 @@ impl TaskWaker {
             self.sched.schedule();
         }
     }
+}
 
+impl TaskWaker {
     /// Called by the task before each poll of its future: a wake from now on schedules it again.
     fn clear(&self) {
         // ORDERING: Acquire. Pairs with the swap in `wake`. So the poll that follows sees what a
@@ -79,38 +81,44 @@ impl TaskWaker {
         // kills `task::clear::swap#1:ord0=Relaxed`.)
         self.woken.swap(false, Ordering::Acquire);
     }
-
-    fn waker(this: &Arc<TaskWaker>) -> Waker {
-        let p = Arc::into_raw(this.clone()).cast::<()>();
-        // SAFETY: the vtable's functions treat the pointer as an `Arc<TaskWaker>` reference (below),
-        // and `p` is one, given to the waker.
-        unsafe { Waker::from_raw(RawWaker::new(p, &VTABLE)) }
-    }
 }
 
-/// The waker's vtable over the sync facade's `Arc` (so loom sees the reference counts; std's
-/// `Wake` trait needs std's `Arc`).
-static VTABLE: RawWakerVTable = RawWakerVTable::new(
-    |p| {
-        // SAFETY: `p` is a live `Arc<TaskWaker>` reference owned by the waker being cloned; it is
-        // not given back (ManuallyDrop), only cloned.
-        let a = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(p.cast::<TaskWaker>()) });
-        RawWaker::new(Arc::into_raw(Arc::clone(&a)).cast::<()>(), &VTABLE)
-    },
-    |p| {
-        // SAFETY: `wake` consumes the waker's reference.
-        let a = unsafe { Arc::from_raw(p.cast::<TaskWaker>()) };
-        a.wake();
-    },
-    |p| {
-        // SAFETY: `p` is a live reference owned by the waker, borrowed for the call.
-        unsafe { &*p.cast::<TaskWaker>() }.wake();
-    },
-    |p| {
-        // SAFETY: `drop` gives the waker's reference back.
-        drop(unsafe { Arc::from_raw(p.cast::<TaskWaker>()) });
-    },
-);
+/// A waker over the sync facade's `Arc` (so loom sees the reference counts; std's `Wake` trait
+/// needs std's `Arc`): a task's and `block_on`'s.
+trait FacadeWake: Send + Sync + Sized + 'static {
+    fn wake(&self);
+}
+
+/// The waker of `this` (one more reference, given to the waker).
+fn facade_waker<W: FacadeWake>(this: &Arc<W>) -> Waker {
+    let p = Arc::into_raw(this.clone()).cast::<()>();
+    // SAFETY: `vtable::<W>`'s functions treat the pointer as an `Arc<W>` reference owned by the
+    // waker, and `p` is one.
+    unsafe { Waker::from_raw(RawWaker::new(p, vtable::<W>())) }
+}
+
+fn vtable<W: FacadeWake>() -> &'static RawWakerVTable {
+    &RawWakerVTable::new(
+        |p| {
+            // SAFETY: `p` is a live `Arc<W>` reference owned by the waker being cloned; it is not
+            // given back (ManuallyDrop), only cloned.
+            let a = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(p.cast::<W>()) });
+            RawWaker::new(Arc::into_raw(Arc::clone(&a)).cast::<()>(), vtable::<W>())
+        },
+        |p| {
+            // SAFETY: `wake` consumes the waker's reference.
+            unsafe { Arc::from_raw(p.cast::<W>()) }.wake();
+        },
+        |p| {
+            // SAFETY: `p` is a live reference owned by the waker, borrowed for the call.
+            unsafe { &*p.cast::<W>() }.wake();
+        },
+        |p| {
+            // SAFETY: `drop` gives the waker's reference back.
+            drop(unsafe { Arc::from_raw(p.cast::<W>()) });
+        },
+    )
+}
 
 /// The tasks of one context (home thread only): the owners of their BHs, by slot.
 #[derive(Default)]
@@ -353,7 +361,7 @@ impl AioContext {
         });
         let bh = self.bh_new_cyclic(|sched| {
             let tw = Arc::new(TaskWaker { woken: AtomicBool::new(true), sched });
-            let waker = TaskWaker::waker(&tw);
+            let waker = facade_waker(&tw);
             let mut body =
                 TaskBody { fut: Box::pin(fut), join: join.clone(), set: set.clone(), tw, waker };
             move |_: &BhRef<'_>| body.run()
@@ -375,7 +383,7 @@ impl AioContext {
         let mut fut = std::pin::pin!(fut);
         let flag =
             Arc::new(BlockOnWaker { woken: AtomicBool::new(true), ctx: self.handle().clone() });
-        let waker = block_on_waker(&flag);
+        let waker = facade_waker(&flag);
         let mut cx = Context::from_waker(&waker);
         loop {
             // ORDERING: Acquire. Pairs with the swap in `BlockOnWaker::wake`. What the waker
@@ -402,7 +410,7 @@ struct BlockOnWaker {
     ctx: crate::Handle,
 }
 
-impl BlockOnWaker {
+impl FacadeWake for BlockOnWaker {
     fn wake(&self) {
         // ORDERING: Release. Pairs with the swap in `block_on`. Publishes what the waker wrote. The notify's
         // own fences order the flag before its check of `notify_me`. (mutants/CLAIMS: loom's
@@ -411,31 +419,6 @@ impl BlockOnWaker {
             self.ctx.notify();
         }
     }
-}
-
-fn block_on_waker(this: &Arc<BlockOnWaker>) -> Waker {
-    static VT: RawWakerVTable = RawWakerVTable::new(
-        |p| {
-            // SAFETY: as `VTABLE`'s clone.
-            let a = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(p.cast::<BlockOnWaker>()) });
-            RawWaker::new(Arc::into_raw(Arc::clone(&a)).cast::<()>(), &VT)
-        },
-        |p| {
-            // SAFETY: as `VTABLE`'s wake.
-            unsafe { Arc::from_raw(p.cast::<BlockOnWaker>()) }.wake();
-        },
-        |p| {
-            // SAFETY: as `VTABLE`'s wake_by_ref.
-            unsafe { &*p.cast::<BlockOnWaker>() }.wake();
-        },
-        |p| {
-            // SAFETY: as `VTABLE`'s drop.
-            drop(unsafe { Arc::from_raw(p.cast::<BlockOnWaker>()) });
-        },
-    );
-    let p = Arc::into_raw(this.clone()).cast::<()>();
-    // SAFETY: `p` is an `Arc<BlockOnWaker>` reference, given to the waker; `VT` treats it as one.
-    unsafe { Waker::from_raw(RawWaker::new(p, &VT)) }
 }
 
 /// [`AioContext::spawn_local`] on the context polling on this thread.
