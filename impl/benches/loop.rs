@@ -99,8 +99,8 @@ use std::time::{Duration, Instant};
 
 use aioctx::{AioContext, Backend};
 use common::{
-    atomic_ping_pong, default_tsv_path, exit_on_panic, render, stat, tsv_line, watchdog, AtomicRun,
-    BWindow, Counts, HandBh, HandCtx, Meter, Row, Stat, TSV_HEAD,
+    atomic_ping_pong, default_tsv_path, exit_on_panic, fmt_v, loadavg, render, stat, tsv_line,
+    watchdog, AtomicRun, BWindow, Counts, HandBh, HandCtx, Meter, Row, Stat, TSV_HEAD,
 };
 
 impl Counts {
@@ -640,18 +640,6 @@ fn bh_poll(n: u64) -> Sample {
 // ---------------------------------------------------------------------------------------------------
 // The table.
 
-fn fmt_v(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
 fn tsv(rows: &[Row]) -> String {
     let mut s = String::from(TSV_HEAD);
     for r in rows {
@@ -694,13 +682,6 @@ const GATE_PAIRS: usize = 4;
 const SYS_GATE_PERF: f64 = 1.5;
 
 /// The 1-minute load average (the machine is shared: the header says how loaded it was).
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
 fn main() {
     let Some(args) = parse_args() else { return };
     exit_on_panic();

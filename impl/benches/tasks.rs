@@ -82,8 +82,8 @@ use std::time::{Duration, Instant};
 
 use aioctx::AioContext;
 use common::{
-    affinity, default_tsv_path, exit_on_panic, only_cpu, render, set_affinity, stat, tsv_line,
-    two_cpus, watchdog, BWindow, Counts, Meter, Row, Stat, TSV_HEAD,
+    affinity, default_tsv_path, exit_on_panic, fmt_v, loadavg, only_cpu, render, set_affinity,
+    stat, tsv_line, two_cpus, watchdog, BWindow, Counts, Meter, Row, Stat, TSV_HEAD,
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -579,26 +579,6 @@ fn busy_wakes(n: u64) {
 
 // ---------------------------------------------------------------------------------------------------
 // The table.
-
-fn fmt_v(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
-/// The 1-minute load average.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
 
 /// Busy task round trip over the busy `Bh<Remote>` round trip, median over rounds (issue 17).
 const BUSY_GATE: f64 = 1.5;

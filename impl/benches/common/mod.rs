@@ -610,3 +610,27 @@ pub fn exit_on_panic() {
         std::process::exit(101);
     }));
 }
+
+/// A value for the tables: "-" for none (NaN), fewer decimals the larger it is.
+pub fn fmt_v(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else if v.abs() >= 0.01 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.5}")
+    }
+}
+
+/// The 1-, 5- and 15-minute load averages, as /proc/loadavg gives them ("?" if unreadable).
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}

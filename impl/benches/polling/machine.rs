@@ -35,12 +35,6 @@ fn cpu_jiffies() -> (u64, u64) {
     (total - idle, total)
 }
 
-pub(crate) fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
 /// Machine CPU busy and this process's CPU over a part of the run.
 pub(crate) struct LoadProbe {
     jiffies: (u64, u64),

@@ -63,11 +63,12 @@ use std::time::{Duration, Instant};
 
 use adaptive::{idle, part2};
 use common::{default_tsv_path, exit_on_panic, two_cpus, watchdog, Meter};
+use common::{fmt_v, loadavg};
 use device::part4;
 use idle_handlers::part3;
-use machine::{loadavg, nprocs, LoadProbe};
+use machine::{nprocs, LoadProbe};
 use round_trip::part1;
-use table::{fmt_v, Table};
+use table::Table;
 
 /// QEMU's IoThread polling window.
 pub(crate) const POLL_MAX: u64 = 32768;

@@ -1,6 +1,6 @@
 //! Statistics and the table.
 
-use crate::common::{render, tsv_line, Row, Stat, TSV_HEAD};
+use crate::common::{fmt_v, render, tsv_line, Row, Stat, TSV_HEAD};
 
 /// The `q`-quantile (0..=1) of a sorted slice.
 pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -8,22 +8,6 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-pub(crate) fn fmt_v(v: f64) -> String {
-    if v.is_nan() {
-        "-".into()
-    } else if v == 0.0 {
-        "0".into()
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 10.0 {
-        format!("{v:.1}")
-    } else if v.abs() >= 0.01 {
-        format!("{v:.3}")
-    } else {
-        format!("{v:.5}")
-    }
 }
 
 pub(crate) fn spread(s: Stat) -> String {
