@@ -26,6 +26,21 @@ need_apt() {
     command -v "$2" >/dev/null 2>&1 || die "could not install $1"
 }
 
+# The benches count syscalls per thread with perf on the raw_syscalls:sys_enter tracepoint, whose id
+# is in tracefs: mount it if it is not (root only; without it the benches fall back to
+# /proc/thread-self/io and their syscall gates are info, which they say).
+need_tracefs() {
+    local d
+    for d in /sys/kernel/tracing /sys/kernel/debug/tracing; do
+        [ -e "$d/events/raw_syscalls/sys_enter/id" ] && return 0
+    done
+    if [ "$(id -u)" = 0 ] && mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null; then
+        say "mounted tracefs on /sys/kernel/tracing (perf syscall counters)"
+    else
+        echo "tracefs not mounted and cannot be: syscall gates will be info only" >&2
+    fi
+}
+
 # summary_row FILE model checker explored properties bugs seconds
 summary_row() { local f=$1; shift; mkdir -p "$(dirname "$f")"; (IFS=$'\t'; echo "$*") >>"$f"; }
 

@@ -119,15 +119,20 @@ impl Meter {
         m
     }
 
-    pub fn snap(&self) -> Counts {
-        let sys = self.perf.as_ref().and_then(|fd| {
+    /// This thread's syscalls so far (perf), this read included; None without perf. One syscall.
+    pub fn syscalls(&self) -> Option<u64> {
+        self.perf.as_ref().and_then(|fd| {
             let mut v = 0u64;
             // SAFETY:
             // - `v` is 8 writable bytes; a perf fd with read_format 0 returns one u64.
             let n =
                 unsafe { libc::read(fd.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
             (n == 8).then_some(v)
-        });
+        })
+    }
+
+    pub fn snap(&self) -> Counts {
+        let sys = self.syscalls();
         let (syscr, syscw) = proc_io();
         let ru = rusage(libc::RUSAGE_THREAD);
         Counts {

@@ -42,6 +42,10 @@ struct RtRun {
     mean: f64,
     /// Per round trip, both threads.
     sys: f64,
+    /// 10th percentile of thread A's syscalls per block (NaN without perf). A blocks or writes an
+    /// eventfd whenever B did (to wake B, or to be woken), so a block in which A made none is one
+    /// in which neither did.
+    block_sys_p10: f64,
     nvcsw: f64,
     nivcsw: f64,
     cpu: f64,
@@ -49,11 +53,13 @@ struct RtRun {
 
 const BLOCK: u64 = 250;
 
-fn rt_run(blocks: &mut [f64], el: Duration, n: u64, c: Counts) -> RtRun {
+fn rt_run(blocks: &mut [f64], block_sys: &mut [f64], el: Duration, n: u64, c: Counts) -> RtRun {
     blocks.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    block_sys.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let per = |k: u64| k as f64 / n as f64;
     RtRun {
         p10: quantile(blocks, 0.1),
+        block_sys_p10: quantile(block_sys, 0.1),
         mean: el.as_nanos() as f64 / n as f64,
         sys: per(c.syscalls()),
         nvcsw: per(c.nvcsw),
@@ -62,22 +68,37 @@ fn rt_run(blocks: &mut [f64], el: Duration, n: u64, c: Counts) -> RtRun {
     }
 }
 
+/// Per-block measures of thread A: ns per RT, and A's own syscalls in the block (the read of the
+/// perf counter at the block's end, one syscall of about 0.3 µs per 250 round trips, excluded).
+struct Blocks {
+    ns: Vec<f64>,
+    sys: Vec<f64>,
+}
+
 /// Thread A's side of a ping-pong: `w` warm-up round trips, then `n` timed ones (`rt(i)` makes
-/// round trip `i`) in blocks of `BLOCK`. Returns the per-block ns/RT, the timed window's length and
-/// A's counters over it. The clock is read only at block ends (see `common::atomic_ping_pong`).
-fn timed_rts(w: u64, n: u64, mut rt: impl FnMut(u64)) -> (Vec<f64>, Duration, Counts) {
+/// round trip `i`) in blocks of `BLOCK`. Returns the per-block measures, the timed window's length
+/// and A's counters over it. The clock and the syscall counter are read only at block ends (see
+/// `common::atomic_ping_pong`).
+fn timed_rts(w: u64, n: u64, mut rt: impl FnMut(u64)) -> (Blocks, Duration, Counts) {
     let m = Meter::new();
     let mut start = None;
-    let mut blocks = Vec::new();
+    let mut blocks = Blocks { ns: Vec::new(), sys: Vec::new() };
     let mut tb = Instant::now();
+    let mut sb = None;
     for i in 0..w + n {
         if i == w {
             start = Some((m.snap(), Instant::now()));
             tb = Instant::now();
+            sb = m.syscalls();
         } else if i > w && (i - w) % BLOCK == 0 {
             let now = Instant::now();
-            blocks.push(now.duration_since(tb).as_nanos() as f64 / BLOCK as f64);
+            blocks.ns.push(now.duration_since(tb).as_nanos() as f64 / BLOCK as f64);
             tb = now;
+            let s = m.syscalls();
+            if let (Some(a), Some(b)) = (sb, s) {
+                blocks.sys.push(b.saturating_sub(a).saturating_sub(1) as f64);
+            }
+            sb = s;
         }
         rt(i);
     }
@@ -138,14 +159,14 @@ fn rt_poll_bh(w: u64, n: u64, pm: u64) -> RtRun {
     set_affinity(&orig);
     drop(bh_b);
     let cb = b_out.lock().unwrap().expect("B's window closed");
-    rt_run(&mut blocks, el, n, ca.add(cb))
+    rt_run(&mut blocks.ns, &mut blocks.sys, el, n, ca.add(cb))
 }
 
 /// Two threads spinning on one AtomicU64 (odd: ping, even: pong), pinned to two CPUs: the hardware
 /// floor of a cross-thread hand-off (loop.rs's reference).
 fn rt_atomic(w: u64, n: u64) -> RtRun {
     let AtomicRun { mut blocks, el, rts, counts } = atomic_ping_pong(w, n, BLOCK);
-    rt_run(&mut blocks, el, rts, counts)
+    rt_run(&mut blocks, &mut [], el, rts, counts)
 }
 
 /// What one hop of the hand model does.
@@ -229,7 +250,7 @@ fn rt_hand_model(w: u64, n: u64, hop: Hop) -> RtRun {
         HandBh::free(bh_a as *mut HandBh);
         HandBh::free(bh_b as *mut HandBh);
     }
-    rt_run(&mut blocks, el, n, c_a.add(c_b))
+    rt_run(&mut blocks.ns, &mut blocks.sys, el, n, c_a.add(c_b))
 }
 
 pub(crate) fn part1(t: &mut Table, rounds: usize, n: u64) {
@@ -296,27 +317,25 @@ pub(crate) fn part1(t: &mut Table, rounds: usize, n: u64) {
         s(&bh, |r| r.mean),
         "ns/RT",
     );
-    // 0 within rounding: a median below 0.0005 per RT prints as 0.000 and is 0 in any run of a few
-    // thousand round trips in which no partner was preempted.
-    let sys = s(&bh, |r| r.sys);
+    // The gate counts work, not time: the busy notify path makes no syscall, shown in the blocks
+    // of 250 round trips in which nobody was preempted. A preempted partner makes the other's
+    // window run out and block (a wait, an eventfd write and read): the whole run's counts below
+    // grow with the machine's load, the quiet blocks' do not. Without perf: info only.
+    let bsys = s(&bh, |r| r.block_sys_p10);
     t.push(
-        "    syscalls per RT, both threads (perf)",
-        sys,
-        "syscalls/RT",
+        "    syscalls per 250-RT block, p10 of blocks (perf; A's, which B's imply)",
+        bsys,
+        "syscalls/block",
         None,
         "-",
         "= 0",
-        pass(sys.med < 0.0005),
+        if bsys.med.is_nan() { "info" } else { pass(bsys.med < 0.5) },
     );
-    let nv = s(&bh, |r| r.nvcsw);
-    t.push(
-        "    voluntary context switches per RT, both threads",
-        nv,
+    t.info("    syscalls per RT, both threads, whole run (perf)", s(&bh, |r| r.sys), "syscalls/RT");
+    t.info(
+        "    voluntary context switches per RT, both threads, whole run",
+        s(&bh, |r| r.nvcsw),
         "switches/RT",
-        None,
-        "-",
-        "= 0",
-        pass(nv.med < 0.0005),
     );
     t.info(
         "    involuntary context switches per RT (preempted)",
