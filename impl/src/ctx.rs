@@ -257,6 +257,9 @@ impl Builder {
     fn kernel(self) -> io::Result<Kernel> {
         use crate::fdmon::{Epoll, IoUring, Ppoll};
         use crate::sys::EventFd;
+        if self.io_uring_faults.is_some() && !matches!(self.backend, Backend::IoUring) {
+            return Err(faults_need_io_uring(&self.backend));
+        }
         let mut backend = self.backend;
         if !matches!(backend, Backend::Model(_)) {
             if cfg!(aioctx_force_fdmon = "ppoll") {
@@ -269,6 +272,7 @@ impl Builder {
         }
         if let Some(f) = self.io_uring_faults {
             if !matches!(backend, Backend::IoUring) {
+                // Asked for io_uring, but a build forces another backend.
                 return Err(faults_need_io_uring(&backend));
             }
             let clock =
