@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use aioctx::kernel::ModelKernel;
 use aioctx::trace::{Gate, Step};
-use aioctx::{AioContext, Backend, Bh, Clock, FdHandler, Handle};
+use aioctx::{AioContext, Backend, Bh, Clock, FdHandler, Handle, Remote};
 use aioctx_model::system::{thread_successors, State};
 use aioctx_model::{Loops, Op, Poller, Scenario, Trace, TraceEvent};
 
@@ -318,7 +318,9 @@ const NOTIFIER_WINDOW_NS: u64 = 4000;
 /// the pointer out, then drops the `Bh`; no other thread touches a BH that some remote deletes
 /// ([`static_limits`]), and the controller reads a BH's flags only between two gated steps, while
 /// the deleting thread cannot free it (it frees it after its `bh_delete` gate).
-type Bhs = Arc<Vec<AtomicPtr<Bh>>>;
+/// `Bh<Remote>`: remote threads schedule, cancel and drop them (a `Local` BH's owner must stay on
+/// the home thread).
+type Bhs = Arc<Vec<AtomicPtr<Bh<Remote>>>>;
 
 struct World {
     handle: Handle,
@@ -358,7 +360,7 @@ fn run_op(op: Op, h: &Handle, bhs: &Bhs, calls: &Arc<Vec<AtomicU32>>) {
 }
 
 /// Parse `Bh { flags: N }` (the only way to read a BH's flags from outside the crate).
-fn bh_flags(bh: &Bh) -> Option<u32> {
+fn bh_flags(bh: &Bh<Remote>) -> Option<u32> {
     let s = format!("{bh:?}");
     s.split("flags:").nth(1)?.trim().trim_end_matches('}').trim().parse().ok()
 }
@@ -687,7 +689,7 @@ fn new_bhs(sc: &Scenario, ctx: &AioContext, calls: &Arc<Vec<AtomicU32>>) -> Bhs 
             .map(|b| {
                 let c = calls.clone();
                 AtomicPtr::new(if handled[b as usize] {
-                    Box::into_raw(Box::new(ctx.bh_new(move |_| {
+                    Box::into_raw(Box::new(ctx.handle().bh_new(move |_| {
                         c[b as usize].fetch_add(1, SeqCst);
                     })))
                 } else {

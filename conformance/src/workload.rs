@@ -222,6 +222,7 @@ pub fn op(home: bool, bhs: u8, timers: u8, fds: u8) -> BoxedStrategy<Op> {
         (1, t.prop_map(Op::TimerDrop).boxed()),
         (3, f.clone().prop_map(Op::SetHandler).boxed()),
         (1, f.clone().prop_map(Op::RemoveHandler).boxed()),
+        (2, (f.clone(), any::<bool>()).prop_map(|(f, on)| Op::SetInterest(f, on)).boxed()),
         (3, f.prop_map(Op::Ready).boxed()),
         (2, Just(Op::Notify).boxed()),
         (1, any::<bool>().prop_map(Op::PollParams).boxed()),

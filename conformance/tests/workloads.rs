@@ -277,6 +277,37 @@ fn end() -> Ev {
     Ev::End { idle_polls: 0, injected: 0 }
 }
 
+/// `set_fd_interest(NONE)` returned on the home thread: no on_read after it (an io_poll_ready is
+/// fine), and the readable fd is no obligation until the interest is back.
+#[test]
+fn oracle_rejects_a_read_after_interest_none() {
+    let mut p = home_program();
+    p.timers = vec![];
+    p.fds = vec![FdSpec {
+        owner: Owner::Home,
+        poll: true,
+        remove_self: false,
+        nested: Nested::No,
+        consume_late: false,
+    }];
+    let head = vec![
+        Ev::SetBegin(0, 1),
+        Ev::SetEnd(0, 1, true),
+        Ev::InterestBegin(0, false),
+        Ev::InterestEnd(0, false, true),
+        Ev::Ready(0),
+        Ev::PollBegin { blocking: false, now: 0 },
+    ];
+    let read = [head.clone(), vec![Ev::CbBegin(Cb::Read(0, 1))]].concat();
+    assert_eq!(check(&p, &read, true).unwrap_err().property, "p_interest_obeyed");
+    let tail = vec![Ev::CbEnd(Cb::PollReady(0, 1)), Ev::PollEnd { progress: true }];
+    let poll_ready = [head.clone(), vec![Ev::CbBegin(Cb::PollReady(0, 1))], tail].concat();
+    assert!(check(&p, &poll_ready, false).is_ok(), "{:?}", check(&p, &poll_ready, false));
+    // Readable, registered, not waited for: not due, not left over.
+    let idle = [head, vec![Ev::PollEnd { progress: false }, end(), Ev::Dropped]].concat();
+    assert!(check(&p, &idle, true).is_ok(), "{:?}", check(&p, &idle, true));
+}
+
 #[test]
 fn oracle_rejects_progress_without_a_callback() {
     let log =

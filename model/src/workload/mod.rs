@@ -120,6 +120,9 @@ pub enum Op {
     SetHandler(u8),
     /// `remove_fd_handler`.
     RemoveHandler(u8),
+    /// `set_fd_interest(fd, READ or NONE)`: its handler waits for readability, or for nothing
+    /// (in place; io_poll is not affected).
+    SetInterest(u8, bool),
     /// Make the fd readable.
     Ready(u8),
     /// A bare `notify()`.
@@ -291,6 +294,10 @@ impl Program {
                 11 => pick(g, f_owners.clone()).map(Op::RemoveHandler),
                 12 => pick(g, f_owners.clone()).map(Op::Ready),
                 13 => Some(Op::Notify),
+                19 => {
+                    let on = g.chance(50);
+                    pick(g, f_owners.clone()).map(|f| Op::SetInterest(f, on))
+                }
                 14 if g.chance(30) => Some(Op::PollParams(g.chance(50))),
                 15 if thread.is_some() && g.chance(30) => Some(Op::Interrupt),
                 15..=18 if thread.is_none() => Some(match g.below(6) {

@@ -53,6 +53,10 @@
 //! - `p_poll_end_follows_begin`: io_poll_begin / io_poll_end alternate per handler instance, begin
 //!   first; after the context is dropped every begin has its end.
 //! - `p_poll_list_membership`: only handlers with io_poll are ever on the poll list.
+//! - `p_interest_obeyed`: a handler whose interest was set to NONE (`set_fd_interest`) gets no
+//!   on_read after the call returned (from another thread: not after the outermost poll in progress
+//!   then); its io_poll / io_poll_ready go on. Its fd is no obligation of `p_runs_what_was_due`
+//!   or `p_arming_kept` until the interest is back or a new handler is set.
 //! - `p_no_lost_wakeup`: the home thread never ends up blocked with work pending (the runner's
 //!   watchdog, from counts, logs it).
 //! - `p_no_busy_loop`: the polls that made no progress are bounded by the work that could wake
@@ -126,6 +130,10 @@ pub enum Ev {
     SetEnd(u8, u32, bool),
     /// `remove_fd_handler(f)` returned.
     Removed(u8),
+    /// `set_fd_interest(f, READ if on, else NONE)` is about to be called.
+    InterestBegin(u8, bool),
+    /// It returned `ok`.
+    InterestEnd(u8, bool, bool),
     /// fd f is about to be made readable.
     Ready(u8),
     /// A callback consumed fd f's readiness.
@@ -222,6 +230,12 @@ struct FdM {
     ready_since: HashSet<u32>,
     poll_begun: HashMap<u32, bool>,
     poll: bool,
+    /// Its handler waits for nothing (`set_fd_interest(NONE)`), since the call returned where
+    /// `no_interest_in` says; a new handler waits for readability again.
+    no_interest: bool,
+    no_interest_in: Withdrawn,
+    /// `no_interest` before a `set_fd_handler` or `set_fd_interest` that may fail.
+    no_interest_before: bool,
 }
 
 /// Where a withdrawal (a `Bh` or `Timer` dropped, a handler removed) returned: on the home thread
@@ -318,6 +332,7 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                         if let [inst] = m.live[..] {
                             if home_f(f)
                                 && m.readable
+                                && !m.no_interest
                                 && !is_running(&running, Cb::Read(f, inst).key())
                             {
                                 due.push(Due::Fd(f, inst));
@@ -477,6 +492,16 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                                 format!("fd {f} handler {inst} called; fd never readable since"),
                             ));
                         }
+                        if matches!(cb, Cb::Read(..))
+                            && m.no_interest
+                            && !m.no_interest_in.allows(outer)
+                        {
+                            return Err(fail(
+                                "p_interest_obeyed",
+                                i,
+                                format!("fd {f} handler {inst}: on_read called, interest NONE"),
+                            ));
+                        }
                         true
                     }
                 };
@@ -547,6 +572,7 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
             Ev::SetBegin(f, inst) => {
                 st.ops += 1;
                 let m = &mut fds[*f as usize];
+                m.no_interest_before = std::mem::take(&mut m.no_interest);
                 m.live.push(*inst);
                 if m.readable {
                     m.ready_since.insert(*inst);
@@ -562,6 +588,25 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                     m.live.retain(|x| x == inst);
                 } else {
                     m.live.retain(|x| x != inst);
+                    m.no_interest = m.no_interest_before;
+                }
+            }
+            Ev::InterestBegin(f, on) => {
+                st.ops += 1;
+                let m = &mut fds[*f as usize];
+                m.no_interest_before = m.no_interest;
+                if *on {
+                    m.no_interest = false;
+                }
+            }
+            Ev::InterestEnd(f, on, ok) => {
+                let w = Withdrawn::at(!home_f(*f), &frames);
+                let m = &mut fds[*f as usize];
+                if !*ok {
+                    m.no_interest = m.no_interest_before;
+                } else if !*on {
+                    m.no_interest = true;
+                    m.no_interest_in = w;
                 }
             }
             Ev::Removed(f) => {
@@ -685,7 +730,7 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                     }
                 }
                 for (f, m) in fds.iter().enumerate() {
-                    if m.readable && m.live.len() == 1 && strict_fds {
+                    if m.readable && m.live.len() == 1 && !m.no_interest && strict_fds {
                         return Err(fail(
                             "p_arming_kept",
                             i,

@@ -27,8 +27,8 @@ use std::sync::{Arc as StdArc, Mutex as StdMutex, Weak};
 use aioctx::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use aioctx::sync::{thread, Arc, Mutex};
 use aioctx::{
-    AioContext, Backend, Bh, BhRef, FaultCounts, Faults, FdHandler, FdRef, Handle, ModelKernel,
-    Remote, Timer, TimerRef,
+    AioContext, Backend, Bh, BhRef, FaultCounts, Faults, FdHandler, FdRef, Handle, Interest,
+    ModelKernel, Remote, Timer, TimerRef,
 };
 
 use super::oracle::{self, Cb, Ev, Failure, Stats};
@@ -225,6 +225,8 @@ struct Objs {
     joins: HomeOnly<std::cell::RefCell<Vec<Option<aioctx::task::JoinHandle<()>>>>>,
     timers: Vec<Mutex<Option<Timer<Remote>>>>,
     fd: Vec<RawFd>,
+    /// fd f's handler waits for nothing (`SetInterest(f, false)` returned; a new handler resets it).
+    no_interest: Vec<StdBool>,
     fds: std::sync::Arc<dyn Fds>,
     log: StdMutex<Vec<Ev>>,
     bh_runs: Vec<StdU32>,
@@ -484,7 +486,9 @@ impl Objs {
     fn pending(&self, ctx: &AioContext) -> bool {
         self.bhs.iter().any(|b| b.lock().as_ref().is_some_and(|b| b.is_scheduled()))
             || self.timers.iter().any(|t| t.lock().as_ref().is_some_and(|t| t.is_pending()))
-            || self.fd.iter().any(|fd| self.fds.is_ready(*fd) && ctx.poll_ns(*fd).is_some())
+            || self.fd.iter().zip(&self.no_interest).any(|(fd, off)| {
+                self.fds.is_ready(*fd) && ctx.poll_ns(*fd).is_some() && !off.load(Relaxed)
+            })
             || self.oneshots.load(Relaxed) != self.oneshots_run.load(Relaxed)
     }
 }
@@ -537,6 +541,7 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
         Op::TimerDrop(i) => tm_of(i).map(Op::TimerDrop),
         Op::SetHandler(i) => fd_of(i).map(Op::SetHandler),
         Op::RemoveHandler(i) => fd_of(i).map(Op::RemoveHandler),
+        Op::SetInterest(i, on) => fd_of(i).map(|f| Op::SetInterest(f, on)),
         Op::Ready(i) => fd_of(i).map(Op::Ready),
         other => Some(other),
     };
@@ -606,7 +611,10 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
             let r = o.handle.set_fd_handler(o.fd[f as usize], h);
             o.log(Ev::SetEnd(f, inst, r.is_ok()));
             match r {
-                Ok(()) => s.inst.lock().unwrap_or_else(|e| e.into_inner())[f as usize] = Some(inst),
+                Ok(()) => {
+                    o.no_interest[f as usize].store(false, Relaxed);
+                    s.inst.lock().unwrap_or_else(|e| e.into_inner())[f as usize] = Some(inst)
+                }
                 Err(e) if !o.faults => {
                     o.log(Ev::Violation(format!("p_runner: set_fd_handler failed: {e}")))
                 }
@@ -617,6 +625,28 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
             Ok(_) => o.log(Ev::Removed(f)),
             Err(e) => o.log(Ev::Violation(format!("p_runner: remove_fd_handler: {e}"))),
         },
+        Op::SetInterest(f, on) if fdo(f) => {
+            // Logged before (interest on: an obligation) and after (off: a withdrawal), as
+            // SetBegin / SetEnd; an injected registration fault leaves it as it was.
+            o.log(Ev::InterestBegin(f, on));
+            // The home thread's `pending` errs towards "nothing to wait for": off before the call
+            // (its notify may wake a blocking poll that must then not block again for this fd),
+            // on once it succeeded.
+            let no_interest = &o.no_interest[f as usize];
+            let before = no_interest.load(Relaxed);
+            if !on {
+                no_interest.store(true, Relaxed);
+            }
+            let i = if on { Interest::READ } else { Interest::NONE };
+            let r = o.handle.set_fd_interest(o.fd[f as usize], i);
+            o.log(Ev::InterestEnd(f, on, r.is_ok()));
+            no_interest.store(if r.is_ok() { !on } else { before }, Relaxed);
+            if let Err(e) = r {
+                if !o.faults {
+                    o.log(Ev::Violation(format!("p_runner: set_fd_interest failed: {e}")));
+                }
+            }
+        }
         Op::Ready(f) if fdo(f) => {
             o.log(Ev::Ready(f));
             o.fds.ready(o.fd[f as usize]);
@@ -729,6 +759,7 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
             },
             timers,
             fd: fd.clone(),
+            no_interest: p.fds.iter().map(|_| StdBool::new(false)).collect(),
             fds: env.fds.clone(),
             log: StdMutex::new(Vec::new()),
             bh_runs: p.bhs.iter().map(|_| StdU32::new(0)).collect(),
