@@ -45,6 +45,9 @@ enum BhObj {
 struct TaskWake {
     waker: Mutex<Option<std::task::Waker>>,
     pending: AtomicBool,
+    /// A remote owner dropped its waker (`Op::Delete`): it wakes the task no more. The task, and a
+    /// wake it has not run yet, stay (the home thread's final drain must still run it).
+    dropped: AtomicBool,
 }
 
 impl BhObj {
@@ -67,6 +70,11 @@ impl BhObj {
             BhObj::Bh(x) => x.is_scheduled(),
             BhObj::Task(t) => t.pending.load(Ordering::SeqCst),
         }
+    }
+
+    /// Its owner can still schedule it (not a task whose waker its remote owner dropped).
+    fn schedulable(&self) -> bool {
+        !matches!(self, BhObj::Task(t) if t.dropped.load(Ordering::SeqCst))
     }
 }
 
@@ -355,9 +363,8 @@ impl Objs {
         if spec.delete_self && n == 1 && spec.owner == Owner::Home {
             let x = self.bhs[b as usize].lock().take();
             if let Some(x) = x {
-                if self.delete(b, x) {
-                    self.log(Ev::Delete(b));
-                }
+                self.delete(b, x);
+                self.log(Ev::Delete(b));
             }
         }
         if n <= u32::from(spec.resched) {
@@ -371,20 +378,18 @@ impl Objs {
         self.log(Ev::CbEnd(Cb::Bh(b)));
     }
 
-    /// Delete BH `b` (taken out of its slot): drop the `Bh`, or cancel the task (home owner; a
-    /// remote owner only drops its waker). Returns whether that is a delete to log.
-    fn delete(&self, b: u8, x: BhObj) -> bool {
+    /// Delete BH `b` (taken out of its slot): drop the `Bh`, or cancel the task (its home owner;
+    /// a remote owner's delete only drops its waker, in `Op::Delete`).
+    fn delete(&self, b: u8, x: BhObj) {
         match x {
             BhObj::Bh(bh) => drop(bh),
-            BhObj::Task(_) if self.p.bhs[b as usize].owner == Owner::Home => {
+            BhObj::Task(_) => {
                 let j = self.joins.get().borrow_mut()[b as usize].take();
                 if let Some(j) = j {
                     j.cancel();
                 }
             }
-            BhObj::Task(_) => return false,
         }
-        true
     }
 
     fn timer_callback(w: Weak<Objs>, t: u8) -> impl FnMut(&TimerRef<'_>) + Send + 'static {
@@ -550,7 +555,7 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
     match op {
         Op::Schedule(b) if bh(b) => {
             let g = o.bhs[b as usize].lock();
-            if let Some(x) = g.as_ref() {
+            if let Some(x) = g.as_ref().filter(|x| x.schedulable()) {
                 o.log(Ev::Schedule(b));
                 x.schedule(p.bhs[b as usize].idle);
             }
@@ -563,11 +568,20 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
             }
         }
         Op::Delete(b) if bh(b) => {
-            let x = o.bhs[b as usize].lock().take();
-            if let Some(x) = x {
-                if o.delete(b, x) {
-                    o.log(Ev::Delete(b));
+            let mut g = o.bhs[b as usize].lock();
+            if let Some(BhObj::Task(t)) = g.as_ref() {
+                if p.bhs[b as usize].owner != Owner::Home {
+                    // A remote owner only drops its waker (no delete to log).
+                    t.dropped.store(true, Ordering::SeqCst);
+                    drop(t.waker.lock().take());
+                    return;
                 }
+            }
+            let x = g.take();
+            drop(g);
+            if let Some(x) = x {
+                o.delete(b, x);
+                o.log(Ev::Delete(b));
             }
         }
         Op::Oneshot => {
@@ -738,6 +752,7 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
                     BhObj::Task(Arc::new(TaskWake {
                         waker: Mutex::new(None),
                         pending: AtomicBool::new(true), // spawned below: scheduled
+                        dropped: AtomicBool::new(false),
                     }))
                 } else {
                     BhObj::Bh(ctx.handle().bh_new(Objs::bh_callback(w.clone(), b as u8)))
