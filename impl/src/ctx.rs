@@ -749,11 +749,11 @@ impl AioContext {
         let s = &*self.handle.shared;
         let walk = self.enter();
         crate::trace_step!(Step::CtxPollComputeTimeout, timeout = 0);
-        if !cfg!(aioctx_bug = "accept_after_scan") {
+        if !planted!("accept_after_scan") {
             s.notify.accept(); // 8.
         }
         let mut progress = self.home.bhs.poll(&s.bh_list, self); // 10.
-        if cfg!(aioctx_bug = "accept_after_scan") {
+        if planted!("accept_after_scan") {
             s.notify.accept(); // planted bug: accept after the scan
         }
         if self.home.polling.has_ready() {
@@ -818,7 +818,7 @@ impl AioContext {
         if armed {
             s.notify.disarm();
         }
-        if !cfg!(aioctx_bug = "accept_after_scan") {
+        if !planted!("accept_after_scan") {
             s.notify.accept(); // 8.
         }
 
@@ -839,14 +839,14 @@ impl AioContext {
         // poll nested in an external loop's prepare/check window can eat a kick that arrived after its
         // scan and was meant for the external loop's own wait (planted bug `drain_after_scan`).
         let notifier = !events.is_empty() && take_notifier_event(&mut events);
-        if notifier && !cfg!(aioctx_bug = "drain_after_scan") {
+        if notifier && !planted!("drain_after_scan") {
             s.notify.drain();
         }
         progress |= self.home.bhs.poll(&s.bh_list, self);
-        if cfg!(aioctx_bug = "accept_after_scan") {
+        if planted!("accept_after_scan") {
             s.notify.accept(); // planted bug: accept after the scan
         }
-        if cfg!(aioctx_bug = "drain_after_scan") && notifier {
+        if planted!("drain_after_scan") && notifier {
             s.notify.drain(); // planted bug: drain after the scan
         }
         if polling {

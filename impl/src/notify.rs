@@ -74,7 +74,7 @@ impl NotifyState {
         // ORDERING: SeqCst fence: the store to `notified` (and the published work) precedes the load
         // of `notify_me`. Pairs with the fence after `notify_me += 2` in `arm` and after
         // `notify_me |= 1` in `prepare`. Model: notify.pml#ctx_notify_fence
-        if cfg!(aioctx_bug = "notify_no_seqcst_fence") {
+        if planted!("notify_no_seqcst_fence") {
             crate::trace_step!(Step::CtxNotifyFence);
         } else {
             traced!(Step::CtxNotifyFence, fence(Ordering::SeqCst));
@@ -85,7 +85,7 @@ impl NotifyState {
         traced!(Step::CtxNotifyReadNotifyMe, let me = self.notify_me.load(Ordering::Relaxed); notify_me = me);
         // Planted bug (QEMU's aio_notify_accept.promela BUG2): skip the eventfd write when `notified`
         // was already set.
-        let me = if cfg!(aioctx_bug = "skip_event_when_notified") && already { 0 } else { me };
+        let me = if planted!("skip_event_when_notified") && already { 0 } else { me };
         if me != 0 {
             // An eventfd write fails only if the fd is gone (a bug) or the counter is saturated,
             // which `set` treats as success (it is set). Model: notify.pml#ctx_notify_event_set
@@ -128,7 +128,7 @@ impl NotifyState {
     /// block (a notify came in while `notify_me` was 0). Home thread only.
     #[inline]
     pub(crate) fn arm(&self) -> bool {
-        if cfg!(aioctx_bug = "notify_me_rmw_instead_of_fence") {
+        if planted!("notify_me_rmw_instead_of_fence") {
             // Planted bug (QEMU before 2020, bug-history B8): a SeqCst RMW, believed to order the
             // later Relaxed load. It does not on ARM: the load can be satisfied before the RMW's
             // store is visible.
@@ -141,13 +141,13 @@ impl NotifyState {
             traced!(Step::CtxPollNotifyMeAdd, self.notify_me.store(v + 2, Ordering::Relaxed); notify_me = v + 2);
             // ORDERING: SeqCst fence: the store to notify_me precedes the re-check of `notified`.
             // Pairs with the SeqCst fence in `notify`. Model: notify.pml#ctx_poll_fence
-            if cfg!(aioctx_bug = "poll_no_fence_after_arm") {
+            if planted!("poll_no_fence_after_arm") {
                 crate::trace_step!(Step::CtxPollFence);
             } else {
                 traced!(Step::CtxPollFence, fence(Ordering::SeqCst));
             }
         }
-        if cfg!(aioctx_bug = "poll_no_recheck_notified") {
+        if planted!("poll_no_recheck_notified") {
             // Planted bug: no re-check; a notify that skipped the eventfd while notify_me was 0 is
             // lost.
             return false;

@@ -355,9 +355,7 @@ impl PollState {
             h.with_local(|l| l.poll_idle_deadline = 0);
             if self.started.get() {
                 h.set_polling(env.ctx, false);
-                if !cfg!(aioctx_bug = "no_final_poll_after_poll_end")
-                    && self.poll_once(env, &h, now)
-                {
+                if !planted!("no_final_poll_after_poll_end") && self.poll_once(env, &h, now) {
                     progress = true;
                 }
             }
@@ -378,7 +376,7 @@ impl PollState {
             h.set_polling(env.ctx, false);
         }
         let mut progress = false;
-        if !cfg!(aioctx_bug = "no_final_poll_after_poll_end") {
+        if !planted!("no_final_poll_after_poll_end") {
             let now = env.clock.now_ns();
             for h in &list {
                 crate::trace_step!(Step::CtxPollFinalPoll);

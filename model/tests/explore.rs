@@ -225,6 +225,15 @@ fn bug_and_property_names_match_the_workspace() {
             "{bug} vs the workspace's aioctx_bug values"
         );
     }
+    // The implementation's own list (what `AIOCTX_BUG` may name at run time) is the same list.
+    let values = line.split("values(").nth(1).expect("values(...)");
+    let declared: Vec<&str> =
+        values.split(')').next().unwrap().split('"').skip(1).step_by(2).collect();
+    assert_eq!(
+        aioctx::sync::PLANTED_BUGS,
+        declared,
+        "aioctx::sync::PLANTED_BUGS vs the workspace's aioctx_bug values"
+    );
     let names: Vec<&str> = Property::ALL.iter().map(|p| p.as_str()).collect();
     assert_eq!(
         names,

@@ -5,7 +5,8 @@
 //! Sites are found in the token stream, so they are found inside macro bodies too (`traced!`), and
 //! never in comments or strings. Code compiled only into a planted-bug build
 //! (`#[cfg(aioctx_bug = "...")]`), code that runs only there (the block of
-//! `if cfg!(aioctx_bug = "...") { ... }`; its `else` is the production code and has sites) and code
+//! `if planted!("...") { ... }` or `if cfg!(aioctx_bug = "...") { ... }`; its `else` is the production
+//! code and has sites) and code
 //! compiled only into unit tests (`#[cfg(test)]`) has no sites.
 //!
 //! Every site gets its mutants from the rules below, never from a list: a new atomic in the code has
@@ -221,12 +222,18 @@ fn skips_item(attr: &str) -> bool {
             && !a.contains("not(")
 }
 
-/// `if cfg!(aioctx_bug ...)` (not `if !cfg!(...)`, whose block is the production code) at `toks[i]`.
+/// `if planted!("...")` or `if cfg!(aioctx_bug ...)` (not `if !planted!(...)`, whose block is the
+/// production code) at `toks[i]`.
 fn is_bug_branch(toks: &[TokenTree], i: usize) -> bool {
     matches!(&toks[i], TokenTree::Ident(id) if id == "if")
-        && matches!(toks.get(i + 1), Some(TokenTree::Ident(c)) if c == "cfg")
         && is_punct(toks.get(i + 2), '!')
-        && matches!(toks.get(i + 3), Some(TokenTree::Group(g)) if skips_item(&format!("cfg({})", g.stream())))
+        && match (toks.get(i + 1), toks.get(i + 3)) {
+            (Some(TokenTree::Ident(m)), Some(TokenTree::Group(_))) if m == "planted" => true,
+            (Some(TokenTree::Ident(m)), Some(TokenTree::Group(g))) if m == "cfg" => {
+                skips_item(&format!("cfg({})", g.stream()))
+            }
+            _ => false,
+        }
 }
 
 struct Scan<'a> {
@@ -439,8 +446,8 @@ mod tests { fn t() { x.load(Ordering::SeqCst); } }
         let src = r#"
 fn arm(&self) {
     if cfg!(aioctx_bug = "y") { w.fetch_add(2, Ordering::SeqCst); } else { fence(Ordering::AcqRel); }
-    if cfg!(aioctx_bug = "z") && x { fence(Ordering::SeqCst); }
-    if !cfg!(aioctx_bug = "y") { fence(Ordering::Acquire); }
+    if planted!("z") && x { fence(Ordering::SeqCst); }
+    if !planted!("y") { fence(Ordering::Acquire); }
     let n = w.load(Ordering::Relaxed);
 }
 "#;

@@ -94,7 +94,7 @@ mod std_impl;
 pub use std_impl::*;
 
 mod runner;
-pub use runner::{model, model_named, ModelReport};
+pub use runner::{model, model_named, planted_at_run_time, ModelReport, PLANTED_BUGS};
 
 /// Whether this thread is unwinding inside a loom model. Destructors that would touch the model (a
 /// facade lock, atomic or thread-local) skip that work then: after loom's deadlock panic (a lost

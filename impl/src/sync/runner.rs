@@ -18,7 +18,7 @@
 //! `target/<loom|shuttle>/traces/` of the workspace (what `ci/loom` and `ci/shuttle` use and
 //! `ci/verify` collects), `<scenario>` the [`model_named`] name up to its first `/` (else the test
 //! thread's name; of several failures under one name the last one's file stays) and
-//! `<bug>` `$AIOCTX_BUG` (set by the scripts in a planted-bug build). Its directives: the title
+//! `<bug>` `$AIOCTX_BUG` (the planted bug of the run: `planted!` in lib.rs). Its directives: the title
 //! (scenario, checker, bug), the checker, the threads (`home` is the model's main thread, the
 //! others `remote <n>` in the order they first recorded), the property named by the panic (see
 //! `name_the_property`; else the first `p_...` in the message), the violation at the last step, and
@@ -120,6 +120,46 @@ where
     let r = run_model(Some(name), f);
     println!("MODEL {name} {} bound={} executions={}", r.checker, r.bound, r.executions);
     r
+}
+
+/// The planted bugs of the implementation: the `aioctx_bug` values of the workspace Cargo.toml
+/// (model/tests/explore.rs checks that the lists agree).
+pub const PLANTED_BUGS: &[&str] = &[
+    "notify_no_seqcst_fence",
+    "poll_no_fence_after_arm",
+    "notify_me_rmw_instead_of_fence",
+    "poll_no_recheck_notified",
+    "skip_event_when_notified",
+    "accept_after_scan",
+    "no_final_poll_after_poll_end",
+    "drain_after_scan",
+    "task_clears_woken_after_poll",
+];
+
+/// Whether `AIOCTX_BUG` names the planted bug `name` (see `planted!`): read once per process, in a
+/// model-checker build only; panics on a name that is not in [`PLANTED_BUGS`] (a typo must not run
+/// the correct code and report every bug "not caught"). It is a plain std read, invisible to loom and
+/// shuttle: a run-time bug explores the same executions as its `--cfg` build.
+#[cfg(any(aioctx_loom, aioctx_shuttle))]
+pub fn planted_at_run_time(name: &str) -> bool {
+    static BUG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let bug = BUG.get_or_init(|| {
+        let b = std::env::var("AIOCTX_BUG").ok().filter(|b| !b.is_empty())?;
+        assert!(
+            PLANTED_BUGS.contains(&b.as_str()),
+            "AIOCTX_BUG={b}: not a planted bug (one of {})",
+            PLANTED_BUGS.join(", ")
+        );
+        Some(b)
+    });
+    bug.as_deref() == Some(name)
+}
+
+/// Outside the model checkers no bug is planted at run time.
+#[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+#[inline(always)]
+pub const fn planted_at_run_time(_name: &str) -> bool {
+    false
 }
 
 /// The failing execution's `*.trace` file (see the module docs).

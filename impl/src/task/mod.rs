@@ -220,7 +220,7 @@ impl<F: Future> TaskBody<F> {
             return; // defensive: a finished task's BH is deleted and not called again
         }
         let mut cx = Context::from_waker(&self.waker);
-        let r = if cfg!(aioctx_bug = "task_clears_woken_after_poll") {
+        let r = if planted!("task_clears_woken_after_poll") {
             let r = self.fut.as_mut().poll(&mut cx);
             self.tw.clear(); // a wake during the poll found `woken` still set: lost
             r
