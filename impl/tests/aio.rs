@@ -44,6 +44,43 @@ fn notify_before_blocking_poll_is_not_lost() {
     }
 }
 
+/// Whether the context's eventfd holds a kick (a zero-timeout poll of it, not a read).
+fn kicked(ctx: &AioContext) -> bool {
+    let mut p = libc::pollfd { fd: ctx.notifier_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    assert!(n >= 0, "poll: {}", std::io::Error::last_os_error());
+    n == 1
+}
+
+/// The busy path stays free after a wait: once a blocking poll has returned, and once an external
+/// loop's prepare/check pair is over, `notify_me` is back to 0, and a notify from another thread
+/// only sets `notified` (no eventfd write). A wait that never withdrew its announcement would make
+/// every later notify a syscall while nobody sleeps.
+#[test]
+fn notify_after_a_finished_wait_writes_no_eventfd() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let h = ctx.handle().clone();
+        let notify_from_another_thread = || {
+            let h = h.clone();
+            std::thread::spawn(move || h.notify()).join().unwrap();
+        };
+        notify_from_another_thread();
+        assert!(!kicked(&ctx), "{name}: a notify of a loop that is not waiting wrote the eventfd");
+        assert!(!ctx.poll(true), "{name}"); // announces a wait, sees `notified`, returns at once
+        notify_from_another_thread();
+        assert!(!kicked(&ctx), "{name}: a notify after a finished blocking poll wrote the eventfd");
+        assert!(!ctx.poll(false));
+
+        assert_eq!(ctx.prepare(), None, "{name}: nothing pending, the external loop may sleep");
+        assert!(!ctx.check(), "{name}");
+        ctx.dispatch();
+        notify_from_another_thread();
+        assert!(!kicked(&ctx), "{name}: a notify after an external loop's check wrote the eventfd");
+    }
+}
+
 #[test]
 fn cross_thread_bh_wakes_blocked_poll() {
     for (name, b) in backends() {
