@@ -89,7 +89,7 @@ pub fn render(root: &Path, results: &BTreeMap<String, (String, String)>) -> Resu
         .map_err(|e| format!("mutants/CLAIMS: {e}"))?
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once(' ').map(|(m, t)| (m.to_string(), t.trim().to_string())))
+        .filter_map(|l| l.rsplit_once(' ').map(|(m, t)| (m.trim_end().to_string(), t.to_string())))
         .collect();
     let mut out = String::from(
         "# Fence map\n\n\

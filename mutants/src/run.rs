@@ -1058,7 +1058,7 @@ fn report(
     Ok(())
 }
 
-/// `<mutant name> <tier>:<target>::<test>` per line (`#` comments).
+/// `<mutant name> <tier>:<target>::<test>` per line (`#` comments); the name may have spaces.
 fn read_claims(p: &Path, all: &[Mutant]) -> Result<Vec<(String, String)>, String> {
     let f = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
     let mut out = Vec::new();
@@ -1068,7 +1068,9 @@ fn read_claims(p: &Path, all: &[Mutant]) -> Result<Vec<(String, String)>, String
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (m, t) = line.split_once(char::is_whitespace).ok_or(format!("claim: {line}"))?;
+        // The test is the last word: a logic mutant's name has spaces (`notify.rs: replace ...`).
+        let (m, t) = line.rsplit_once(char::is_whitespace).ok_or(format!("claim: {line}"))?;
+        let m = m.trim_end();
         if !all.iter().any(|x| x.name == m) {
             return Err(format!("claim cites {m}, which the generator no longer produces"));
         }
