@@ -3,11 +3,12 @@
 //! [`replay_bug_trails`] generates every current-protocol model's BUG_* safety trail (breadth-first:
 //! shortest), adds the liveness trails `ci/spin` kept if they are fresh, lifts each to the Rust
 //! model ([`crate::lift`], implementation shape) and replays it ([`crate::replay`]). The verdict
-//! depends on the build: with `--cfg aioctx_bug="<name>"` the matching trails must end in the hang
-//! ([`Verdict::Hang`]); without it they must diverge ([`Verdict::Diverged`]: the implementation
+//! depends on the planted bug: with `<name>` planted (`AIOCTX_BUG=<name>` with the `planted-bugs`
+//! feature this crate enables, or `--cfg aioctx_bug="<name>"`) the matching trails must end in the
+//! hang ([`Verdict::Hang`]); without it they must diverge ([`Verdict::Diverged`]: the implementation
 //! takes another step than the buggy one, and the replayer says which). The
-//! `conformance-replay` binary prints these verdicts for a cfg build; `tests/traces_model_to_impl.rs`
-//! builds it once per bug and checks both sides.
+//! `conformance-replay` binary prints these verdicts; `tests/traces_model_to_impl.rs` runs it once
+//! per bug, with the bug planted, and checks both sides.
 
 use crate::lift::{self, LiftError, Shape, Source};
 use crate::replay::{replay, Outcome};

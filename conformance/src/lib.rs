@@ -10,7 +10,7 @@
 //!   model's vocabulary by [`lift`]; [`bugs`] for the trails) are replayed on the real code by a step
 //!   scheduler ([`replay`], over the gate in `aioctx::trace`; [`commute`] for the one reordering it
 //!   needs; [`device`] for the poll-mode models, which have no Rust-model counterpart). The
-//!   `conformance-replay` binary replays the bug trails in a `--cfg aioctx_bug` build.
+//!   `conformance-replay` binary replays the bug trails with a bug planted (`AIOCTX_BUG`).
 //! - `tests/names.rs`: the names that must agree across Promela, the Rust model and the code
 //!   ([`names`]).
 //! - `tests/workloads.rs`: generated workloads over the whole API ([`workload`]; the programs, the

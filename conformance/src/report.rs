@@ -402,9 +402,9 @@ pub fn render(inp: &Inputs) -> String {
 /// The real code against each liftable planted bug's shortest spin counterexample (notify.pml,
 /// bh.pml, external.pml; lifted to the implementation's shape by [`crate::lift`] and replayed on
 /// the real code by [`crate::replay`], whose steps are gated and recorded through impl's `trace`
-/// feature). In the build this runs in (no `aioctx_bug`), the real code must leave the buggy trail:
+/// feature). Without a planted bug (as `ci/verify` runs it), the real code must leave the buggy trail:
 /// the chart boxes the step where it does, which is what the fence or re-check the bug removes
-/// prevents. In a `--cfg aioctx_bug` build it follows the trail into the hang, boxed at the end.
+/// prevents. With the bug planted it follows the trail into the hang, boxed at the end.
 /// Trails the Rust model cannot take (weak memory, a Promela-only shape) are skipped. The caller
 /// holds [`crate::serial`].
 pub fn replay_charts(trails: &[Trail]) -> Vec<Chart> {

@@ -7,11 +7,11 @@
 //!   (`aioctx_model::enumerate_traces`; CI bound 2, full tier 3);
 //! - random spin simulations (`spin -T -p -n<seed>`) of promela/notify.pml, bh.pml and
 //!   external.pml, lifted to the Rust model's vocabulary (`aioctx_conformance::lift`);
-//! - the spin counterexample trails of every BUG_* variant: with the matching
-//!   `--cfg aioctx_bug="<name>"` the implementation must reproduce the hang, without it the same
-//!   trail must be impossible to follow (the replayer reports where the implementation diverges).
-//!   The cfg builds are separate builds of the `conformance-replay` binary (see
-//!   `bug_trails_reproduce_with_the_cfg_and_diverge_without`).
+//! - the spin counterexample trails of every BUG_* variant: with the matching bug planted
+//!   (`AIOCTX_BUG=<name>`, or `--cfg aioctx_bug="<name>"`) the implementation must reproduce the
+//!   hang, without it the same trail must be impossible to follow (the replayer reports where the
+//!   implementation diverges). The planted runs are runs of the `conformance-replay` binary, one
+//!   process per bug (see `bug_trails_reproduce_with_the_cfg_and_diverge_without`).
 //!
 //! A replay that diverges on a correct model's trace fails with the index, the expected step, what
 //! the implementation did and the model state. Traces the harness cannot replay (documented reasons,
@@ -259,8 +259,8 @@ fn spin_simulations_replay_on_the_implementation() {
     );
 }
 
-/// The bugs whose trails are replayed in a `--cfg aioctx_bug` build of their own (the others are
-/// weak-memory bugs: no sequentially consistent replay follows their trails in any build).
+/// The bugs whose trails are replayed with the bug planted (the others are weak-memory bugs: no
+/// sequentially consistent replay follows their trails in any build).
 const CFG_BUGS: [&str; 4] = [
     "poll_no_recheck_notified",
     "drain_after_scan",
@@ -268,7 +268,7 @@ const CFG_BUGS: [&str; 4] = [
     "no_final_poll_after_poll_end",
 ];
 
-/// What each planted bug's trails must do, in the default build and in its cfg build.
+/// What each planted bug's trails must do, without it and with it planted ("the cfg").
 /// `Diverged` stands for any divergence index.
 fn expected(bug: &str) -> (&'static str, Option<&'static str>) {
     match bug {
@@ -345,23 +345,16 @@ fn bug_trails_reproduce_with_the_cfg_and_diverge_without() {
         &format!("{} trails; {replayed} diverge at the bug's step as expected", results.len()),
     );
 
-    // The cfg builds: one build of the conformance-replay binary per bug.
+    // With each bug planted: the conformance-replay binary (a process of its own, since the planted
+    // bug is read once per process) with `AIOCTX_BUG=<bug>` (the `planted-bugs` feature: what a
+    // `--cfg aioctx_bug` build does, without a build per bug).
     let t1 = Instant::now();
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
     let (mut hangs, mut cfg_traces, mut cfg_steps) = (0, 0, 0);
     for bug in CFG_BUGS {
         let (_, Some(want)) = expected(bug) else { unreachable!() };
-        let target = aioctx_conformance::root().join("target").join("conf-bug").join(bug);
-        let st = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", "aioctx-conformance", "--bin", "conformance-replay"])
-            .env("RUSTFLAGS", format!("--cfg aioctx_bug=\"{bug}\""))
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(aioctx_conformance::root())
-            .status()
-            .expect("cargo build");
-        assert!(st.success(), "building conformance-replay with aioctx_bug={bug} failed");
-        let out = std::process::Command::new(target.join("debug").join("conformance-replay"))
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_conformance-replay"))
             .arg(bug)
+            .env("AIOCTX_BUG", bug)
             .output()
             .expect("run conformance-replay");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -394,7 +387,7 @@ fn bug_trails_reproduce_with_the_cfg_and_diverge_without() {
     assert!(unexpected.is_empty(), "bug trails:\n{}", unexpected.join("\n"));
     report(
         "model->impl",
-        "spin BUG_* trails, aioctx_bug cfg builds",
+        "spin BUG_* trails, each bug planted",
         cfg_traces,
         cfg_steps,
         t1.elapsed().as_secs_f64(),

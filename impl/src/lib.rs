@@ -9,8 +9,9 @@
 /// Whether the planted protocol bug `$name` (an `aioctx_bug` value of the workspace Cargo.toml) is
 /// in this run. `--cfg aioctx_bug="<name>"` plants it at compile time (the constant `cfg!`: in a
 /// production build every `planted!` is `false` and costs nothing); a model-checker build (loom,
-/// shuttle) also plants it at run time when `AIOCTX_BUG=<name>` ([`sync::planted_at_run_time`]), so
-/// one build serves every planted bug (ci/loom, ci/shuttle).
+/// shuttle), or one with the test-only `planted-bugs` feature, also plants it at run time when
+/// `AIOCTX_BUG=<name>` ([`sync::planted_at_run_time`]), so one build serves every planted bug
+/// (ci/loom, ci/shuttle, the conformance replays).
 macro_rules! planted {
     ($name:literal) => {
         (cfg!(aioctx_bug = $name) || $crate::sync::planted_at_run_time($name))

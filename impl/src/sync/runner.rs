@@ -137,10 +137,10 @@ pub const PLANTED_BUGS: &[&str] = &[
 ];
 
 /// Whether `AIOCTX_BUG` names the planted bug `name` (see `planted!`): read once per process, in a
-/// model-checker build only; panics on a name that is not in [`PLANTED_BUGS`] (a typo must not run
+/// model-checker build or with the test-only `planted-bugs` feature; panics on a name that is not in [`PLANTED_BUGS`] (a typo must not run
 /// the correct code and report every bug "not caught"). It is a plain std read, invisible to loom and
 /// shuttle: a run-time bug explores the same executions as its `--cfg` build.
-#[cfg(any(aioctx_loom, aioctx_shuttle))]
+#[cfg(any(aioctx_loom, aioctx_shuttle, feature = "planted-bugs"))]
 pub fn planted_at_run_time(name: &str) -> bool {
     static BUG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let bug = BUG.get_or_init(|| {
@@ -155,8 +155,8 @@ pub fn planted_at_run_time(name: &str) -> bool {
     bug.as_deref() == Some(name)
 }
 
-/// Outside the model checkers no bug is planted at run time.
-#[cfg(not(any(aioctx_loom, aioctx_shuttle)))]
+/// Elsewhere no bug is planted at run time.
+#[cfg(not(any(aioctx_loom, aioctx_shuttle, feature = "planted-bugs")))]
 #[inline(always)]
 pub const fn planted_at_run_time(_name: &str) -> bool {
     false
