@@ -29,6 +29,10 @@ aioctx-mutants run [OPTIONS]
   --tiers A,B,..      checker tiers in order (default: std,ppoll,epoll,io_uring,props,c11,loom,shuttle,conformance;
                       io_uring is dropped when the kernel refuses io_uring; add miri to run it last)
   --files F,..        only the mutants of these files (paths relative to impl/src, e.g. notify.rs)
+  --logic-files F,..  list (and compile into the schema) the logic mutants of these files, whatever
+                      runs (default: --files; for --claims the files its logic claims cite; else all).
+                      Two runs with the same schema share their builds (ci/mutants: claims, then
+                      the changed files)
   --only NAME,..      only these mutants (stable names)
   --shard I/N         only mutants whose index in the full list is I mod N
   --jobs N            mutants run in parallel (default 2)
@@ -47,6 +51,7 @@ struct Opts {
     out: PathBuf,
     tiers: Vec<String>,
     files: Option<Vec<String>>,
+    logic_files: Option<Vec<String>>,
     only: Option<Vec<String>>,
     shard: Option<(usize, usize)>,
     jobs: usize,
@@ -68,6 +73,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             .map(String::from)
             .collect(),
         files: None,
+        logic_files: None,
         only: None,
         shard: None,
         jobs: 2,
@@ -101,6 +107,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--out" => o.out = it.next().ok_or("--out DIR")?.into(),
             "--tiers" => o.tiers = list(it.next())?,
             "--files" => o.files = Some(list(it.next())?),
+            "--logic-files" => o.logic_files = Some(list(it.next())?),
             "--only" => o.only = Some(list(it.next())?),
             "--shard" => {
                 let v = it.next().ok_or("--shard I/N")?;
@@ -761,8 +768,16 @@ pub fn main(args: &[String]) -> Result<(), String> {
     copy_dir(&tree.join("impl/src"), &pristine.join("impl/src"))?;
     let _ = std::fs::remove_file(pristine.join("impl/src").join(schema::RUNTIME_PATH));
     let n_sites = schema::scan_tree(&pristine.join("impl/src"))?.0.len();
+    // The files whose logic mutants are listed: `--files`; for a claims check, the files its logic
+    // claims cite (so its schema is the one `--changed` builds for those files, and the two share
+    // their builds); else every file in scope.
+    let logic_files: Option<Vec<String>> = match (&o.logic_files, &o.files, &o.claims) {
+        (Some(fs), _, _) | (None, Some(fs), _) => Some(fs.clone()),
+        (None, None, Some(p)) => Some(claimed_logic_files(p)?),
+        (None, None, None) => None,
+    };
     let logic: Vec<Placed> = if o.logic {
-        list_logic(&o, &tree)?
+        list_logic(logic_files.as_deref(), &tree)?
             .into_iter()
             .enumerate()
             .map(|(i, listed)| Placed { id: n_sites + i, listed })
@@ -784,7 +799,9 @@ pub fn main(args: &[String]) -> Result<(), String> {
         None => true,
         Some((file, _)) => {
             o.logic
-                && o.files.as_ref().is_none_or(|fs| fs.iter().any(|f| *f == format!("{file}.rs")))
+                && logic_files
+                    .as_ref()
+                    .is_none_or(|fs| fs.iter().any(|f| *f == format!("{file}.rs")))
         }
     };
     for (list, names) in [("EQUIVALENT", &equiv), ("SURVIVORS", &known)] {
@@ -914,12 +931,26 @@ pub fn main(args: &[String]) -> Result<(), String> {
     report(&o, &chosen, n_unviable, &results, (&equiv, &known), t_start.elapsed().as_secs_f64())
 }
 
-/// cargo-mutants' logic mutants of the files in scope (`--files` narrows them).
+/// The files (relative to impl/src) of the logic mutants a claims file cites (`<file>.rs: replace ...`).
+fn claimed_logic_files(p: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let files: BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once(".rs: ").map(|(f, _)| format!("{}.rs", f.trim())))
+        .collect();
+    Ok(files.into_iter().collect())
+}
+
+/// cargo-mutants' logic mutants of `files` (relative to impl/src; None: every file in scope).
 /// Listed in `dir`, the scratch tree as synced (its impl/src is the schema's snapshot).
-fn list_logic(o: &Opts, dir: &Path) -> Result<Vec<crate::logic::Listed>, String> {
+fn list_logic(files: Option<&[String]>, dir: &Path) -> Result<Vec<crate::logic::Listed>, String> {
+    if files.is_some_and(<[String]>::is_empty) {
+        return Ok(Vec::new());
+    }
     let mut cmd = Command::new("cargo");
     cmd.args(["mutants", "--list", "--json", "-p", "aioctx"]).current_dir(dir);
-    let files: Vec<String> = match &o.files {
+    let files: Vec<String> = match files {
         Some(fs) => fs.iter().map(|f| format!("impl/src/{f}")).collect(),
         None => ["notify", "bh", "poll", "handler", "timer", "ctx"]
             .iter()
