@@ -108,7 +108,11 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
         i.harvests_delayed
     );
     if faulty {
-        let io_uring = i.enter_failures > 0 && i.completions_lost > 0 && i.harvests_delayed > 0;
+        // Some fault of the configuration's kinds, not each kind: on a real kernel how many enters
+        // and completions a run makes (so how many draws each kind gets) depends on timing, and the
+        // rarest (a lost completion) can miss a short run; each kind has its own deterministic tests
+        // (impl/src/fdmon/io_uring.rs: enter_faults, lost_completions, delayed_completions).
+        let io_uring = i.enter_failures + i.completions_lost + i.harvests_delayed > 0;
         let model = i.spurious_wakes > 0 && i.register_failures > 0;
         assert!(model || io_uring, "{name}: faults on, but none injected: {i:?}");
     }
