@@ -27,6 +27,7 @@ fn bh_reschedules_itself_through_its_ref() {
             assert!(!this.is_scheduled(), "dequeued, so not scheduled");
             if n2.get() < 5 {
                 this.schedule();
+                assert!(this.is_scheduled(), "rescheduled through its ref");
             }
         });
         bh.schedule();
