@@ -245,3 +245,24 @@ fn notify_handshake_traces_follow_notify_pml() {
         "spin follows every trace; a mutated one is rejected",
     );
 }
+
+/// `bh_poll_take` records how many BHs the take found (`count`, a trace-build-only walk of the taken
+/// list that no model step reads, so nothing else checks it): three schedules, one take of three.
+#[test]
+fn bh_poll_take_records_the_length_of_the_taken_list() {
+    let _g = serial();
+    aioctx::trace::start();
+    let ctx = aioctx::AioContext::new().unwrap();
+    let bhs: Vec<_> = (0..3).map(|_| ctx.bh_new(|_| {})).collect();
+    for b in &bhs {
+        b.schedule();
+    }
+    assert!(ctx.poll(false));
+    let log = aioctx::trace::stop();
+    let counts: Vec<Option<i64>> = log
+        .iter()
+        .filter(|e| e.step == aioctx::trace::Step::BhPollTake)
+        .map(|e| e.values.iter().find(|(k, _)| *k == "count").map(|(_, v)| *v))
+        .collect();
+    assert_eq!(counts.first(), Some(&Some(3)), "bh_poll_take records: {counts:?}");
+}
