@@ -137,9 +137,10 @@ pub const PLANTED_BUGS: &[&str] = &[
 ];
 
 /// Whether `AIOCTX_BUG` names the planted bug `name` (see `planted!`): read once per process, in a
-/// model-checker build or with the test-only `planted-bugs` feature; panics on a name that is not in [`PLANTED_BUGS`] (a typo must not run
-/// the correct code and report every bug "not caught"). It is a plain std read, invisible to loom and
-/// shuttle: a run-time bug explores the same executions as its `--cfg` build.
+/// model-checker build or with the test-only `planted-bugs` feature; panics on a name that is not
+/// in [`PLANTED_BUGS`] (a typo must not run the correct code and report every bug "not caught").
+/// It is a plain std read, invisible to loom and shuttle: a run-time bug explores the same
+/// executions as its `--cfg` build.
 #[cfg(any(aioctx_loom, aioctx_shuttle, feature = "planted-bugs"))]
 pub fn planted_at_run_time(name: &str) -> bool {
     static BUG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
