@@ -1,13 +1,14 @@
-//! The runner: copy the tree, write the schema, build one test set per checker tier, learn which
-//! tests reach which site (coverage), then run every mutant against the tests that reach its site,
-//! tier by tier, cheapest first, and stop at the first kill.
+//! The runner: copy the tree, write the schema, then tier by tier, cheapest first: build the
+//! tier's tests, learn which of them reach which site (coverage), and run every mutant still alive
+//! against the tests that reach its site, stopping at its first kill. A tier that no live mutant
+//! can be judged by (see `tier_applies`) is neither built nor covered.
 //!
 //! A failing test counts only if it fails again with the mutant (twice more outside loom and
 //! shuttle, whose schedules are fixed) and passes on the correct build; otherwise it is flaky (a busy
 //! machine) and kills nothing.
 //!
 //! Verdicts: `killed` (a test failed: the first one is named), `timeout` (a test ran past its budget:
-//! ten times its correct-build time, at least 60 s; a hang is how a lost wake-up shows in a test
+//! ten times its correct-build time, at least 15 s; a hang is how a lost wake-up shows in a test
 //! without a watchdog, and it counts as killed), `survived`, `equivalent` (listed in
 //! mutants/EQUIVALENT.md with the argument; still run with `--check-equivalents`, where a kill makes
 //! the list wrong), `uncovered` (no test of any tier reaches the site: counted as survived).
@@ -26,7 +27,7 @@ const HELP: &str = "\
 aioctx-mutants run [OPTIONS]
   --root DIR          the repository (default: .)
   --out DIR           work dir (default: target/mutants): tree/, build/<tier>/, logs/, results.tsv
-  --tiers A,B,..      checker tiers in order (default: std,ppoll,epoll,io_uring,props,c11,loom,shuttle,conformance;
+  --tiers A,B,..      checker tiers in order (default: c11,std,ppoll,epoll,io_uring,props,loom,shuttle,conformance;
                       io_uring is dropped when the kernel refuses io_uring; add miri to run it last)
   --files F,..        only the mutants of these files (paths relative to impl/src, e.g. notify.rs)
   --logic-files F,..  list (and compile into the schema) the logic mutants of these files, whatever
@@ -68,7 +69,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         root: PathBuf::from("."),
         out: PathBuf::from("target/mutants"),
-        tiers: "std,ppoll,epoll,io_uring,props,c11,loom,shuttle,conformance"
+        tiers: "c11,std,ppoll,epoll,io_uring,props,loom,shuttle,conformance"
             .split(',')
             .map(String::from)
             .collect(),
@@ -192,7 +193,12 @@ pub fn argued(root: &Path, rel: &str) -> Result<BTreeMap<String, String>, String
 
 /// Copy the repository's files (tracked and untracked, not ignored) to `dst`, writing only files
 /// whose content changed, so cargo's incremental builds survive between runs.
-fn sync_tree(root: &Path, dst: &Path) -> Result<(), String> {
+/// Make `dst` hold the repository's files. Returns what it overwrote (path, old text, old mtime):
+/// the schema's files get their pristine text here (cargo-mutants lists the mutants of the
+/// pristine code), and `keep_mtimes` puts the old mtime back on each one whose schema text turns
+/// out unchanged, so cargo does not rebuild every tier, and the coverage cache stays valid,
+/// across runs with the same schema.
+fn sync_tree(root: &Path, dst: &Path) -> Result<Vec<Displaced>, String> {
     let out = Command::new("git")
         .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
         .current_dir(root)
@@ -202,6 +208,7 @@ fn sync_tree(root: &Path, dst: &Path) -> Result<(), String> {
         return Err("git ls-files failed".into());
     }
     let mut keep = BTreeSet::new();
+    let mut displaced = Vec::new();
     for rel in out.stdout.split(|b| *b == 0).filter(|s| !s.is_empty()) {
         let rel = String::from_utf8_lossy(rel).to_string();
         let src = root.join(&rel);
@@ -210,7 +217,12 @@ fn sync_tree(root: &Path, dst: &Path) -> Result<(), String> {
         }
         let data = std::fs::read(&src).map_err(|e| format!("{rel}: {e}"))?;
         let to = dst.join(&rel);
-        if std::fs::read(&to).ok().as_deref() != Some(&data[..]) {
+        let old = std::fs::read(&to).ok();
+        if old.as_deref() != Some(&data[..]) {
+            let mtime = std::fs::metadata(&to).and_then(|m| m.modified());
+            if let (Some(old), Ok(mtime)) = (old, mtime) {
+                displaced.push((to.clone(), old, mtime));
+            }
             std::fs::create_dir_all(to.parent().expect("a file has a parent"))
                 .map_err(|e| e.to_string())?;
             std::fs::write(&to, &data).map_err(|e| format!("{}: {e}", to.display()))?;
@@ -224,7 +236,20 @@ fn sync_tree(root: &Path, dst: &Path) -> Result<(), String> {
             let _ = std::fs::remove_file(dst.join(&full));
         }
     }
-    Ok(())
+    Ok(displaced)
+}
+
+type Displaced = (PathBuf, Vec<u8>, std::time::SystemTime);
+
+/// Give back its old mtime to each file `sync_tree` overwrote whose text is now what it was.
+fn keep_mtimes(displaced: &[Displaced]) {
+    for (path, old, mtime) in displaced {
+        if std::fs::read(path).is_ok_and(|now| now == *old) {
+            if let Ok(f) = std::fs::File::options().write(true).open(path) {
+                let _ = f.set_modified(*mtime);
+            }
+        }
+    }
 }
 
 /// Write the schema into the scratch tree, touching only files whose schema text changed.
@@ -269,8 +294,6 @@ struct Tier {
     env: Vec<(String, String)>,
     /// test id "target::test" -> sites it reaches, and its correct-build seconds.
     cover: HashMap<String, (BTreeSet<usize>, f64)>,
-    /// Pure ordering/fence mutants are invisible to this tier (shuttle: sequentially consistent).
-    sc_only: bool,
 }
 
 type Env = Vec<(String, String)>;
@@ -426,18 +449,14 @@ fn build_tier(name: &str, o: &Opts, tree: &Path) -> Result<Tier, BuildErr> {
     if bins.is_empty() {
         return Err(BuildErr::Other(format!("tier {name}: no test executable built")));
     }
+    // In a stable order (cargo reports artifacts as they finish): the coverage cache's key.
+    bins.sort();
     eprintln!(
         "    tier {name}: {} test binaries built in {:.0} s",
         bins.len(),
         t0.elapsed().as_secs_f64()
     );
-    Ok(Tier {
-        name: name.into(),
-        bins,
-        env: renv,
-        cover: HashMap::new(),
-        sc_only: name == "shuttle",
-    })
+    Ok(Tier { name: name.into(), bins, env: renv, cover: HashMap::new() })
 }
 
 fn abs(p: &Path) -> PathBuf {
@@ -652,96 +671,98 @@ struct Verdict {
     secs: f64,
 }
 
-fn run_mutant(m: &Mutant, tiers: &[Tier], logs: &Path) -> Verdict {
-    let t0 = Instant::now();
-    let mut reached = false;
-    for t in tiers {
-        if t.sc_only && !m.visible_under_sc {
+/// Whether tier `name` can tell mutant `m` apart at all, before any build or coverage: the
+/// axiomatic checker's litmus programs carry the ordering sites only; shuttle explores
+/// sequentially consistent executions only; a forced backend runs the same protocol code as the
+/// default one, and differs only in the backend code itself (and the handler registration that
+/// drives it).
+fn tier_applies(name: &str, m: &Mutant) -> bool {
+    match name {
+        "c11" => m.spec != "on",
+        "shuttle" => m.visible_under_sc,
+        "ppoll" | "epoll" | "io_uring" => m.file.starts_with("fdmon/") || m.file == "handler.rs",
+        _ => true,
+    }
+}
+
+/// What one tier found for one mutant.
+enum TierVerdict {
+    /// A test failed (`killed`) or hung (`timeout`) with the mutant, again on a re-run, and
+    /// passes without it: the test's id.
+    Killed(&'static str, String),
+    /// Some test of the tier reaches the site, and none failed.
+    Reached,
+    /// No test of the tier reaches the site.
+    Unreached,
+}
+
+fn run_in_tier(m: &Mutant, t: &Tier, logs: &Path) -> TierVerdict {
+    // Tests reaching the site, cheapest first.
+    let mut tests: Vec<(&String, f64)> = t
+        .cover
+        .iter()
+        .filter(|(_, (s, _))| s.contains(&m.site))
+        .map(|(id, (_, secs))| (id, *secs))
+        .collect();
+    if tests.is_empty() {
+        return TierVerdict::Unreached;
+    }
+    tests.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
+    // One test at a time, cheapest first: the first failure ends the mutant's run.
+    for (id, secs) in tests {
+        let (tname, test) = id.split_once("::").expect("target::test");
+        let exe = &t.bins.iter().find(|b| b.0 == tname).expect("binary").1;
+        let mut env = t.env.clone();
+        env.push(mutant_env(t, m));
+        // A hang is the common way a logic mutant dies (a BH that never runs, a wait that never
+        // ends), and its cost is the budget itself, paid again by each confirmation: ten times
+        // the test's own time on the correct build (a busy machine slows both alike), at least
+        // 15 s (a test of milliseconds is still far from it on a loaded 2-core machine).
+        let budget = Duration::from_secs_f64((secs * 10.0).max(15.0));
+        let log = logs.join(format!(
+            "{}.{}.{tname}.log",
+            m.name.replace([':', '/', '#', '=', ' ', '<', '>', '*', '&', '|'], "_"),
+            t.name
+        ));
+        let r = run_tests(exe, &[test.to_string()], &env, budget, &log);
+        if !r.ok && !r.timed_out && !is_verdict(t, &log) {
+            eprintln!(
+                "    error: {}:{id} failed without a verdict on {} (log {}); not a kill",
+                t.name,
+                m.name,
+                log.display()
+            );
             continue;
         }
-        // A forced backend runs the same protocol code as the default one; it is where the backend
-        // code itself (and the handler registration that drives it) differs.
-        let backend_code = m.file.starts_with("fdmon/") || m.file == "handler.rs";
-        if matches!(t.name.as_str(), "ppoll" | "epoll" | "io_uring") && !backend_code {
-            continue;
-        }
-        // Tests reaching the site, cheapest first, grouped by binary.
-        let mut tests: Vec<(&String, f64)> = t
-            .cover
-            .iter()
-            .filter(|(_, (s, _))| s.contains(&m.site))
-            .map(|(id, (_, secs))| (id, *secs))
-            .collect();
-        if tests.is_empty() {
-            continue;
-        }
-        reached = true;
-        tests.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
-        // One test at a time, cheapest first: the first failure ends the mutant's run.
-        for (id, secs) in tests {
-            let (tname, test) = id.split_once("::").expect("target::test");
-            let exe = &t.bins.iter().find(|b| b.0 == tname).expect("binary").1;
-            let mut env = t.env.clone();
-            env.push(mutant_env(t, m));
-            // A hang is the common way a logic mutant dies (a BH that never runs, a wait that never
-            // ends), and its cost is the budget itself, paid again by each confirmation: ten times
-            // the test's own time on the correct build (a busy machine slows both alike), at least
-            // 15 s (a test of milliseconds is still far from it on a loaded 2-core machine).
-            let budget = Duration::from_secs_f64((secs * 10.0).max(15.0));
-            let log = logs.join(format!(
-                "{}.{}.{tname}.log",
-                m.name.replace([':', '/', '#', '=', ' ', '<', '>', '*', '&', '|'], "_"),
-                t.name
-            ));
-            let r = run_tests(exe, &[test.to_string()], &env, budget, &log);
-            if !r.ok && !r.timed_out && !is_verdict(t, &log) {
-                eprintln!(
-                    "    error: {}:{id} failed without a verdict on {} (log {}); not a kill",
-                    t.name,
-                    m.name,
-                    log.display()
-                );
+        if !r.ok {
+            // Confirm: the test fails again with the mutant, and passes on the correct build.
+            // Otherwise it is flaky (a busy machine), and its failure kills nothing.
+            let clean = logs.join(format!("flake-check.{}.log", id.replace("::", "__")));
+            let test = [test.to_string()];
+            // loom and shuttle replay the same schedules; the other tiers race real threads on
+            // a machine that may be busy, so their failure must repeat twice more.
+            // A hang past the budget repeats once: a mutant that only slows a test ten times
+            // over on one run and not on the next is rare, and each repeat costs the budget.
+            let repeats =
+                if r.timed_out || matches!(t.name.as_str(), "loom" | "shuttle") { 1 } else { 2 };
+            let flaky = if (0..repeats).any(|_| run_tests(exe, &test, &env, budget, &clean).ok) {
+                Some("passed on another run with the mutant")
+            } else if !run_tests(exe, &test, &t.env, budget, &clean).ok {
+                Some("failed on the correct build too")
+            } else {
+                None
+            };
+            if let Some(why) = flaky {
+                eprintln!("    flaky: {}:{id} {why} (log {}); not a kill", t.name, clean.display());
                 continue;
             }
-            if !r.ok {
-                // Confirm: the test fails again with the mutant, and passes on the correct build.
-                // Otherwise it is flaky (a busy machine), and its failure kills nothing.
-                let clean = logs.join(format!("flake-check.{}.log", id.replace("::", "__")));
-                let test = [test.to_string()];
-                // loom and shuttle replay the same schedules; the other tiers race real threads on
-                // a machine that may be busy, so their failure must repeat twice more.
-                // A hang past the budget repeats once: a mutant that only slows a test ten times
-                // over on one run and not on the next is rare, and each repeat costs the budget.
-                let repeats = if r.timed_out || matches!(t.name.as_str(), "loom" | "shuttle") {
-                    1
-                } else {
-                    2
-                };
-                let flaky = if (0..repeats).any(|_| run_tests(exe, &test, &env, budget, &clean).ok)
-                {
-                    Some("passed on another run with the mutant")
-                } else if !run_tests(exe, &test, &t.env, budget, &clean).ok {
-                    Some("failed on the correct build too")
-                } else {
-                    None
-                };
-                if let Some(why) = flaky {
-                    eprintln!(
-                        "    flaky: {}:{id} {why} (log {}); not a kill",
-                        t.name,
-                        clean.display()
-                    );
-                    continue;
-                }
-                let by = format!("{}:{id}", t.name);
-                let kind = if r.timed_out { "timeout" } else { "killed" };
-                return Verdict { kind, by, secs: t0.elapsed().as_secs_f64() };
-            }
-            let _ = std::fs::remove_file(&log);
+            let by = format!("{}:{id}", t.name);
+            let kind = if r.timed_out { "timeout" } else { "killed" };
+            return TierVerdict::Killed(kind, by);
         }
+        let _ = std::fs::remove_file(&log);
     }
-    let kind = if reached { "survived" } else { "uncovered" };
-    Verdict { kind, by: "-".into(), secs: t0.elapsed().as_secs_f64() }
+    TierVerdict::Reached
 }
 
 pub fn main(args: &[String]) -> Result<(), String> {
@@ -758,7 +779,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
         "==> mutants: scratch tree {} (schema written there, never in the repository)",
         tree.display()
     );
-    sync_tree(&o.root, &tree)?;
+    let displaced = sync_tree(&o.root, &tree)?;
     // The schema is written from this snapshot of impl/src, never from the work tree again: a
     // rebuild after unviable mutants re-applies it, and an edit made meanwhile (cargo-mutants'
     // spans are of the snapshot) would put their replacements at the wrong places.
@@ -791,6 +812,7 @@ pub fn main(args: &[String]) -> Result<(), String> {
     if !applied.unplaced.is_empty() {
         applied = apply_schema(&pristine, &tree, &logic, &skip)?;
     }
+    keep_mtimes(&displaced);
     let equiv = equivalents(&o.root)?;
     let known = argued(&o.root, "mutants/SURVIVORS.md")?;
     // Ordering mutants are generated over every file; logic mutants only when that half runs, over
@@ -838,97 +860,166 @@ pub fn main(args: &[String]) -> Result<(), String> {
         chosen_all.len(),
         chosen_all.iter().filter(|(_, m)| equiv.contains_key(&m.name)).count()
     );
-    let mut tiers = Vec::new();
-    if !chosen_all.is_empty() {
-        eprintln!("==> building the schema once per tier: {}", o.tiers.join(", "));
-        for name in &o.tiers.clone() {
-            let mut rounds = 0;
-            loop {
-                match build_tier(name, &o, &tree) {
-                    Ok(t) => {
-                        tiers.push(t);
-                        break;
-                    }
-                    Err(BuildErr::Compile(errors, msg)) if !logic.is_empty() && rounds < 30 => {
-                        let blamed = blame(&errors, &applied);
-                        if blamed.is_empty() {
-                            return Err(format!(
-                                "{msg}\n(no mutant to blame: the schema itself does not compile)"
-                            ));
-                        }
-                        eprintln!("    tier {name}: {} logic mutant(s) do not compile: left out as unviable", blamed.len());
-                        skip.extend(blamed);
-                        applied = apply_schema(&pristine, &tree, &logic, &skip)?;
-                        rounds += 1;
-                    }
-                    Err(BuildErr::Compile(_, msg) | BuildErr::Other(msg)) => return Err(msg),
-                }
-            }
-        }
-        if claims.is_empty() {
-            eprintln!("==> coverage: every test alone on the correct build");
-            // Site name (`notify::accept::swap#1`) -> id, for tiers that report names.
-            let names: HashMap<String, usize> = applied
-                .mutants
-                .iter()
-                .filter(|m| m.spec != "on")
-                .filter_map(|m| Some((m.name.rsplit_once(':')?.0.to_string(), m.site)))
-                .collect();
-            for t in &mut tiers {
-                cover_tier(t, &o, &names)?;
-            }
-        }
-    }
-    let unviable: BTreeSet<usize> = skip.clone();
-    let chosen: Vec<(usize, Mutant)> = chosen_all
+    // Site name (`notify::accept::swap#1`) -> id, for tiers that report names (c11).
+    let names: HashMap<String, usize> = applied
+        .mutants
         .iter()
-        .filter(|(_, m)| !(m.spec == "on" && unviable.contains(&m.site)))
-        .cloned()
+        .filter(|m| m.spec != "on")
+        .filter_map(|m| Some((m.name.rsplit_once(':')?.0.to_string(), m.site)))
         .collect();
-    let n_unviable = chosen_all.len() - chosen.len();
+    let mut schema = Schema { pristine: &pristine, tree: &tree, logic: &logic, skip, applied };
     if !claims.is_empty() {
-        return check_claims(&claims, &applied.mutants, &tiers, &o);
+        let mut tiers = Vec::new();
+        if !chosen_all.is_empty() {
+            eprintln!("==> building the schema once per tier: {}", o.tiers.join(", "));
+            for name in &o.tiers {
+                tiers.push(schema.build(name, &o)?);
+            }
+        }
+        return check_claims(&claims, &schema.applied.mutants, &tiers, &o);
     }
     let logs = o.out.join("logs");
-    eprintln!("==> running {} mutants ({} at a time)", chosen.len(), o.jobs);
     let _ = std::fs::remove_file(o.out.join("partial.tsv"));
-    let queue = Mutex::new(chosen.clone().into_iter().rev().collect::<Vec<_>>());
-    let results: Mutex<BTreeMap<usize, Verdict>> = Default::default();
-    let done = Mutex::new(0usize);
-    let n = chosen.len();
-    let t_run = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..o.jobs {
-            let (queue, results, done, tiers, o, logs, equiv) =
-                (&queue, &results, &done, &tiers, &o, &logs, &equiv);
-            s.spawn(move || loop {
-                let Some((i, m)) = queue.lock().unwrap().pop() else { break };
-                let v = if equiv.contains_key(&m.name) && !o.check_equivalents {
-                    Verdict { kind: "equivalent", by: "-".into(), secs: 0.0 }
-                } else {
-                    run_mutant(&m, tiers, logs)
-                };
-                // Each verdict as it comes (a run stopped early keeps what it found).
-                if let Ok(mut f) = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(o.out.join("partial.tsv"))
-                {
-                    let _ = writeln!(f, "{}\t{}\t{}\t{:.1}", m.name, v.kind, v.by, v.secs);
-                }
-                let mut d = done.lock().unwrap();
-                *d += 1;
-                let eta = t_run.elapsed().as_secs_f64() / *d as f64 * (n - *d) as f64;
-                eprintln!(
-                    "    [{:>3}/{n}] {:<11} {:<58} {} (ETA {:.0} s)",
-                    *d, v.kind, m.name, v.by, eta
-                );
-                results.lock().unwrap().insert(i, v);
-            });
+    // Each verdict as it comes (a run stopped early keeps what it found).
+    let record = |m: &Mutant, v: &Verdict| {
+        if let Ok(mut f) =
+            std::fs::OpenOptions::new().create(true).append(true).open(o.out.join("partial.tsv"))
+        {
+            let _ = writeln!(f, "{}\t{}\t{}\t{:.1}", m.name, v.kind, v.by, v.secs);
         }
-    });
-    let results = results.into_inner().unwrap();
+    };
+    let mut results: BTreeMap<usize, Verdict> = BTreeMap::new();
+    let mut pending: Vec<(usize, Mutant)> = Vec::new();
+    for (i, m) in &chosen_all {
+        if equiv.contains_key(&m.name) && !o.check_equivalents {
+            let v = Verdict { kind: "equivalent", by: "-".into(), secs: 0.0 };
+            record(m, &v);
+            results.insert(*i, v);
+        } else {
+            pending.push((*i, m.clone()));
+        }
+    }
+    // Tier by tier, cheapest first: a tier is built, and its coverage learned, only when a mutant
+    // it can judge is still alive, so a change whose mutants the std tests kill pays for no other.
+    eprintln!(
+        "==> running {} mutants tier by tier ({} at a time; {} equivalent, not run)",
+        pending.len(),
+        o.jobs,
+        results.len()
+    );
+    let mut reached: BTreeSet<usize> = BTreeSet::new();
+    let mut spent: HashMap<usize, f64> = HashMap::new();
+    for name in &o.tiers {
+        let unviable =
+            |m: &Mutant, skip: &BTreeSet<usize>| m.spec == "on" && skip.contains(&m.site);
+        if !pending.iter().any(|(_, m)| tier_applies(name, m) && !unviable(m, &schema.skip)) {
+            eprintln!("    tier {name}: no mutant left that it can judge: not built");
+            continue;
+        }
+        let mut t = schema.build(name, &o)?;
+        // The build may have found more unviable logic mutants.
+        pending.retain(|(_, m)| !unviable(m, &schema.skip));
+        let mine: Vec<(usize, Mutant)> =
+            pending.iter().filter(|(_, m)| tier_applies(name, m)).cloned().collect();
+        cover_tier(&mut t, &o, &names)?;
+        eprintln!("==> tier {name}: {} mutants", mine.len());
+        let queue = Mutex::new(mine.into_iter().rev().collect::<Vec<_>>());
+        let found: Mutex<Vec<(usize, TierVerdict, f64)>> = Mutex::new(Vec::new());
+        let n = queue.lock().unwrap().len();
+        let t_run = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..o.jobs {
+                let (queue, found, t, logs, spent) = (&queue, &found, &t, &logs, &spent);
+                s.spawn(move || loop {
+                    let Some((i, m)) = queue.lock().unwrap().pop() else { break };
+                    let t0 = Instant::now();
+                    let v = run_in_tier(&m, t, logs);
+                    let secs = spent.get(&i).copied().unwrap_or(0.0) + t0.elapsed().as_secs_f64();
+                    let mut found = found.lock().unwrap();
+                    let d = found.len() + 1;
+                    let eta = t_run.elapsed().as_secs_f64() / d as f64 * (n - d) as f64;
+                    let (kind, by) = match &v {
+                        TierVerdict::Killed(kind, by) => (*kind, by.as_str()),
+                        TierVerdict::Reached => ("alive", "-"),
+                        TierVerdict::Unreached => ("unreached", "-"),
+                    };
+                    eprintln!(
+                        "    [{name} {d:>3}/{n}] {kind:<11} {:<58} {by} (ETA {eta:.0} s)",
+                        m.name
+                    );
+                    found.push((i, v, secs));
+                });
+            }
+        });
+        for (i, v, secs) in found.into_inner().unwrap() {
+            spent.insert(i, secs);
+            match v {
+                TierVerdict::Killed(kind, by) => {
+                    let v = Verdict { kind, by, secs };
+                    let m = &pending.iter().find(|(j, _)| *j == i).expect("pending").1;
+                    record(m, &v);
+                    results.insert(i, v);
+                }
+                TierVerdict::Reached => {
+                    reached.insert(i);
+                }
+                TierVerdict::Unreached => {}
+            }
+        }
+        pending.retain(|(i, _)| !results.contains_key(i));
+    }
+    // Left alive by every tier that could judge it.
+    for (i, m) in &pending {
+        if m.spec == "on" && schema.skip.contains(&m.site) {
+            continue;
+        }
+        let kind = if reached.contains(i) { "survived" } else { "uncovered" };
+        let v = Verdict { kind, by: "-".into(), secs: spent.get(i).copied().unwrap_or(0.0) };
+        record(m, &v);
+        results.insert(*i, v);
+    }
+    // A logic mutant that does not compile in some tier is unviable, unless a tier where it does
+    // compile had already killed it.
+    let chosen: Vec<(usize, Mutant)> =
+        chosen_all.iter().filter(|(i, _)| results.contains_key(i)).cloned().collect();
+    let n_unviable = chosen_all.len() - chosen.len();
     report(&o, &chosen, n_unviable, &results, (&equiv, &known), t_start.elapsed().as_secs_f64())
+}
+
+/// The schema in the scratch tree, and the logic mutants left out of it because they do not
+/// compile (a build that fails on some blames them, re-applies the schema without them, retries).
+struct Schema<'a> {
+    pristine: &'a Path,
+    tree: &'a Path,
+    logic: &'a [Placed],
+    skip: BTreeSet<usize>,
+    applied: Applied,
+}
+
+impl Schema<'_> {
+    fn build(&mut self, name: &str, o: &Opts) -> Result<Tier, String> {
+        for _round in 0..30 {
+            match build_tier(name, o, self.tree) {
+                Ok(t) => return Ok(t),
+                Err(BuildErr::Compile(errors, msg)) if !self.logic.is_empty() => {
+                    let blamed = blame(&errors, &self.applied);
+                    if blamed.is_empty() {
+                        return Err(format!(
+                            "{msg}\n(no mutant to blame: the schema itself does not compile)"
+                        ));
+                    }
+                    eprintln!(
+                        "    tier {name}: {} logic mutant(s) do not compile: left out as unviable",
+                        blamed.len()
+                    );
+                    self.skip.extend(blamed);
+                    self.applied = apply_schema(self.pristine, self.tree, self.logic, &self.skip)?;
+                }
+                Err(BuildErr::Compile(_, msg) | BuildErr::Other(msg)) => return Err(msg),
+            }
+        }
+        Err(format!("tier {name}: the schema still does not compile after 30 rounds of blame"))
+    }
 }
 
 /// The files (relative to impl/src) of the logic mutants a claims file cites (`<file>.rs: replace ...`).
