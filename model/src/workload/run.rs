@@ -44,6 +44,10 @@ enum BhObj {
 /// runner's view, for the final drain; set before each wake, cleared by the poll).
 struct TaskWake {
     waker: Mutex<Option<std::task::Waker>>,
+    /// The waker of the task's current poll, for its own reschedule (`BhSpec::resched`): a remote
+    /// owner's delete drops `waker`, at any time, even between the poll's store of it and the
+    /// reschedule; a task still holds its own `Context`'s waker.
+    own: Mutex<Option<std::task::Waker>>,
     pending: AtomicBool,
     /// A remote owner dropped its waker (`Op::Delete`): it wakes the task no more. The task, and a
     /// wake it has not run yet, stay (the home thread's final drain must still run it).
@@ -62,6 +66,19 @@ impl BhObj {
                     w.wake_by_ref();
                 }
             }
+        }
+    }
+
+    /// Its callback (or the task's poll) schedules it again.
+    fn reschedule_self(&self, idle: bool) {
+        match self {
+            BhObj::Task(t) => {
+                t.pending.store(true, Ordering::SeqCst);
+                if let Some(w) = t.own.lock().as_ref() {
+                    w.wake_by_ref();
+                }
+            }
+            BhObj::Bh(_) => self.schedule(idle),
         }
     }
 
@@ -347,6 +364,7 @@ impl Objs {
         std::future::poll_fn(move |cx| {
             // The waker first, then the flag: a wake from now on reaches this task again.
             *t.waker.lock() = Some(cx.waker().clone());
+            *t.own.lock() = Some(cx.waker().clone());
             t.pending.store(false, Ordering::SeqCst);
             if let Some(o) = w.upgrade() {
                 o.bh_body(b);
@@ -371,7 +389,7 @@ impl Objs {
             let g = self.bhs[b as usize].lock();
             if let Some(x) = g.as_ref() {
                 self.log(Ev::Schedule(b));
-                x.schedule(spec.idle);
+                x.reschedule_self(spec.idle);
             }
         }
         self.nested(spec.nested);
@@ -751,6 +769,7 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
                 Mutex::new(Some(if p.bhs[b].task {
                     BhObj::Task(Arc::new(TaskWake {
                         waker: Mutex::new(None),
+                        own: Mutex::new(None),
                         pending: AtomicBool::new(true), // spawned below: scheduled
                         dropped: AtomicBool::new(false),
                     }))
