@@ -964,8 +964,23 @@ fn watchdog(
             sh.o.handle.notify();
             kicks += 1;
             if kicks > 500 {
-                // A poll that a notify cannot end: nothing else to do.
-                eprintln!("HANG: the home thread does not wake up; aborting");
+                // A poll that a notify cannot end: nothing else to do. The process ends here,
+                // so the program cannot shrink: print it whole, with the log so far, to rerun.
+                let log = sh.o.log.lock().unwrap_or_else(|e| e.into_inner());
+                let tail: Vec<String> = log
+                    .iter()
+                    .enumerate()
+                    .skip(log.len().saturating_sub(40))
+                    .map(|(i, e)| format!("{i:>6} {e:?}"))
+                    .collect();
+                eprintln!(
+                    "HANG: the home thread does not wake up, even after 500 notifies; aborting \
+                     (not shrunk: a hang that a notify cannot end takes the process with it)\n\
+                     program:\n{}\nlog (last {} events):\n{}",
+                    sh.o.p.to_rust(),
+                    tail.len(),
+                    tail.join("\n")
+                );
                 std::process::abort();
             }
         }
