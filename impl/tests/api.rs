@@ -373,3 +373,103 @@ fn io_uring_faults_are_injected_and_counted_or_refused() {
     assert!(n.enter_failures > 0 && n.completions_lost > 0 && n.harvests_delayed > 0, "{n:?}");
     ctx.remove_fd_handler(r.as_raw_fd()).unwrap();
 }
+
+/// An explicit backend is the one built, or an error: never another in its place. `Backend::Auto`
+/// falls back from io_uring to ppoll (switching to epoll at 64 fds) when the kernel refuses
+/// io_uring, and says so with a warning. The refusal is a seccomp filter on one thread of this
+/// test (filters are per thread): io_uring_setup fails with ENOSYS there, as on a kernel built
+/// without it.
+#[test]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn an_explicit_backend_is_built_or_refused_and_auto_falls_back_with_a_warning() {
+    use aioctx::{AioContext, Backend};
+    let name = |b: Backend| AioContext::builder().backend(b).build().ok().map(|c| c.backend_name());
+    let forced = [
+        (cfg!(aioctx_force_fdmon = "ppoll"), "ppoll"),
+        (cfg!(aioctx_force_fdmon = "epoll"), "epoll"),
+        (cfg!(aioctx_force_fdmon = "io_uring"), "io_uring"),
+    ];
+    if let Some((_, f)) = forced.iter().find(|x| x.0) {
+        // A build that forces one backend (CI's reruns): every choice gives that one.
+        for b in [Backend::Ppoll, Backend::Epoll, Backend::Auto] {
+            assert_eq!(name(b.clone()), Some(*f), "{b:?} in a build forcing {f}");
+        }
+        return;
+    }
+    assert_eq!(name(Backend::Ppoll), Some("ppoll"));
+    assert_eq!(name(Backend::Epoll), Some("epoll"));
+    if let Some(n) = name(Backend::IoUring) {
+        assert_eq!(n, "io_uring");
+    }
+    std::thread::spawn(move || {
+        refuse_io_uring_on_this_thread();
+        let e = AioContext::builder().backend(Backend::IoUring).build().unwrap_err();
+        assert!(e.to_string().contains("io_uring is not available"), "{e}");
+        let (warnings, ctx) = capture_warnings(|| AioContext::builder().build().unwrap());
+        assert_eq!(ctx.backend_name(), "ppoll", "Auto without io_uring");
+        assert!(
+            warnings.iter().any(|w| w.contains("io_uring unavailable")),
+            "the fallback was not logged: {warnings:?}"
+        );
+    })
+    .join()
+    .unwrap();
+}
+
+/// A seccomp filter on the calling thread: io_uring_setup(2) fails with ENOSYS.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn refuse_io_uring_on_this_thread() {
+    const AUDIT_ARCH: u32 = if cfg!(target_arch = "x86_64") { 0xc000_003e } else { 0xc000_00b7 };
+    let f = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    let (ld, jeq, ret) = (0x20, 0x15, 0x06); // BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
+    let mut prog = [
+        f(ld, 0, 0, 4), // seccomp_data.arch
+        f(jeq, 0, 3, AUDIT_ARCH),
+        f(ld, 0, 0, 0), // seccomp_data.nr
+        f(jeq, 0, 1, libc::SYS_io_uring_setup as u32),
+        f(ret, 0, 0, 0x0005_0000 | libc::ENOSYS as u32), // SECCOMP_RET_ERRNO
+        f(ret, 0, 0, 0x7fff_0000),                       // SECCOMP_RET_ALLOW
+    ];
+    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
+    // SAFETY: prctl(2) with PR_SET_NO_NEW_PRIVS, then PR_SET_SECCOMP with a valid filter program
+    // that outlives the call (the kernel copies it).
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        let r = libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog);
+        assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Run `f` with a tracing subscriber on this thread that keeps each WARN event's fields.
+fn capture_warnings<T>(f: impl FnOnce() -> T) -> (Vec<String>, T) {
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    struct Capture(Arc<Mutex<Vec<String>>>);
+    struct Text(String);
+    impl Visit for Text {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!("{}={value:?} ", field.name()));
+        }
+    }
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+            *m.level() == tracing::Level::WARN
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, e: &tracing::Event<'_>) {
+            let mut t = Text(String::new());
+            e.record(&mut t);
+            self.0.lock().unwrap().push(t.0);
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = tracing::subscriber::with_default(Capture(seen.clone()), f);
+    let seen = seen.lock().unwrap().clone();
+    (seen, out)
+}

@@ -674,13 +674,18 @@ struct Verdict {
 /// Whether tier `name` can tell mutant `m` apart at all, before any build or coverage: the
 /// axiomatic checker's litmus programs carry the ordering sites only; shuttle explores
 /// sequentially consistent executions only; a forced backend runs the same protocol code as the
-/// default one, and differs only in the backend code itself (and the handler registration that
-/// drives it).
+/// default one, and differs only in the backend code itself, the handler registration that drives
+/// it, and the choice of backend (`Builder::kernel`).
 fn tier_applies(name: &str, m: &Mutant) -> bool {
     match name {
         "c11" => m.spec != "on",
         "shuttle" => m.visible_under_sc,
-        "ppoll" | "epoll" | "io_uring" => m.file.starts_with("fdmon/") || m.file == "handler.rs",
+        "ppoll" | "epoll" | "io_uring" => {
+            m.file.starts_with("fdmon/")
+                || m.file == "handler.rs"
+                || m.name.ends_with(" in Builder::kernel")
+                || m.name.contains(" in Builder::kernel #")
+        }
         _ => true,
     }
 }
