@@ -256,6 +256,35 @@ fn handler_removes_itself_but_not_its_replacement() {
     }
 }
 
+/// A handler that removes itself from its callback (`FdRef::remove`): true, and it is gone: not
+/// registered, and not called again although its fd stays readable.
+#[test]
+fn handler_removes_itself_from_its_callback() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (r, mut w) = UnixStream::pair().unwrap();
+        let fd = r.as_raw_fd();
+        let calls = Rc::new(Cell::new(0));
+        let removed = Rc::new(Cell::new(None));
+        let (c2, rm) = (calls.clone(), removed.clone());
+        ctx.set_fd_handler(
+            fd,
+            FdHandler::new().on_read(move |this| {
+                c2.set(c2.get() + 1);
+                rm.set(Some(this.remove().unwrap()));
+            }),
+        )
+        .unwrap();
+        w.write_all(b"x").unwrap(); // never read: the fd stays readable
+        assert!(ctx.poll(true), "{name}");
+        assert_eq!(removed.get(), Some(true), "{name}: the removal of itself");
+        assert_eq!(ctx.poll_ns(fd), None, "{name}: still registered");
+        assert!(!ctx.poll(false), "{name}: a removed handler made progress");
+        assert_eq!(calls.get(), 1, "{name}: called after its removal");
+        assert!(!ctx.remove_fd_handler(fd).unwrap(), "{name}: removed twice");
+    }
+}
+
 /// What `{:?}` of each public object tells someone reading a log or a failed assertion: its type, and
 /// the state that tells two of them apart or one moment from another (a context's backend and a
 /// handle's notifier fd, whether a BH is scheduled, a timer's deadline, which callbacks a handler

@@ -127,6 +127,34 @@ fn many_wakes_before_the_task_runs_poll_it_once() {
     sig.set();
 }
 
+/// `block_on` makes its context current while it polls the future, and gives the previous one back
+/// after: none at the top level, the outer context inside another context's callback.
+#[test]
+fn block_on_restores_the_current_context() {
+    let ctx = AioContext::new().unwrap();
+    let is = |p: *const AioContext| move |c: &AioContext| std::ptr::eq(c, p);
+    let outer: *const AioContext = &ctx;
+    let inside = ctx.block_on(async { AioContext::with_current(is(outer)) });
+    assert_eq!(inside, Some(true), "current while the future is polled");
+    assert!(AioContext::with_current(|_| ()).is_none(), "still current after block_on returned");
+
+    let other = Rc::new(AioContext::new().unwrap());
+    let seen = Rc::new(Cell::new((None, None)));
+    let (o2, s2) = (other.clone(), seen.clone());
+    let bh = ctx.bh_new(move |_| {
+        let inner: *const AioContext = &*o2;
+        let during = o2.block_on(async { AioContext::with_current(is(inner)) });
+        s2.set((during, AioContext::with_current(is(outer))));
+    });
+    bh.schedule();
+    assert!(ctx.poll(false));
+    assert_eq!(
+        seen.get(),
+        (Some(true), Some(true)),
+        "(the inner context while polled, the outer after)"
+    );
+}
+
 #[test]
 fn wake_during_the_poll_schedules_the_task_again() {
     let ctx = AioContext::new().unwrap();
