@@ -129,20 +129,20 @@ fn device_on_poll_list(ctx: &AioContext, k: &Arc<ModelKernel>) -> (Arc<Device>, 
     (d, fd)
 }
 
-/// The window grows 0 → 4000 → ×2 … → max from the loop's own block_ns measurement, and a wait longer
-/// than max resets it. Each "wait" is simulated: io_poll lets model time pass, then the guest kicks the
+/// The window grows 0 → 4000 → ×2 … → max from the loop's own block_ns measurement, a wait that fits
+/// the window keeps it, and a wait longer than max resets it. Each "wait" is simulated: io_poll lets model time pass, then the guest kicks the
 /// fd, so block_ns = the simulated wait (the clock does not tick by itself here).
 #[test]
 fn poll_window_grows_with_block_ns_and_resets_past_max() {
     assert_eq!(
         drive_window_sequence(),
-        [8000, 16_000, 32_000, 32_768, 0],
-        "grow x2, cap at max, reset when the wait > max"
+        [4000, 8000, 16_000, 32_000, 32_768, 0],
+        "keep when the wait fits, grow x2, cap at max, reset when the wait > max"
     );
 }
 
 /// The scenario of `poll_window_grows_with_block_ns_and_resets_past_max`; returns the windows seen
-/// after each simulated wait of 5, 10, 20, 32.5 and 40 us (the handler is removed at the end).
+/// after each simulated wait of 2, 5, 10, 20, 32.5 and 40 us (the handler is removed at the end).
 fn drive_window_sequence() -> Vec<u64> {
     let k = ModelKernel::new();
     let ctx = AioContext::builder()
@@ -161,10 +161,14 @@ fn drive_window_sequence() -> Vec<u64> {
             })
             .on_poll(
                 move |_| {
-                    // Polling finds nothing; the event comes `wait` ns later through the fd.
+                    // The event comes `wait` ns later: within the 4 us window of the first step,
+                    // polling finds it; otherwise polling finds nothing, and it comes through the fd.
                     let w = w2.swap(0, SeqCst);
                     if w > 0 {
                         c2.clock().advance(std::time::Duration::from_nanos(w));
+                        if w <= 4000 {
+                            return true;
+                        }
                         k2.set_readable(fd, true);
                     }
                     false
@@ -182,7 +186,7 @@ fn drive_window_sequence() -> Vec<u64> {
     assert!(ctx.is_polled(fd));
     assert_eq!(ctx.poll_ns(fd), Some(4000), "0 -> 4000 after the first event");
     let mut seen = vec![];
-    for wait in [5000, 10_000, 20_000, 32_500, 40_000] {
+    for wait in [2000, 5000, 10_000, 20_000, 32_500, 40_000] {
         wait_ns.store(wait, SeqCst);
         assert!(ctx.poll(true));
         seen.push(ctx.poll_ns(fd).unwrap());
@@ -476,10 +480,11 @@ fn polling_emits_qemu_trace_events() {
     use std::sync::Mutex;
     use tracing::field::{Field, Visit};
 
-    /// Each event's message and its `fd` field, if any.
+    /// Each event's message, its `fd` field if any, and its `old` and `new` windows if any.
     #[derive(Default)]
-    struct Names(Mutex<Vec<(String, Option<i64>)>>);
-    struct Msg<'a>(&'a mut (String, Option<i64>));
+    struct Names(Mutex<Vec<Ev>>);
+    type Ev = (String, Option<i64>, Option<u64>, Option<u64>);
+    struct Msg<'a>(&'a mut Ev);
     impl Visit for Msg<'_> {
         fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
             if f.name() == "message" {
@@ -489,6 +494,13 @@ fn polling_emits_qemu_trace_events() {
         fn record_i64(&mut self, f: &Field, v: i64) {
             if f.name() == "fd" {
                 self.0 .1 = Some(v);
+            }
+        }
+        fn record_u64(&mut self, f: &Field, v: u64) {
+            match f.name() {
+                "old" => self.0 .2 = Some(v),
+                "new" => self.0 .3 = Some(v),
+                _ => {}
             }
         }
     }
@@ -502,7 +514,7 @@ fn polling_emits_qemu_trace_events() {
         fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
         fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
         fn event(&self, e: &tracing::Event<'_>) {
-            let mut m = (String::new(), None);
+            let mut m = (String::new(), None, None, None);
             e.record(&mut Msg(&mut m));
             self.0.lock().unwrap().push(m);
         }
@@ -535,13 +547,23 @@ fn polling_emits_qemu_trace_events() {
         "poll_shrink",
         "poll_remove",
     ] {
-        assert!(seen.iter().any(|(s, _)| s == want), "no {want} event in {seen:?}");
+        assert!(seen.iter().any(|(s, ..)| s == want), "no {want} event in {seen:?}");
     }
     // The context's own notifier is reported as fd -1 (QEMU: its poll handler has no user fd).
     assert!(
-        seen.iter().any(|(s, fd)| s == "poll_grow" && *fd == Some(-1)),
+        seen.iter().any(|(s, fd, ..)| s == "poll_grow" && *fd == Some(-1)),
         "no poll_grow of the notifier (fd -1) in {seen:?}"
     );
+    // A window that grew or shrank, and only then: a kept window is no event (the sequence keeps
+    // one: `drive_window_sequence`'s first wait, 2 us in a 4 us window).
+    for (s, _, old, new) in &seen {
+        let (Some(old), Some(new)) = (old, new) else { continue };
+        match s.as_str() {
+            "poll_grow" => assert!(new > old, "poll_grow from {old} to {new}"),
+            "poll_shrink" => assert!(new < old, "poll_shrink from {old} to {new}"),
+            _ => {}
+        }
+    }
 }
 
 /// The context's own notifier fires (another thread notifies while the loop waits), with polling
