@@ -448,6 +448,109 @@ fn always_ready_poll_handler_does_not_starve_fd_handlers() {
     }
 }
 
+/// QEMU's `poll_disable_cnt`: while a handler without io_poll is registered, a monitor that reports
+/// readiness only from its wait (ppoll, epoll) does not poll in userspace, since that handler's
+/// event would wait a whole window; a monitor that polls readiness itself (io_uring) still polls.
+#[test]
+fn fd_only_handler_disables_polling_unless_the_monitor_polls_readiness() {
+    for readiness in [false, true] {
+        let (ctx, k) = model_ctx(10);
+        k.set_polls_readiness(readiness);
+        let dev = k.open();
+        let polls = Arc::new(AtomicU32::new(0));
+        let (p2, k1) = (polls.clone(), k.clone());
+        ctx.set_fd_handler(
+            dev,
+            FdHandler::new()
+                .on_read(move |_| {
+                    k1.take_readable(dev);
+                })
+                .on_poll(
+                    move |_| {
+                        p2.fetch_add(1, SeqCst);
+                        false
+                    },
+                    |_| {},
+                ),
+        )
+        .unwrap();
+        k.set_readable(dev, true);
+        assert!(ctx.poll(true)); // its first event: it joins the poll list
+        assert!(ctx.is_polled(dev));
+        let plain = k.open();
+        let k2 = k.clone();
+        ctx.set_fd_handler(
+            plain,
+            FdHandler::new().on_read(move |_| {
+                k2.take_readable(plain);
+            }),
+        )
+        .unwrap();
+        polls.store(0, SeqCst);
+        k.set_readable(plain, true);
+        assert!(ctx.poll(true));
+        assert!(!ctx.is_polled(plain), "a handler without io_poll joined the poll list");
+        let n = polls.load(SeqCst);
+        if readiness {
+            assert!(n > 0, "a monitor that polls readiness: polling stays on");
+        } else {
+            assert_eq!(n, 0, "io_poll called {n} times beside an fd-only handler");
+        }
+    }
+}
+
+/// A handler removed from the poll list (here: removed) takes only itself off it: the others stay
+/// and are polled, it is not polled again.
+#[test]
+fn removing_a_handler_leaves_the_others_on_the_poll_list() {
+    let (ctx, k) = model_ctx(10);
+    let mut fds = vec![];
+    let mut counts = vec![];
+    for _ in 0..2 {
+        let fd = k.open();
+        let polls = Arc::new(AtomicU32::new(0));
+        let (p2, k1) = (polls.clone(), k.clone());
+        ctx.set_fd_handler(
+            fd,
+            FdHandler::new()
+                .on_read(move |_| {
+                    k1.take_readable(fd);
+                })
+                .on_poll(
+                    move |_| {
+                        p2.fetch_add(1, SeqCst);
+                        false
+                    },
+                    |_| {},
+                ),
+        )
+        .unwrap();
+        k.set_readable(fd, true);
+        assert!(ctx.poll(true));
+        assert!(ctx.is_polled(fd));
+        fds.push(fd);
+        counts.push(polls);
+    }
+    assert!(ctx.remove_fd_handler(fds[0]).unwrap());
+    for c in &counts {
+        c.store(0, SeqCst);
+    }
+    k.set_readable(fds[1], true); // ends the blocking poll after its polling
+    assert!(ctx.poll(true));
+    assert_eq!(counts[0].load(SeqCst), 0, "the removed handler was polled");
+    assert!(counts[1].load(SeqCst) > 0, "the remaining handler was not polled");
+    // The removal is finalised at the end of that poll (off the poll list); the next poll still
+    // polls the other handler in userspace: more than the one io_poll that follows the end of
+    // poll mode (its 4 us window, the clock ticking 10 ns per read: about 400 rounds; the first
+    // poll's polling ended at once, on the removal's notify).
+    counts[1].store(0, SeqCst);
+    k.set_readable(fds[1], true);
+    assert!(ctx.poll(true));
+    let n = counts[1].load(SeqCst);
+    assert!(n > 1, "the remaining handler left the poll list with the removed one ({n} io_poll)");
+    assert!(ctx.is_polled(fds[1]));
+}
+
 /// An IoThread with polling on survives 10^5 cross-thread BH round trips (watchdog, real backend).
 #[test]
 fn iothread_with_polling_1e5_round_trips() {
