@@ -493,6 +493,8 @@ fn fd_only_handler_disables_polling_unless_the_monitor_polls_readiness() {
         let n = polls.load(SeqCst);
         if readiness {
             assert!(n > 0, "a monitor that polls readiness: polling stays on");
+            // Polled moments ago (its idle timeout is the default 7 s): still on the list.
+            assert!(ctx.is_polled(dev), "left the poll list long before its idle timeout");
         } else {
             assert_eq!(n, 0, "io_poll called {n} times beside an fd-only handler");
         }
