@@ -341,8 +341,12 @@ fn idle_poll_handler_removal_ends_polling_with_final_poll() {
         k.clock().advance(std::time::Duration::from_millis(1));
         d.push_in_end.store(1, SeqCst);
         let done = d.done.load(SeqCst);
+        let window = ctx.poll_ns(fd);
         assert!(ctx.poll(true), "the final poll of the removed handler found the request");
         assert!(!ctx.is_polled(fd), "idle handler left the poll list");
+        // Its io_poll_ready ran off the poll list: no window to adapt (it starts again when its
+        // next event puts it back).
+        assert_eq!(ctx.poll_ns(fd), window, "the window of a handler off the poll list changed");
         assert_eq!(d.ends.load(SeqCst), 1);
         assert_eq!(d.done.load(SeqCst), done + 1);
     });
