@@ -138,6 +138,33 @@ fn timer_rearms_then_deletes_itself() {
     }
 }
 
+/// A timer re-arms itself, then disarms itself (`TimerRef::del`) in the same call: not pending, not
+/// called again; the owner can arm it again afterwards (del is not delete).
+#[test]
+fn timer_rearms_then_disarms_itself() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let n = Rc::new(Cell::new(0));
+        let n2 = n.clone();
+        let t = ctx.timer_new(move |this| {
+            n2.set(n2.get() + 1);
+            this.mod_ns(0);
+            assert!(this.is_pending());
+            this.del();
+            assert!(!this.is_pending(), "still armed after its own del");
+        });
+        t.mod_ns(0);
+        assert!(ctx.poll(false), "{name}");
+        assert_eq!(n.get(), 1, "{name}");
+        assert!(!t.is_pending(), "{name}");
+        assert!(!ctx.poll(false), "{name}: a disarmed timer was called");
+        assert_eq!(n.get(), 1, "{name}");
+        t.mod_ns(0);
+        assert!(ctx.poll(false), "{name}: the owner's arming after a del");
+        assert_eq!(n.get(), 2, "{name}");
+    }
+}
+
 /// A handler changes its own interest, in place: its write callback pauses itself once called (the
 /// socket stays writable: level-triggered, so without the change it would fire on every poll), the
 /// read callback stays, and `set_fd_interest` re-enables the write side without re-registering.
