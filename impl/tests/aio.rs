@@ -638,30 +638,37 @@ fn iothread_cross_thread_bh_1e5_round_trips() {
 /// A wait that fails for good (not EINTR, not io_uring's EBUSY) is reported, never retried as if
 /// interrupted nor taken for a wait that found nothing: here the monitor's own fd is made to name
 /// /dev/null (dup2), so epoll_wait fails with EINVAL and io_uring_enter with EOPNOTSUPP, and `poll`
-/// panics with the monitor's name (a failure of the monitor's own fd is a bug, see `poll`). A timer
-/// bounds the wait, so a mutant that retries returns instead of hanging.
+/// panics with the monitor's name (a failure of the monitor's own fd is a bug, see `poll`). Both a
+/// blocking wait (bounded by a timer, so a mutant that retries returns instead of hanging) and a
+/// zero-timeout one (a user handler makes `poll(false)` look at the fds; io_uring submits without
+/// waiting there).
 #[test]
 fn a_monitor_whose_wait_fails_for_good_makes_poll_panic() {
     use aioctx::Backend;
     for (name, b) in [("epoll", Backend::Epoll), ("io_uring", Backend::IoUring)] {
-        let Ok(ctx) = AioContext::builder().backend(b).build() else {
-            continue; // io_uring refused by this kernel
-        };
-        if ctx.backend_name() != name {
-            continue; // a build that forces another backend
+        for blocking in [true, false] {
+            let Ok(ctx) = AioContext::builder().backend(b.clone()).build() else {
+                continue; // io_uring refused by this kernel
+            };
+            if ctx.backend_name() != name {
+                continue; // a build that forces another backend
+            }
+            let (r, _w) = std::os::unix::net::UnixStream::pair().unwrap();
+            ctx.set_fd_handler(r.as_raw_fd(), FdHandler::new().on_read(|_| {})).unwrap();
+            let t = ctx.timer_new(|_| {});
+            t.mod_in(std::time::Duration::from_millis(20));
+            ctx.poll(false); // takes the arming's notify: a blocking poll waits
+            let null = std::fs::File::open("/dev/null").unwrap();
+            // SAFETY: dup2 onto the monitor's own fd, which stays open (now naming /dev/null)
+            // until the context's drop would close it.
+            assert!(unsafe { libc::dup2(null.as_raw_fd(), ctx.as_raw_fd()) } >= 0);
+            let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.poll(blocking)));
+            let msg = p.map(|p| format!("returned {p}")).expect_err("a broken monitor's wait");
+            let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+            assert!(msg.contains(&format!("{name} wait failed")), "{name} {blocking}: {msg}");
+            drop(t);
+            std::mem::forget(ctx); // its monitor fd names /dev/null: do not tear it down
+            std::mem::forget(r);
         }
-        let t = ctx.timer_new(|_| {});
-        t.mod_in(std::time::Duration::from_millis(20));
-        ctx.poll(false); // takes the arming's notify: the next poll waits
-        let null = std::fs::File::open("/dev/null").unwrap();
-        // SAFETY: dup2 onto the monitor's own fd, which stays open (now naming /dev/null) until
-        // the context's drop closes it.
-        assert!(unsafe { libc::dup2(null.as_raw_fd(), ctx.as_raw_fd()) } >= 0);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.poll(true)));
-        let msg = r.map(|p| format!("{name}: returned {p}")).expect_err("a broken monitor's wait");
-        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
-        assert!(msg.contains(&format!("{name} wait failed")), "{name}: {msg}");
-        drop(t);
-        std::mem::forget(ctx); // its monitor fd names /dev/null: do not tear it down
     }
 }
