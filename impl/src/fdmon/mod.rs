@@ -48,6 +48,7 @@ macro_rules! fd_monitor_suite {
             add_closed_fd_error_names_fd,
             add_duplicate_fd_is_error,
             delete_then_wait_does_not_report,
+            add_then_delete_another_reports_the_added_one,
             reregistrations_keep_reporting,
             delete_closed_fd_is_ok,
             hangup_reported_as_readable,
@@ -345,6 +346,24 @@ pub(crate) mod suite {
         m.delete(b.rfd(), TOKEN + 1).unwrap();
         assert!(m.is_empty());
         assert!(wait(&m, Some(Duration::from_millis(1))).is_empty());
+    }
+
+    /// The set waited on follows every change, also a change that undoes the count of the one
+    /// before it (one add, one delete: the same number of registrations as at the last wait).
+    pub(crate) fn add_then_delete_another_reports_the_added_one<M: FdMonitor>(m: M) {
+        let (a, b) = (Pipe::new(), Pipe::new());
+        m.add(a.rfd(), TOKEN, Interest::READ).unwrap();
+        assert!(wait(&m, Some(Duration::ZERO)).is_empty(), "{}", m.name());
+        m.add(b.rfd(), TOKEN + 1, Interest::READ).unwrap();
+        m.delete(a.rfd(), TOKEN).unwrap();
+        b.write();
+        let ev = wait(&m, LONG);
+        assert_eq!(
+            ev,
+            [Event { token: TOKEN + 1, readable: true, writable: false }],
+            "{}",
+            m.name()
+        );
     }
 
     pub(crate) fn delete_closed_fd_is_ok<M: FdMonitor>(m: M) {
