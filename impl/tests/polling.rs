@@ -557,6 +557,52 @@ fn removing_a_handler_leaves_the_others_on_the_poll_list() {
     assert!(ctx.is_polled(fds[1]));
 }
 
+/// A context with polling on but no poll handler, whose own notifier never fired, has nothing to
+/// poll: each blocking poll reads the clock a few times, never a polling loop's worth. (The
+/// notifier joins the poll list only once it fired or polling saw a kick; a context of timers and
+/// BHs alone would otherwise spin before each wait.) The model kernel's clock (10 ns per read,
+/// moved to the deadline by a wait that times out) is read through a wrapper that counts.
+#[test]
+fn a_context_without_poll_handlers_or_kicks_does_not_poll() {
+    use aioctx::kernel::Clock;
+    use std::sync::atomic::AtomicU64;
+    #[derive(Debug)]
+    struct Counting(Arc<AtomicU64>, Arc<aioctx::ModelClock>);
+    impl Clock for Counting {
+        fn now_ns(&self) -> u64 {
+            self.0.fetch_add(1, SeqCst);
+            self.1.now_ns()
+        }
+        fn advance_to(&self, deadline_ns: u64) {
+            self.1.advance_to(deadline_ns);
+        }
+    }
+    let k = ModelKernel::new();
+    k.clock().set_tick(10);
+    let reads = Arc::new(AtomicU64::new(0));
+    let ctx = AioContext::builder()
+        .backend(Backend::Model(k.clone()))
+        .poll_params(1_000_000, 0, 0)
+        .clock(Counting(reads.clone(), k.clock()))
+        .build()
+        .unwrap();
+    let fired = Arc::new(AtomicU32::new(0));
+    let f2 = fired.clone();
+    let t = ctx.timer_new(move |_| {
+        f2.fetch_add(1, SeqCst);
+    });
+    for i in 1..=8 {
+        t.mod_in(std::time::Duration::from_micros(50));
+        ctx.poll(false); // takes the arming's notify
+        let before = reads.load(SeqCst);
+        while fired.load(SeqCst) < i {
+            ctx.poll(true);
+        }
+        let n = reads.load(SeqCst) - before;
+        assert!(n < 50, "wait {i}: {n} clock reads: the context polled");
+    }
+}
+
 /// An IoThread with polling on survives 10^5 cross-thread BH round trips (watchdog, real backend).
 #[test]
 fn iothread_with_polling_1e5_round_trips() {
