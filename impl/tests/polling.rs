@@ -603,6 +603,66 @@ fn a_context_without_poll_handlers_or_kicks_does_not_poll() {
     }
 }
 
+/// A poll nested in a handler's fd callback that ends poll mode owes that handler its io_poll_end
+/// (not callable while the callback runs); once the callback returned, the end is made, then one
+/// final io_poll, and io_poll_ready only if that io_poll found the handler ready.
+#[test]
+fn owed_poll_end_after_a_nested_poll_then_io_poll_ready_only_if_ready() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let (ctx, k) = model_ctx(10);
+    let (g, h) = (k.open(), k.open());
+    // g: its io_poll reports ready once when asked to.
+    let g_ready = Rc::new(Cell::new(false));
+    let (gr, kg) = (g_ready.clone(), k.clone());
+    ctx.set_fd_handler(
+        g,
+        FdHandler::new()
+            .on_read(move |_| {
+                kg.take_readable(g);
+            })
+            .on_poll(move |_| gr.replace(false), |_| {}),
+    )
+    .unwrap();
+    // h: never ready by polling; its fd callback, when told to, waits nested for a timer.
+    let nest = Rc::new(Cell::new(false));
+    let fired = Rc::new(Cell::new(false));
+    let (readies, ends) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    let f2 = fired.clone();
+    let t = ctx.timer_new(move |_| f2.set(true));
+    let (n2, f3, r2, e2, kh) =
+        (nest.clone(), fired.clone(), readies.clone(), ends.clone(), k.clone());
+    ctx.set_fd_handler(
+        h,
+        FdHandler::new()
+            .on_read(move |this| {
+                kh.take_readable(h);
+                if n2.replace(false) {
+                    t.mod_in(std::time::Duration::from_micros(10));
+                    while !f3.get() {
+                        this.context().poll(true); // ends poll mode before it blocks
+                    }
+                }
+            })
+            .on_poll(|_| false, move |_| r2.set(r2.get() + 1))
+            .on_poll_end(move |_| e2.set(e2.get() + 1)),
+    )
+    .unwrap();
+    k.set_readable(g, true);
+    k.set_readable(h, true);
+    assert!(ctx.poll(true)); // both dispatched: both join the poll list
+    assert!(ctx.is_polled(g) && ctx.is_polled(h));
+    // g is found ready by polling (poll mode begins and stays on: the wait is non-blocking), and
+    // h's fd is ready: its callback runs with poll mode on, and its nested wait ends it.
+    g_ready.set(true);
+    k.set_readable(h, true);
+    nest.set(true);
+    assert!(ctx.poll(true));
+    assert!(fired.get(), "the nested wait did not run");
+    assert_eq!(ends.get(), 1, "h's owed io_poll_end");
+    assert_eq!(readies.get(), 0, "io_poll_ready without a ready io_poll");
+}
+
 /// An IoThread with polling on survives 10^5 cross-thread BH round trips (watchdog, real backend).
 #[test]
 fn iothread_with_polling_1e5_round_trips() {
