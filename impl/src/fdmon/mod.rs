@@ -49,6 +49,7 @@ macro_rules! fd_monitor_suite {
             add_duplicate_fd_is_error,
             delete_then_wait_does_not_report,
             add_then_delete_another_reports_the_added_one,
+            reregistrations_with_modifies_keep_reporting,
             reregistrations_keep_reporting,
             delete_closed_fd_is_ok,
             hangup_reported_as_readable,
@@ -277,6 +278,27 @@ pub(crate) mod suite {
                 assert!(wait(&m, Some(Duration::ZERO)).is_empty(), "{}", m.name());
             }
             m.delete(p.rfd(), TOKEN + round).unwrap();
+            assert!(wait(&m, Some(Duration::ZERO)).is_empty(), "{}", m.name());
+        }
+        m.add(p.rfd(), TOKEN, Interest::READ).unwrap();
+        p.write();
+        let ev = wait(&m, LONG);
+        assert_eq!(ev, [Event { token: TOKEN, readable: true, writable: false }], "{}", m.name());
+    }
+
+    /// As `reregistrations_keep_reporting`, with 0, 1, 2, ... modifies in the rounds: every
+    /// registration of the fd (io_uring: a reused slot, with the generations its modifies moved
+    /// on, in every combination of a few) still reports it.
+    pub(crate) fn reregistrations_with_modifies_keep_reporting<M: FdMonitor>(m: M) {
+        let p = Pipe::new();
+        for round in 0..5u64 {
+            m.add(p.rfd(), TOKEN, Interest::READ).unwrap();
+            assert!(wait(&m, Some(Duration::ZERO)).is_empty(), "{}", m.name());
+            for k in 0..round {
+                m.modify(p.rfd(), TOKEN + k, Interest::READ).unwrap();
+                assert!(wait(&m, Some(Duration::ZERO)).is_empty(), "{}", m.name());
+            }
+            m.delete(p.rfd(), TOKEN).unwrap();
             assert!(wait(&m, Some(Duration::ZERO)).is_empty(), "{}", m.name());
         }
         m.add(p.rfd(), TOKEN, Interest::READ).unwrap();
