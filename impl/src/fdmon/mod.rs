@@ -286,25 +286,37 @@ pub(crate) mod suite {
         assert_eq!(ev, [Event { token: TOKEN, readable: true, writable: false }], "{}", m.name());
     }
 
-    /// As `reregistrations_keep_reporting`, with 0, 1, 2, ... modifies in the rounds: every
-    /// registration of the fd (io_uring: a reused slot, with the generations its modifies moved
-    /// on, in every combination of a few) still reports it.
+    /// As `reregistrations_keep_reporting`, with 0, 1, 2, ... modifies in the rounds, each
+    /// registration checked: every one of the fd (io_uring: a reused slot, with the generations
+    /// its modifies moved on, in every combination of a few) reports it.
     pub(crate) fn reregistrations_with_modifies_keep_reporting<M: FdMonitor>(m: M) {
         let p = Pipe::new();
+        // Reports `token` for one write, then drains the pipe.
+        let reports = |token: u64, what: &str| {
+            p.write();
+            let ev = wait(&m, LONG);
+            assert_eq!(
+                ev,
+                [Event { token, readable: true, writable: false }],
+                "{} {what}",
+                m.name()
+            );
+            let mut b = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into a local buffer from the pipe's open read end.
+            assert_eq!(unsafe { libc::read(p.rfd(), b.as_mut_ptr().cast(), 8) }, 1);
+        };
         for round in 0..5u64 {
             m.add(p.rfd(), TOKEN, Interest::READ).unwrap();
-            assert!(wait(&m, Some(Duration::ZERO)).is_empty(), "{}", m.name());
-            for k in 0..round {
+            reports(TOKEN, &format!("round {round}, added"));
+            for k in 1..=round {
                 m.modify(p.rfd(), TOKEN + k, Interest::READ).unwrap();
                 assert!(wait(&m, Some(Duration::ZERO)).is_empty(), "{}", m.name());
             }
-            m.delete(p.rfd(), TOKEN).unwrap();
-            assert!(wait(&m, Some(Duration::ZERO)).is_empty(), "{}", m.name());
+            reports(TOKEN + round, &format!("round {round}, modified"));
+            m.delete(p.rfd(), TOKEN + round).unwrap();
+            // Long enough for the removal's completions (io_uring frees the slot on the last).
+            assert!(wait(&m, Some(Duration::from_millis(1))).is_empty(), "{}", m.name());
         }
-        m.add(p.rfd(), TOKEN, Interest::READ).unwrap();
-        p.write();
-        let ev = wait(&m, LONG);
-        assert_eq!(ev, [Event { token: TOKEN, readable: true, writable: false }], "{}", m.name());
     }
 
     pub(crate) fn pipe_write_end_writable<M: FdMonitor>(m: M) {
