@@ -1061,6 +1061,36 @@ mod tests {
         assert!(t.slots[0].failed && !t.slots[0].want_arm, "{:?}", t.slots[0]);
     }
 
+    /// A resync (completions were lost) re-issues the polls in flight, and only those: a
+    /// registration whose poll failed (reported once) or is parked stays as it is until modified,
+    /// and a POLL_REMOVE names the old generation, never the current one.
+    #[test]
+    fn resync_reissues_only_polls_in_flight() {
+        let ud = user_data(KIND_POLL, 0, 0);
+        let mut out = Vec::new();
+        let mut t = one_polling_slot(false);
+        t.harvest(ud, -libc::EBADF, false, &mut out); // failed: reported once
+        let mut t2 = one_polling_slot(true);
+        t2.harvest(ud, -libc::EINVAL, false, &mut out); // parked
+        for (t, what) in [(&mut t, "failed"), (&mut t2, "parked")] {
+            let before = t.slots[0];
+            t.resync();
+            let s = t.slots[0];
+            assert!(!s.want_arm && s.want_remove.is_none() && s.gen == before.gen, "{what}: {s:?}");
+        }
+        let mut t = one_polling_slot(false);
+        t.resync();
+        let s = t.slots[0];
+        assert!(s.want_arm && s.want_remove == Some(0) && s.gen == 1 && !s.polling, "{s:?}");
+        // A late completion of the cancelled poll, and the POLL_REMOVE's own (generation 0): stale,
+        // nothing reported.
+        out.clear();
+        t.slots[0].inflight += 1; // the POLL_REMOVE, as `push_dirty` would count it
+        t.harvest(ud, libc::POLLIN as i32, false, &mut out);
+        t.harvest(user_data(KIND_REMOVE, 0, 0), 0, false, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
     #[test]
     fn setup_errors_say_why() {
         let msg = |errno| setup_error(io::Error::from_raw_os_error(errno), 128).to_string();
