@@ -452,6 +452,33 @@ fn always_ready_poll_handler_does_not_starve_fd_handlers() {
     }
 }
 
+/// A handler on a new model fd whose io_poll counts its calls (never ready), made to fire once so
+/// that it joins the poll list.
+fn counted_poll_handler(ctx: &AioContext, k: &Arc<ModelKernel>) -> (RawFd, Arc<AtomicU32>) {
+    let fd = k.open();
+    let polls = Arc::new(AtomicU32::new(0));
+    let (p2, k1) = (polls.clone(), k.clone());
+    ctx.set_fd_handler(
+        fd,
+        FdHandler::new()
+            .on_read(move |_| {
+                k1.take_readable(fd);
+            })
+            .on_poll(
+                move |_| {
+                    p2.fetch_add(1, SeqCst);
+                    false
+                },
+                |_| {},
+            ),
+    )
+    .unwrap();
+    k.set_readable(fd, true);
+    assert!(ctx.poll(true)); // its first event: it joins the poll list
+    assert!(ctx.is_polled(fd));
+    (fd, polls)
+}
+
 /// QEMU's `poll_disable_cnt`: while a handler without io_poll is registered, a monitor that reports
 /// readiness only from its wait (ppoll, epoll) does not poll in userspace, since that handler's
 /// event would wait a whole window; a monitor that polls readiness itself (io_uring) still polls.
@@ -460,27 +487,7 @@ fn fd_only_handler_disables_polling_unless_the_monitor_polls_readiness() {
     for readiness in [false, true] {
         let (ctx, k) = model_ctx(10);
         k.set_polls_readiness(readiness);
-        let dev = k.open();
-        let polls = Arc::new(AtomicU32::new(0));
-        let (p2, k1) = (polls.clone(), k.clone());
-        ctx.set_fd_handler(
-            dev,
-            FdHandler::new()
-                .on_read(move |_| {
-                    k1.take_readable(dev);
-                })
-                .on_poll(
-                    move |_| {
-                        p2.fetch_add(1, SeqCst);
-                        false
-                    },
-                    |_| {},
-                ),
-        )
-        .unwrap();
-        k.set_readable(dev, true);
-        assert!(ctx.poll(true)); // its first event: it joins the poll list
-        assert!(ctx.is_polled(dev));
+        let (dev, polls) = counted_poll_handler(&ctx, &k);
         let plain = k.open();
         let k2 = k.clone();
         ctx.set_fd_handler(
@@ -510,33 +517,7 @@ fn fd_only_handler_disables_polling_unless_the_monitor_polls_readiness() {
 #[test]
 fn removing_a_handler_leaves_the_others_on_the_poll_list() {
     let (ctx, k) = model_ctx(10);
-    let mut fds = vec![];
-    let mut counts = vec![];
-    for _ in 0..2 {
-        let fd = k.open();
-        let polls = Arc::new(AtomicU32::new(0));
-        let (p2, k1) = (polls.clone(), k.clone());
-        ctx.set_fd_handler(
-            fd,
-            FdHandler::new()
-                .on_read(move |_| {
-                    k1.take_readable(fd);
-                })
-                .on_poll(
-                    move |_| {
-                        p2.fetch_add(1, SeqCst);
-                        false
-                    },
-                    |_| {},
-                ),
-        )
-        .unwrap();
-        k.set_readable(fd, true);
-        assert!(ctx.poll(true));
-        assert!(ctx.is_polled(fd));
-        fds.push(fd);
-        counts.push(polls);
-    }
+    let (fds, counts): (Vec<_>, Vec<_>) = (0..2).map(|_| counted_poll_handler(&ctx, &k)).unzip();
     assert!(ctx.remove_fd_handler(fds[0]).unwrap());
     for c in &counts {
         c.store(0, SeqCst);
