@@ -192,12 +192,11 @@ pub fn argued(root: &Path, rel: &str) -> Result<BTreeMap<String, String>, String
 // The scratch tree
 
 /// Copy the repository's files (tracked and untracked, not ignored) to `dst`, writing only files
-/// whose content changed, so cargo's incremental builds survive between runs.
-/// Make `dst` hold the repository's files. Returns what it overwrote (path, old text, old mtime):
-/// the schema's files get their pristine text here (cargo-mutants lists the mutants of the
-/// pristine code), and `keep_mtimes` puts the old mtime back on each one whose schema text turns
-/// out unchanged, so cargo does not rebuild every tier, and the coverage cache stays valid,
-/// across runs with the same schema.
+/// whose content changed, so cargo's incremental builds survive between runs. Returns what it
+/// overwrote (path, old text, old mtime): the schema's files get their pristine text back here
+/// (cargo-mutants lists the mutants of the pristine code), and `keep_mtimes` restores the old
+/// mtime of each one whose schema text turns out unchanged, so that a run with the same schema
+/// rebuilds no tier and keeps its coverage cache.
 fn sync_tree(root: &Path, dst: &Path) -> Result<Vec<Displaced>, String> {
     let out = Command::new("git")
         .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
