@@ -22,15 +22,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// the runner's iterations per scheduler), `faults` injected by the model kernel. Programs without a
 /// remote thread are skipped (shuttle's PCT needs concurrency; the model-kernel runs cover them).
 fn workloads(name: &str, size: Size, faults: Faults) {
-    // The runner reads the scheduler from the environment: one test of this binary at a time.
-    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
     let programs = env_u64("AIOCTX_WORKLOAD_PROGRAMS", 12);
     let first = env_u64("AIOCTX_WORKLOAD_SEED", 0x5eed);
-    let list = std::env::var("AIOCTX_SHUTTLE_SCHED").unwrap_or_else(|_| "pct,random".into());
-    for sched in list.split(',').map(str::trim) {
-        assert!(sched == "pct" || sched == "random", "AIOCTX_SHUTTLE_SCHED: unknown {sched}");
-        std::env::set_var("AIOCTX_SHUTTLE_SCHED", sched);
+    each_scheduler(|sched| {
         let (mut seed, mut ran, mut executions) = (first, 0, 0);
         let mut last = None;
         while ran < programs {
@@ -80,6 +74,20 @@ fn workloads(name: &str, size: Size, faults: Faults) {
         // The line ci/shuttle reads: this test's schedules, all programs together.
         let r = last.expect("at least one program");
         println!("MODEL {name} {} bound={} executions={executions}", r.checker, r.bound);
+    });
+}
+
+/// Run `f` once per scheduler of `AIOCTX_SHUTTLE_SCHED` (default `pct,random`), with the variable
+/// set to that one (the runner reads the scheduler from the environment): one test of this binary
+/// at a time.
+fn each_scheduler(mut f: impl FnMut(&str)) {
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let list = std::env::var("AIOCTX_SHUTTLE_SCHED").unwrap_or_else(|_| "pct,random".into());
+    for sched in list.split(',').map(str::trim) {
+        assert!(sched == "pct" || sched == "random", "AIOCTX_SHUTTLE_SCHED: unknown {sched}");
+        std::env::set_var("AIOCTX_SHUTTLE_SCHED", sched);
+        f(sched);
     }
     std::env::set_var("AIOCTX_SHUTTLE_SCHED", list);
 }
@@ -125,8 +133,15 @@ fn task_reschedules_itself_while_its_remote_owner_drops_its_waker() {
         home: vec![],
         remotes: vec![vec![Op::Delete(0)]],
     };
-    aioctx::sync::model_named("task_self_wake_vs_owner_drop", move || {
-        let out = run(&p, &Env::model(Faults::default()));
-        assert!(out.result.is_ok(), "{}", out.report(&p));
+    each_scheduler(|_| {
+        let p = p.clone();
+        // Named as the test: ci/shuttle reads its MODEL line and its trace file by that name.
+        aioctx::sync::model_named(
+            "task_reschedules_itself_while_its_remote_owner_drops_its_waker",
+            move || {
+                let out = run(&p, &Env::model(Faults::default()));
+                assert!(out.result.is_ok(), "{}", out.report(&p));
+            },
+        );
     });
 }
