@@ -536,4 +536,78 @@ mod tests {
         first.del();
         assert_eq!(earliest(), 1_001_999, "the last arming counts");
     }
+
+    /// Re-arming is amortised: among many armed timers, the heap is trimmed only once the stale
+    /// entries outnumber the live ones, so the entries a trim scans, summed over many armings, stay
+    /// within a constant per arming (not O(armed timers) per arming, as trimming on every arming
+    /// past the floor would cost).
+    #[test]
+    fn rearming_among_many_armed_timers_trims_the_heap_rarely() {
+        let ctx =
+            AioContext::builder().backend(Backend::Model(ModelKernel::new())).build().unwrap();
+        // 200 live timers, the earliest first: the re-armed one below stays under the live top, so
+        // the heap only shrinks when it is trimmed.
+        let live: Vec<_> = (0..200)
+            .map(|i| {
+                let t = ctx.timer_new(|_| {});
+                t.mod_ns(10 + i);
+                t
+            })
+            .collect();
+        let t = ctx.timer_new(|_| {});
+        let len = || ctx.shared().timers().queue.lock().heap.len();
+        let (armings, mut scanned, mut trims) = (2_000u64, 0u64, 0u64);
+        let mut before = len();
+        for i in 0..armings {
+            t.mod_ns(1_000_000 + i);
+            let after = len();
+            if after <= before {
+                // Trimmed: the trim scanned every entry, the new one included.
+                scanned += before as u64 + 1;
+                trims += 1;
+            }
+            before = after;
+        }
+        assert!(trims > 0, "2000 armings of one timer left {before} heap entries untrimmed");
+        assert!(
+            scanned <= 4 * armings,
+            "{trims} trims scanned {scanned} heap entries for {armings} armings among {} timers",
+            live.len() + 1
+        );
+    }
+
+    /// A timer armed no earlier than the earliest deadline wakes nobody: the loop's next blocking
+    /// poll sleeps until that earliest deadline and runs its timer (a wake-up would make the wait
+    /// return at once with nothing done). Arming an earlier one does wake it.
+    #[test]
+    fn arming_a_timer_wakes_the_loop_only_when_it_is_the_earliest() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use std::sync::Arc;
+        let ctx =
+            AioContext::builder().backend(Backend::Model(ModelKernel::new())).build().unwrap();
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f = fired.clone();
+        let first = ctx.timer_new(move |_| {
+            f.fetch_add(1, SeqCst);
+        });
+        let later = ctx.timer_new(|_| {});
+        let mut due = ctx.now_ns() + 1_000;
+        first.mod_ns(due);
+        // The notify of that arming (it lowered the earliest deadline), taken by a poll.
+        assert!(!ctx.poll(false));
+        // At the earliest deadline, then after it.
+        for later_by in [0, 1_000] {
+            later.mod_ns(due + later_by);
+            assert!(ctx.poll(true), "a blocking poll after arming a timer {later_by} ns after the earliest returned with nothing done");
+            assert_eq!(fired.swap(0, SeqCst), 1, "the earliest timer ran");
+            assert_eq!(ctx.now_ns(), due, "the wait slept until the earliest deadline");
+            due += 10_000;
+            first.mod_ns(due);
+            assert!(!ctx.poll(false));
+        }
+        // An earlier deadline wakes the loop: the blocking poll returns at once, before it.
+        later.mod_ns(ctx.now_ns() + 100);
+        assert!(!ctx.poll(true), "the wake-up of an earlier arming is taken without progress");
+        assert_eq!(fired.load(SeqCst), 0);
+    }
 }
