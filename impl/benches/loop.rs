@@ -99,8 +99,8 @@ use std::time::{Duration, Instant};
 
 use aioctx::{AioContext, Backend};
 use common::{
-    atomic_ping_pong, default_tsv_path, exit_on_panic, fmt_v, loadavg, render, stat, tsv_line,
-    watchdog, AtomicRun, BWindow, Counts, HandBh, HandCtx, Meter, Row, Stat, TSV_HEAD,
+    atomic_ping_pong, default_tsv_path, exit_on_panic, fmt_v, loadavg, render, spread, stat,
+    tsv_line, watchdog, AtomicRun, BWindow, Counts, HandBh, HandCtx, Meter, Row, Stat, TSV_HEAD,
 };
 
 impl Counts {
@@ -887,10 +887,6 @@ fn measure(sz: &Sizes, set_phase: &dyn Fn(&'static str)) -> Runs {
 /// The statistics of one field over samples.
 fn st(v: &[Sample], f: fn(&Sample) -> f64) -> Stat {
     stat(v.iter().map(f).collect())
-}
-
-fn spread(s: Stat) -> String {
-    format!("{}..{}", fmt_v(s.min), fmt_v(s.max))
 }
 
 /// The perf syscall counts' statistics, if perf counted every sample.

@@ -83,7 +83,7 @@ use std::time::{Duration, Instant};
 use aioctx::AioContext;
 use common::{
     affinity, default_tsv_path, exit_on_panic, fmt_v, loadavg, only_cpu, render, set_affinity,
-    stat, tsv_line, two_cpus, watchdog, BWindow, Counts, Meter, Row, Stat, TSV_HEAD,
+    spread, stat, tsv_line, two_cpus, watchdog, BWindow, Counts, Meter, Row, Stat, TSV_HEAD,
 };
 
 // ---------------------------------------------------------------------------------------------------
@@ -619,27 +619,45 @@ fn run_variant(i: usize, w: u64, n_busy: u64, n_blk: u64) -> Sample {
     }
 }
 
-fn main() {
+/// The command line: the table (`--quick`, `--tsv PATH`), or one measurement alone for ci/bench
+/// (`--callgrind-*`, `--busy-wakes`), run here; `None` then.
+struct Args {
+    quick: bool,
+    tsv_path: Option<std::path::PathBuf>,
+}
+
+fn parse_args() -> Option<Args> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut quick = false;
-    let mut tsv_path = None;
+    let mut out = Args { quick: false, tsv_path: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let num = |x: Option<&String>| x.and_then(|s| s.parse::<u64>().ok()).expect("N");
         match a.as_str() {
-            "--quick" => quick = true,
+            "--quick" => out.quick = true,
             "--bench" => {} // passed by `cargo bench`
-            "--tsv" => tsv_path = it.next().map(std::path::PathBuf::from),
-            "--callgrind-spawn" => return callgrind("spawn", num(it.next())),
-            "--callgrind-wake" => return callgrind("wake", num(it.next())),
-            "--callgrind-bh" => return callgrind("bh", num(it.next())),
-            "--busy-wakes" => return busy_wakes(num(it.next())),
+            "--tsv" => out.tsv_path = it.next().map(std::path::PathBuf::from),
+            "--callgrind-spawn" => {
+                callgrind("spawn", num(it.next()));
+                return None;
+            }
+            "--callgrind-wake" => {
+                callgrind("wake", num(it.next()));
+                return None;
+            }
+            "--callgrind-bh" => {
+                callgrind("bh", num(it.next()));
+                return None;
+            }
+            "--busy-wakes" => {
+                busy_wakes(num(it.next()));
+                return None;
+            }
             "-h" | "--help" => {
                 println!(
                     "tasks [--quick] [--tsv PATH] | --callgrind-spawn N | --callgrind-wake N | \
                      --callgrind-bh N | --busy-wakes N"
                 );
-                return;
+                return None;
             }
             other => {
                 eprintln!("tasks bench: unknown argument {other:?}");
@@ -647,25 +665,42 @@ fn main() {
             }
         }
     }
+    Some(out)
+}
 
-    exit_on_panic();
-    let t_start = Instant::now();
-    let phase = Arc::new(Mutex::new("setup"));
-    watchdog("tasks", Duration::from_secs(if quick { 90 } else { 300 }), phase.clone());
-    let set_phase = |p: &'static str| *phase.lock().unwrap() = p;
+/// Run sizes: rounds, blocking round trips per run, warm-up, busy round trips per run, local
+/// iterations.
+struct Sizes {
+    rounds: usize,
+    n_blk: u64,
+    w: u64,
+    n_busy: u64,
+    n_local: u64,
+}
 
-    // (rounds, blocking round trips per run, warm-up, busy round trips per run, local iterations)
-    let (rounds, n_blk, w, n_busy, n_local) =
-        if quick { (7, 800, 100, 8_000, 200_000) } else { (15, 2_000, 200, 40_000, 1_000_000) };
+impl Sizes {
+    fn of(quick: bool) -> Sizes {
+        if quick {
+            Sizes { rounds: 7, n_blk: 800, w: 100, n_busy: 8_000, n_local: 200_000 }
+        } else {
+            Sizes { rounds: 15, n_blk: 2_000, w: 200, n_busy: 40_000, n_local: 1_000_000 }
+        }
+    }
+}
 
-    let probe = Meter::new();
-    let perf_ok = probe.perf.is_some();
-    drop(probe);
-    let backend = AioContext::new().unwrap().backend_name();
+/// Everything measured: each round-trip variant's samples (one per round, in `VARIANTS` order),
+/// the local loops' (spawn, wake, BH) per round, and the load average around the round trips.
+struct Runs {
+    rt: Vec<Vec<Sample>>,
+    local: Vec<[Sample; 3]>,
+    load_start: String,
+    load_end: String,
+}
+
+fn measure(sz: &Sizes, set_phase: &dyn Fn(&'static str)) -> Runs {
     let load_start = loadavg();
-
     let mut rt: Vec<Vec<Sample>> = vec![Vec::new(); VARIANTS.len()];
-    for round in 0..rounds {
+    for round in 0..sz.rounds {
         let order: Vec<usize> = if round % 2 == 0 {
             (0..VARIANTS.len()).collect()
         } else {
@@ -673,25 +708,27 @@ fn main() {
         };
         for i in order {
             set_phase(VARIANTS[i]);
-            rt[i].push(run_variant(i, w, n_busy, n_blk));
+            rt[i].push(run_variant(i, sz.w, sz.n_busy, sz.n_blk));
         }
     }
     let load_end = loadavg();
     set_phase("g: local loops");
-    let local: Vec<[Sample; 3]> = (0..rounds).map(|_| local_ns(n_local)).collect();
-    set_phase("report");
+    let local = (0..sz.rounds).map(|_| local_ns(sz.n_local)).collect();
+    Runs { rt, local, load_start, load_end }
+}
 
-    // ---- rows ----
-    let mut rows = Vec::new();
-    let st = |v: &[Sample], f: fn(&Sample) -> f64| stat(v.iter().map(f).collect());
-    let spread = |s: Stat| format!("{}..{}", fmt_v(s.min), fmt_v(s.max));
-    let sys_of = |v: &[Sample]| -> Option<Stat> {
-        v.iter().map(|s| s.sys).collect::<Option<Vec<f64>>>().map(stat)
-    };
-    // The per-round ratio of variant `a` over `b` (adjacent in every round's order).
-    let ratio =
-        |a: usize, b: usize| stat(rt[a].iter().zip(&rt[b]).map(|(x, y)| x.ns / y.ns).collect());
-    let info = |measure: String, s: Stat, unit: &'static str, reference: &str| Row {
+fn st(v: &[Sample], f: fn(&Sample) -> f64) -> Stat {
+    stat(v.iter().map(f).collect())
+}
+
+/// The perf syscall counts' statistics, if perf counted every sample.
+fn sys_of(v: &[Sample]) -> Option<Stat> {
+    v.iter().map(|s| s.sys).collect::<Option<Vec<f64>>>().map(stat)
+}
+
+/// A row that only informs.
+fn info(measure: String, s: Stat, unit: &'static str, reference: &str) -> Row {
+    Row {
         measure,
         value: s.med,
         spread: spread(s),
@@ -700,18 +737,33 @@ fn main() {
         reference: reference.into(),
         target: "-".into(),
         result: "info",
-    };
-    let gate = |measure: String, r: Stat, reference: &str, g: f64| Row {
-        measure,
-        value: r.med,
-        spread: spread(r),
-        unit: "x",
+    }
+}
+
+/// A row gating the ratio `r` at `g`.
+fn gate(measure: String, r: Stat, reference: &str, g: f64) -> Row {
+    Row {
         ratio: Some(r.med),
-        reference: reference.into(),
         target: format!("<= {g}"),
         result: if r.med <= g { "PASS" } else { "FAIL" },
-    };
+        ..info(measure, r, "x", reference)
+    }
+}
 
+/// A row that passes only when the largest round is 0: any syscall on the path is a miss.
+fn zero(measure: &str, s: Stat, unit: &'static str, target: &str) -> Row {
+    Row {
+        target: target.into(),
+        result: if s.max == 0.0 { "PASS" } else { "FAIL" },
+        ..info(measure.into(), s, unit, "-")
+    }
+}
+
+/// e., f.: each round-trip variant, with its gates and counters.
+fn rows_round_trips(rows: &mut Vec<Row>, rt: &[Vec<Sample>]) {
+    // The per-round ratio of variant `a` over `b` (adjacent in every round's order).
+    let ratio =
+        |a: usize, b: usize| stat(rt[a].iter().zip(&rt[b]).map(|(x, y)| x.ns / y.ns).collect());
     for (i, name) in VARIANTS.iter().enumerate() {
         let id = if i < 4 { "e" } else { "f" };
         let mut row = info(format!("{id}. RT {name}"), st(&rt[i], |s| s.ns), "ns/RT", "-");
@@ -735,28 +787,20 @@ fn main() {
                 ));
                 // Syscalls per wake: read+write counters (and perf when present); the gate is
                 // the largest round, not the median: any syscall on the busy path is a miss.
-                let rw = st(&rt[0], |s| s.rw);
-                rows.push(Row {
-                    target: "= 0 (every round)".into(),
-                    result: if rw.max == 0.0 { "PASS" } else { "FAIL" },
-                    ..info(
-                        "    read+write syscalls per wake, both threads".into(),
-                        rw,
-                        "syscalls",
-                        "-",
-                    )
-                });
+                let every_round = "= 0 (every round)";
+                rows.push(zero(
+                    "    read+write syscalls per wake, both threads",
+                    st(&rt[0], |s| s.rw),
+                    "syscalls",
+                    every_round,
+                ));
                 if let Some(s) = sys_of(&rt[0]) {
-                    rows.push(Row {
-                        target: "= 0 (every round)".into(),
-                        result: if s.max == 0.0 { "PASS" } else { "FAIL" },
-                        ..info(
-                            "    all syscalls per wake, both threads (perf)".into(),
-                            s,
-                            "syscalls",
-                            "-",
-                        )
-                    });
+                    rows.push(zero(
+                        "    all syscalls per wake, both threads (perf)",
+                        s,
+                        "syscalls",
+                        every_round,
+                    ));
                 }
             }
             3 => {
@@ -820,6 +864,10 @@ fn main() {
         ));
         rows.push(info("    CPU time, both threads".into(), st(&rt[i], |s| s.cpu), "ns/RT", "-"));
     }
+}
+
+/// g.: the one-thread loops (spawn, wake, BH schedule, each with a `poll(false)`).
+fn rows_local(rows: &mut Vec<Row>, local: &[[Sample; 3]]) {
     for (k, label) in [
         "g. spawn_local(async {}) + poll(false), one thread",
         "g. task wake_by_ref() + poll(false), one thread",
@@ -839,24 +887,32 @@ fn main() {
         rows.push(row);
     }
     let local_rw = stat(local.iter().map(|l| l[0].rw + l[1].rw + l[2].rw).collect());
-    rows.push(Row {
-        target: "= 0".into(),
-        result: if local_rw.max == 0.0 { "PASS" } else { "FAIL" },
-        ..info("g. read+write syscalls per iteration, all three".into(), local_rw, "syscalls", "-")
-    });
+    rows.push(zero("g. read+write syscalls per iteration, all three", local_rw, "syscalls", "= 0"));
+}
 
-    let table = render(&rows, fmt_v);
+/// Print the table, write the TSV, exit 1 if a gate failed.
+fn report(rows: &[Row], args: &Args, sz: &Sizes, runs: &Runs, perf_ok: bool, t_start: Instant) {
+    let backend = AioContext::new().unwrap().backend_name();
     println!(
-        "aioctx tasks bench ({} mode: {rounds} rounds, {n_busy} busy / {n_blk} blocking round trips per run, \
+        "aioctx tasks bench ({} mode: {} rounds, {} busy / {} blocking round trips per run, \
          median and min..max over rounds of each run's block median; backend {backend}; \
-         load average {load_start} at the start, {load_end} at the end; syscall counter: {})",
-        if quick { "quick" } else { "full" },
-        if perf_ok { "perf raw_syscalls:sys_enter + /proc/thread-self/io" } else { "/proc/thread-self/io only (perf n/a)" }
+         load average {} at the start, {} at the end; syscall counter: {})",
+        if args.quick { "quick" } else { "full" },
+        sz.rounds,
+        sz.n_busy,
+        sz.n_blk,
+        runs.load_start,
+        runs.load_end,
+        if perf_ok {
+            "perf raw_syscalls:sys_enter + /proc/thread-self/io"
+        } else {
+            "/proc/thread-self/io only (perf n/a)"
+        }
     );
-    print!("{table}");
-    let path = tsv_path.unwrap_or_else(|| default_tsv_path("tasks"));
+    print!("{}", render(rows, fmt_v));
+    let path = args.tsv_path.clone().unwrap_or_else(|| default_tsv_path("tasks"));
     let mut tsv = String::from(TSV_HEAD);
-    for r in &rows {
+    for r in rows {
         tsv_line(&mut tsv, r.measure.trim(), &r.value.to_string(), r);
     }
     match std::fs::write(&path, tsv) {
@@ -870,4 +926,24 @@ fn main() {
         println!("FAILED: {}", failed.join("; "));
         std::process::exit(1);
     }
+}
+
+fn main() {
+    let Some(args) = parse_args() else { return };
+    exit_on_panic();
+    let t_start = Instant::now();
+    let phase = Arc::new(Mutex::new("setup"));
+    watchdog("tasks", Duration::from_secs(if args.quick { 90 } else { 300 }), phase.clone());
+    let set_phase = |p: &'static str| *phase.lock().unwrap() = p;
+    let sz = Sizes::of(args.quick);
+    let probe = Meter::new();
+    let perf_ok = probe.perf.is_some();
+    drop(probe);
+
+    let runs = measure(&sz, &set_phase);
+    set_phase("report");
+    let mut rows = Vec::new();
+    rows_round_trips(&mut rows, &runs.rt);
+    rows_local(&mut rows, &runs.local);
+    report(&rows, &args, &sz, &runs, perf_ok, t_start);
 }

@@ -633,6 +633,11 @@ pub fn fmt_v(v: f64) -> String {
     }
 }
 
+/// A statistic's spread for the table: "min..max".
+pub fn spread(s: Stat) -> String {
+    format!("{}..{}", fmt_v(s.min), fmt_v(s.max))
+}
+
 /// The 1-, 5- and 15-minute load averages, as /proc/loadavg gives them ("?" if unreadable).
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

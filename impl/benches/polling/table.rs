@@ -1,6 +1,6 @@
 //! Statistics and the table.
 
-use crate::common::{fmt_v, render, tsv_line, Row, Stat, TSV_HEAD};
+use crate::common::{fmt_v, render, spread, tsv_line, Row, Stat, TSV_HEAD};
 
 /// The `q`-quantile (0..=1) of a sorted slice.
 pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -8,10 +8,6 @@ pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-pub(crate) fn spread(s: Stat) -> String {
-    format!("{}..{}", fmt_v(s.min), fmt_v(s.max))
 }
 
 #[derive(Default)]
