@@ -884,6 +884,12 @@ impl AioContext {
             }
         }
         let d = &self.home.walk_depth;
+        // Timer callbacks run inside a walk, and each call's guard uncounts it, also on unwind:
+        // outside every walk none runs (`timer_deadline` takes the cached deadline then).
+        debug_assert!(
+            d.get() != 0 || self.home.timers_running.get() == 0,
+            "a timer counts as running outside every poll"
+        );
         d.set(d.get() + 1);
         let prev = CURRENT.with(|c| c.replace(self as *const AioContext));
         Walk(self, prev)
