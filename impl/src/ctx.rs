@@ -957,8 +957,8 @@ impl AioContext {
     /// the nested poll spin. Their interest is set to none for the wait and restored after it, under
     /// the table lock and only for a handler still registered (a concurrent `set_fd_handler` or
     /// `remove_fd_handler` wins). Restored, a still-ready fd is reported by the next wait after the
-    /// callback returned. (epoll and io_uring always report a hang-up or error: for such an fd the
-    /// nested wait still returns at once, without progress.)
+    /// callback returned. With no interest a registration reports nothing, not even a hang-up or
+    /// an error (`FdMonitor::modify`), so a hung-up fd does not end the wait either.
     #[cold]
     fn nested_wait(&self, timeout: Option<u64>, events: &mut Vec<Event>) {
         let s = &*self.handle.shared;

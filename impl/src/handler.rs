@@ -362,13 +362,16 @@ impl AioHandler {
         self.cbs.with_mut(|c| pick(unsafe { &mut *c }, &this))
     }
 
-    /// Dispatch fd readiness. Returns true if a user callback ran (progress).
+    /// Dispatch fd readiness to the sides the handler waits for now (a side paused after the wait
+    /// reported it is not called; a hang-up, readable and writable, calls only the sides waited
+    /// for). Returns true if a user callback ran (progress).
     pub(crate) fn dispatch(&self, ctx: &AioContext, ev: &Event) -> bool {
+        let interest = self.interest();
         let mut progress = false;
-        if ev.readable {
+        if ev.readable && interest.read {
             progress |= self.run(ctx, |c, r| c.read.as_mut().map(|f| f(r))).is_some();
         }
-        if ev.writable {
+        if ev.writable && interest.write {
             progress |= self.run(ctx, |c, r| c.write.as_mut().map(|f| f(r))).is_some();
         }
         if progress {

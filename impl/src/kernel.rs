@@ -77,7 +77,9 @@ pub trait FdMonitor: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     /// Start watching `fd` for `interest`, reporting it with `token`. Errors name the fd.
     fn add(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()>;
-    /// Change what `fd` (registered with `token`) is watched for.
+    /// Change what `fd` (registered with `token`) is watched for. With [`Interest::NONE`] the fd is
+    /// not watched at all until modified again: nothing is reported for it, not even a hang-up or
+    /// an error (which epoll and a poll SQE report whatever was asked; a nested wait relies on it).
     fn modify(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()>;
     /// Stop watching `fd`. A closed fd is not an error here (the kernel forgot it already).
     fn delete(&self, fd: RawFd, token: u64) -> io::Result<()>;

@@ -210,6 +210,82 @@ fn handler_interest_changed_in_place() {
     }
 }
 
+/// A paused handler (no interest) hears nothing of its fd, not even a hang-up (which epoll and
+/// io_uring report whatever was asked): a blocking poll sleeps until other work comes instead of
+/// returning at once, again and again; resumed, the handler hears of the hang-up.
+#[test]
+fn a_paused_handler_on_a_hung_up_fd_lets_the_loop_sleep() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let (r, w) = UnixStream::pair().unwrap();
+        let fd = r.as_raw_fd();
+        let calls = Rc::new(Cell::new(0));
+        let c2 = calls.clone();
+        ctx.set_fd_handler(fd, FdHandler::new().on_read(move |_| c2.set(c2.get() + 1))).unwrap();
+        assert!(ctx.set_fd_interest(fd, Interest::NONE).unwrap(), "{name}");
+        drop(w);
+        let (done, t) = work_after(ctx.handle(), Duration::from_millis(50));
+        let (n, progress) = nested_wait(&ctx, &done);
+        t.join().unwrap();
+        assert!(
+            n <= FEW_CALLS,
+            "{name}: the loop spun: {n} poll(true) calls ({progress} progress)"
+        );
+        assert_eq!((progress, calls.get()), (1, 0), "{name}: a paused handler ran");
+        assert!(ctx.set_fd_interest(fd, Interest::READ).unwrap(), "{name}");
+        assert!(ctx.poll(true), "{name}: the hang-up is not reported once resumed");
+        assert_eq!(calls.get(), 1, "{name}");
+        ctx.remove_fd_handler(fd).unwrap();
+    }
+}
+
+/// A side paused is not called, also when its fd was reported before the pause: two ready
+/// handlers, each pausing the other from its callback, in one poll: whichever runs first, the
+/// other is not called. And a hang-up (readable and writable) calls only the side waited for.
+#[test]
+fn a_paused_side_is_not_called_even_when_already_reported() {
+    for (name, b) in backends() {
+        let ctx = ctx(&b);
+        let pairs: Vec<_> = (0..2).map(|_| UnixStream::pair().unwrap()).collect();
+        let fds: Vec<_> = pairs.iter().map(|(r, _)| r.as_raw_fd()).collect();
+        let calls = Rc::new(Cell::new(0));
+        for (i, (_, w)) in pairs.iter().enumerate() {
+            let (c2, other) = (calls.clone(), fds[1 - i]);
+            ctx.set_fd_handler(
+                fds[i],
+                FdHandler::new().on_read(move |this| {
+                    c2.set(c2.get() + 1);
+                    this.context().set_fd_interest(other, Interest::NONE).unwrap();
+                }),
+            )
+            .unwrap();
+            (&*w).write_all(b"x").unwrap(); // never read: stays readable
+        }
+        assert!(ctx.poll(true), "{name}");
+        assert_eq!(calls.get(), 1, "{name}: a handler paused in this poll was called");
+        for fd in fds {
+            ctx.remove_fd_handler(fd).unwrap();
+        }
+
+        let (r, w) = UnixStream::pair().unwrap();
+        let fd = r.as_raw_fd();
+        let sides = Rc::new(Cell::new((0, 0)));
+        let (s1, s2) = (sides.clone(), sides.clone());
+        ctx.set_fd_handler(
+            fd,
+            FdHandler::new()
+                .on_read(move |_| s1.set((s1.get().0 + 1, s1.get().1)))
+                .on_write(move |_| s2.set((s2.get().0, s2.get().1 + 1))),
+        )
+        .unwrap();
+        assert!(ctx.set_fd_interest(fd, Interest::READ).unwrap(), "{name}");
+        drop(w);
+        assert!(ctx.poll(true), "{name}: the hang-up");
+        assert_eq!(sides.get(), (1, 0), "{name}: (read, write) calls for a hang-up, write paused");
+        ctx.remove_fd_handler(fd).unwrap();
+    }
+}
+
 /// Interest beyond the callbacks, or on an fd without a handler: a clear error / `false`, no panic.
 #[test]
 fn handler_interest_errors() {

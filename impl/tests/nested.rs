@@ -14,38 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::{AioContext, FdHandler, Handle, Timer};
+use aioctx::{AioContext, FdHandler, Timer};
 use common::*;
-
-/// More nested calls than this is a spin (the defect made 416,348 in 50 ms); the loops stop here so a
-/// regression fails quickly instead of running forever.
-const SPIN_CAP: u32 = 10_000;
-
-/// A nested blocking wait for another thread's work makes at most this many `poll(true)` calls: one
-/// that consumes the self-reschedule's notify, one that sleeps until the work arrives, and slack
-/// for a spurious wake-up.
-const FEW_CALLS: u32 = 4;
-
-/// A thread that, after `delay`, runs a oneshot BH on the context setting the returned flag.
-fn work_after(h: &Handle, delay: Duration) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let done = Arc::new(AtomicBool::new(false));
-    let (d2, h) = (done.clone(), h.clone());
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(delay);
-        h.bh_oneshot(move || d2.store(true, Relaxed));
-    });
-    (done, t)
-}
-
-/// Nested `poll(true)` until `done`; returns (calls, calls that reported progress). Stops at SPIN_CAP.
-fn nested_wait(ctx: &AioContext, done: &AtomicBool) -> (u32, u32) {
-    let (mut calls, mut progress) = (0, 0);
-    while !done.load(Relaxed) && calls < SPIN_CAP {
-        calls += 1;
-        progress += u32::from(ctx.poll(true));
-    }
-    (calls, progress)
-}
 
 /// Nested `while poll(false) {}`; returns how many calls reported progress. Stops at SPIN_CAP.
 fn nested_drain(ctx: &AioContext) -> u32 {

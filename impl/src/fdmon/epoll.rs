@@ -3,7 +3,10 @@
 //!
 //! Level-triggered; the token is the event's `data.u64`. The kernel holds the registrations, so add,
 //! modify and delete are one epoll_ctl each, and a registration made while `wait` blocks is seen by that
-//! very wait.
+//! very wait. A registration with no interest is kept out of the kernel's set (*parked*): epoll
+//! reports a hang-up or an error of every fd in it whatever the events asked, and a registration
+//! with no interest reports nothing (a nested wait parks the fd of a handler whose callback runs;
+//! watched, a hung-up fd would end every such wait at once).
 //!
 //! epoll registers open file *descriptions*: closing a registered fd removes it only when no other
 //! descriptor (a dup, a child's copy) refers to the same description. Delete before closing.
@@ -13,6 +16,7 @@
 //! QEMU `util/fdmon-epoll.c`: `fdmon_epoll_update` (epoll_ctl ADD / MOD / DEL), `fdmon_epoll_wait`
 //! (epoll_wait into a 128-event array), `fdmon_epoll_try_enable`.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -52,6 +56,8 @@ pub struct Epoll {
     events: Mutex<Vec<libc::epoll_event>>,
     /// Registrations: add increments, delete decrements (saturating).
     count: AtomicUsize,
+    /// The registered fds with no interest: not in the kernel's set.
+    parked: Mutex<HashSet<RawFd>>,
 }
 
 impl Epoll {
@@ -71,6 +77,7 @@ impl Epoll {
             epfd: unsafe { OwnedFd::from_raw_fd(fd) },
             events: Mutex::new(vec![libc::epoll_event { events: 0, u64: 0 }; EVENT_BUFFER]),
             count: AtomicUsize::new(0),
+            parked: Mutex::new(HashSet::new()),
         })
     }
 
@@ -112,7 +119,19 @@ impl FdMonitor for Epoll {
     /// use ppoll).
     fn add(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         const OP: &str = "epoll_ctl(EPOLL_CTL_ADD)";
-        match self.ctl(libc::EPOLL_CTL_ADD, fd, token, interest) {
+        let mut parked = self.parked.lock();
+        if parked.contains(&fd) {
+            return Err(fd_error(io::Error::from_raw_os_error(libc::EEXIST), OP, fd));
+        }
+        // Added even with no interest, then parked: the kernel checks the fd as for any other.
+        let added = self.ctl(libc::EPOLL_CTL_ADD, fd, token, interest).and_then(|()| {
+            if interest.is_empty() {
+                self.ctl(libc::EPOLL_CTL_DEL, fd, token, interest)?;
+                parked.insert(fd);
+            }
+            Ok(())
+        });
+        match added {
             Ok(()) => {
                 // ORDERING: Relaxed. A statistic: add and delete are serialised by the context's
                 // handler lock, and readers of len() synchronise through that lock.
@@ -134,9 +153,22 @@ impl FdMonitor for Epoll {
     /// # Errors
     ///
     /// Not registered (ENOENT, kind NotFound) or not open (EBADF, kind InvalidInput), naming the fd.
+    /// To no interest, the fd is parked (EPOLL_CTL_DEL); from it, added back (EPOLL_CTL_ADD).
     fn modify(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, token, interest)
-            .map_err(|e| fd_error(e, "epoll_ctl(EPOLL_CTL_MOD)", fd))
+        let mut parked = self.parked.lock();
+        let (op, name) = match (parked.contains(&fd), interest.is_empty()) {
+            (true, true) => return Ok(()),
+            (true, false) => (libc::EPOLL_CTL_ADD, "epoll_ctl(EPOLL_CTL_ADD)"),
+            (false, true) => (libc::EPOLL_CTL_DEL, "epoll_ctl(EPOLL_CTL_DEL)"),
+            (false, false) => (libc::EPOLL_CTL_MOD, "epoll_ctl(EPOLL_CTL_MOD)"),
+        };
+        self.ctl(op, fd, token, interest).map_err(|e| fd_error(e, name, fd))?;
+        if interest.is_empty() {
+            parked.insert(fd);
+        } else {
+            parked.remove(&fd);
+        }
+        Ok(())
     }
 
     /// EBADF and ENOENT are success: a closed fd has left the set already (or its number now names a
@@ -146,10 +178,13 @@ impl FdMonitor for Epoll {
     ///
     /// Other epoll_ctl failures (ENOMEM), naming the fd.
     fn delete(&self, fd: RawFd, token: u64) -> io::Result<()> {
-        match self.ctl(libc::EPOLL_CTL_DEL, fd, token, Interest::NONE) {
-            Ok(()) => {}
-            Err(e) if matches!(os_error(&e), Some(libc::EBADF | libc::ENOENT)) => {}
-            Err(e) => return Err(fd_error(e, "epoll_ctl(EPOLL_CTL_DEL)", fd)),
+        // A parked fd is not in the kernel's set.
+        if !self.parked.lock().remove(&fd) {
+            match self.ctl(libc::EPOLL_CTL_DEL, fd, token, Interest::NONE) {
+                Ok(()) => {}
+                Err(e) if matches!(os_error(&e), Some(libc::EBADF | libc::ENOENT)) => {}
+                Err(e) => return Err(fd_error(e, "epoll_ctl(EPOLL_CTL_DEL)", fd)),
+            }
         }
         // The caller deletes what it registered, so the count follows it even when the kernel forgot
         // the fd first. Saturating: a stray delete must not wrap len() around.

@@ -118,6 +118,16 @@ struct Slot {
     parked: bool,
 }
 
+impl Slot {
+    /// A POLL_ADD is to be pushed: an arm was asked for, the registration is live, and it watches
+    /// something. With no interest the fd is not polled at all, as ppoll leaves it out: a poll for
+    /// no events still completes on a hang-up or an error, and a registration with no interest
+    /// reports nothing (a nested wait sets it so for the handler whose callback runs).
+    fn arms(&self) -> bool {
+        self.want_arm && self.live && !self.interest.is_empty()
+    }
+}
+
 /// The registrations; changed from any thread, read by `wait` on the home thread.
 #[derive(Debug, Default)]
 struct Table {
@@ -526,7 +536,7 @@ impl IoUring {
                 s.want_arm, s.live,
                 "dirty slot {idx} wants an arm while deleted, or none while live"
             );
-            let need = usize::from(s.want_remove.is_some()) + usize::from(s.want_arm && s.live);
+            let need = usize::from(s.want_remove.is_some()) + usize::from(s.arms());
             let room = |rs: &mut RingState| {
                 let sq = rs.ring.submission();
                 sq.capacity() - sq.len()
@@ -554,7 +564,7 @@ impl IoUring {
                 unsafe { sq.push(&e) }.expect("room checked above");
                 s.inflight += 1;
             }
-            if s.want_arm && s.live {
+            if s.arms() {
                 let e = opcode::PollAdd::new(types::Fd(s.fd), interest_bits(s.interest))
                     .multi(s.multishot)
                     .build()

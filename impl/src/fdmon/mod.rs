@@ -53,6 +53,7 @@ macro_rules! fd_monitor_suite {
             reregistrations_keep_reporting,
             delete_closed_fd_is_ok,
             hangup_reported_as_readable,
+            no_interest_reports_nothing_not_even_a_hang_up,
             modify_changes_interest_and_token,
             many_registrations_report_only_ready,
             more_ready_than_one_wait_returns_come_in_next_waits,
@@ -409,6 +410,41 @@ pub(crate) mod suite {
         m.delete(raw, TOKEN).unwrap();
         assert!(m.is_empty());
         assert!(wait(&m, Some(Duration::ZERO)).is_empty());
+    }
+
+    /// A registration with no interest reports nothing, not even a hang-up (a nested wait sets it
+    /// so for the handler whose callback runs: a report would end that wait at once, for a handler
+    /// that cannot run, and the nested poll would spin); with its interest back it reports again.
+    /// Added with no interest, modified twice to none, deleted and added again, it is a
+    /// registration like any other.
+    pub(crate) fn no_interest_reports_nothing_not_even_a_hang_up<M: FdMonitor>(m: M) {
+        let Pipe { r, w } = Pipe::new();
+        let fd = r.as_raw_fd();
+        let short = Some(Duration::from_millis(20));
+        m.add(fd, TOKEN, Interest::READ).unwrap();
+        drop(w);
+        assert_eq!(wait(&m, LONG).len(), 1, "the hang-up");
+        for _ in 0..2 {
+            m.modify(fd, TOKEN, Interest::NONE).unwrap();
+            assert!(wait(&m, Some(Duration::ZERO)).is_empty());
+            assert_eq!(wait(&m, short), [], "a hung-up fd with no interest was reported");
+        }
+        assert_eq!(m.len(), 1);
+        m.modify(fd, TOKEN + 1, Interest::READ).unwrap();
+        let ev = wait(&m, LONG);
+        assert!(ev.len() == 1 && ev[0].token == TOKEN + 1 && ev[0].readable, "{ev:?}");
+        m.modify(fd, TOKEN, Interest::NONE).unwrap();
+        m.delete(fd, TOKEN).unwrap();
+        assert_eq!(m.len(), 0);
+        m.add(fd, TOKEN + 2, Interest::NONE).unwrap();
+        assert_eq!(wait(&m, short), [], "added with no interest, a hung-up fd was reported");
+        let e = m.add(fd, TOKEN, Interest::READ).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+        m.modify(fd, TOKEN + 3, Interest::READ).unwrap();
+        let ev = wait(&m, LONG);
+        assert!(ev.len() == 1 && ev[0].token == TOKEN + 3 && ev[0].readable, "{ev:?}");
+        m.delete(fd, TOKEN + 3).unwrap();
+        assert_eq!(m.len(), 0);
     }
 
     pub(crate) fn hangup_reported_as_readable<M: FdMonitor>(m: M) {
