@@ -1294,6 +1294,23 @@ mod tests {
         assert_eq!(m.ring.lock().sq_full_submits, 24, "io_uring_enter calls for a full SQ");
     }
 
+    /// A deleted registration's slot is freed once the kernel has completed what names it, and a
+    /// deleted one is never polled again: a registration added and deleted again and again (a
+    /// handler replaced on every request) keeps the table at a few slots.
+    #[test]
+    fn add_and_delete_again_and_again_reuses_slots() {
+        let Some(m) = new() else { return };
+        let e = EventFd::new().unwrap(); // never set: a poll of it completes only when removed
+        for i in 0..100 {
+            m.add(e.fd(), i, Interest::READ).unwrap();
+            assert!(wait(&m, Some(Duration::ZERO)).is_empty()); // polling
+            m.delete(e.fd(), i).unwrap();
+            assert!(wait(&m, Some(Duration::ZERO)).is_empty()); // removed
+        }
+        let slots = m.table.lock().slots.len();
+        assert!(slots <= 4, "{slots} slots for one registration at a time");
+    }
+
     /// `flush` pushes every change, also when each needs the whole SQ (a modify of a polling
     /// registration: POLL_REMOVE + POLL_ADD on a ring of 2 entries): it submits and goes on, so the
     /// ring fd an external loop then sleeps on covers every registration.
