@@ -12,11 +12,7 @@ mod common;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use aioctx::FdHandler;
 use common::*;
 
 /// Fd 1 replaced by the write end of a pipe whose read end is closed (POLLERR for good), until
@@ -50,63 +46,30 @@ impl Drop for BrokenStdout {
     }
 }
 
-/// Check, with fd 1 in an error state: an fd handler whose fd is readable, or hung up, waits nested
-/// for another thread's work (50 ms away) and the nested wait sleeps (a few `poll(true)` calls)
-/// instead of spinning; the handler is not re-entered and runs again after the outer call.
+/// With fd 1 in an error state, an fd handler whose fd is readable, or hung up, waits nested for
+/// another thread's work (`handler_waits_nested`): the nested wait sleeps instead of spinning, the
+/// handler is not re-entered and runs again after the outer call.
 #[test]
 fn a_nested_wait_ignores_the_running_handlers_fd_and_a_broken_stdout() {
-    let results = {
+    let runs = {
         let _stdout = BrokenStdout::new();
-        let mut results = Vec::new();
+        let mut runs = Vec::new();
         for (name, b) in backends() {
             for hung_up in [false, true] {
                 let ctx = ctx(&b);
                 let (r, mut w) = UnixStream::pair().unwrap();
-                // Never read: the fd stays readable; or its peer is gone: hung up for good.
                 if hung_up {
                     drop(w);
                 } else {
                     w.write_all(b"x").unwrap();
                 }
-                let calls = Arc::new(AtomicU32::new(0));
-                let seen = Arc::new(Mutex::new((0, 0)));
-                let (c2, seen2) = (calls.clone(), seen.clone());
-                ctx.set_fd_handler(
-                    r.as_raw_fd(),
-                    FdHandler::new().on_read(move |this| {
-                        if c2.fetch_add(1, Relaxed) == 0 {
-                            let ctx = this.context();
-                            let (done, t) = work_after(ctx.handle(), Duration::from_millis(50));
-                            *seen2.lock().unwrap() = nested_wait(ctx, &done);
-                            t.join().unwrap();
-                        }
-                    }),
-                )
-                .unwrap();
-                while calls.load(Relaxed) == 0 {
-                    ctx.poll(true);
-                }
-                let nested = *seen.lock().unwrap();
-                let after = ctx.poll(false);
-                results.push((name, hung_up, nested, calls.load(Relaxed), after));
-                ctx.remove_fd_handler(r.as_raw_fd()).unwrap();
+                runs.push((format!("{name}, hung up: {hung_up}"), handler_waits_nested(&ctx, &r)));
             }
         }
-        results
+        runs
     };
     // fd 1 is back: the assertions may print.
-    for (name, hung_up, (n, progress), calls, after) in results {
-        let case =
-            format!("{name}, the handler's fd {}", if hung_up { "hung up" } else { "readable" });
-        assert!(
-            n <= FEW_CALLS,
-            "{case}: the nested wait spun: {n} poll(true) calls ({progress} progress)"
-        );
-        assert_eq!(
-            progress, 1,
-            "{case}: only the call that ran the other thread's work is progress"
-        );
-        assert!(after, "{case}: the handler does not run after the outer call");
-        assert_eq!(calls, 2, "{case}: the handler ran {calls} times in two polls");
+    for (case, run) in runs {
+        run.assert_slept_and_ran_after(&case);
     }
 }

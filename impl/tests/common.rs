@@ -72,3 +72,70 @@ pub fn nested_wait(ctx: &AioContext, done: &AtomicBool) -> (u32, u32) {
     }
     (calls, progress)
 }
+
+/// What [`handler_waits_nested`] saw.
+#[derive(Debug)]
+pub struct NestedHandlerRun {
+    /// `poll(true)` calls of the nested wait, and how many of them reported progress.
+    pub nested_calls: u32,
+    pub nested_progress: u32,
+    /// Handler calls when the outer poll returned, and after the next `poll(false)`.
+    pub calls_before: u32,
+    pub calls_after: u32,
+    /// What that `poll(false)` returned.
+    pub runs_after: bool,
+}
+
+/// A read handler on `r` (readable and never read, or hung up: ready for good) waits nested, from
+/// its first call, for another thread's work 50 ms away; then a `poll(false)` should run it again.
+/// Prints nothing (broken_stdout.rs runs it with fd 1 broken).
+pub fn handler_waits_nested(
+    ctx: &AioContext,
+    r: &std::os::unix::net::UnixStream,
+) -> NestedHandlerRun {
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::AtomicU32;
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = Arc::new(std::sync::Mutex::new((0, 0)));
+    let (c2, seen2) = (calls.clone(), seen.clone());
+    ctx.set_fd_handler(
+        r.as_raw_fd(),
+        aioctx::FdHandler::new().on_read(move |this| {
+            if c2.fetch_add(1, Relaxed) == 0 {
+                let ctx = this.context();
+                let (done, t) = work_after(ctx.handle(), Duration::from_millis(50));
+                *seen2.lock().unwrap() = nested_wait(ctx, &done);
+                t.join().unwrap();
+            }
+        }),
+    )
+    .unwrap();
+    while calls.load(Relaxed) == 0 {
+        ctx.poll(true);
+    }
+    let (nested_calls, nested_progress) = *seen.lock().unwrap();
+    let calls_before = calls.load(Relaxed);
+    let runs_after = ctx.poll(false);
+    let calls_after = calls.load(Relaxed);
+    ctx.remove_fd_handler(r.as_raw_fd()).unwrap();
+    NestedHandlerRun { nested_calls, nested_progress, calls_before, calls_after, runs_after }
+}
+
+impl NestedHandlerRun {
+    /// The nested wait slept (a few `poll(true)` calls, the one that ran the other thread's work the
+    /// only progress), the handler was not re-entered, and it ran again after the outer call.
+    pub fn assert_slept_and_ran_after(&self, case: &str) {
+        let (n, progress) = (self.nested_calls, self.nested_progress);
+        assert!(
+            n <= FEW_CALLS,
+            "{case}: the nested wait spun: {n} poll(true) calls ({progress} progress)"
+        );
+        assert_eq!(
+            progress, 1,
+            "{case}: only the call that ran the other thread's work is progress"
+        );
+        assert_eq!(self.calls_before, 1, "{case}: the handler was re-entered");
+        assert!(self.runs_after, "{case}: the handler does not run after the outer call");
+        assert_eq!(self.calls_after, 2, "{case}");
+    }
+}

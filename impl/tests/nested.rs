@@ -8,13 +8,12 @@ mod common;
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::{AioContext, FdHandler, Timer};
+use aioctx::{AioContext, Timer};
 use common::*;
 
 /// Nested `while poll(false) {}`; returns how many calls reported progress. Stops at SPIN_CAP.
@@ -225,46 +224,23 @@ fn timer_callback_drops_its_own_timer() {
 
 // ---------------------------------------------------------------- fd handlers
 
-/// A read handler whose fd stays readable waits nested for another thread's work: the nested wait
-/// must sleep (the handler cannot run, so its readiness must not end the wait), and the handler runs
-/// again after the outer call (its fd is still readable).
+/// A read handler whose fd stays ready (readable and never read, or hung up) waits nested for
+/// another thread's work: the nested wait must sleep (the handler cannot run, so its readiness must
+/// not end the wait), and the handler runs again after the outer call (its fd is still ready).
 #[test]
 fn handler_nested_blocking_wait_sleeps_and_runs_after() {
     for (name, b) in backends() {
-        let ctx = ctx(&b);
-        let (r, mut w) = std::os::unix::net::UnixStream::pair().unwrap();
-        let calls = Arc::new(AtomicU32::new(0));
-        let seen = Arc::new(Mutex::new((0, 0)));
-        let (c2, seen2) = (calls.clone(), seen.clone());
-        ctx.set_fd_handler(
-            r.as_raw_fd(),
-            FdHandler::new().on_read(move |this| {
-                if c2.fetch_add(1, Relaxed) == 0 {
-                    let ctx = this.context();
-                    let (done, t) = work_after(ctx.handle(), Duration::from_millis(50));
-                    *seen2.lock().unwrap() = nested_wait(ctx, &done);
-                    t.join().unwrap();
-                }
-            }),
-        )
-        .unwrap();
-        w.write_all(b"x").unwrap(); // never read: the fd stays readable
-        while calls.load(Relaxed) == 0 {
-            ctx.poll(true);
+        for hung_up in [false, true] {
+            let ctx = ctx(&b);
+            let (r, mut w) = std::os::unix::net::UnixStream::pair().unwrap();
+            if hung_up {
+                drop(w);
+            } else {
+                w.write_all(b"x").unwrap();
+            }
+            let run = handler_waits_nested(&ctx, &r);
+            run.assert_slept_and_ran_after(&format!("{name}, hung up: {hung_up}"));
+            assert!(!ctx.poll(false), "{name}");
         }
-        let (n, progress) = *seen.lock().unwrap();
-        assert!(
-            n <= FEW_CALLS,
-            "{name}: the nested wait spun: {n} poll(true) calls ({progress} reported progress)"
-        );
-        assert_eq!(
-            progress, 1,
-            "{name}: only the call that ran the other thread's work is progress"
-        );
-        assert_eq!(calls.load(Relaxed), 1, "{name}: the handler was re-entered");
-        assert!(ctx.poll(false), "{name}: the handler does not run after the outer call");
-        assert_eq!(calls.load(Relaxed), 2, "{name}");
-        ctx.remove_fd_handler(r.as_raw_fd()).unwrap();
-        assert!(!ctx.poll(false), "{name}");
     }
 }
