@@ -69,7 +69,7 @@ pub fn env(w: Where) -> Env {
                 Kernel::IoUring => Backend::IoUring,
             },
             kernel: None,
-            fds: Arc::new(RealFds),
+            fds: Arc::new(RealFds::default()),
             faults: Faults::default(),
             watchdog: Watchdog::Seconds(20),
             strict_fds: false,
@@ -100,32 +100,70 @@ pub fn how(w: Where) -> String {
     }
 }
 
-/// Real eventfds; the home thread interruptible by SIGUSR1 (a no-op handler without SA_RESTART).
-pub struct RealFds;
+/// Real fds: the reading end of a Unix stream socket pair each, so that a hang-up is a real one
+/// (the peer closed: POLLIN | POLLHUP for good, a read returns the data, then 0); the home thread
+/// interruptible by SIGUSR1 (a no-op handler without SA_RESTART).
+#[derive(Default)]
+pub struct RealFds {
+    /// fd -> its peer (the writing end), until the peer is closed. Every write to a peer and its
+    /// close happen under this lock: a peer closed by one thread is never written by another (its
+    /// number may already name a new fd).
+    peers: std::sync::Mutex<std::collections::HashMap<RawFd, RawFd>>,
+}
+
+impl RealFds {
+    fn peers(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<RawFd, RawFd>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `recv` of up to `buf.len()` bytes with `flags`, never blocking.
+    fn recv(fd: RawFd, buf: &mut [u8], flags: libc::c_int) -> isize {
+        // SAFETY: `buf` is valid for `buf.len()` bytes.
+        unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags | libc::MSG_DONTWAIT) }
+    }
+}
 
 impl Fds for RealFds {
     fn open(&self) -> RawFd {
-        // SAFETY: eventfd(2) takes no pointers.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
-        fd
+        let mut sv = [-1; 2];
+        let ty = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: `sv` is valid for two fds.
+        let r = unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, sv.as_mut_ptr()) };
+        assert!(r == 0, "socketpair: {}", std::io::Error::last_os_error());
+        self.peers().insert(sv[0], sv[1]);
+        sv[0]
     }
     fn ready(&self, fd: RawFd) {
-        let one = 1u64;
-        // SAFETY: writes 8 bytes from a valid u64.
-        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+        let peers = self.peers();
+        if let Some(&peer) = peers.get(&fd) {
+            // SAFETY: one byte from a valid buffer, to the open peer (closed only under this lock).
+            unsafe { libc::send(peer, b"x".as_ptr().cast(), 1, libc::MSG_DONTWAIT) };
+        }
     }
     fn consume(&self, fd: RawFd) -> bool {
-        let mut v = 0u64;
-        // SAFETY: reads 8 bytes into a valid u64.
-        unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) == 8 }
+        let mut buf = [0u8; 64];
+        let mut any = false;
+        while Self::recv(fd, &mut buf, 0) > 0 {
+            any = true;
+        }
+        any
     }
     fn is_ready(&self, fd: RawFd) -> bool {
         let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd.
         unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLIN != 0 }
     }
+    fn hang_up(&self, fd: RawFd) {
+        if let Some(peer) = self.peers().remove(&fd) {
+            // SAFETY: the peer, ours, closed once (taken out of the map under its lock).
+            unsafe { libc::close(peer) };
+        }
+    }
+    fn at_eof(&self, fd: RawFd) -> bool {
+        Self::recv(fd, &mut [0u8; 1], libc::MSG_PEEK) == 0
+    }
     fn close(&self, fd: RawFd) {
+        self.hang_up(fd);
         // SAFETY: our own fd, closed once.
         unsafe { libc::close(fd) };
     }
@@ -223,7 +261,8 @@ pub fn op(home: bool, bhs: u8, timers: u8, fds: u8) -> BoxedStrategy<Op> {
         (3, f.clone().prop_map(Op::SetHandler).boxed()),
         (1, f.clone().prop_map(Op::RemoveHandler).boxed()),
         (2, (f.clone(), any::<bool>()).prop_map(|(f, on)| Op::SetInterest(f, on)).boxed()),
-        (3, f.prop_map(Op::Ready).boxed()),
+        (3, f.clone().prop_map(Op::Ready).boxed()),
+        (1, f.prop_map(Op::HangUp).boxed()),
         (2, Just(Op::Notify).boxed()),
         (1, any::<bool>().prop_map(Op::PollParams).boxed()),
     ];
@@ -264,13 +303,15 @@ pub fn program(max_remotes: u8, max_ops: usize) -> impl Strategy<Value = Program
             prop::bool::weighted(0.2),
             nested(nt, true),
             prop::bool::weighted(0.3),
+            prop::bool::weighted(0.4),
         )
-            .prop_map(|(owner, poll, rs, nested, consume_late)| FdSpec {
+            .prop_map(|(owner, poll, rs, nested, consume_late, eof_removes)| FdSpec {
                 owner,
                 poll,
                 remove_self: rs && owner == Owner::Home,
                 nested,
                 consume_late,
+                eof_removes,
             });
         (
             prop::bool::weighted(0.25),

@@ -293,6 +293,7 @@ fn oracle_rejects_a_read_after_interest_none() {
         remove_self: false,
         nested: Nested::No,
         consume_late: false,
+        eof_removes: false,
     }];
     let head = vec![
         Ev::SetBegin(0, 1),
@@ -310,6 +311,48 @@ fn oracle_rejects_a_read_after_interest_none() {
     // Readable, registered, not waited for: not due, not left over.
     let idle = [head, vec![Ev::PollEnd { progress: false }, end(), Ev::Dropped]].concat();
     assert!(check(&p, &idle, true).is_ok(), "{:?}", check(&p, &idle, true));
+}
+
+/// A hung-up fd is readable for good: a read consumes its data, not its end of file, so its
+/// handler is due in every poll and a handler left waiting on it at the end is a readiness never
+/// handled, until the handler pauses (or removes) itself.
+#[test]
+fn oracle_keeps_a_hung_up_fd_readable() {
+    let mut p = home_program();
+    p.timers = vec![];
+    p.fds = vec![FdSpec {
+        owner: Owner::Home,
+        poll: false,
+        remove_self: false,
+        nested: Nested::No,
+        consume_late: false,
+        eof_removes: false,
+    }];
+    let poll = |then: Vec<Ev>| {
+        [
+            vec![Ev::PollBegin { blocking: false, now: 0 }, Ev::CbBegin(Cb::Read(0, 1))],
+            then,
+            vec![Ev::CbEnd(Cb::Read(0, 1)), Ev::PollEnd { progress: true }],
+        ]
+        .concat()
+    };
+    let head = [
+        vec![Ev::SetBegin(0, 1), Ev::SetEnd(0, 1, true), Ev::Ready(0), Ev::HangUp(0)],
+        poll(vec![Ev::Consumed(0)]),
+    ]
+    .concat();
+    let left = [head.clone(), vec![end()]].concat();
+    assert_eq!(check(&p, &left, true).unwrap_err().property, "p_arming_kept");
+    let skipped = [head.clone(), vec![Ev::PollBegin { blocking: false, now: 0 }]].concat();
+    let skipped = [skipped, vec![Ev::PollEnd { progress: false }]].concat();
+    assert_eq!(check(&p, &skipped, true).unwrap_err().property, "p_runs_what_was_due");
+    let paused = [
+        head,
+        poll(vec![Ev::InterestBegin(0, false), Ev::InterestEnd(0, false, true)]),
+        vec![Ev::PollBegin { blocking: false, now: 0 }, Ev::PollEnd { progress: false }, end()],
+    ]
+    .concat();
+    assert!(check(&p, &paused, true).is_ok(), "{:?}", check(&p, &paused, true));
 }
 
 #[test]
@@ -383,6 +426,7 @@ fn oracle_rejects_a_busy_loop_and_an_unpaired_poll_end() {
         remove_self: false,
         nested: Nested::No,
         consume_late: false,
+        eof_removes: false,
     }];
     let unpaired = vec![
         Ev::SetBegin(0, 1),
@@ -539,6 +583,7 @@ fn issue14_handler_fd_left_out_of_a_nested_blocking_wait() {
             remove_self: false,
             nested: Nested::WaitTimer(0),
             consume_late: true,
+            eof_removes: false,
         }],
         home: vec![Op::SetHandler(0), Op::Ready(0), Op::Poll(false)],
         remotes: vec![],
@@ -586,6 +631,7 @@ fn issue14_poll_begin_due_inside_the_handlers_own_callback() {
             remove_self: false,
             nested: Nested::Once,
             consume_late: true,
+            eof_removes: false,
         }],
         home: vec![
             Op::SetHandler(0),
@@ -617,6 +663,7 @@ fn issue14_poll_end_due_inside_io_poll_ready() {
             remove_self: false,
             nested: Nested::WaitTimer(0),
             consume_late: false,
+            eof_removes: false,
         }],
         home: vec![
             Op::SetHandler(0),

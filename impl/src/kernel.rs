@@ -195,7 +195,8 @@ impl Clock for Arc<ModelClock> {
     }
 }
 
-/// The model kernel: model fds with a readable/writable flag each, one lock and one condvar. Used under
+/// The model kernel: model fds with a readable/writable flag each (and a hang-up), one lock and one
+/// condvar. Used under
 /// loom and shuttle (there is no kernel there) and by deterministic tests in std builds.
 #[derive(Debug)]
 pub struct ModelKernel {
@@ -207,14 +208,25 @@ pub struct ModelKernel {
 
 #[derive(Debug, Default)]
 struct KernelState {
-    /// Model fd number -> (readable, writable, open).
-    fds: Vec<(bool, bool, bool)>,
+    /// Model fd number -> its state.
+    fds: Vec<ModelFd>,
     /// Registrations of the (single) model fd monitor: fd -> (token, interest).
     watched: Vec<Option<(u64, Interest)>>,
     /// Threads parked in the model fd monitor's wait (on `cond`, this lock released).
     parked: usize,
     /// Faults to inject ([`ModelKernel::set_faults`]), their PRNG, and what was injected.
     faults: FaultDraw,
+}
+
+/// One model fd.
+#[derive(Debug, Clone, Copy)]
+struct ModelFd {
+    /// Data to read (an "event").
+    readable: bool,
+    writable: bool,
+    open: bool,
+    /// Its peer is gone: readable (end of file) and writable (the error) for good, as POLLHUP.
+    hung_up: bool,
 }
 
 /// Faults to inject, drawn from a seed, so a run is reproducible from it (the conformance workloads,
@@ -349,7 +361,7 @@ impl ModelKernel {
     /// Open a model fd (not readable, writable).
     pub fn open(&self) -> RawFd {
         let mut s = self.state.lock();
-        s.fds.push((false, true, true));
+        s.fds.push(ModelFd { readable: false, writable: true, open: true, hung_up: false });
         s.watched.push(None);
         MODEL_FD_BASE + (s.fds.len() as RawFd - 1)
     }
@@ -358,14 +370,14 @@ impl ModelKernel {
     pub fn close(&self, fd: RawFd) {
         let mut s = self.state.lock();
         if let Some(e) = Self::slot(&mut s, fd) {
-            e.2 = false;
+            e.open = false;
         }
         if let Some(w) = s.watched.get_mut((fd - MODEL_FD_BASE) as usize) {
             *w = None;
         }
     }
 
-    fn slot(s: &mut KernelState, fd: RawFd) -> Option<&mut (bool, bool, bool)> {
+    fn slot(s: &mut KernelState, fd: RawFd) -> Option<&mut ModelFd> {
         if fd < MODEL_FD_BASE {
             return None;
         }
@@ -376,12 +388,31 @@ impl ModelKernel {
     pub fn set_readable(&self, fd: RawFd, readable: bool) {
         let mut s = self.state.lock();
         if let Some(e) = Self::slot(&mut s, fd) {
-            e.0 = readable;
+            e.readable = readable;
         }
         drop(s);
         if readable {
             self.cond.notify_all();
         }
+    }
+
+    /// Hang `fd` up (its peer closed): from now on it is readable and writable for good, a read finds
+    /// the data written before, then the end of file ([`is_at_eof`](Self::is_at_eof)); a monitor
+    /// reports it with both sides set (as POLLHUP), to a registration with any interest but none.
+    /// Wakes a waiting monitor.
+    pub fn hang_up(&self, fd: RawFd) {
+        let mut s = self.state.lock();
+        if let Some(e) = Self::slot(&mut s, fd) {
+            e.hung_up = true;
+        }
+        drop(s);
+        self.cond.notify_all();
+    }
+
+    /// Whether a read of `fd` finds the end of file: hung up, no data left.
+    pub fn is_at_eof(&self, fd: RawFd) -> bool {
+        let mut s = self.state.lock();
+        Self::slot(&mut s, fd).is_some_and(|e| e.hung_up && !e.readable)
     }
 
     /// How many threads are blocked in the model fd monitor's wait: parked with no timeout while no
@@ -403,24 +434,25 @@ impl ModelKernel {
         }
     }
 
-    /// Whether `fd` is readable.
+    /// Whether `fd` is readable (data, or hung up).
     pub fn is_readable(&self, fd: RawFd) -> bool {
         let mut s = self.state.lock();
-        Self::slot(&mut s, fd).map(|e| e.0).unwrap_or(false)
+        Self::slot(&mut s, fd).is_some_and(|e| e.readable || e.hung_up)
     }
 
-    /// Clear `fd`'s readable flag, returning whether it was set.
+    /// Clear `fd`'s readable flag (read its data), returning whether it was set. A hung-up fd stays
+    /// readable (the end of file).
     pub fn take_readable(&self, fd: RawFd) -> bool {
         let mut s = self.state.lock();
         match Self::slot(&mut s, fd) {
-            Some(e) => std::mem::replace(&mut e.0, false),
+            Some(e) => std::mem::replace(&mut e.readable, false),
             None => false,
         }
     }
 
     fn check_open(s: &mut KernelState, fd: RawFd) -> io::Result<()> {
         match Self::slot(s, fd) {
-            Some(e) if e.2 => Ok(()),
+            Some(e) if e.open => Ok(()),
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("model fd {fd} is not open (EBADF)"),
@@ -472,9 +504,12 @@ impl ModelFdMonitor {
     fn ready(s: &KernelState, out: &mut Vec<Event>) {
         for (i, w) in s.watched.iter().enumerate() {
             if let Some((token, interest)) = *w {
-                let (r, wr, open) = s.fds[i];
-                let readable = interest.read && r && open;
-                let writable = interest.write && wr && open;
+                let ModelFd { readable: r, writable: wr, open, hung_up } = s.fds[i];
+                // A hang-up is reported on both sides whatever was asked, but never to a
+                // registration with no interest (the `FdMonitor::modify` contract).
+                let hup = hung_up && open && !interest.is_empty();
+                let readable = hup || interest.read && r && open;
+                let writable = hup || interest.write && wr && open;
                 if readable || writable {
                     out.push(Event { token, readable, writable });
                 }
@@ -547,5 +582,43 @@ impl FdMonitor for ModelFdMonitor {
     }
     fn len(&self) -> usize {
         self.kernel.state.lock().watched.iter().filter(|w| w.is_some()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model fd hung up behaves as a socket whose peer closed: the data written before is read
+    /// first, then the end of file, readable for good; the monitor reports it on both sides to any
+    /// registration with an interest, to one with none not at all.
+    #[test]
+    fn a_hung_up_model_fd_reads_its_data_then_eof_and_is_reported_unless_unwatched() {
+        let k = ModelKernel::new();
+        let m = ModelFdMonitor::new(k.clone());
+        let fd = k.open();
+        let wait = |m: &ModelFdMonitor| {
+            let mut out = Vec::new();
+            m.wait(Some(Duration::ZERO), &mut out).unwrap();
+            out
+        };
+        m.add(fd, 7, Interest::NONE).unwrap();
+        k.set_readable(fd, true);
+        k.hang_up(fd);
+        assert_eq!(wait(&m), [], "reported with no interest");
+        assert!(k.is_readable(fd) && !k.is_at_eof(fd), "the data comes before the end of file");
+        assert!(k.take_readable(fd));
+        assert!(k.is_readable(fd) && k.is_at_eof(fd) && !k.take_readable(fd));
+        for (interest, token) in [(Interest::READ, 8), (Interest::WRITE, 9)] {
+            m.modify(fd, token, interest).unwrap();
+            let ev = wait(&m);
+            assert!(
+                ev.len() == 1 && ev[0].token == token && ev[0].readable && ev[0].writable,
+                "{interest:?}: {ev:?}"
+            );
+        }
+        m.modify(fd, 10, Interest::NONE).unwrap();
+        assert_eq!(wait(&m), [], "still reported once unwatched");
+        assert!(k.is_readable(fd), "the end of file is for good");
     }
 }

@@ -80,7 +80,7 @@ pub struct TimerSpec {
     pub nested: Nested,
 }
 
-/// An fd handler: an fd (a model fd or an eventfd), its callbacks.
+/// An fd handler: an fd (a model fd, or one end of a Unix socket pair), its callbacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FdSpec {
     /// Its owner (registers, removes, makes it readable).
@@ -95,6 +95,11 @@ pub struct FdSpec {
     /// on_read and io_poll_ready poll nested with the fd still readable, then consume: a nested
     /// blocking poll must leave that fd out of its wait, or spin on it.
     pub consume_late: bool,
+    /// What on_read and io_poll_ready do when the read finds the end of file ([`Op::HangUp`]), as
+    /// users do: remove the handler (true), or pause it with `set_fd_interest(NONE)` (false: the
+    /// hung-up fd, readable for good, must then not wake the loop). io_poll reports data only, not
+    /// the end of file. Owner Home only (a hang-up is only of a home-owned fd's peer).
+    pub eof_removes: bool,
 }
 
 /// One operation of a thread. An object index `i` names the `i`-th object of that kind the thread
@@ -125,6 +130,11 @@ pub enum Op {
     SetInterest(u8, bool),
     /// Make the fd readable.
     Ready(u8),
+    /// Close the peer of a home-owned fd (the index counts the home-owned fds, whoever runs it): it
+    /// is readable for good, a read finds the data written before, then the end of file, and its
+    /// handler reacts ([`FdSpec::eof_removes`]). Any thread may, as the peer of a socket dies
+    /// whenever it does.
+    HangUp(u8),
     /// A bare `notify()`.
     Notify,
     /// `set_poll_params(50 µs or 0, 0, 0)`.
@@ -252,6 +262,7 @@ impl Program {
                     remove_self: owner == Owner::Home && g.chance(15),
                     nested: nested(&mut g, true),
                     consume_late: g.chance(30),
+                    eof_removes: g.chance(40),
                 }
             })
             .collect();
@@ -276,6 +287,9 @@ impl Program {
         let bh_owners: Vec<Owner> = self.bhs.iter().map(|b| b.owner).collect();
         let t_owners: Vec<Owner> = self.timers.iter().map(|t| t.owner).collect();
         let f_owners: Vec<Owner> = self.fds.iter().map(|f| f.owner).collect();
+        // A hang-up names a home-owned fd whoever runs it: counted as the home thread's.
+        let home_fds = self.fds.iter().filter(|f| f.owner == Owner::Home).count() as u64;
+        let hang_up = |g: &mut Rng| (home_fds > 0).then(|| Op::HangUp(g.below(home_fds) as u8));
         let mut ops = Vec::new();
         for _ in 0..1 + g.below(max as u64) {
             let op = match g.below(20) {
@@ -292,6 +306,7 @@ impl Program {
                 }),
                 10 => pick(g, f_owners.clone()).map(Op::SetHandler),
                 11 => pick(g, f_owners.clone()).map(Op::RemoveHandler),
+                12 if g.chance(12) => hang_up(g),
                 12 => pick(g, f_owners.clone()).map(Op::Ready),
                 13 => Some(Op::Notify),
                 19 => {
@@ -300,6 +315,7 @@ impl Program {
                 }
                 14 if g.chance(30) => Some(Op::PollParams(g.chance(50))),
                 15 if thread.is_some() && g.chance(30) => Some(Op::Interrupt),
+                16 if thread.is_some() && g.chance(20) => hang_up(g),
                 15..=18 if thread.is_none() => Some(match g.below(6) {
                     0 => Op::Drain,
                     1 => Op::External,
@@ -415,8 +431,8 @@ impl Program {
         }
         let _ = writeln!(s, "    ],\n    fds: vec![");
         for f in &self.fds {
-            let _ = writeln!(s, "        FdSpec {{ owner: {:?}, poll: {}, remove_self: {}, nested: Nested::{:?}, consume_late: {} }},",
-                f.owner, f.poll, f.remove_self, f.nested, f.consume_late);
+            let _ = writeln!(s, "        FdSpec {{ owner: {:?}, poll: {}, remove_self: {}, nested: Nested::{:?}, consume_late: {}, eof_removes: {} }},",
+                f.owner, f.poll, f.remove_self, f.nested, f.consume_late, f.eof_removes);
         }
         let ops = |v: &[Op]| v.iter().map(|o| format!("Op::{o:?}")).collect::<Vec<_>>().join(", ");
         let _ = writeln!(s, "    ],\n    home: vec![{}],", ops(&self.home));

@@ -12,7 +12,8 @@
 //! Per bottom half: scheduled (exact for a BH the home thread owns: the home thread is the only one
 //! that schedules, cancels and runs it), schedules and runs counted, deleted, running. Per timer:
 //! its arming (deadline) and whether it is running. Per fd: the live handler instances (a
-//! `set_fd_handler` adds one at its start and retires the old one when it returned), readiness,
+//! `set_fd_handler` adds one at its start and retires the old one when it returned), readiness
+//! (a hung-up fd is readable for good: a read consumes its data, never its end of file),
 //! running. A stack of the polls in progress, nested ones on top.
 //!
 //! # Re-entrancy: one rule per kind (the code documents the same rules on `Bh`, `Timer`, `FdHandler`)
@@ -136,6 +137,8 @@ pub enum Ev {
     InterestEnd(u8, bool, bool),
     /// fd f is about to be made readable.
     Ready(u8),
+    /// fd f's peer is about to be closed (readable for good).
+    HangUp(u8),
     /// A callback consumed fd f's readiness.
     Consumed(u8),
     /// io_poll_begin of fd f instance i.
@@ -227,6 +230,8 @@ struct FdM {
     /// Instances removed, and where the removal returned.
     removed: HashMap<u32, Withdrawn>,
     readable: bool,
+    /// Hung up: readable for good.
+    hung_up: bool,
     ready_since: HashSet<u32>,
     poll_begun: HashMap<u32, bool>,
     poll: bool,
@@ -617,14 +622,18 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                     m.removed.insert(inst, w);
                 }
             }
-            Ev::Ready(f) => {
+            Ev::Ready(f) | Ev::HangUp(f) => {
                 st.ops += 1;
                 let m = &mut fds[*f as usize];
                 m.readable = true;
+                m.hung_up |= matches!(ev, Ev::HangUp(_));
                 let live = m.live.clone();
                 m.ready_since.extend(live);
             }
-            Ev::Consumed(f) => fds[*f as usize].readable = false,
+            Ev::Consumed(f) => {
+                let m = &mut fds[*f as usize];
+                m.readable = m.hung_up;
+            }
             Ev::IoPollBegin(f, inst) | Ev::IoPollEnd(f, inst) => {
                 let on = matches!(ev, Ev::IoPollBegin(..));
                 let m = &mut fds[*f as usize];

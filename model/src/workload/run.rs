@@ -119,7 +119,7 @@ impl<T> HomeOnly<T> {
     }
 }
 
-/// The fds of a run: model fds or real eventfds.
+/// The fds of a run: model fds or real sockets.
 pub trait Fds: Send + Sync {
     /// A new fd, not readable.
     fn open(&self) -> RawFd;
@@ -127,8 +127,13 @@ pub trait Fds: Send + Sync {
     fn ready(&self, fd: RawFd);
     /// Consume its readiness; whether it was readable.
     fn consume(&self, fd: RawFd) -> bool;
-    /// Whether it is readable (io_poll).
+    /// Whether it is readable (data, or hung up).
     fn is_ready(&self, fd: RawFd) -> bool;
+    /// Close its peer: readable for good, a read finds the data written before, then the end of
+    /// file.
+    fn hang_up(&self, fd: RawFd);
+    /// Whether a read finds the end of file (hung up, no data left).
+    fn at_eof(&self, fd: RawFd) -> bool;
     /// Close it.
     fn close(&self, fd: RawFd);
     /// Called on the home thread: something a remote thread can call to interrupt the home thread's
@@ -159,6 +164,12 @@ impl Fds for ModelFds {
     }
     fn is_ready(&self, fd: RawFd) -> bool {
         self.0.is_readable(fd)
+    }
+    fn hang_up(&self, fd: RawFd) {
+        self.0.hang_up(fd)
+    }
+    fn at_eof(&self, fd: RawFd) -> bool {
+        self.0.is_at_eof(fd)
     }
     fn close(&self, fd: RawFd) {
         self.0.close(fd)
@@ -455,14 +466,11 @@ impl Objs {
             if spec.consume_late {
                 o.nested(spec.nested);
             }
-            if o.fds.consume(fd) {
-                o.log(Ev::Consumed(f));
-            }
-            if spec.remove_self && spec.owner == Owner::Home {
-                match o.handle.remove_fd_handler(fd) {
-                    Ok(_) => o.log(Ev::Removed(f)),
-                    Err(e) => o.log(Ev::Violation(format!("p_runner: remove_fd_handler: {e}"))),
-                }
+            let eof = o.read(f);
+            if spec.remove_self && spec.owner == Owner::Home || eof && spec.eof_removes {
+                o.remove_handler(f);
+            } else if eof {
+                o.set_interest(f, false);
             }
             if !spec.consume_late {
                 o.nested(spec.nested);
@@ -473,7 +481,10 @@ impl Objs {
             let (w2, w3, w4, w5) = (w.clone(), w.clone(), w.clone(), w.clone());
             h = h
                 .on_poll(
-                    move |_: &FdRef<'_>| w2.upgrade().is_some_and(|o| o.fds.is_ready(fd)),
+                    // Data to read, not the end of file (a user's io_poll looks for requests).
+                    move |_: &FdRef<'_>| {
+                        w2.upgrade().is_some_and(|o| o.fds.is_ready(fd) && !o.fds.at_eof(fd))
+                    },
                     move |_: &FdRef<'_>| {
                         let Some(o) = w3.upgrade() else { return };
                         let cb = Cb::PollReady(f, inst);
@@ -482,8 +493,12 @@ impl Objs {
                         if spec.consume_late {
                             o.nested(spec.nested);
                         }
-                        if o.fds.consume(fd) {
-                            o.log(Ev::Consumed(f));
+                        if o.read(f) {
+                            if spec.eof_removes {
+                                o.remove_handler(f);
+                            } else {
+                                o.set_interest(f, false);
+                            }
                         }
                         if !spec.consume_late {
                             o.nested(spec.nested);
@@ -503,6 +518,48 @@ impl Objs {
                 });
         }
         h
+    }
+
+    /// A handler's read of fd `f`: consume its data; whether it found the end of file of a
+    /// home-owned fd (a hang-up is only of those: [`Op::HangUp`]), which the handler must react to.
+    fn read(&self, f: u8) -> bool {
+        let fd = self.fd[f as usize];
+        if self.fds.consume(fd) {
+            self.log(Ev::Consumed(f));
+        }
+        self.p.fds[f as usize].owner == Owner::Home && self.fds.at_eof(fd)
+    }
+
+    /// `remove_fd_handler(f)`, logged.
+    fn remove_handler(&self, f: u8) {
+        match self.handle.remove_fd_handler(self.fd[f as usize]) {
+            Ok(_) => self.log(Ev::Removed(f)),
+            Err(e) => self.log(Ev::Violation(format!("p_runner: remove_fd_handler: {e}"))),
+        }
+    }
+
+    /// `set_fd_interest(f, READ if on, else NONE)`, logged (before: interest on is an obligation;
+    /// after: off is a withdrawal, as SetBegin / SetEnd). An injected registration fault leaves it
+    /// as it was.
+    fn set_interest(&self, f: u8, on: bool) {
+        self.log(Ev::InterestBegin(f, on));
+        // The home thread's `pending` errs towards "nothing to wait for": off before the call (its
+        // notify may wake a blocking poll that must then not block again for this fd), on once it
+        // succeeded.
+        let no_interest = &self.no_interest[f as usize];
+        let before = no_interest.load(Relaxed);
+        if !on {
+            no_interest.store(true, Relaxed);
+        }
+        let i = if on { Interest::READ } else { Interest::NONE };
+        let r = self.handle.set_fd_interest(self.fd[f as usize], i);
+        self.log(Ev::InterestEnd(f, on, r.is_ok()));
+        no_interest.store(if r.is_ok() { !on } else { before }, Relaxed);
+        if let Err(e) = r {
+            if !self.faults {
+                self.log(Ev::Violation(format!("p_runner: set_fd_interest failed: {e}")));
+            }
+        }
     }
 
     /// Whether work is pending (the home thread's view of the code's state).
@@ -566,6 +623,12 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
         Op::RemoveHandler(i) => fd_of(i).map(Op::RemoveHandler),
         Op::SetInterest(i, on) => fd_of(i).map(|f| Op::SetInterest(f, on)),
         Op::Ready(i) => fd_of(i).map(Op::Ready),
+        Op::HangUp(i) => {
+            let home: Vec<u8> = (0..p.fds.len() as u8)
+                .filter(|&f| p.fds[f as usize].owner == Owner::Home)
+                .collect();
+            (!home.is_empty()).then(|| Op::HangUp(home[i as usize % home.len()]))
+        }
         other => Some(other),
     };
     let Some(op) = op else { return };
@@ -653,35 +716,15 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
                 Err(_) => {}
             }
         }
-        Op::RemoveHandler(f) if fdo(f) => match o.handle.remove_fd_handler(o.fd[f as usize]) {
-            Ok(_) => o.log(Ev::Removed(f)),
-            Err(e) => o.log(Ev::Violation(format!("p_runner: remove_fd_handler: {e}"))),
-        },
-        Op::SetInterest(f, on) if fdo(f) => {
-            // Logged before (interest on: an obligation) and after (off: a withdrawal), as
-            // SetBegin / SetEnd; an injected registration fault leaves it as it was.
-            o.log(Ev::InterestBegin(f, on));
-            // The home thread's `pending` errs towards "nothing to wait for": off before the call
-            // (its notify may wake a blocking poll that must then not block again for this fd),
-            // on once it succeeded.
-            let no_interest = &o.no_interest[f as usize];
-            let before = no_interest.load(Relaxed);
-            if !on {
-                no_interest.store(true, Relaxed);
-            }
-            let i = if on { Interest::READ } else { Interest::NONE };
-            let r = o.handle.set_fd_interest(o.fd[f as usize], i);
-            o.log(Ev::InterestEnd(f, on, r.is_ok()));
-            no_interest.store(if r.is_ok() { !on } else { before }, Relaxed);
-            if let Err(e) = r {
-                if !o.faults {
-                    o.log(Ev::Violation(format!("p_runner: set_fd_interest failed: {e}")));
-                }
-            }
-        }
+        Op::RemoveHandler(f) if fdo(f) => o.remove_handler(f),
+        Op::SetInterest(f, on) if fdo(f) => o.set_interest(f, on),
         Op::Ready(f) if fdo(f) => {
             o.log(Ev::Ready(f));
             o.fds.ready(o.fd[f as usize]);
+        }
+        Op::HangUp(f) => {
+            o.log(Ev::HangUp(f));
+            o.fds.hang_up(o.fd[f as usize]);
         }
         Op::Notify => {
             o.log(Ev::Wake);
