@@ -29,7 +29,7 @@ use aioctx_model::workload::oracle::{check, Cb, Ev};
 use aioctx_model::workload::*;
 use aioctx_model::{check_trace, enumerate_traces, Bound};
 use proptest::prelude::any;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunner};
 
 fn cases() -> u32 {
     std::env::var("AIOCTX_WORKLOAD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96)
@@ -93,7 +93,7 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
         stats.0, stats.1, stats.2, stats.3, seed()
     );
     if let Err(e) = r {
-        panic!("{name} (AIOCTX_WORKLOAD_SEED={}): {e}", seed());
+        panic!("{name} (AIOCTX_WORKLOAD_SEED={}): {}", seed(), shrink_further(e, &w, faulty));
     }
     assert!(stats.0 >= u64::from(n), "{name}: ran {} programs of {n}", stats.0);
     assert!(stats.2 > 0, "{name}: no callback ran in any program");
@@ -116,6 +116,36 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
         let model = i.spurious_wakes > 0 && i.register_failures > 0;
         assert!(model || io_uring, "{name}: faults on, but none injected: {i:?}");
     }
+}
+
+/// Proptest's shrinking of a `prop_flat_map` strategy stops early (it cannot shrink the objects
+/// the operations were drawn for), so its minimal program often keeps threads, objects and
+/// operations the failure does not need: shrink that program again with `Program::shrink` (one
+/// operation, remote thread, object or behaviour less at a time; each candidate one run), and
+/// print the smaller failure with its regression test. On a real kernel a failure may not repeat
+/// on every run: a candidate that passes once is kept out, so the result only errs towards bigger.
+fn shrink_further(
+    e: TestError<(Program, Faults)>,
+    w: &impl Fn(Faults) -> Where,
+    faulty: bool,
+) -> String {
+    let TestError::Fail(_, (p, f)) = &e else { return e.to_string() };
+    let at = w(if faulty { *f } else { Faults::default() });
+    let min = p.shrink(512, |q| run_program(q, at).result.is_err());
+    let out = run_program(&min, at);
+    if out.result.is_ok() {
+        return e.to_string(); // did not fail again: proptest's own report
+    }
+    format!(
+        "{}\nshrunk from {} to {} operations ({} to {} remote threads)\nregression test (paste into \
+         conformance/tests/workloads.rs):\n{}",
+        out.report(&min),
+        p.len(),
+        min.len(),
+        p.remotes.len(),
+        min.remotes.len(),
+        min.regression_test("regression", &how(at))
+    )
 }
 
 #[test]

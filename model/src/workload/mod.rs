@@ -375,6 +375,46 @@ impl Program {
                 out.push(q);
             }
         }
+        for f in 0..self.fds.len() {
+            let mut q = self.clone();
+            let x = &mut q.fds[f];
+            let plain = FdSpec {
+                poll: false,
+                remove_self: false,
+                nested: Nested::No,
+                consume_late: false,
+                eof_removes: false,
+                ..*x
+            };
+            if *x != plain {
+                *x = plain;
+                out.push(q);
+            }
+        }
+        // Whole objects (an index names the n-th owned object modulo their number, so the
+        // operations stay valid), and a last remote thread with nothing left to do.
+        if self.bhs.len() > 1 {
+            for b in 0..self.bhs.len() {
+                let mut q = self.clone();
+                q.bhs.remove(b);
+                out.push(q);
+            }
+        }
+        for t in 0..self.timers.len() {
+            let mut q = self.clone();
+            q.timers.remove(t);
+            out.push(q);
+        }
+        for f in 0..self.fds.len() {
+            let mut q = self.clone();
+            q.fds.remove(f);
+            out.push(q);
+        }
+        if self.remotes.last().is_some_and(Vec::is_empty) {
+            let mut q = self.clone();
+            q.remotes.pop();
+            out.push(q);
+        }
         if self.polling {
             out.push(Program { polling: false, ..self.clone() });
         }
@@ -451,5 +491,38 @@ impl Program {
         format!(
             "#[test]\nfn {name}() {{\n    use aioctx_model::workload::*;\n    let p = {body};\n    check_program(&p, {how});\n}}\n"
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The greedy shrinker reaches a program with only what the failure needs: here a failure that
+    /// needs a hang-up by the home thread, an fd, and a remote thread (any), from programs drawn
+    /// with every kind of object and operation.
+    #[test]
+    fn shrinking_keeps_only_what_the_failure_needs() {
+        let fails = |p: &Program| {
+            p.home.iter().any(|o| matches!(o, Op::HangUp(_)))
+                && !p.fds.is_empty()
+                && !p.remotes.is_empty()
+        };
+        let mut shrunk = 0;
+        for seed in 0..2000 {
+            let p = Program::random(seed, Size { remotes: 3, ops: 12 });
+            if !fails(&p) || p.len() < 6 {
+                continue;
+            }
+            let min = p.shrink(10_000, fails);
+            assert!(fails(&min), "{}", min.to_rust());
+            assert_eq!(min.home.len(), 1, "{}", min.to_rust());
+            assert_eq!(min.remotes, vec![Vec::<Op>::new()], "{}", min.to_rust());
+            let sizes = (min.timers.len(), min.fds.len(), min.bhs.len());
+            assert_eq!(sizes, (0, 1, 1), "{}", min.to_rust());
+            assert!(!min.polling && min.fds[0].nested == Nested::No && !min.fds[0].eof_removes);
+            shrunk += 1;
+        }
+        assert!(shrunk >= 20, "only {shrunk} programs drew a home hang-up and a remote");
     }
 }
