@@ -73,9 +73,66 @@ pub fn env(w: Where) -> Env {
             faults: Faults::default(),
             watchdog: Watchdog::Seconds(20),
             strict_fds: false,
+            hang_file: Some((hang_path(), encode_where(w))),
         },
-        Where::IoUringFaults(f) => Env { faults: f, ..env(Where::Real(Kernel::IoUring)) },
+        Where::IoUringFaults(f) => Env {
+            faults: f,
+            hang_file: Some((hang_path(), encode_where(w))),
+            ..env(Where::Real(Kernel::IoUring))
+        },
     }
+}
+
+/// Where a real-kernel run that hangs past every notify writes its program before the process
+/// aborts: `$AIOCTX_WORKLOAD_HANG_DIR` (ci/workloads: target/workloads), else the temporary
+/// directory; one file per process.
+pub fn hang_path() -> std::path::PathBuf {
+    let dir = std::env::var_os("AIOCTX_WORKLOAD_HANG_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    dir.join(format!("workload-hang-{}.program", std::process::id()))
+}
+
+/// `w` as one line of text (the first line of a program file: [`decode_where`] reads it back).
+pub fn encode_where(w: Where) -> String {
+    match w {
+        Where::Model(f) => format!("model {} {} {}", f.seed, f.spurious_wake, f.register_fail),
+        Where::Real(k) => format!("real {k:?}"),
+        Where::IoUringFaults(f) => {
+            format!("io_uring_faults {} {} {} {}", f.seed, f.enter_fail, f.cq_lost, f.cq_delay)
+        }
+    }
+}
+
+/// Read back what [`encode_where`] wrote.
+pub fn decode_where(line: &str) -> Result<Where, String> {
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let n = |i: usize| -> Result<u64, String> {
+        w.get(i).and_then(|t| t.parse().ok()).ok_or(format!("field {i} of `{line}`"))
+    };
+    let r = |i: usize| n(i).map(|v| v as u32);
+    Ok(match w.first().copied() {
+        Some("model") => Where::Model(Faults {
+            seed: n(1)?,
+            spurious_wake: r(2)?,
+            register_fail: r(3)?,
+            ..Faults::default()
+        }),
+        Some("real") => Where::Real(match w.get(1).copied() {
+            Some("Epoll") => Kernel::Epoll,
+            Some("Ppoll") => Kernel::Ppoll,
+            Some("IoUring") => Kernel::IoUring,
+            _ => return Err(format!("not a kernel: `{line}`")),
+        }),
+        Some("io_uring_faults") => Where::IoUringFaults(Faults {
+            seed: n(1)?,
+            enter_fail: r(2)?,
+            cq_lost: r(3)?,
+            cq_delay: r(4)?,
+            ..Faults::default()
+        }),
+        _ => return Err(format!("not a place to run: `{line}`")),
+    })
 }
 
 /// Run `p` where `w` says; the outcome.

@@ -749,3 +749,51 @@ fn generated_programs_poll_tasks_and_wake_them_remotely() {
     assert!(polls >= programs, "{polls} task polls in {programs} programs");
     assert!(remote_owned > 0, "no remote thread holds a task's waker and wakes it");
 }
+
+/// A failure that takes its process with it (a hang past every notify on a real kernel) shrinks in
+/// child processes: `conformance-workload shrink` reruns the program file the watchdog writes, one
+/// child per candidate. Shown with a failure that needs no hang to appear, on the model kernel (its
+/// watchdog is exact: no waiting out a time limit per candidate): the planted bug
+/// `task_clears_woken_after_poll` loses a task's wake from inside its own poll, so the final drain
+/// of a program with a task that reschedules itself blocks for good (`p_no_lost_wakeup`), on
+/// every run; the noise around it goes, down to that task alone.
+#[test]
+fn a_program_file_shrinks_in_child_processes() {
+    let bin = env!("CARGO_BIN_EXE_conformance-workload");
+    let dir = std::env::temp_dir().join(format!("workload-shrink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut p = Program::random(7, Size { remotes: 2, ops: 10 });
+    p.bhs.push(BhSpec {
+        owner: Owner::Home,
+        idle: false,
+        resched: 1,
+        nested: Nested::No,
+        delete_self: false,
+        task: true,
+    });
+    let file = dir.join("p.program");
+    let head = aioctx_conformance::workload::encode_where(model_kernel(Faults::default()));
+    std::fs::write(&file, format!("{head}\n{}", p.encode())).unwrap();
+    let tool = |args: &[&str], bug: &str| {
+        std::process::Command::new(bin).args(args).env("AIOCTX_BUG", bug).output().unwrap()
+    };
+    let f = file.to_str().unwrap();
+    let ok = tool(&["run", f], "");
+    assert!(ok.status.success(), "the correct code: {}", String::from_utf8_lossy(&ok.stdout));
+    let out = tool(&["shrink", f, "--budget", "300"], "task_clears_woken_after_poll");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("p_no_lost_wakeup violated") && text.contains("fn regression()"),
+        "{text}"
+    );
+    let min = std::fs::read_to_string(file.with_extension("min")).unwrap();
+    let min = Program::decode(min.split_once('\n').unwrap().1).unwrap();
+    assert!(p.len() > 5 && min.is_empty(), "{} operations left:\n{}", min.len(), min.to_rust());
+    let tasks: Vec<_> = min.bhs.iter().filter(|b| b.task && b.resched > 0).collect();
+    assert!(min.bhs.len() == 1 && tasks.len() == 1, "{}", min.to_rust());
+    assert!(min.timers.is_empty() && min.fds.is_empty(), "{}", min.to_rust());
+    let bad = tool(&["shrink"], "");
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -484,6 +484,151 @@ impl Program {
         s.replace("Remote(", "Owner::Remote(").replace("owner: Home", "owner: Owner::Home")
     }
 
+    /// The program as text, one line per object or thread (`polling true`, `bh Home false 0 No
+    /// false false`, `home Schedule(0) TimerMod(0,50)`, one `remote ...` line per remote thread), for
+    /// a run in another process ([`Program::decode`] reads it back).
+    pub fn encode(&self) -> String {
+        let tok = |d: String| d.replace(' ', "");
+        let mut s = format!("polling {}\n", self.polling);
+        for b in &self.bhs {
+            let _ = writeln!(
+                s,
+                "bh {} {} {} {} {} {}",
+                tok(format!("{:?}", b.owner)),
+                b.idle,
+                b.resched,
+                tok(format!("{:?}", b.nested)),
+                b.delete_self,
+                b.task
+            );
+        }
+        for t in &self.timers {
+            let (o, n) = (tok(format!("{:?}", t.owner)), tok(format!("{:?}", t.nested)));
+            let _ = writeln!(s, "timer {o} {} {n}", t.rearm);
+        }
+        for f in &self.fds {
+            let _ = writeln!(
+                s,
+                "fd {} {} {} {} {} {}",
+                tok(format!("{:?}", f.owner)),
+                f.poll,
+                f.remove_self,
+                tok(format!("{:?}", f.nested)),
+                f.consume_late,
+                f.eof_removes
+            );
+        }
+        let ops =
+            |v: &[Op]| v.iter().map(|o| format!(" {}", tok(format!("{o:?}")))).collect::<String>();
+        let _ = writeln!(s, "home{}", ops(&self.home));
+        for r in &self.remotes {
+            let _ = writeln!(s, "remote{}", ops(r));
+        }
+        s
+    }
+
+    /// Read back what [`Program::encode`] wrote; the first bad token is the error.
+    pub fn decode(text: &str) -> Result<Program, String> {
+        /// `Name` or `Name(a,b)`: the name and the arguments.
+        fn call(t: &str) -> Result<(&str, Vec<&str>), String> {
+            match t.split_once('(') {
+                None => Ok((t, Vec::new())),
+                Some((n, rest)) => {
+                    let args = rest.strip_suffix(')').ok_or(format!("no `)` in {t}"))?;
+                    Ok((n, args.split(',').collect()))
+                }
+            }
+        }
+        fn num<T: std::str::FromStr>(t: &str) -> Result<T, String> {
+            t.parse().map_err(|_| format!("not a number or a bool: {t}"))
+        }
+        fn owner(t: &str) -> Result<Owner, String> {
+            match call(t)? {
+                ("Home", a) if a.is_empty() => Ok(Owner::Home),
+                ("Remote", a) if a.len() == 1 => Ok(Owner::Remote(num(a[0])?)),
+                _ => Err(format!("not an owner: {t}")),
+            }
+        }
+        fn nested(t: &str) -> Result<Nested, String> {
+            match call(t)? {
+                ("No", _) => Ok(Nested::No),
+                ("Drain", _) => Ok(Nested::Drain),
+                ("Once", _) => Ok(Nested::Once),
+                ("WaitTimer", a) if a.len() == 1 => Ok(Nested::WaitTimer(num(a[0])?)),
+                _ => Err(format!("not a nested poll: {t}")),
+            }
+        }
+        fn op(t: &str) -> Result<Op, String> {
+            let (n, a) = call(t)?;
+            let arg = |i: usize| -> Result<&str, String> {
+                a.get(i).copied().ok_or(format!("{t}: argument {i} missing"))
+            };
+            Ok(match n {
+                "Schedule" => Op::Schedule(num(arg(0)?)?),
+                "Cancel" => Op::Cancel(num(arg(0)?)?),
+                "Delete" => Op::Delete(num(arg(0)?)?),
+                "Oneshot" => Op::Oneshot,
+                "TimerMod" => Op::TimerMod(num(arg(0)?)?, num(arg(1)?)?),
+                "TimerDel" => Op::TimerDel(num(arg(0)?)?),
+                "TimerDrop" => Op::TimerDrop(num(arg(0)?)?),
+                "SetHandler" => Op::SetHandler(num(arg(0)?)?),
+                "RemoveHandler" => Op::RemoveHandler(num(arg(0)?)?),
+                "SetInterest" => Op::SetInterest(num(arg(0)?)?, num(arg(1)?)?),
+                "Ready" => Op::Ready(num(arg(0)?)?),
+                "HangUp" => Op::HangUp(num(arg(0)?)?),
+                "Notify" => Op::Notify,
+                "PollParams" => Op::PollParams(num(arg(0)?)?),
+                "Poll" => Op::Poll(num(arg(0)?)?),
+                "Drain" => Op::Drain,
+                "External" => Op::External,
+                "Interrupt" => Op::Interrupt,
+                _ => return Err(format!("not an operation: {t}")),
+            })
+        }
+        let mut p = Program {
+            polling: false,
+            bhs: Vec::new(),
+            timers: Vec::new(),
+            fds: Vec::new(),
+            home: Vec::new(),
+            remotes: Vec::new(),
+        };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let w: Vec<&str> = line.split_whitespace().collect();
+            let field = |i: usize| -> Result<&str, String> {
+                w.get(i).copied().ok_or(format!("too few fields: {line}"))
+            };
+            match w[0] {
+                "polling" => p.polling = num(field(1)?)?,
+                "bh" => p.bhs.push(BhSpec {
+                    owner: owner(field(1)?)?,
+                    idle: num(field(2)?)?,
+                    resched: num(field(3)?)?,
+                    nested: nested(field(4)?)?,
+                    delete_self: num(field(5)?)?,
+                    task: num(field(6)?)?,
+                }),
+                "timer" => p.timers.push(TimerSpec {
+                    owner: owner(field(1)?)?,
+                    rearm: num(field(2)?)?,
+                    nested: nested(field(3)?)?,
+                }),
+                "fd" => p.fds.push(FdSpec {
+                    owner: owner(field(1)?)?,
+                    poll: num(field(2)?)?,
+                    remove_self: num(field(3)?)?,
+                    nested: nested(field(4)?)?,
+                    consume_late: num(field(5)?)?,
+                    eof_removes: num(field(6)?)?,
+                }),
+                "home" => p.home = w[1..].iter().map(|t| op(t)).collect::<Result<_, _>>()?,
+                "remote" => p.remotes.push(w[1..].iter().map(|t| op(t)).collect::<Result<_, _>>()?),
+                other => return Err(format!("unknown line kind `{other}`: {line}")),
+            }
+        }
+        Ok(p)
+    }
+
     /// A ready-to-paste regression test for `conformance/tests/workloads.rs` that runs this program
     /// as `how` (a runner expression of that file, e.g. `model_kernel(Faults::default())`).
     pub fn regression_test(&self, name: &str, how: &str) -> String {
@@ -497,6 +642,19 @@ impl Program {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every drawn program survives text and back; a bad token is an error naming it.
+    #[test]
+    fn programs_encode_and_decode() {
+        for seed in 0..500 {
+            let p = Program::random(seed, Size { remotes: 3, ops: 12 });
+            assert_eq!(Program::decode(&p.encode()), Ok(p.clone()), "{}", p.encode());
+        }
+        let e = Program::decode("polling true\nhome Schedule(0) Jump(1)\n").unwrap_err();
+        assert!(e.contains("Jump(1)"), "{e}");
+        assert!(Program::decode("fd Home true\n").unwrap_err().contains("too few fields"));
+        assert!(Program::decode("home TimerMod(0)\n").unwrap_err().contains("argument 1"));
+    }
 
     /// The greedy shrinker reaches a program with only what the failure needs: here a failure that
     /// needs a hang-up by the home thread, an fd, and a remote thread (any), from programs drawn

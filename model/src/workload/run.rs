@@ -202,6 +202,10 @@ pub struct Env {
     pub watchdog: Watchdog,
     /// The fd monitor reports readiness at once (model kernel): handlers join `p_runs_what_was_due`.
     pub strict_fds: bool,
+    /// Where a hang that takes the process with it (see [`Watchdog::Seconds`]) writes the program
+    /// ([`Program::encode`](super::Program::encode)), after this first line (where it ran), so that
+    /// another process can rerun and shrink it (aioctx-conformance's `conformance-workload`).
+    pub hang_file: Option<(std::path::PathBuf, String)>,
 }
 
 impl Env {
@@ -219,6 +223,7 @@ impl Env {
                 Watchdog::ModelKernel
             },
             strict_fds: true,
+            hang_file: None,
         }
     }
 }
@@ -880,7 +885,8 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
         Watchdog::Checker => None,
         kind => {
             let (sh, finished, k) = (sh.clone(), finished.clone(), env.kernel.clone());
-            Some(std::thread::spawn(move || watchdog(kind, &sh, &finished, k, n)))
+            let hang_file = env.hang_file.clone();
+            Some(std::thread::spawn(move || watchdog(kind, &sh, &finished, k, n, &hang_file)))
         }
     };
 
@@ -975,6 +981,7 @@ fn watchdog(
     finished: &StdBool,
     k: Option<Arc<ModelKernel>>,
     n: usize,
+    hang_file: &Option<(std::path::PathBuf, String)>,
 ) {
     let since = StdU64::new(0);
     let start = std::time::Instant::now();
@@ -1007,8 +1014,9 @@ fn watchdog(
             sh.o.handle.notify();
             kicks += 1;
             if kicks > 500 {
-                // A poll that a notify cannot end: nothing else to do. The process ends here,
-                // so the program cannot shrink: print it whole, with the log so far, to rerun.
+                // A poll that a notify cannot end: nothing else to do. The process ends here, so
+                // the program cannot shrink in it: print it whole, with the log so far, and write
+                // it where another process can rerun and shrink it.
                 let log = sh.o.log.lock().unwrap_or_else(|e| e.into_inner());
                 let tail: Vec<String> = log
                     .iter()
@@ -1016,10 +1024,23 @@ fn watchdog(
                     .skip(log.len().saturating_sub(40))
                     .map(|(i, e)| format!("{i:>6} {e:?}"))
                     .collect();
+                let saved = match hang_file {
+                    Some((path, head)) => {
+                        match std::fs::write(path, format!("{head}\n{}", sh.o.p.encode())) {
+                            Ok(()) => format!(
+                                "written to {} (shrink it: conformance-workload shrink {})",
+                                path.display(),
+                                path.display()
+                            ),
+                            Err(e) => format!("could not be written to {}: {e}", path.display()),
+                        }
+                    }
+                    None => "not written anywhere".into(),
+                };
                 eprintln!(
                     "HANG: the home thread does not wake up, even after 500 notifies; aborting \
-                     (not shrunk: a hang that a notify cannot end takes the process with it)\n\
-                     program:\n{}\nlog (last {} events):\n{}",
+                     (a hang that a notify cannot end takes the process with it; the program is \
+                     {saved})\nprogram:\n{}\nlog (last {} events):\n{}",
                     sh.o.p.to_rust(),
                     tail.len(),
                     tail.join("\n")
