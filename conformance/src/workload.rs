@@ -83,14 +83,51 @@ pub fn env(w: Where) -> Env {
     }
 }
 
+/// Where failures are written: `$AIOCTX_WORKLOAD_DIR` (ci/workloads: target/workloads, where
+/// `ci/verify`'s report finds the charts), if set.
+pub fn out_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("AIOCTX_WORKLOAD_DIR").map(std::path::PathBuf::from)
+}
+
 /// Where a real-kernel run that hangs past every notify writes its program before the process
-/// aborts: `$AIOCTX_WORKLOAD_HANG_DIR` (ci/workloads: target/workloads), else the temporary
-/// directory; one file per process.
+/// aborts: [`out_dir`], else the temporary directory; one file per process.
 pub fn hang_path() -> std::path::PathBuf {
-    let dir = std::env::var_os("AIOCTX_WORKLOAD_HANG_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
+    let dir = out_dir().unwrap_or_else(std::env::temp_dir);
     dir.join(format!("workload-hang-{}.program", std::process::id()))
+}
+
+/// Rerun `p` where `w` says with the protocol steps recorded (impl's `trace` feature) and, if the
+/// oracle rejects the run again, write them to `path` as a counterexample chart's input
+/// (`crate::msc`'s `.trace` format: one lifeline per thread, thread 0 the home thread, the failed
+/// property and its detail under the chart, the program on a comment line). Returns whether a
+/// chart was written (a run that passes this time, or records no step, writes none). The recorder
+/// is process-global: hold [`crate::serial`].
+pub fn write_chart(p: &Program, w: Where, path: &std::path::Path) -> std::io::Result<bool> {
+    aioctx::trace::start();
+    let out = run_program(p, w);
+    let raw = aioctx::trace::stop();
+    let Err(f) = &out.result else { return Ok(false) };
+    let threads = raw.iter().map(|e| e.thread + 1).max().unwrap_or(0);
+    if threads == 0 {
+        return Ok(false);
+    }
+    let trace = crate::convert::to_model(&raw, threads, |t| t).map_err(std::io::Error::other)?;
+    if trace.is_empty() {
+        return Ok(false);
+    }
+    let one_line = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = format!(
+        "#! title generated workload: {} ({} operations, {})\n#! checker workload\n\
+         #! thread 0 home\n#! property {}\n#! violation last\n#! note {}\n# program: {}\n{trace}",
+        f.property,
+        p.len(),
+        how(w),
+        f.property,
+        one_line(&f.to_string()),
+        one_line(&p.encode())
+    );
+    std::fs::write(path, text)?;
+    Ok(true)
 }
 
 /// `w` as one line of text (the first line of a program file: [`decode_where`] reads it back).

@@ -23,7 +23,7 @@ use aioctx_conformance::replay::{replay, Outcome};
 use aioctx_conformance::serial;
 use aioctx_conformance::workload::{
     check_program, faults, handshake_projection, how, io_uring_faults, io_uring_rates,
-    model_kernel, program, real_kernel, run_program, HomeProgram, Where,
+    model_kernel, out_dir, program, real_kernel, run_program, write_chart, HomeProgram, Where,
 };
 use aioctx_model::workload::oracle::{check, Cb, Ev};
 use aioctx_model::workload::*;
@@ -136,8 +136,18 @@ fn shrink_further(
     if out.result.is_ok() {
         return e.to_string(); // did not fail again: proptest's own report
     }
+    // Its counterexample chart, where ci/verify's report finds it.
+    let chart = out_dir().map(|d| {
+        d.join(format!("workload-{}.trace", how(at).replace(['(', ')', ':', ' ', ','], "_")))
+    });
+    let chart = match chart.map(|c| write_chart(&min, at, &c).map(|w| (c, w))) {
+        Some(Ok((c, true))) => format!("chart: {}\n", c.display()),
+        Some(Ok((_, false))) => "no chart: the recorded rerun passed\n".into(),
+        Some(Err(e)) => format!("no chart: {e}\n"),
+        None => String::new(),
+    };
     format!(
-        "{}\nshrunk from {} to {} operations ({} to {} remote threads)\nregression test (paste into \
+        "{}\nshrunk from {} to {} operations ({} to {} remote threads)\n{chart}regression test (paste into \
          conformance/tests/workloads.rs):\n{}",
         out.report(&min),
         p.len(),
@@ -793,6 +803,11 @@ fn a_program_file_shrinks_in_child_processes() {
     let tasks: Vec<_> = min.bhs.iter().filter(|b| b.task && b.resched > 0).collect();
     assert!(min.bhs.len() == 1 && tasks.len() == 1, "{}", min.to_rust());
     assert!(min.timers.is_empty() && min.fds.is_empty(), "{}", min.to_rust());
+    // Its counterexample chart: the protocol steps of the minimal run, the property named.
+    let chart = std::fs::read_to_string(file.with_extension("trace")).unwrap();
+    let chart = aioctx_conformance::msc::Chart::parse(&chart).unwrap();
+    assert_eq!(chart.property.as_deref(), Some("p_no_lost_wakeup"));
+    assert!(chart.events.iter().any(|e| e.label == "ctx_poll_wait"), "{:?}", chart.events);
     let bad = tool(&["shrink"], "");
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
