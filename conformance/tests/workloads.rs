@@ -25,7 +25,7 @@ use aioctx_conformance::workload::{
     check_program, faults, handshake_projection, how, io_uring_faults, io_uring_rates,
     model_kernel, out_dir, program, real_kernel, run_program, write_chart, HomeProgram, Where,
 };
-use aioctx_model::workload::oracle::{check, Cb, Ev};
+use aioctx_model::workload::oracle::{check, Cb, Ev, Stats};
 use aioctx_model::workload::*;
 use aioctx_model::{check_trace, enumerate_traces, Bound};
 use proptest::prelude::any;
@@ -56,7 +56,7 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
     let _g = serial();
     let n = cases();
     let t0 = std::time::Instant::now();
-    let stats = std::cell::Cell::new((0u64, 0u64, 0u64, 0u64));
+    let stats = std::cell::Cell::new((0u64, Stats::default()));
     let injected = std::cell::Cell::new(aioctx::FaultCounts::default());
     let strat = (program(max_remotes, 10), faults());
     let r = runner(n).run(&strat, |(p, f)| {
@@ -68,8 +68,12 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
         }
         match &out.result {
             Ok(s) => {
-                let (a, b, c, d) = stats.get();
-                stats.set((a + 1, b + s.polls, c + s.callbacks, d + s.obligations));
+                let (n, mut sum) = stats.get();
+                sum.polls += s.polls;
+                sum.callbacks += s.callbacks;
+                sum.obligations += s.obligations;
+                sum.hang_ups += s.hang_ups;
+                stats.set((n + 1, sum));
                 let (mut sum, i) = (injected.get(), out.injected);
                 sum.spurious_wakes += i.spurious_wakes;
                 sum.register_failures += i.register_failures;
@@ -87,16 +91,17 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
         }
     });
     let secs = t0.elapsed().as_secs_f64();
-    let stats = stats.get();
+    let (programs, sum) = stats.get();
     println!(
-        "WORKLOADS {name} | programs={} | polls={} | callbacks={} | obligations={} | secs={secs:.1} | seed={}",
-        stats.0, stats.1, stats.2, stats.3, seed()
+        "WORKLOADS {name} | programs={programs} | polls={} | callbacks={} | obligations={} | secs={secs:.1} | seed={} | hang_ups={}",
+        sum.polls, sum.callbacks, sum.obligations, seed(), sum.hang_ups
     );
     if let Err(e) = r {
         panic!("{name} (AIOCTX_WORKLOAD_SEED={}): {}", seed(), shrink_further(e, &w, faulty));
     }
-    assert!(stats.0 >= u64::from(n), "{name}: ran {} programs of {n}", stats.0);
-    assert!(stats.2 > 0, "{name}: no callback ran in any program");
+    assert!(programs >= u64::from(n), "{name}: ran {programs} programs of {n}");
+    assert!(sum.callbacks > 0, "{name}: no callback ran in any program");
+    assert!(sum.hang_ups > 0 || n < 50, "{name}: no fd hung up in {programs} programs");
     let i = injected.get();
     println!(
         "INJECTED {name}: {} spurious wake-ups, {} failed registrations, {} failed io_uring \

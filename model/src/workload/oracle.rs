@@ -180,6 +180,8 @@ pub struct Stats {
     pub ops: u64,
     /// Obligations checked (`p_runs_what_was_due`).
     pub obligations: u64,
+    /// fds hung up.
+    pub hang_ups: u64,
 }
 
 /// A rule the run broke.
@@ -626,7 +628,10 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                 st.ops += 1;
                 let m = &mut fds[*f as usize];
                 m.readable = true;
-                m.hung_up |= matches!(ev, Ev::HangUp(_));
+                if matches!(ev, Ev::HangUp(_)) {
+                    m.hung_up = true;
+                    st.hang_ups += 1;
+                }
                 let live = m.live.clone();
                 m.ready_since.extend(live);
             }
