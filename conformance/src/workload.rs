@@ -356,7 +356,8 @@ pub fn op(home: bool, bhs: u8, timers: u8, fds: u8) -> BoxedStrategy<Op> {
         (1, f.clone().prop_map(Op::RemoveHandler).boxed()),
         (2, (f.clone(), any::<bool>()).prop_map(|(f, on)| Op::SetInterest(f, on)).boxed()),
         (3, f.clone().prop_map(Op::Ready).boxed()),
-        (1, f.prop_map(Op::HangUp).boxed()),
+        (1, f.clone().prop_map(Op::HangUp).boxed()),
+        (3, f.prop_map(Op::Send).boxed()),
         (2, Just(Op::Notify).boxed()),
         (1, any::<bool>().prop_map(Op::PollParams).boxed()),
     ];
@@ -398,14 +399,18 @@ pub fn program(max_remotes: u8, max_ops: usize) -> impl Strategy<Value = Program
             nested(nt, true),
             prop::bool::weighted(0.3),
             prop::bool::weighted(0.4),
+            prop::bool::weighted(0.5),
         )
-            .prop_map(|(owner, poll, rs, nested, consume_late, eof_removes)| FdSpec {
-                owner,
-                poll,
-                remove_self: rs && owner == Owner::Home,
-                nested,
-                consume_late,
-                eof_removes,
+            .prop_map(|(owner, poll, rs, nested, consume_late, eof_removes, write)| {
+                FdSpec {
+                    owner,
+                    poll,
+                    remove_self: rs && owner == Owner::Home,
+                    nested,
+                    consume_late,
+                    eof_removes,
+                    write: write && owner == Owner::Home,
+                }
             });
         (
             prop::bool::weighted(0.25),

@@ -73,6 +73,7 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
                 sum.callbacks += s.callbacks;
                 sum.obligations += s.obligations;
                 sum.hang_ups += s.hang_ups;
+                sum.writes += s.writes;
                 stats.set((n + 1, sum));
                 let (mut sum, i) = (injected.get(), out.injected);
                 sum.spurious_wakes += i.spurious_wakes;
@@ -93,8 +94,8 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
     let secs = t0.elapsed().as_secs_f64();
     let (programs, sum) = stats.get();
     println!(
-        "WORKLOADS {name} | programs={programs} | polls={} | callbacks={} | obligations={} | secs={secs:.1} | seed={} | hang_ups={}",
-        sum.polls, sum.callbacks, sum.obligations, seed(), sum.hang_ups
+        "WORKLOADS {name} | programs={programs} | polls={} | callbacks={} | obligations={} | secs={secs:.1} | seed={} | hang_ups={} writes={}",
+        sum.polls, sum.callbacks, sum.obligations, seed(), sum.hang_ups, sum.writes
     );
     if let Err(e) = r {
         panic!("{name} (AIOCTX_WORKLOAD_SEED={}): {}", seed(), shrink_further(e, &w, faulty));
@@ -102,6 +103,7 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
     assert!(programs >= u64::from(n), "{name}: ran {programs} programs of {n}");
     assert!(sum.callbacks > 0, "{name}: no callback ran in any program");
     assert!(sum.hang_ups > 0 || n < 50, "{name}: no fd hung up in {programs} programs");
+    assert!(sum.writes > 0 || n < 50, "{name}: no on_write ran in {programs} programs");
     let i = injected.get();
     println!(
         "INJECTED {name}: {} spurious wake-ups, {} failed registrations, {} failed io_uring \
@@ -339,6 +341,7 @@ fn oracle_rejects_a_read_after_interest_none() {
         nested: Nested::No,
         consume_late: false,
         eof_removes: false,
+        write: false,
     }];
     let head = vec![
         Ev::SetBegin(0, 1),
@@ -372,6 +375,7 @@ fn oracle_keeps_a_hung_up_fd_readable() {
         nested: Nested::No,
         consume_late: false,
         eof_removes: false,
+        write: false,
     }];
     let poll = |then: Vec<Ev>| {
         [
@@ -398,6 +402,43 @@ fn oracle_keeps_a_hung_up_fd_readable() {
     ]
     .concat();
     assert!(check(&p, &paused, true).is_ok(), "{:?}", check(&p, &paused, true));
+}
+
+/// A handler with on_write waits for writability from its registration until on_write turns the
+/// write side off: each poll meanwhile calls it (a model fd is always writable), the run may not
+/// end with it on, and after it is off on_write is not called again.
+#[test]
+fn oracle_checks_the_write_side() {
+    let mut p = home_program();
+    p.timers = vec![];
+    p.fds = vec![FdSpec {
+        owner: Owner::Home,
+        poll: false,
+        remove_self: false,
+        nested: Nested::No,
+        consume_late: false,
+        eof_removes: false,
+        write: true,
+    }];
+    let begin = || Ev::PollBegin { blocking: false, now: 0 };
+    let set = vec![Ev::SetBegin(0, 1), Ev::SetEnd(0, 1, true)];
+    let flush = vec![
+        begin(),
+        Ev::CbBegin(Cb::Write(0, 1)),
+        Ev::WriteBegin(0, false),
+        Ev::WriteEnd(0, false, true),
+        Ev::CbEnd(Cb::Write(0, 1)),
+        Ev::PollEnd { progress: true },
+    ];
+    let ok = [set.clone(), flush.clone(), vec![begin(), Ev::PollEnd { progress: false }, end()]];
+    let ok = ok.concat();
+    assert!(check(&p, &ok, true).is_ok(), "{:?}", check(&p, &ok, true));
+    let skipped = [set.clone(), vec![begin(), Ev::PollEnd { progress: false }]].concat();
+    assert_eq!(check(&p, &skipped, true).unwrap_err().property, "p_runs_what_was_due");
+    let left = [set.clone(), vec![end()]].concat();
+    assert_eq!(check(&p, &left, true).unwrap_err().property, "p_arming_kept");
+    let again = [set, flush, vec![begin(), Ev::CbBegin(Cb::Write(0, 1))]].concat();
+    assert_eq!(check(&p, &again, true).unwrap_err().property, "p_interest_obeyed");
 }
 
 #[test]
@@ -472,6 +513,7 @@ fn oracle_rejects_a_busy_loop_and_an_unpaired_poll_end() {
         nested: Nested::No,
         consume_late: false,
         eof_removes: false,
+        write: false,
     }];
     let unpaired = vec![
         Ev::SetBegin(0, 1),
@@ -629,6 +671,7 @@ fn issue14_handler_fd_left_out_of_a_nested_blocking_wait() {
             nested: Nested::WaitTimer(0),
             consume_late: true,
             eof_removes: false,
+            write: false,
         }],
         home: vec![Op::SetHandler(0), Op::Ready(0), Op::Poll(false)],
         remotes: vec![],
@@ -677,6 +720,7 @@ fn issue14_poll_begin_due_inside_the_handlers_own_callback() {
             nested: Nested::Once,
             consume_late: true,
             eof_removes: false,
+            write: false,
         }],
         home: vec![
             Op::SetHandler(0),
@@ -709,6 +753,7 @@ fn issue14_poll_end_due_inside_io_poll_ready() {
             nested: Nested::WaitTimer(0),
             consume_late: false,
             eof_removes: false,
+            write: false,
         }],
         home: vec![
             Op::SetHandler(0),

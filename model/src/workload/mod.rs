@@ -100,6 +100,11 @@ pub struct FdSpec {
     /// hung-up fd, readable for good, must then not wake the loop). io_poll reports data only, not
     /// the end of file. Owner Home only (a hang-up is only of a home-owned fd's peer).
     pub eof_removes: bool,
+    /// The handler has on_write too, and waits for writability while it has output queued, as
+    /// users do: from its registration (something to send at once) and after each
+    /// [`Op::Send`], until on_write flushes it and sets the write interest off again. Owner Home
+    /// only (on_write changes the interest, an owner's operation).
+    pub write: bool,
 }
 
 /// One operation of a thread. An object index `i` names the `i`-th object of that kind the thread
@@ -126,8 +131,11 @@ pub enum Op {
     /// `remove_fd_handler`.
     RemoveHandler(u8),
     /// `set_fd_interest(fd, READ or NONE)`: its handler waits for readability, or for nothing
-    /// (in place; io_poll is not affected).
+    /// (in place; io_poll is not affected; the write side is kept).
     SetInterest(u8, bool),
+    /// Queue output on a handler with on_write ([`FdSpec::write`]): its write interest goes on
+    /// (`set_fd_interest`, the read side kept).
+    Send(u8),
     /// Make the fd readable.
     Ready(u8),
     /// Close the peer of a home-owned fd (the index counts the home-owned fds, whoever runs it): it
@@ -263,6 +271,7 @@ impl Program {
                     nested: nested(&mut g, true),
                     consume_late: g.chance(30),
                     eof_removes: g.chance(40),
+                    write: owner == Owner::Home && g.chance(50),
                 }
             })
             .collect();
@@ -307,6 +316,7 @@ impl Program {
                 10 => pick(g, f_owners.clone()).map(Op::SetHandler),
                 11 => pick(g, f_owners.clone()).map(Op::RemoveHandler),
                 12 if g.chance(12) => hang_up(g),
+                12 if g.chance(25) => pick(g, f_owners.clone()).map(Op::Send),
                 12 => pick(g, f_owners.clone()).map(Op::Ready),
                 13 => Some(Op::Notify),
                 19 => {
@@ -384,6 +394,7 @@ impl Program {
                 nested: Nested::No,
                 consume_late: false,
                 eof_removes: false,
+                write: false,
                 ..*x
             };
             if *x != plain {
@@ -471,8 +482,8 @@ impl Program {
         }
         let _ = writeln!(s, "    ],\n    fds: vec![");
         for f in &self.fds {
-            let _ = writeln!(s, "        FdSpec {{ owner: {:?}, poll: {}, remove_self: {}, nested: Nested::{:?}, consume_late: {}, eof_removes: {} }},",
-                f.owner, f.poll, f.remove_self, f.nested, f.consume_late, f.eof_removes);
+            let _ = writeln!(s, "        FdSpec {{ owner: {:?}, poll: {}, remove_self: {}, nested: Nested::{:?}, consume_late: {}, eof_removes: {}, write: {} }},",
+                f.owner, f.poll, f.remove_self, f.nested, f.consume_late, f.eof_removes, f.write);
         }
         let ops = |v: &[Op]| v.iter().map(|o| format!("Op::{o:?}")).collect::<Vec<_>>().join(", ");
         let _ = writeln!(s, "    ],\n    home: vec![{}],", ops(&self.home));
@@ -509,13 +520,14 @@ impl Program {
         for f in &self.fds {
             let _ = writeln!(
                 s,
-                "fd {} {} {} {} {} {}",
+                "fd {} {} {} {} {} {} {}",
                 tok(format!("{:?}", f.owner)),
                 f.poll,
                 f.remove_self,
                 tok(format!("{:?}", f.nested)),
                 f.consume_late,
-                f.eof_removes
+                f.eof_removes,
+                f.write
             );
         }
         let ops =
@@ -576,6 +588,7 @@ impl Program {
                 "SetInterest" => Op::SetInterest(num(arg(0)?)?, num(arg(1)?)?),
                 "Ready" => Op::Ready(num(arg(0)?)?),
                 "HangUp" => Op::HangUp(num(arg(0)?)?),
+                "Send" => Op::Send(num(arg(0)?)?),
                 "Notify" => Op::Notify,
                 "PollParams" => Op::PollParams(num(arg(0)?)?),
                 "Poll" => Op::Poll(num(arg(0)?)?),
@@ -620,6 +633,7 @@ impl Program {
                     nested: nested(field(4)?)?,
                     consume_late: num(field(5)?)?,
                     eof_removes: num(field(6)?)?,
+                    write: num(field(7)?)?,
                 }),
                 "home" => p.home = w[1..].iter().map(|t| op(t)).collect::<Result<_, _>>()?,
                 "remote" => p.remotes.push(w[1..].iter().map(|t| op(t)).collect::<Result<_, _>>()?),
@@ -678,7 +692,8 @@ mod tests {
             assert_eq!(min.remotes, vec![Vec::<Op>::new()], "{}", min.to_rust());
             let sizes = (min.timers.len(), min.fds.len(), min.bhs.len());
             assert_eq!(sizes, (0, 1, 1), "{}", min.to_rust());
-            assert!(!min.polling && min.fds[0].nested == Nested::No && !min.fds[0].eof_removes);
+            let f = min.fds[0];
+            assert!(!min.polling && f.nested == Nested::No && !f.eof_removes && !f.write);
             shrunk += 1;
         }
         assert!(shrunk >= 20, "only {shrunk} programs drew a home hang-up and a remote");

@@ -57,7 +57,9 @@
 //! - `p_interest_obeyed`: a handler whose interest was set to NONE (`set_fd_interest`) gets no
 //!   on_read after the call returned (from another thread: not after the outermost poll in progress
 //!   then); its io_poll / io_poll_ready go on. Its fd is no obligation of `p_runs_what_was_due`
-//!   or `p_arming_kept` until the interest is back or a new handler is set.
+//!   or `p_arming_kept` until the interest is back or a new handler is set. The write side the
+//!   same: no on_write once on_write turned it off; while it is on, every poll calls on_write
+//!   (model kernel: an fd is always writable), and the run may not end with it on.
 //! - `p_no_lost_wakeup`: the home thread never ends up blocked with work pending (the runner's
 //!   watchdog, from counts, logs it).
 //! - `p_no_busy_loop`: the polls that made no progress are bounded by the work that could wake
@@ -80,6 +82,8 @@ pub enum Cb {
     Read(u8, u32),
     /// io_poll_ready of fd `f`, instance `i`.
     PollReady(u8, u32),
+    /// on_write of fd `f`, instance `i`.
+    Write(u8, u32),
 }
 
 impl Cb {
@@ -89,7 +93,7 @@ impl Cb {
             Cb::Oneshot(n) => (1, n),
             Cb::Timer(t, _) => (2, u32::from(t)),
             // One re-entrancy flag per handler (per instance: a replaced handler is another one).
-            Cb::Read(f, i) | Cb::PollReady(f, i) => (3, (u32::from(f) << 20) | i),
+            Cb::Read(f, i) | Cb::PollReady(f, i) | Cb::Write(f, i) => (3, (u32::from(f) << 20) | i),
         }
     }
 }
@@ -135,6 +139,11 @@ pub enum Ev {
     InterestBegin(u8, bool),
     /// It returned `ok`.
     InterestEnd(u8, bool, bool),
+    /// `set_fd_interest` turning fd f's write side on (`Op::Send`) or off (on_write flushed) is
+    /// about to be called.
+    WriteBegin(u8, bool),
+    /// It returned `ok`.
+    WriteEnd(u8, bool, bool),
     /// fd f is about to be made readable.
     Ready(u8),
     /// fd f's peer is about to be closed (readable for good).
@@ -182,6 +191,8 @@ pub struct Stats {
     pub obligations: u64,
     /// fds hung up.
     pub hang_ups: u64,
+    /// on_write calls.
+    pub writes: u64,
 }
 
 /// A rule the run broke.
@@ -243,6 +254,11 @@ struct FdM {
     no_interest_in: Withdrawn,
     /// `no_interest` before a `set_fd_handler` or `set_fd_interest` that may fail.
     no_interest_before: bool,
+    /// Its handler waits for writability ([`super::FdSpec::write`]: from its registration and after
+    /// each send, until on_write turned it off; a home-owned fd's, so exact).
+    write_on: bool,
+    /// `write_on` before a `set_fd_handler` or write-side change that may fail.
+    write_on_before: bool,
 }
 
 /// Where a withdrawal (a `Bh` or `Timer` dropped, a handler removed) returned: on the home thread
@@ -284,6 +300,7 @@ enum Due {
     Bh(u8),
     Timer(u8),
     Fd(u8, u32),
+    Write(u8, u32),
 }
 
 fn fail(property: &'static str, at: usize, detail: String) -> Failure {
@@ -337,12 +354,15 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                     for (f, m) in fds.iter().enumerate() {
                         let f = f as u8;
                         if let [inst] = m.live[..] {
-                            if home_f(f)
-                                && m.readable
-                                && !m.no_interest
-                                && !is_running(&running, Cb::Read(f, inst).key())
-                            {
+                            if !home_f(f) || is_running(&running, Cb::Read(f, inst).key()) {
+                                continue;
+                            }
+                            if m.readable && !m.no_interest {
                                 due.push(Due::Fd(f, inst));
+                            }
+                            // A model fd is always writable.
+                            if m.write_on {
+                                due.push(Due::Write(f, inst));
                             }
                         }
                     }
@@ -379,6 +399,9 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                         (Due::Fd(f, _), Ev::SetBegin(x, _) | Ev::Removed(x) | Ev::Consumed(x)) => {
                             *x == f
                         }
+                        (Due::Write(f, _), Ev::CbBegin(Cb::Write(x, _))) => *x == f,
+                        (Due::Write(f, _), Ev::SetBegin(x, _) | Ev::Removed(x)) => *x == f,
+                        (Due::Write(f, _), Ev::WriteEnd(x, false, _)) => *x == f,
                         _ => false,
                     });
                     if !ok {
@@ -481,7 +504,7 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                         m.last_fire = Some(i);
                         true
                     }
-                    Cb::Read(f, inst) | Cb::PollReady(f, inst) => {
+                    Cb::Read(f, inst) | Cb::PollReady(f, inst) | Cb::Write(f, inst) => {
                         let m = &fds[f as usize];
                         let outer = frames.first().map(|f| f.begin);
                         let window = m.removed.get(&inst).is_some_and(|w| w.allows(outer));
@@ -492,7 +515,7 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                                 format!("fd {f} handler instance {inst} called, not registered"),
                             ));
                         }
-                        if !m.ready_since.contains(&inst) {
+                        if !matches!(cb, Cb::Write(..)) && !m.ready_since.contains(&inst) {
                             return Err(fail(
                                 "p_handler_only_when_ready",
                                 i,
@@ -507,6 +530,16 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                                 "p_interest_obeyed",
                                 i,
                                 format!("fd {f} handler {inst}: on_read called, interest NONE"),
+                            ));
+                        }
+                        if matches!(cb, Cb::Write(..)) {
+                            st.writes += 1;
+                        }
+                        if matches!(cb, Cb::Write(..)) && !m.write_on {
+                            return Err(fail(
+                                "p_interest_obeyed",
+                                i,
+                                format!("fd {f} handler {inst}: on_write called, write side off"),
                             ));
                         }
                         true
@@ -578,8 +611,10 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
             }
             Ev::SetBegin(f, inst) => {
                 st.ops += 1;
+                let write = p.fds[*f as usize].write && home_f(*f);
                 let m = &mut fds[*f as usize];
                 m.no_interest_before = std::mem::take(&mut m.no_interest);
+                m.write_on_before = std::mem::replace(&mut m.write_on, write);
                 m.live.push(*inst);
                 if m.readable {
                     m.ready_since.insert(*inst);
@@ -596,6 +631,7 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                 } else {
                     m.live.retain(|x| x != inst);
                     m.no_interest = m.no_interest_before;
+                    m.write_on = m.write_on_before;
                 }
             }
             Ev::InterestBegin(f, on) => {
@@ -614,6 +650,22 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                 } else if !*on {
                     m.no_interest = true;
                     m.no_interest_in = w;
+                }
+            }
+            Ev::WriteBegin(f, on) => {
+                st.ops += 1;
+                let m = &mut fds[*f as usize];
+                m.write_on_before = m.write_on;
+                if *on {
+                    m.write_on = true;
+                }
+            }
+            Ev::WriteEnd(f, on, ok) => {
+                let m = &mut fds[*f as usize];
+                if !*ok {
+                    m.write_on = m.write_on_before;
+                } else if !*on {
+                    m.write_on = false;
                 }
             }
             Ev::Removed(f) => {
@@ -744,6 +796,13 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                     }
                 }
                 for (f, m) in fds.iter().enumerate() {
+                    if m.write_on && m.live.len() == 1 && strict_fds {
+                        return Err(fail(
+                            "p_arming_kept",
+                            i,
+                            format!("fd {f} waits for writability at the end, never flushed"),
+                        ));
+                    }
                     if m.readable && m.live.len() == 1 && !m.no_interest && strict_fds {
                         return Err(fail(
                             "p_arming_kept",

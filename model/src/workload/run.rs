@@ -268,6 +268,8 @@ struct Objs {
     fd: Vec<RawFd>,
     /// fd f's handler waits for nothing (`SetInterest(f, false)` returned; a new handler resets it).
     no_interest: Vec<StdBool>,
+    /// fd f's handler waits for writability ([`super::FdSpec::write`]; home-owned fds only).
+    want_write: Vec<StdBool>,
     fds: std::sync::Arc<dyn Fds>,
     log: StdMutex<Vec<Ev>>,
     bh_runs: Vec<StdU32>,
@@ -482,6 +484,17 @@ impl Objs {
             }
             o.log(Ev::CbEnd(cb));
         });
+        if spec.write && spec.owner == Owner::Home {
+            let w6 = w.clone();
+            h = h.on_write(move |_: &FdRef<'_>| {
+                let Some(o) = w6.upgrade() else { return };
+                let cb = Cb::Write(f, inst);
+                o.log(Ev::CbBegin(cb));
+                // The output is flushed: wait for writability no more (the read side kept).
+                o.set_write(f, false);
+                o.log(Ev::CbEnd(cb));
+            });
+        }
         if spec.poll {
             let (w2, w3, w4, w5) = (w.clone(), w.clone(), w.clone(), w.clone());
             h = h
@@ -556,10 +569,31 @@ impl Objs {
         if !on {
             no_interest.store(true, Relaxed);
         }
-        let i = if on { Interest::READ } else { Interest::NONE };
-        let r = self.handle.set_fd_interest(self.fd[f as usize], i);
+        let write = self.want_write[f as usize].load(Relaxed);
+        let r = self.handle.set_fd_interest(self.fd[f as usize], Interest { read: on, write });
         self.log(Ev::InterestEnd(f, on, r.is_ok()));
         no_interest.store(if r.is_ok() { !on } else { before }, Relaxed);
+        self.check_set(r);
+    }
+
+    /// The write side of fd `f`'s handler on or off (`set_fd_interest`, the read side kept),
+    /// logged as `set_interest` is.
+    fn set_write(&self, f: u8, on: bool) {
+        self.log(Ev::WriteBegin(f, on));
+        let want = &self.want_write[f as usize];
+        let before = want.load(Relaxed);
+        if !on {
+            want.store(false, Relaxed);
+        }
+        let read = !self.no_interest[f as usize].load(Relaxed);
+        let r = self.handle.set_fd_interest(self.fd[f as usize], Interest { read, write: on });
+        self.log(Ev::WriteEnd(f, on, r.is_ok()));
+        want.store(if r.is_ok() { on } else { before }, Relaxed);
+        self.check_set(r);
+    }
+
+    /// A failed `set_fd_interest` is a violation unless faults are injected.
+    fn check_set(&self, r: std::io::Result<bool>) {
         if let Err(e) = r {
             if !self.faults {
                 self.log(Ev::Violation(format!("p_runner: set_fd_interest failed: {e}")));
@@ -571,9 +605,13 @@ impl Objs {
     fn pending(&self, ctx: &AioContext) -> bool {
         self.bhs.iter().any(|b| b.lock().as_ref().is_some_and(|b| b.is_scheduled()))
             || self.timers.iter().any(|t| t.lock().as_ref().is_some_and(|t| t.is_pending()))
-            || self.fd.iter().zip(&self.no_interest).any(|(fd, off)| {
-                self.fds.is_ready(*fd) && ctx.poll_ns(*fd).is_some() && !off.load(Relaxed)
-            })
+            || self.fd.iter().zip(&self.no_interest).zip(&self.want_write).any(
+                |((fd, off), write)| {
+                    let registered = ctx.poll_ns(*fd).is_some();
+                    registered
+                        && (self.fds.is_ready(*fd) && !off.load(Relaxed) || write.load(Relaxed))
+                },
+            )
             || self.oneshots.load(Relaxed) != self.oneshots_run.load(Relaxed)
     }
 }
@@ -628,6 +666,7 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
         Op::RemoveHandler(i) => fd_of(i).map(Op::RemoveHandler),
         Op::SetInterest(i, on) => fd_of(i).map(|f| Op::SetInterest(f, on)),
         Op::Ready(i) => fd_of(i).map(Op::Ready),
+        Op::Send(i) => fd_of(i).map(Op::Send),
         Op::HangUp(i) => {
             let home: Vec<u8> = (0..p.fds.len() as u8)
                 .filter(|&f| p.fds[f as usize].owner == Owner::Home)
@@ -713,6 +752,8 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
             match r {
                 Ok(()) => {
                     o.no_interest[f as usize].store(false, Relaxed);
+                    let write = p.fds[f as usize].write && p.fds[f as usize].owner == Owner::Home;
+                    o.want_write[f as usize].store(write, Relaxed);
                     s.inst.lock().unwrap_or_else(|e| e.into_inner())[f as usize] = Some(inst)
                 }
                 Err(e) if !o.faults => {
@@ -726,6 +767,9 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
         Op::Ready(f) if fdo(f) => {
             o.log(Ev::Ready(f));
             o.fds.ready(o.fd[f as usize]);
+        }
+        Op::Send(f) if fdo(f) && p.fds[f as usize].write && thread.is_none() => {
+            o.set_write(f, true);
         }
         Op::HangUp(f) => {
             o.log(Ev::HangUp(f));
@@ -842,6 +886,7 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
             timers,
             fd: fd.clone(),
             no_interest: p.fds.iter().map(|_| StdBool::new(false)).collect(),
+            want_write: p.fds.iter().map(|_| StdBool::new(false)).collect(),
             fds: env.fds.clone(),
             log: StdMutex::new(Vec::new()),
             bh_runs: p.bhs.iter().map(|_| StdU32::new(0)).collect(),
