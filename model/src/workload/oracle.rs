@@ -310,294 +310,392 @@ fn fail(property: &'static str, at: usize, detail: String) -> Failure {
 /// Replay `log` of a run of `p` on the model. `strict_fds`: the fd monitor reports readiness at
 /// once (the model kernel), so `p_runs_what_was_due` covers handlers too.
 pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure> {
-    let mut st = Stats::default();
-    let mut bhs: Vec<BhM> = p.bhs.iter().map(|b| BhM { idle: b.idle, ..BhM::default() }).collect();
-    let mut timers: Vec<TimerM> = vec![TimerM::default(); p.timers.len()];
-    let mut fds: Vec<FdM> = p.fds.iter().map(|f| FdM { poll: f.poll, ..FdM::default() }).collect();
-    let mut oneshots: HashMap<u32, u32> = HashMap::new();
-    let mut running: Vec<Cb> = Vec::new();
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut wakes = 0u64;
-    let home_bh = |b: u8| p.bhs[b as usize].owner == Owner::Home;
-    let home_t = |t: u8| p.timers[t as usize].owner == Owner::Home;
-    let home_f = |f: u8| p.fds[f as usize].owner == Owner::Home;
-    let is_running = |running: &[Cb], k: (u8, u32)| running.iter().any(|c| c.key() == k);
-
+    let mut m = Model {
+        p,
+        log,
+        strict_fds,
+        st: Stats::default(),
+        bhs: p.bhs.iter().map(|b| BhM { idle: b.idle, ..BhM::default() }).collect(),
+        timers: vec![TimerM::default(); p.timers.len()],
+        fds: p.fds.iter().map(|f| FdM { poll: f.poll, ..FdM::default() }).collect(),
+        oneshots: HashMap::new(),
+        running: Vec::new(),
+        frames: Vec::new(),
+        wakes: 0,
+    };
     for (i, ev) in log.iter().enumerate() {
+        m.step(i, ev)?;
+    }
+    Ok(m.st)
+}
+
+/// The model's state while a log is replayed: one method per kind of event.
+struct Model<'a> {
+    p: &'a Program,
+    log: &'a [Ev],
+    strict_fds: bool,
+    st: Stats,
+    bhs: Vec<BhM>,
+    timers: Vec<TimerM>,
+    fds: Vec<FdM>,
+    /// Oneshot -> its runs.
+    oneshots: HashMap<u32, u32>,
+    /// The callbacks running, innermost last.
+    running: Vec<Cb>,
+    /// The polls in progress, innermost last.
+    frames: Vec<Frame>,
+    wakes: u64,
+}
+
+impl Model<'_> {
+    fn home_bh(&self, b: u8) -> bool {
+        self.p.bhs[b as usize].owner == Owner::Home
+    }
+    fn home_t(&self, t: u8) -> bool {
+        self.p.timers[t as usize].owner == Owner::Home
+    }
+    fn home_f(&self, f: u8) -> bool {
+        self.p.fds[f as usize].owner == Owner::Home
+    }
+    fn is_running(&self, cb: Cb) -> bool {
+        self.running.iter().any(|c| c.key() == cb.key())
+    }
+    /// Where a withdrawal by the owner of an object (`remote`: not the home thread) returned.
+    fn withdrawn(&self, remote: bool) -> Withdrawn {
+        Withdrawn::at(remote, &self.frames)
+    }
+    /// The start of the outermost poll in progress.
+    fn outer(&self) -> Option<usize> {
+        self.frames.first().map(|f| f.begin)
+    }
+
+    fn step(&mut self, i: usize, ev: &Ev) -> Result<(), Failure> {
+        // The work that may wake a poll (the budget of `p_no_busy_loop`).
+        if matches!(
+            ev,
+            Ev::Schedule(_)
+                | Ev::Cancel(_)
+                | Ev::Delete(_)
+                | Ev::Oneshot(_)
+                | Ev::TimerMod(..)
+                | Ev::TimerDel(..)
+                | Ev::SetBegin(..)
+                | Ev::InterestBegin(..)
+                | Ev::WriteBegin(..)
+                | Ev::Removed(_)
+                | Ev::Ready(_)
+                | Ev::HangUp(_)
+                | Ev::Wake
+        ) {
+            self.st.ops += 1;
+        }
         match ev {
             Ev::PollBegin { now, .. } => {
-                st.polls += 1;
-                if !frames.is_empty() {
-                    st.nested_polls += 1;
-                }
-                let mut due = Vec::new();
-                for (b, m) in bhs.iter().enumerate() {
-                    let b = b as u8;
-                    if home_bh(b)
-                        && m.scheduled
-                        && !m.deleted
-                        && !is_running(&running, Cb::Bh(b).key())
-                    {
-                        due.push(Due::Bh(b));
-                    }
-                }
-                for (t, m) in timers.iter().enumerate() {
-                    let t = t as u8;
-                    if home_t(t)
-                        && m.armed.is_some_and(|d| d <= *now)
-                        && !is_running(&running, Cb::Timer(t, 0).key())
-                    {
-                        due.push(Due::Timer(t));
-                    }
-                }
-                if strict_fds {
-                    for (f, m) in fds.iter().enumerate() {
-                        let f = f as u8;
-                        if let [inst] = m.live[..] {
-                            if !home_f(f) || is_running(&running, Cb::Read(f, inst).key()) {
-                                continue;
-                            }
-                            if m.readable && !m.no_interest {
-                                due.push(Due::Fd(f, inst));
-                            }
-                            // A model fd is always writable.
-                            if m.write_on {
-                                due.push(Due::Write(f, inst));
-                            }
-                        }
-                    }
-                }
-                frames.push(Frame { begin: i, now: *now, direct_progress: false, due });
+                self.poll_begin(i, *now);
+                Ok(())
             }
-            Ev::PollEnd { progress } => {
-                let Some(fr) = frames.pop() else {
-                    return Err(fail("p_log", i, "PollEnd without PollBegin".into()));
-                };
-                if *progress != fr.direct_progress {
-                    return Err(fail(
-                        "p_progress_exact",
-                        i,
-                        format!(
-                            "poll returned {progress}, but a progress callback {} directly in it \
-                             (events {}..{i})",
-                            if fr.direct_progress { "ran" } else { "did not run" },
-                            fr.begin
-                        ),
-                    ));
-                }
-                let during = &log[fr.begin..i];
-                for d in fr.due {
-                    st.obligations += 1;
-                    let ok = during.iter().any(|e| match (d, e) {
-                        (Due::Bh(b), Ev::CbBegin(Cb::Bh(x))) => *x == b,
-                        (Due::Bh(b), Ev::Cancel(x) | Ev::Delete(x)) => *x == b,
-                        (Due::Timer(t), Ev::CbBegin(Cb::Timer(x, _))) => *x == t,
-                        (Due::Timer(t), Ev::TimerMod(x, _) | Ev::TimerDel(x, _)) => *x == t,
-                        (Due::Fd(f, _), Ev::CbBegin(Cb::Read(x, _) | Cb::PollReady(x, _))) => {
-                            *x == f
-                        }
-                        (Due::Fd(f, _), Ev::SetBegin(x, _) | Ev::Removed(x) | Ev::Consumed(x)) => {
-                            *x == f
-                        }
-                        (Due::Write(f, _), Ev::CbBegin(Cb::Write(x, _))) => *x == f,
-                        (Due::Write(f, _), Ev::SetBegin(x, _) | Ev::Removed(x)) => *x == f,
-                        (Due::Write(f, _), Ev::WriteEnd(x, false, _)) => *x == f,
-                        _ => false,
-                    });
-                    if !ok {
-                        return Err(fail(
-                            "p_runs_what_was_due",
-                            i,
-                            format!(
-                                "{d:?} was due when the poll began (event {}, now {}) and \
-                                 did not run in it",
-                                fr.begin, fr.now
-                            ),
-                        ));
-                    }
-                }
-            }
-            Ev::CbBegin(cb) => {
-                st.callbacks += 1;
-                if is_running(&running, cb.key()) {
-                    return Err(fail("p_no_reentry", i, format!("{cb:?} started while running")));
-                }
-                let progress = match *cb {
-                    Cb::Bh(b) => {
-                        let outer = frames.first().map(|f| f.begin);
-                        let m = &mut bhs[b as usize];
-                        if m.deleted && !m.deleted_in.allows(outer) {
-                            return Err(fail(
-                                "p_no_call_after_delete",
-                                i,
-                                format!("BH {b} called after its Bh was dropped"),
-                            ));
-                        }
-                        if home_bh(b) && !m.scheduled {
-                            return Err(fail(
-                                "p_bh_only_when_scheduled",
-                                i,
-                                format!("BH {b} called while not scheduled"),
-                            ));
-                        }
-                        m.runs += 1;
-                        if m.runs > m.scheds {
-                            return Err(fail(
-                                "p_bh_only_when_scheduled",
-                                i,
-                                format!("BH {b}: run {} after {} schedules", m.runs, m.scheds),
-                            ));
-                        }
-                        m.scheduled = false;
-                        m.last_run = Some(i);
-                        !m.idle
-                    }
-                    Cb::Oneshot(n) => {
-                        let c = oneshots.entry(n).or_insert(0);
-                        *c += 1;
-                        if *c > 1 {
-                            return Err(fail(
-                                "p_oneshot_once",
-                                i,
-                                format!("oneshot {n} ran twice"),
-                            ));
-                        }
-                        true
-                    }
-                    Cb::Timer(t, now) => {
-                        let outer = frames.first().map(|f| f.begin);
-                        let m = &mut timers[t as usize];
-                        if m.dropped && !m.dropped_in.allows(outer) {
-                            return Err(fail(
-                                "p_no_call_after_delete",
-                                i,
-                                format!("timer {t} fired after its Timer was dropped"),
-                            ));
-                        }
-                        m.fires += 1;
-                        if home_t(t) {
-                            match m.armed {
-                                None => {
-                                    return Err(fail(
-                                        "p_timer_only_when_armed",
-                                        i,
-                                        format!("timer {t} fired while disarmed"),
-                                    ))
-                                }
-                                Some(d) if now < d => {
-                                    return Err(fail(
-                                        "p_timer_not_early",
-                                        i,
-                                        format!("timer {t} fired at {now}, deadline {d}"),
-                                    ))
-                                }
-                                _ => {}
-                            }
-                        } else if m.fires > m.mods {
-                            return Err(fail(
-                                "p_timer_only_when_armed",
-                                i,
-                                format!("timer {t}: fire {} after {} armings", m.fires, m.mods),
-                            ));
-                        }
-                        m.armed = None;
-                        m.last_fire = Some(i);
-                        true
-                    }
-                    Cb::Read(f, inst) | Cb::PollReady(f, inst) | Cb::Write(f, inst) => {
-                        let m = &fds[f as usize];
-                        let outer = frames.first().map(|f| f.begin);
-                        let window = m.removed.get(&inst).is_some_and(|w| w.allows(outer));
-                        if !m.live.contains(&inst) && !window {
-                            return Err(fail(
-                                "p_no_call_after_remove",
-                                i,
-                                format!("fd {f} handler instance {inst} called, not registered"),
-                            ));
-                        }
-                        if !matches!(cb, Cb::Write(..)) && !m.ready_since.contains(&inst) {
-                            return Err(fail(
-                                "p_handler_only_when_ready",
-                                i,
-                                format!("fd {f} handler {inst} called; fd never readable since"),
-                            ));
-                        }
-                        if matches!(cb, Cb::Read(..))
-                            && m.no_interest
-                            && !m.no_interest_in.allows(outer)
-                        {
-                            return Err(fail(
-                                "p_interest_obeyed",
-                                i,
-                                format!("fd {f} handler {inst}: on_read called, interest NONE"),
-                            ));
-                        }
-                        if matches!(cb, Cb::Write(..)) {
-                            st.writes += 1;
-                        }
-                        if matches!(cb, Cb::Write(..)) && !m.write_on {
-                            return Err(fail(
-                                "p_interest_obeyed",
-                                i,
-                                format!("fd {f} handler {inst}: on_write called, write side off"),
-                            ));
-                        }
-                        true
-                    }
-                };
-                if progress {
-                    if let Some(fr) = frames.last_mut() {
-                        fr.direct_progress = true;
-                    }
-                }
-                running.push(*cb);
-            }
-            Ev::CbEnd(cb) => match running.pop() {
-                Some(c) if c.key() == cb.key() => {}
-                other => {
-                    return Err(fail("p_log", i, format!("CbEnd({cb:?}) but running {other:?}")))
-                }
+            Ev::PollEnd { progress } => self.poll_end(i, *progress),
+            Ev::CbBegin(cb) => self.cb_begin(i, *cb),
+            Ev::CbEnd(cb) => match self.running.pop() {
+                Some(c) if c.key() == cb.key() => Ok(()),
+                other => Err(fail("p_log", i, format!("CbEnd({cb:?}) but running {other:?}"))),
             },
+            Ev::Violation(msg) => {
+                let property = ["p_no_lost_wakeup", "p_no_busy_loop"]
+                    .into_iter()
+                    .find(|p| msg.starts_with(p))
+                    .unwrap_or("p_runner");
+                Err(fail(property, i, msg.clone()))
+            }
+            Ev::End { idle_polls, injected } => self.end(i, *idle_polls, *injected),
+            Ev::TimerFreed(t) => {
+                self.timers[*t as usize].freed = true;
+                Ok(())
+            }
+            Ev::Dropped => self.dropped(i),
+            Ev::RemoteDone(_) => Ok(()),
+            Ev::Schedule(_)
+            | Ev::Cancel(_)
+            | Ev::Delete(_)
+            | Ev::Oneshot(_)
+            | Ev::TimerMod(..)
+            | Ev::TimerDel(..)
+            | Ev::Wake => self.bh_or_timer_op(i, ev),
+            _ => self.fd_event(i, ev),
+        }
+    }
+
+    /// What is due when a poll begins: home-owned BHs scheduled, timers expired, handlers whose fd
+    /// is readable (or writable, while they wait for it), unless running further up the stack.
+    fn poll_begin(&mut self, i: usize, now: u64) {
+        self.st.polls += 1;
+        if !self.frames.is_empty() {
+            self.st.nested_polls += 1;
+        }
+        let mut due = Vec::new();
+        for (b, m) in self.bhs.iter().enumerate() {
+            let b = b as u8;
+            if self.home_bh(b) && m.scheduled && !m.deleted && !self.is_running(Cb::Bh(b)) {
+                due.push(Due::Bh(b));
+            }
+        }
+        for (t, m) in self.timers.iter().enumerate() {
+            let t = t as u8;
+            if self.home_t(t)
+                && m.armed.is_some_and(|d| d <= now)
+                && !self.is_running(Cb::Timer(t, 0))
+            {
+                due.push(Due::Timer(t));
+            }
+        }
+        if self.strict_fds {
+            for (f, m) in self.fds.iter().enumerate() {
+                let f = f as u8;
+                let [inst] = m.live[..] else { continue };
+                if !self.home_f(f) || self.is_running(Cb::Read(f, inst)) {
+                    continue;
+                }
+                if m.readable && !m.no_interest {
+                    due.push(Due::Fd(f, inst));
+                }
+                // A model fd is always writable.
+                if m.write_on {
+                    due.push(Due::Write(f, inst));
+                }
+            }
+        }
+        self.frames.push(Frame { begin: i, now, direct_progress: false, due });
+    }
+
+    /// `p_progress_exact` and `p_runs_what_was_due`.
+    fn poll_end(&mut self, i: usize, progress: bool) -> Result<(), Failure> {
+        let Some(fr) = self.frames.pop() else {
+            return Err(fail("p_log", i, "PollEnd without PollBegin".into()));
+        };
+        if progress != fr.direct_progress {
+            return Err(fail(
+                "p_progress_exact",
+                i,
+                format!(
+                    "poll returned {progress}, but a progress callback {} directly in it \
+                     (events {}..{i})",
+                    if fr.direct_progress { "ran" } else { "did not run" },
+                    fr.begin
+                ),
+            ));
+        }
+        let during = &self.log[fr.begin..i];
+        for d in fr.due {
+            self.st.obligations += 1;
+            let ok = during.iter().any(|e| match (d, e) {
+                (Due::Bh(b), Ev::CbBegin(Cb::Bh(x))) => *x == b,
+                (Due::Bh(b), Ev::Cancel(x) | Ev::Delete(x)) => *x == b,
+                (Due::Timer(t), Ev::CbBegin(Cb::Timer(x, _))) => *x == t,
+                (Due::Timer(t), Ev::TimerMod(x, _) | Ev::TimerDel(x, _)) => *x == t,
+                (Due::Fd(f, _), Ev::CbBegin(Cb::Read(x, _) | Cb::PollReady(x, _))) => *x == f,
+                (Due::Fd(f, _), Ev::SetBegin(x, _) | Ev::Removed(x) | Ev::Consumed(x)) => *x == f,
+                (Due::Write(f, _), Ev::CbBegin(Cb::Write(x, _))) => *x == f,
+                (Due::Write(f, _), Ev::SetBegin(x, _) | Ev::Removed(x)) => *x == f,
+                (Due::Write(f, _), Ev::WriteEnd(x, false, _)) => *x == f,
+                _ => false,
+            });
+            if !ok {
+                return Err(fail(
+                    "p_runs_what_was_due",
+                    i,
+                    format!(
+                        "{d:?} was due when the poll began (event {}, now {}) and did not run in it",
+                        fr.begin, fr.now
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A callback starts: `p_no_reentry`, then the rules of its kind; a progress callback marks
+    /// the innermost poll.
+    fn cb_begin(&mut self, i: usize, cb: Cb) -> Result<(), Failure> {
+        self.st.callbacks += 1;
+        if self.is_running(cb) {
+            return Err(fail("p_no_reentry", i, format!("{cb:?} started while running")));
+        }
+        let progress = match cb {
+            Cb::Bh(b) => self.bh_call(i, b)?,
+            Cb::Oneshot(n) => {
+                let c = self.oneshots.entry(n).or_insert(0);
+                *c += 1;
+                if *c > 1 {
+                    return Err(fail("p_oneshot_once", i, format!("oneshot {n} ran twice")));
+                }
+                true
+            }
+            Cb::Timer(t, now) => self.timer_call(i, t, now)?,
+            Cb::Read(f, inst) | Cb::PollReady(f, inst) | Cb::Write(f, inst) => {
+                self.handler_call(i, cb, f, inst)?
+            }
+        };
+        if progress {
+            if let Some(fr) = self.frames.last_mut() {
+                fr.direct_progress = true;
+            }
+        }
+        self.running.push(cb);
+        Ok(())
+    }
+
+    /// BH `b` called: not after its delete, only when scheduled (home) or no more often than
+    /// scheduled (remote). Progress unless idle.
+    fn bh_call(&mut self, i: usize, b: u8) -> Result<bool, Failure> {
+        let (outer, home) = (self.outer(), self.home_bh(b));
+        let m = &mut self.bhs[b as usize];
+        if m.deleted && !m.deleted_in.allows(outer) {
+            return Err(fail(
+                "p_no_call_after_delete",
+                i,
+                format!("BH {b} called after its Bh was dropped"),
+            ));
+        }
+        if home && !m.scheduled {
+            return Err(fail(
+                "p_bh_only_when_scheduled",
+                i,
+                format!("BH {b} called while not scheduled"),
+            ));
+        }
+        m.runs += 1;
+        if m.runs > m.scheds {
+            return Err(fail(
+                "p_bh_only_when_scheduled",
+                i,
+                format!("BH {b}: run {} after {} schedules", m.runs, m.scheds),
+            ));
+        }
+        m.scheduled = false;
+        m.last_run = Some(i);
+        Ok(!m.idle)
+    }
+
+    /// Timer `t` fires reading the clock at `now`: not after its drop, only armed, never early.
+    fn timer_call(&mut self, i: usize, t: u8, now: u64) -> Result<bool, Failure> {
+        let (outer, home) = (self.outer(), self.home_t(t));
+        let m = &mut self.timers[t as usize];
+        if m.dropped && !m.dropped_in.allows(outer) {
+            return Err(fail(
+                "p_no_call_after_delete",
+                i,
+                format!("timer {t} fired after its Timer was dropped"),
+            ));
+        }
+        m.fires += 1;
+        if home {
+            match m.armed {
+                None => {
+                    return Err(fail(
+                        "p_timer_only_when_armed",
+                        i,
+                        format!("timer {t} fired while disarmed"),
+                    ))
+                }
+                Some(d) if now < d => {
+                    return Err(fail(
+                        "p_timer_not_early",
+                        i,
+                        format!("timer {t} fired at {now}, deadline {d}"),
+                    ))
+                }
+                _ => {}
+            }
+        } else if m.fires > m.mods {
+            return Err(fail(
+                "p_timer_only_when_armed",
+                i,
+                format!("timer {t}: fire {} after {} armings", m.fires, m.mods),
+            ));
+        }
+        m.armed = None;
+        m.last_fire = Some(i);
+        Ok(true)
+    }
+
+    /// A callback of fd `f`'s handler instance `inst`: registered (or inside the window of a
+    /// remote removal), its fd readable since (on_read, io_poll_ready), its side waited for.
+    fn handler_call(&mut self, i: usize, cb: Cb, f: u8, inst: u32) -> Result<bool, Failure> {
+        let outer = self.outer();
+        let m = &self.fds[f as usize];
+        let window = m.removed.get(&inst).is_some_and(|w| w.allows(outer));
+        if !m.live.contains(&inst) && !window {
+            return Err(fail(
+                "p_no_call_after_remove",
+                i,
+                format!("fd {f} handler instance {inst} called, not registered"),
+            ));
+        }
+        let write = matches!(cb, Cb::Write(..));
+        if !write && !m.ready_since.contains(&inst) {
+            return Err(fail(
+                "p_handler_only_when_ready",
+                i,
+                format!("fd {f} handler {inst} called; fd never readable since"),
+            ));
+        }
+        if matches!(cb, Cb::Read(..)) && m.no_interest && !m.no_interest_in.allows(outer) {
+            return Err(fail(
+                "p_interest_obeyed",
+                i,
+                format!("fd {f} handler {inst}: on_read called, interest NONE"),
+            ));
+        }
+        if write {
+            if !m.write_on {
+                return Err(fail(
+                    "p_interest_obeyed",
+                    i,
+                    format!("fd {f} handler {inst}: on_write called, write side off"),
+                ));
+            }
+            self.st.writes += 1;
+        }
+        Ok(true)
+    }
+
+    /// An operation on a BH or a timer, or a bare wake-up (a grant is logged before it is made, a
+    /// withdrawal after it returned: see the module docs).
+    fn bh_or_timer_op(&mut self, i: usize, ev: &Ev) -> Result<(), Failure> {
+        match ev {
             Ev::Schedule(b) => {
-                st.ops += 1;
-                let m = &mut bhs[*b as usize];
+                let m = &mut self.bhs[*b as usize];
                 m.scheduled = true;
                 m.scheds += 1;
                 m.last_sched = Some(i);
             }
             Ev::Cancel(b) => {
-                st.ops += 1;
-                if home_bh(*b) {
-                    bhs[*b as usize].scheduled = false;
+                if self.home_bh(*b) {
+                    self.bhs[*b as usize].scheduled = false;
                 }
             }
             Ev::Delete(b) => {
-                st.ops += 1;
-                let m = &mut bhs[*b as usize];
+                let w = self.withdrawn(!self.home_bh(*b));
+                let m = &mut self.bhs[*b as usize];
                 m.deleted = true;
-                m.deleted_in = Withdrawn::at(!home_bh(*b), &frames);
+                m.deleted_in = w;
             }
             Ev::Oneshot(n) => {
-                st.ops += 1;
-                oneshots.entry(*n).or_insert(0);
+                self.oneshots.entry(*n).or_insert(0);
             }
             Ev::TimerMod(t, d) => {
-                st.ops += 1;
-                let m = &mut timers[*t as usize];
+                let m = &mut self.timers[*t as usize];
                 m.armed = Some(*d);
                 m.mods += 1;
                 m.last_mod = Some(i);
             }
             Ev::TimerDel(t, dropped) => {
-                st.ops += 1;
-                let m = &mut timers[*t as usize];
+                let (home, running) = (self.home_t(*t), self.is_running(Cb::Timer(*t, 0)));
+                let w = self.withdrawn(!home);
+                let m = &mut self.timers[*t as usize];
                 m.armed = None;
                 // Dropped on the home thread while not running: its closure is freed by the drop.
-                if *dropped
-                    && home_t(*t)
-                    && !is_running(&running, Cb::Timer(*t, 0).key())
-                    && !m.freed
-                {
+                if *dropped && home && !running && !m.freed {
                     return Err(fail(
                         "p_timer_closure_freed",
                         i,
@@ -606,13 +704,21 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                 }
                 if *dropped {
                     m.dropped = true;
-                    m.dropped_in = Withdrawn::at(!home_t(*t), &frames);
+                    m.dropped_in = w;
                 }
             }
+            Ev::Wake => self.wakes += 1,
+            _ => unreachable!("not a BH or timer operation: {ev:?}"),
+        }
+        Ok(())
+    }
+
+    /// An fd's registration, interest, readiness or polling changed.
+    fn fd_event(&mut self, i: usize, ev: &Ev) -> Result<(), Failure> {
+        match ev {
             Ev::SetBegin(f, inst) => {
-                st.ops += 1;
-                let write = p.fds[*f as usize].write && home_f(*f);
-                let m = &mut fds[*f as usize];
+                let write = self.p.fds[*f as usize].write && self.home_f(*f);
+                let m = &mut self.fds[*f as usize];
                 m.no_interest_before = std::mem::take(&mut m.no_interest);
                 m.write_on_before = std::mem::replace(&mut m.write_on, write);
                 m.live.push(*inst);
@@ -621,9 +727,9 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                 }
             }
             Ev::SetEnd(f, inst, ok) => {
-                let m = &mut fds[*f as usize];
+                let w = self.withdrawn(!self.home_f(*f));
+                let m = &mut self.fds[*f as usize];
                 if *ok {
-                    let w = Withdrawn::at(!home_f(*f), &frames);
                     for old in m.live.iter().filter(|x| *x != inst) {
                         m.removed.insert(*old, w);
                     }
@@ -635,16 +741,15 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                 }
             }
             Ev::InterestBegin(f, on) => {
-                st.ops += 1;
-                let m = &mut fds[*f as usize];
+                let m = &mut self.fds[*f as usize];
                 m.no_interest_before = m.no_interest;
                 if *on {
                     m.no_interest = false;
                 }
             }
             Ev::InterestEnd(f, on, ok) => {
-                let w = Withdrawn::at(!home_f(*f), &frames);
-                let m = &mut fds[*f as usize];
+                let w = self.withdrawn(!self.home_f(*f));
+                let m = &mut self.fds[*f as usize];
                 if !*ok {
                     m.no_interest = m.no_interest_before;
                 } else if !*on {
@@ -653,15 +758,14 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                 }
             }
             Ev::WriteBegin(f, on) => {
-                st.ops += 1;
-                let m = &mut fds[*f as usize];
+                let m = &mut self.fds[*f as usize];
                 m.write_on_before = m.write_on;
                 if *on {
                     m.write_on = true;
                 }
             }
             Ev::WriteEnd(f, on, ok) => {
-                let m = &mut fds[*f as usize];
+                let m = &mut self.fds[*f as usize];
                 if !*ok {
                     m.write_on = m.write_on_before;
                 } else if !*on {
@@ -669,31 +773,29 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                 }
             }
             Ev::Removed(f) => {
-                st.ops += 1;
-                let w = Withdrawn::at(!home_f(*f), &frames);
-                let m = &mut fds[*f as usize];
+                let w = self.withdrawn(!self.home_f(*f));
+                let m = &mut self.fds[*f as usize];
                 for inst in m.live.drain(..) {
                     m.removed.insert(inst, w);
                 }
             }
             Ev::Ready(f) | Ev::HangUp(f) => {
-                st.ops += 1;
-                let m = &mut fds[*f as usize];
+                let m = &mut self.fds[*f as usize];
                 m.readable = true;
                 if matches!(ev, Ev::HangUp(_)) {
                     m.hung_up = true;
-                    st.hang_ups += 1;
+                    self.st.hang_ups += 1;
                 }
                 let live = m.live.clone();
                 m.ready_since.extend(live);
             }
             Ev::Consumed(f) => {
-                let m = &mut fds[*f as usize];
+                let m = &mut self.fds[*f as usize];
                 m.readable = m.hung_up;
             }
             Ev::IoPollBegin(f, inst) | Ev::IoPollEnd(f, inst) => {
                 let on = matches!(ev, Ev::IoPollBegin(..));
-                let m = &mut fds[*f as usize];
+                let m = &mut self.fds[*f as usize];
                 let was = m.poll_begun.insert(*inst, on).unwrap_or(false);
                 if was == on {
                     return Err(fail(
@@ -706,152 +808,118 @@ pub fn check(p: &Program, log: &[Ev], strict_fds: bool) -> Result<Stats, Failure
                     ));
                 }
             }
-            Ev::Polled(f, inst) => {
-                if !fds[*f as usize].poll {
-                    return Err(fail(
-                        "p_poll_list_membership",
-                        i,
-                        format!("fd {f} instance {inst} has no io_poll but is on the poll list"),
-                    ));
-                }
+            Ev::Polled(f, inst) if !self.fds[*f as usize].poll => {
+                return Err(fail(
+                    "p_poll_list_membership",
+                    i,
+                    format!("fd {f} instance {inst} has no io_poll but is on the poll list"),
+                ));
             }
-            Ev::Wake => {
-                st.ops += 1;
-                wakes += 1;
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The run is over (the final drain done): nothing the model holds scheduled, armed or
+    /// waited for is left (`p_arming_kept`), every oneshot ran once, and the idle polls are
+    /// bounded by the work that could wake them (`p_no_busy_loop`).
+    fn end(&mut self, i: usize, idle_polls: u64, injected: u64) -> Result<(), Failure> {
+        if !self.frames.is_empty() || !self.running.is_empty() {
+            return Err(fail("p_log", i, "End inside a poll".into()));
+        }
+        let kept = |detail: String| Err(fail("p_arming_kept", i, detail));
+        for (b, m) in self.bhs.iter().enumerate() {
+            if m.deleted {
+                continue;
             }
-            Ev::RemoteDone(_) => {}
-            Ev::Violation(msg) => {
-                let property = if msg.starts_with("p_no_lost_wakeup") {
-                    "p_no_lost_wakeup"
-                } else if msg.starts_with("p_no_busy_loop") {
-                    "p_no_busy_loop"
-                } else {
-                    "p_runner"
-                };
-                return Err(fail(property, i, msg.clone()));
+            if self.home_bh(b as u8) && m.scheduled {
+                return kept(format!(
+                    "BH {b} is still scheduled in the model, but the run ended (the code dropped \
+                     the schedule, or never ran it)"
+                ));
             }
-            Ev::End { idle_polls, injected } => {
-                if !frames.is_empty() || !running.is_empty() {
-                    return Err(fail("p_log", i, "End inside a poll".into()));
-                }
-                for (b, m) in bhs.iter().enumerate() {
-                    if m.deleted {
-                        continue;
-                    }
-                    if home_bh(b as u8) && m.scheduled {
-                        return Err(fail(
-                            "p_arming_kept",
-                            i,
-                            format!(
-                                "BH {b} is still scheduled in the model, but the run ended \
-                                     (the code dropped the schedule, or never ran it)"
-                            ),
-                        ));
-                    }
-                    if let Some(s) = m.last_sched {
-                        if m.last_run.is_none_or(|r| r < s) && !cancelled_after(log, m, b as u8) {
-                            return Err(fail(
-                                "p_arming_kept",
-                                i,
-                                format!("BH {b}: scheduled at event {s}, never ran after it"),
-                            ));
-                        }
-                    }
-                }
-                for (n, c) in &oneshots {
-                    if *c != 1 {
-                        return Err(fail(
-                            "p_oneshot_once",
-                            i,
-                            format!("oneshot {n} ran {c} times"),
-                        ));
-                    }
-                }
-                for (t, m) in timers.iter().enumerate() {
-                    if m.dropped {
-                        continue;
-                    }
-                    if home_t(t as u8) && m.armed.is_some() {
-                        return Err(fail(
-                            "p_arming_kept",
-                            i,
-                            format!(
-                                "timer {t} is armed in the model ({:?}), but the run ended \
-                                     (its arming was dropped)",
-                                m.armed
-                            ),
-                        ));
-                    }
-                    if let Some(s) = m.last_mod {
-                        let withdrawn = log[s..i]
-                            .iter()
-                            .any(|e| matches!(e, Ev::TimerDel(x, _) if *x as usize == t));
-                        if m.last_fire.is_none_or(|r| r < s) && !withdrawn {
-                            return Err(fail(
-                                "p_arming_kept",
-                                i,
-                                format!("timer {t}: armed at event {s}, never fired after it"),
-                            ));
-                        }
-                    }
-                }
-                for (f, m) in fds.iter().enumerate() {
-                    if m.write_on && m.live.len() == 1 && strict_fds {
-                        return Err(fail(
-                            "p_arming_kept",
-                            i,
-                            format!("fd {f} waits for writability at the end, never flushed"),
-                        ));
-                    }
-                    if m.readable && m.live.len() == 1 && !m.no_interest && strict_fds {
-                        return Err(fail(
-                            "p_arming_kept",
-                            i,
-                            format!(
-                                "fd {f} is readable and registered, its handler never consumed it"
-                            ),
-                        ));
-                    }
-                }
-                let budget = 2 * (st.ops + st.callbacks + wakes + injected) + 8;
-                if *idle_polls > budget {
-                    return Err(fail(
-                        "p_no_busy_loop",
-                        i,
-                        format!(
-                            "{idle_polls} outermost polls made no progress; the work that \
-                                 could wake them allows {budget}"
-                        ),
-                    ));
-                }
-            }
-            Ev::TimerFreed(t) => timers[*t as usize].freed = true,
-            Ev::Dropped => {
-                if let Some(t) = timers.iter().position(|m| !m.freed) {
-                    return Err(fail(
-                        "p_timer_closure_freed",
-                        i,
-                        format!("timer {t}: its closure outlived its Timer and the context"),
-                    ));
-                }
-                for (f, m) in fds.iter().enumerate() {
-                    for (inst, on) in &m.poll_begun {
-                        if *on {
-                            return Err(fail(
-                                "p_poll_end_follows_begin",
-                                i,
-                                format!(
-                                    "fd {f} instance {inst}: io_poll_begin without io_poll_end \
-                                         after the context was dropped"
-                                ),
-                            ));
-                        }
-                    }
+            if let Some(s) = m.last_sched {
+                if m.last_run.is_none_or(|r| r < s) && !cancelled_after(self.log, m, b as u8) {
+                    return kept(format!("BH {b}: scheduled at event {s}, never ran after it"));
                 }
             }
         }
+        for (n, c) in &self.oneshots {
+            if *c != 1 {
+                return Err(fail("p_oneshot_once", i, format!("oneshot {n} ran {c} times")));
+            }
+        }
+        for (t, m) in self.timers.iter().enumerate() {
+            if m.dropped {
+                continue;
+            }
+            if self.home_t(t as u8) && m.armed.is_some() {
+                return kept(format!(
+                    "timer {t} is armed in the model ({:?}), but the run ended (its arming was \
+                     dropped)",
+                    m.armed
+                ));
+            }
+            if let Some(s) = m.last_mod {
+                let withdrawn = self.log[s..i]
+                    .iter()
+                    .any(|e| matches!(e, Ev::TimerDel(x, _) if *x as usize == t));
+                if m.last_fire.is_none_or(|r| r < s) && !withdrawn {
+                    return kept(format!("timer {t}: armed at event {s}, never fired after it"));
+                }
+            }
+        }
+        for (f, m) in self.fds.iter().enumerate() {
+            if !self.strict_fds || m.live.len() != 1 {
+                continue;
+            }
+            if m.write_on {
+                return kept(format!("fd {f} waits for writability at the end, never flushed"));
+            }
+            if m.readable && !m.no_interest {
+                return kept(format!(
+                    "fd {f} is readable and registered, its handler never consumed it"
+                ));
+            }
+        }
+        let st = &self.st;
+        let budget = 2 * (st.ops + st.callbacks + self.wakes + injected) + 8;
+        if idle_polls > budget {
+            return Err(fail(
+                "p_no_busy_loop",
+                i,
+                format!(
+                    "{idle_polls} outermost polls made no progress; the work that could wake \
+                     them allows {budget}"
+                ),
+            ));
+        }
+        Ok(())
     }
-    Ok(st)
+
+    /// The context was dropped: every timer closure freed, every io_poll_begin ended.
+    fn dropped(&mut self, i: usize) -> Result<(), Failure> {
+        if let Some(t) = self.timers.iter().position(|m| !m.freed) {
+            return Err(fail(
+                "p_timer_closure_freed",
+                i,
+                format!("timer {t}: its closure outlived its Timer and the context"),
+            ));
+        }
+        for (f, m) in self.fds.iter().enumerate() {
+            if let Some((inst, _)) = m.poll_begun.iter().find(|(_, on)| **on) {
+                return Err(fail(
+                    "p_poll_end_follows_begin",
+                    i,
+                    format!(
+                        "fd {f} instance {inst}: io_poll_begin without io_poll_end after the \
+                         context was dropped"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Whether a schedule of remote-owned BH `b` was withdrawn (cancelled or deleted) after it.
