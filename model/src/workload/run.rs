@@ -636,26 +636,19 @@ impl Shared {
     }
 }
 
-/// Run `op` as `thread` (None: home; `ctx` given).
-fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&AioContext>) {
-    let o = &*s.o;
-    let p = &o.p;
-    let mine = |owner: Owner| match (owner, thread) {
-        (Owner::Home, None) => true,
-        (Owner::Remote(r), Some(t)) => r == t,
-        _ => false,
-    };
-    // An index names the n-th object of its kind that this thread owns (modulo their number), so
-    // every operation of a shrunk or generated program acts on something.
-    let nth = |owners: Vec<Owner>, i: u8| -> Option<u8> {
+/// The object an operation's index names: the n-th object of its kind that `thread` owns (for a
+/// hang-up the n-th home-owned fd, whoever runs it), modulo their number, so that every operation
+/// of a shrunk or generated program acts on something; None if there is no such object.
+fn resolve(p: &Program, op: Op, thread: Option<u8>) -> Option<Op> {
+    let nth = |owners: Vec<Owner>, who: Option<u8>, i: u8| -> Option<u8> {
         let own: Vec<u8> =
-            owners.iter().enumerate().filter(|(_, o)| mine(**o)).map(|(k, _)| k as u8).collect();
+            (0..owners.len() as u8).filter(|&k| Program::owns(owners[k as usize], who)).collect();
         (!own.is_empty()).then(|| own[i as usize % own.len()])
     };
-    let bh_of = |i| nth(p.bhs.iter().map(|x| x.owner).collect(), i);
-    let tm_of = |i| nth(p.timers.iter().map(|x| x.owner).collect(), i);
-    let fd_of = |i| nth(p.fds.iter().map(|x| x.owner).collect(), i);
-    let op = match op {
+    let bh_of = |i| nth(p.bhs.iter().map(|x| x.owner).collect(), thread, i);
+    let tm_of = |i| nth(p.timers.iter().map(|x| x.owner).collect(), thread, i);
+    let fd_of = |i| nth(p.fds.iter().map(|x| x.owner).collect(), thread, i);
+    match op {
         Op::Schedule(i) => bh_of(i).map(Op::Schedule),
         Op::Cancel(i) => bh_of(i).map(Op::Cancel),
         Op::Delete(i) => bh_of(i).map(Op::Delete),
@@ -667,32 +660,32 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
         Op::SetInterest(i, on) => fd_of(i).map(|f| Op::SetInterest(f, on)),
         Op::Ready(i) => fd_of(i).map(Op::Ready),
         Op::Send(i) => fd_of(i).map(Op::Send),
-        Op::HangUp(i) => {
-            let home: Vec<u8> = (0..p.fds.len() as u8)
-                .filter(|&f| p.fds[f as usize].owner == Owner::Home)
-                .collect();
-            (!home.is_empty()).then(|| Op::HangUp(home[i as usize % home.len()]))
-        }
+        Op::HangUp(i) => nth(p.fds.iter().map(|x| x.owner).collect(), None, i).map(Op::HangUp),
         other => Some(other),
-    };
-    let Some(op) = op else { return };
-    let (bh, tm, fdo) = (|_| true, |_| true, |_| true);
+    }
+}
+
+/// Run `op` as `thread` (None: home; `ctx` given).
+fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&AioContext>) {
+    let o = &*s.o;
+    let p = &o.p;
+    let Some(op) = resolve(p, op, thread) else { return };
     match op {
-        Op::Schedule(b) if bh(b) => {
+        Op::Schedule(b) => {
             let g = o.bhs[b as usize].lock();
             if let Some(x) = g.as_ref().filter(|x| x.schedulable()) {
                 o.log(Ev::Schedule(b));
                 x.schedule(p.bhs[b as usize].idle);
             }
         }
-        Op::Cancel(b) if bh(b) => {
+        Op::Cancel(b) => {
             let g = o.bhs[b as usize].lock();
             if let Some(BhObj::Bh(x)) = g.as_ref() {
                 x.cancel();
                 o.log(Ev::Cancel(b));
             }
         }
-        Op::Delete(b) if bh(b) => {
+        Op::Delete(b) => {
             let mut g = o.bhs[b as usize].lock();
             if let Some(BhObj::Task(t)) = g.as_ref() {
                 if p.bhs[b as usize].owner != Owner::Home {
@@ -721,7 +714,7 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
                 }
             });
         }
-        Op::TimerMod(t, us) if tm(t) => {
+        Op::TimerMod(t, us) => {
             let g = o.timers[t as usize].lock();
             if let Some(x) = g.as_ref() {
                 let d = o.handle.now_ns() + u64::from(us) * 1000;
@@ -729,21 +722,21 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
                 x.mod_ns(d);
             }
         }
-        Op::TimerDel(t) if tm(t) => {
+        Op::TimerDel(t) => {
             let g = o.timers[t as usize].lock();
             if let Some(x) = g.as_ref() {
                 x.del();
                 o.log(Ev::TimerDel(t, false));
             }
         }
-        Op::TimerDrop(t) if tm(t) => {
+        Op::TimerDrop(t) => {
             let x = o.timers[t as usize].lock().take();
             if x.is_some() {
                 drop(x);
                 o.log(Ev::TimerDel(t, true));
             }
         }
-        Op::SetHandler(f) if fdo(f) => {
+        Op::SetHandler(f) => {
             let inst = o.next_inst.fetch_add(1, Relaxed) + 1;
             let h = Objs::handler(w, f, inst, o);
             o.log(Ev::SetBegin(f, inst));
@@ -762,13 +755,13 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
                 Err(_) => {}
             }
         }
-        Op::RemoveHandler(f) if fdo(f) => o.remove_handler(f),
-        Op::SetInterest(f, on) if fdo(f) => o.set_interest(f, on),
-        Op::Ready(f) if fdo(f) => {
+        Op::RemoveHandler(f) => o.remove_handler(f),
+        Op::SetInterest(f, on) => o.set_interest(f, on),
+        Op::Ready(f) => {
             o.log(Ev::Ready(f));
             o.fds.ready(o.fd[f as usize]);
         }
-        Op::Send(f) if fdo(f) && p.fds[f as usize].write && thread.is_none() => {
+        Op::Send(f) if p.fds[f as usize].write && thread.is_none() => {
             o.set_write(f, true);
         }
         Op::HangUp(f) => {
@@ -789,8 +782,18 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
                 i();
             }
         }
-        Op::Poll(blocking) if thread.is_none() => {
-            let ctx = ctx.expect("home");
+        Op::Poll(_) | Op::Drain | Op::External if thread.is_none() => {
+            home_loop(s, op, ctx.expect("home"))
+        }
+        _ => {} // not this thread's object or operation: skipped (shrinking keeps programs valid)
+    }
+}
+
+/// The home thread's own loop operations: a poll, a drain, one external-loop iteration.
+fn home_loop(s: &Shared, op: Op, ctx: &AioContext) {
+    let o = &*s.o;
+    match op {
+        Op::Poll(blocking) => {
             let n = o.p.remotes.len();
             // A blocking poll only when something will end it: pending work, or a remote's last
             // notify still to come.
@@ -798,8 +801,7 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
             o.poll(ctx, blocking && safe);
             o.log_polled(ctx, &s.instances());
         }
-        Op::Drain if thread.is_none() => {
-            let ctx = ctx.expect("home");
+        Op::Drain => {
             let mut n = 0;
             while o.poll(ctx, false) {
                 n += 1;
@@ -812,8 +814,7 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
             }
             o.log_polled(ctx, &s.instances());
         }
-        Op::External if thread.is_none() => {
-            let ctx = ctx.expect("home");
+        Op::External => {
             let n = o.p.remotes.len();
             // Its own wait may block only when something will end it (as `Poll(true)`).
             let safe = o.pending(ctx) || s.done.load(Ordering::SeqCst) < n;
@@ -827,7 +828,7 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
             let r = ctx.dispatch();
             o.log(Ev::PollEnd { progress: r });
         }
-        _ => {} // not this thread's object or operation: skipped (shrinking keeps programs valid)
+        _ => unreachable!("not a loop operation: {op:?}"),
     }
 }
 
