@@ -601,6 +601,23 @@ impl Objs {
         }
     }
 
+    /// Drop every object, then the context (io_poll_end of begun handlers runs in it).
+    fn teardown(&self, ctx: AioContext) {
+        for b in &self.bhs {
+            drop(b.lock().take());
+        }
+        for j in self.joins.get().borrow_mut().iter_mut() {
+            if let Some(j) = j.take() {
+                j.cancel();
+            }
+        }
+        for t in &self.timers {
+            drop(t.lock().take());
+        }
+        drop(ctx);
+        self.log(Ev::Dropped);
+    }
+
     /// Whether work is pending (the home thread's view of the code's state).
     fn pending(&self, ctx: &AioContext) -> bool {
         self.bhs.iter().any(|b| b.lock().as_ref().is_some_and(|b| b.is_scheduled()))
@@ -961,28 +978,7 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
     for op in &p.home {
         exec(&sh, &w, *op, None, Some(&ctx));
     }
-    // The final drain: until every remote finished and nothing is pending.
-    let mut idle = 0u64;
-    let mut iters = 0u64;
-    loop {
-        if o.kicked.load(Relaxed) {
-            break;
-        }
-        if sh.done.load(Ordering::SeqCst) == n && !o.pending(&ctx) {
-            break;
-        }
-        iters += 1;
-        if iters > 50 * bound {
-            o.log(Ev::Violation(format!(
-                "p_no_busy_loop: the final drain made {iters} polls ({idle} without progress)"
-            )));
-            break;
-        }
-        if !o.poll(&ctx, true) {
-            idle += 1;
-        }
-        o.log_polled(&ctx, &sh.instances());
-    }
+    let idle = final_drain(&sh, &ctx);
     for t in remotes {
         t.join().expect("remote thread panicked");
     }
@@ -997,20 +993,7 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
     if let Some(t) = wd {
         t.join().expect("watchdog");
     }
-    // Teardown: drop every object, then the context (io_poll_end of begun handlers runs in it).
-    for b in &o.bhs {
-        drop(b.lock().take());
-    }
-    for j in o.joins.get().borrow_mut().iter_mut() {
-        if let Some(j) = j.take() {
-            j.cancel();
-        }
-    }
-    for t in &o.timers {
-        drop(t.lock().take());
-    }
-    drop(ctx);
-    o.log(Ev::Dropped);
+    o.teardown(ctx);
     for f in &fd {
         env.fds.close(*f);
     }
@@ -1019,6 +1002,28 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
     drop(o);
     let result = oracle::check(p, &log, env.strict_fds);
     Outcome { log, result, injected }
+}
+
+/// The final drain: `poll(true)` until every remote finished and nothing is pending (or the
+/// watchdog kicked the run to its end). Returns the polls that made no progress.
+fn final_drain(sh: &Shared, ctx: &AioContext) -> u64 {
+    let o = &*sh.o;
+    let n = o.p.remotes.len();
+    let (mut idle, mut iters) = (0u64, 0u64);
+    while !o.kicked.load(Relaxed) && (sh.done.load(Ordering::SeqCst) < n || o.pending(ctx)) {
+        iters += 1;
+        if iters > 50 * o.bound {
+            o.log(Ev::Violation(format!(
+                "p_no_busy_loop: the final drain made {iters} polls ({idle} without progress)"
+            )));
+            break;
+        }
+        if !o.poll(ctx, true) {
+            idle += 1;
+        }
+        o.log_polled(ctx, &sh.instances());
+    }
+    idle
 }
 
 fn watchdog(
