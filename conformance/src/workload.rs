@@ -381,14 +381,16 @@ pub fn program(max_remotes: u8, max_ops: usize) -> impl Strategy<Value = Program
             nested(nt, true),
             prop::bool::weighted(0.1),
             prop::bool::weighted(0.25),
+            prop::bool::weighted(0.4),
         )
-            .prop_map(|(owner, idle, resched, nested, del, task)| BhSpec {
+            .prop_map(|(owner, idle, resched, nested, del, task, completes)| BhSpec {
                 owner,
                 idle: idle && !task,
                 resched: if resched == 3 { 0 } else { resched },
                 nested,
                 delete_self: del && owner == Owner::Home,
                 task,
+                completes: completes && task,
             });
         let timer = (owner(nr), 0u8..3, nested(nt, false))
             .prop_map(|(owner, rearm, nested)| TimerSpec { owner, rearm, nested });

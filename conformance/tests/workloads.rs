@@ -316,6 +316,7 @@ fn home_program() -> Program {
             nested: Nested::No,
             delete_self: false,
             task: false,
+            completes: false,
         }],
         timers: vec![TimerSpec { owner: Owner::Home, rearm: 0, nested: Nested::No }],
         fds: vec![],
@@ -622,6 +623,7 @@ fn issue14_defect1_self_rescheduling_bh_with_nested_polls() {
                 nested: Nested::Drain,
                 delete_self: false,
                 task: false,
+                completes: false,
             },
             BhSpec {
                 owner: Owner::Home,
@@ -630,6 +632,7 @@ fn issue14_defect1_self_rescheduling_bh_with_nested_polls() {
                 nested: Nested::WaitTimer(0),
                 delete_self: false,
                 task: false,
+                completes: false,
             },
         ],
         timers: vec![TimerSpec { owner: Owner::Home, rearm: 0, nested: Nested::No }],
@@ -830,6 +833,7 @@ fn a_program_file_shrinks_in_child_processes() {
         nested: Nested::No,
         delete_self: false,
         task: true,
+        completes: false,
     });
     let file = dir.join("p.program");
     let head = aioctx_conformance::workload::encode_where(model_kernel(Faults::default()));

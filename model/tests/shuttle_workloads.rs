@@ -127,6 +127,7 @@ fn task_reschedules_itself_while_its_remote_owner_drops_its_waker() {
             nested: Nested::No,
             delete_self: false,
             task: true,
+            completes: false,
         }],
         timers: vec![],
         fds: vec![],

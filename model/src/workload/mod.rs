@@ -62,11 +62,16 @@ pub struct BhSpec {
     /// Drops its own `Bh` on its first call, before its nested poll (owner Home only).
     pub delete_self: bool,
     /// A task instead of a BH (`spawn_local` on the home thread, at the start): its `schedule` is a
-    /// wake of its waker (held by the owner), its callback a poll of its future (which never
-    /// completes), its delete a `JoinHandle::cancel` (owner Home; a remote owner drops the waker),
-    /// its reschedule a wake from inside the poll. `cancel` has no task form (skipped); never idle.
-    /// The oracle's BH rules apply unchanged: a task is a BH (impl/src/task).
+    /// wake of its waker (held by the owner), its callback a poll of its future (which completes
+    /// only with `completes`), its delete a `JoinHandle::cancel` (owner Home; a remote owner drops
+    /// the waker), its reschedule a wake from inside the poll. `cancel` has no task form (skipped);
+    /// never idle. The oracle's BH rules apply unchanged: a task is a BH (impl/src/task), and its
+    /// completion is its delete.
     pub task: bool,
+    /// A task only: its future returns `Ready` from the poll after its reschedules (call
+    /// `resched + 1`), after its nested poll; later wakes (its owner's) find it finished, which
+    /// must be harmless: no poll, nothing left pending.
+    pub completes: bool,
 }
 
 /// A timer's callback.
@@ -258,6 +263,7 @@ impl Program {
                     nested: nested(&mut g, true),
                     delete_self: owner == Owner::Home && g.chance(10),
                     task,
+                    completes: task && g.chance(40),
                 }
             })
             .collect();
@@ -372,6 +378,7 @@ impl Program {
                     delete_self: false,
                     idle: false,
                     task: false,
+                    completes: false,
                     ..*x
                 };
                 out.push(q);
@@ -469,8 +476,8 @@ impl Program {
         let _ = writeln!(s, "    polling: {},", self.polling);
         let _ = writeln!(s, "    bhs: vec![");
         for b in &self.bhs {
-            let _ = writeln!(s, "        BhSpec {{ owner: {:?}, idle: {}, resched: {}, nested: Nested::{:?}, delete_self: {}, task: {} }},",
-                b.owner, b.idle, b.resched, b.nested, b.delete_self, b.task);
+            let _ = writeln!(s, "        BhSpec {{ owner: {:?}, idle: {}, resched: {}, nested: Nested::{:?}, delete_self: {}, task: {}, completes: {} }},",
+                b.owner, b.idle, b.resched, b.nested, b.delete_self, b.task, b.completes);
         }
         let _ = writeln!(s, "    ],\n    timers: vec![");
         for t in &self.timers {
@@ -504,13 +511,14 @@ impl Program {
         for b in &self.bhs {
             let _ = writeln!(
                 s,
-                "bh {} {} {} {} {} {}",
+                "bh {} {} {} {} {} {} {}",
                 tok(format!("{:?}", b.owner)),
                 b.idle,
                 b.resched,
                 tok(format!("{:?}", b.nested)),
                 b.delete_self,
-                b.task
+                b.task,
+                b.completes
             );
         }
         for t in &self.timers {
@@ -620,6 +628,7 @@ impl Program {
                     nested: nested(field(4)?)?,
                     delete_self: num(field(5)?)?,
                     task: num(field(6)?)?,
+                    completes: num(field(7)?)?,
                 }),
                 "timer" => p.timers.push(TimerSpec {
                     owner: owner(field(1)?)?,

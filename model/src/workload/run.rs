@@ -52,6 +52,8 @@ struct TaskWake {
     /// A remote owner dropped its waker (`Op::Delete`): it wakes the task no more. The task, and a
     /// wake it has not run yet, stay (the home thread's final drain must still run it).
     dropped: AtomicBool,
+    /// Its future returned `Ready` (`BhSpec::completes`): a wake now finds it finished.
+    finished: AtomicBool,
 }
 
 impl BhObj {
@@ -85,7 +87,9 @@ impl BhObj {
     fn is_scheduled(&self) -> bool {
         match self {
             BhObj::Bh(x) => x.is_scheduled(),
-            BhObj::Task(t) => t.pending.load(Ordering::SeqCst),
+            BhObj::Task(t) => {
+                t.pending.load(Ordering::SeqCst) && !t.finished.load(Ordering::SeqCst)
+            }
         }
     }
 
@@ -373,7 +377,8 @@ impl Objs {
         }
     }
 
-    /// A task's future: each poll is a call of BH `b`'s callback; it never completes.
+    /// A task's future: each poll is a call of BH `b`'s callback; it completes (its delete, for
+    /// the model) at the call after its reschedules if `completes`, else never.
     fn task_future(
         w: Weak<Objs>,
         b: u8,
@@ -384,8 +389,13 @@ impl Objs {
             *t.waker.lock() = Some(cx.waker().clone());
             *t.own.lock() = Some(cx.waker().clone());
             t.pending.store(false, Ordering::SeqCst);
-            if let Some(o) = w.upgrade() {
-                o.bh_body(b);
+            let Some(o) = w.upgrade() else { return std::task::Poll::Pending };
+            o.bh_body(b);
+            let spec = o.p.bhs[b as usize];
+            if spec.completes && o.bh_runs[b as usize].load(Relaxed) > u32::from(spec.resched) {
+                t.finished.store(true, Ordering::SeqCst);
+                o.log(Ev::Delete(b));
+                return std::task::Poll::Ready(());
             }
             std::task::Poll::Pending
         })
@@ -882,6 +892,7 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
                         own: Mutex::new(None),
                         pending: AtomicBool::new(true), // spawned below: scheduled
                         dropped: AtomicBool::new(false),
+                        finished: AtomicBool::new(false),
                     }))
                 } else {
                     BhObj::Bh(ctx.handle().bh_new(Objs::bh_callback(w.clone(), b as u8)))
