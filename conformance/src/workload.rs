@@ -449,7 +449,7 @@ pub fn faults() -> impl Strategy<Value = Faults> {
 
 // ---- quickcheck: single-threaded programs ----
 
-/// A home-only program (quickcheck `Arbitrary`: its ops shrink by quickcheck's `Vec` shrinking).
+/// A home-only program (quickcheck `Arbitrary`, shrinking by [`Program::shrink_candidates`]).
 #[derive(Debug, Clone)]
 pub struct HomeProgram(pub Program);
 
@@ -464,13 +464,9 @@ impl quickcheck::Arbitrary for HomeProgram {
         HomeProgram(p)
     }
     fn shrink(&self) -> Box<dyn Iterator<Item = Self>> {
-        // One operation fewer at a time (quickcheck shrinks again from each smaller program).
-        let p = self.0.clone();
-        Box::new((0..p.home.len()).rev().map(move |i| {
-            let mut q = p.clone();
-            q.home.remove(i);
-            HomeProgram(q)
-        }))
+        // One operation, object or behaviour less at a time, as `Program::shrink` (quickcheck
+        // shrinks again from each smaller program that still fails).
+        Box::new(self.0.shrink_candidates().into_iter().map(HomeProgram))
     }
 }
 

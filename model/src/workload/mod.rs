@@ -163,6 +163,50 @@ pub enum Op {
     Interrupt,
 }
 
+/// The kinds of object an operation names by index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Bh,
+    Timer,
+    Fd,
+}
+
+impl Op {
+    /// The kind and index of the object it names, if any.
+    fn target(self) -> Option<(Kind, u8)> {
+        match self {
+            Op::Schedule(i) | Op::Cancel(i) | Op::Delete(i) => Some((Kind::Bh, i)),
+            Op::TimerMod(i, _) | Op::TimerDel(i) | Op::TimerDrop(i) => Some((Kind::Timer, i)),
+            Op::SetHandler(i)
+            | Op::RemoveHandler(i)
+            | Op::SetInterest(i, _)
+            | Op::Ready(i)
+            | Op::Send(i)
+            | Op::HangUp(i) => Some((Kind::Fd, i)),
+            _ => None,
+        }
+    }
+
+    /// The same operation naming index `i`.
+    fn with_target(self, i: u8) -> Op {
+        match self {
+            Op::Schedule(_) => Op::Schedule(i),
+            Op::Cancel(_) => Op::Cancel(i),
+            Op::Delete(_) => Op::Delete(i),
+            Op::TimerMod(_, us) => Op::TimerMod(i, us),
+            Op::TimerDel(_) => Op::TimerDel(i),
+            Op::TimerDrop(_) => Op::TimerDrop(i),
+            Op::SetHandler(_) => Op::SetHandler(i),
+            Op::RemoveHandler(_) => Op::RemoveHandler(i),
+            Op::SetInterest(_, on) => Op::SetInterest(i, on),
+            Op::Ready(_) => Op::Ready(i),
+            Op::Send(_) => Op::Send(i),
+            Op::HangUp(_) => Op::HangUp(i),
+            other => other,
+        }
+    }
+}
+
 /// A generated workload.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Program {
@@ -409,25 +453,13 @@ impl Program {
                 out.push(q);
             }
         }
-        // Whole objects (an index names the n-th owned object modulo their number, so the
-        // operations stay valid), and a last remote thread with nothing left to do.
+        // Whole objects (each operation still naming the object it named), and a last remote
+        // thread with nothing left to do.
         if self.bhs.len() > 1 {
-            for b in 0..self.bhs.len() {
-                let mut q = self.clone();
-                q.bhs.remove(b);
-                out.push(q);
-            }
+            out.extend((0..self.bhs.len()).map(|b| self.without(Kind::Bh, b)));
         }
-        for t in 0..self.timers.len() {
-            let mut q = self.clone();
-            q.timers.remove(t);
-            out.push(q);
-        }
-        for f in 0..self.fds.len() {
-            let mut q = self.clone();
-            q.fds.remove(f);
-            out.push(q);
-        }
+        out.extend((0..self.timers.len()).map(|t| self.without(Kind::Timer, t)));
+        out.extend((0..self.fds.len()).map(|f| self.without(Kind::Fd, f)));
         if self.remotes.last().is_some_and(Vec::is_empty) {
             let mut q = self.clone();
             q.remotes.pop();
@@ -437,6 +469,60 @@ impl Program {
             out.push(Program { polling: false, ..self.clone() });
         }
         out
+    }
+
+    /// `self` without object `k` of `kind`: every operation still names the object it named (an
+    /// index names the n-th object its thread owns, so the indices are rewritten), and the
+    /// operations on `k` itself go, as do nested waits on it (a timer).
+    fn without(&self, kind: Kind, k: usize) -> Program {
+        let owners = |p: &Program| -> Vec<Owner> {
+            match kind {
+                Kind::Bh => p.bhs.iter().map(|b| b.owner).collect(),
+                Kind::Timer => p.timers.iter().map(|t| t.owner).collect(),
+                Kind::Fd => p.fds.iter().map(|f| f.owner).collect(),
+            }
+        };
+        let mut q = self.clone();
+        match kind {
+            Kind::Bh => drop(q.bhs.remove(k)),
+            Kind::Timer => {
+                q.timers.remove(k);
+                let fix = |n: &mut Nested| match *n {
+                    Nested::WaitTimer(t) if t as usize == k => *n = Nested::No,
+                    Nested::WaitTimer(t) if t as usize > k => *n = Nested::WaitTimer(t - 1),
+                    _ => {}
+                };
+                q.bhs.iter_mut().for_each(|b| fix(&mut b.nested));
+                q.timers.iter_mut().for_each(|t| fix(&mut t.nested));
+                q.fds.iter_mut().for_each(|f| fix(&mut f.nested));
+            }
+            Kind::Fd => drop(q.fds.remove(k)),
+        }
+        let (old, new) = (owners(self), owners(&q));
+        let owned = |all: &[Owner], who: Option<u8>| -> Vec<usize> {
+            (0..all.len()).filter(|&j| Self::owns(all[j], who)).collect()
+        };
+        let remap = |op: Op, thread: Option<u8>| -> Option<Op> {
+            let Some((kd, i)) = op.target() else { return Some(op) };
+            // A hang-up names the n-th home-owned fd, whoever runs it.
+            let who = if matches!(op, Op::HangUp(_)) { None } else { thread };
+            let before = owned(&old, who);
+            if kd != kind || before.is_empty() {
+                return Some(op); // another kind, or skipped anyway
+            }
+            let target = before[i as usize % before.len()];
+            if target == k {
+                return None;
+            }
+            let target = if target > k { target - 1 } else { target };
+            let pos = owned(&new, who).iter().position(|&j| j == target)?;
+            Some(op.with_target(pos as u8))
+        };
+        q.home = self.home.iter().filter_map(|o| remap(*o, None)).collect();
+        q.remotes = (0..self.remotes.len())
+            .map(|r| self.remotes[r].iter().filter_map(|o| remap(*o, Some(r as u8))).collect())
+            .collect();
+        q
     }
 
     /// Shrink `self`, which `fails`, greedily to a program no candidate of which fails, trying at
@@ -677,6 +763,48 @@ mod tests {
         assert!(e.contains("Jump(1)"), "{e}");
         assert!(Program::decode("fd Home true\n").unwrap_err().contains("too few fields"));
         assert!(Program::decode("home TimerMod(0)\n").unwrap_err().contains("argument 1"));
+    }
+
+    /// Removing an object keeps what every other operation names (its index rewritten), and drops
+    /// the operations on that object.
+    #[test]
+    fn removing_an_object_keeps_what_each_operation_names() {
+        let mut checked = 0;
+        for seed in 0..300 {
+            let p = Program::random(seed, Size { remotes: 3, ops: 12 });
+            let kinds =
+                [(Kind::Bh, p.bhs.len()), (Kind::Timer, p.timers.len()), (Kind::Fd, p.fds.len())];
+            for (kind, n) in kinds {
+                for k in 0..n {
+                    let q = p.without(kind, k);
+                    let threads = std::iter::once(None).chain((0..p.remotes.len() as u8).map(Some));
+                    for t in threads {
+                        let ops = |x: &Program| match t {
+                            None => x.home.clone(),
+                            Some(r) => x.remotes[r as usize].clone(),
+                        };
+                        let expect: Vec<Option<Op>> = ops(&p)
+                            .iter()
+                            .filter_map(|o| {
+                                let r = run::resolve(&p, *o, t);
+                                match r.and_then(Op::target) {
+                                    Some((kd, i)) if kd == kind && i as usize == k => None,
+                                    Some((kd, i)) if kd == kind && i as usize > k => {
+                                        Some(r.map(|x| x.with_target(i - 1)))
+                                    }
+                                    _ => Some(r),
+                                }
+                            })
+                            .collect();
+                        let got: Vec<Option<Op>> =
+                            ops(&q).iter().map(|o| run::resolve(&q, *o, t)).collect();
+                        assert_eq!(got, expect, "seed {seed}, {kind:?} {k}, thread {t:?}");
+                        checked += got.len();
+                    }
+                }
+            }
+        }
+        assert!(checked > 5_000, "only {checked} operations checked");
     }
 
     /// The greedy shrinker reaches a program with only what the failure needs: here a failure that

@@ -666,7 +666,7 @@ impl Shared {
 /// The object an operation's index names: the n-th object of its kind that `thread` owns (for a
 /// hang-up the n-th home-owned fd, whoever runs it), modulo their number, so that every operation
 /// of a shrunk or generated program acts on something; None if there is no such object.
-fn resolve(p: &Program, op: Op, thread: Option<u8>) -> Option<Op> {
+pub(super) fn resolve(p: &Program, op: Op, thread: Option<u8>) -> Option<Op> {
     let nth = |owners: Vec<Owner>, who: Option<u8>, i: u8| -> Option<u8> {
         let own: Vec<u8> =
             (0..owners.len() as u8).filter(|&k| Program::owns(owners[k as usize], who)).collect();
