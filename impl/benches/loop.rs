@@ -691,9 +691,7 @@ fn main() {
     }
 
     let t_start = Instant::now();
-    let phase = Arc::new(Mutex::new("setup"));
-    watchdog("loop", Duration::from_secs(if args.quick { 60 } else { 240 }), phase.clone());
-    let set_phase = |p: &'static str| *phase.lock().unwrap() = p;
+    let set_phase = watchdog("loop", Duration::from_secs(if args.quick { 60 } else { 240 }));
     let sz = Sizes::of(args.quick);
     let probe = Meter::new();
     let perf_ok = probe.perf.is_some();

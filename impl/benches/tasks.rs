@@ -932,9 +932,7 @@ fn main() {
     let Some(args) = parse_args() else { return };
     exit_on_panic();
     let t_start = Instant::now();
-    let phase = Arc::new(Mutex::new("setup"));
-    watchdog("tasks", Duration::from_secs(if args.quick { 90 } else { 300 }), phase.clone());
-    let set_phase = |p: &'static str| *phase.lock().unwrap() = p;
+    let set_phase = watchdog("tasks", Duration::from_secs(if args.quick { 90 } else { 300 }));
     let sz = Sizes::of(args.quick);
     let probe = Meter::new();
     let perf_ok = probe.perf.is_some();

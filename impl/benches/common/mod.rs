@@ -595,8 +595,10 @@ pub fn default_tsv_path(bench: &str) -> std::path::PathBuf {
 }
 
 /// Abort the process if the bench hangs (a lost wake-up, kick or interrupt would block a ping-pong
-/// or a side forever).
-pub fn watchdog(bench: &'static str, limit: Duration, phase: Arc<Mutex<&'static str>>) {
+/// or a side forever). Returns the setter of the phase the abort message names.
+pub fn watchdog(bench: &'static str, limit: Duration) -> impl Fn(&'static str) {
+    let phase = Arc::new(Mutex::new("setup"));
+    let set = phase.clone();
     thread::spawn(move || {
         thread::sleep(limit);
         eprintln!(
@@ -605,6 +607,7 @@ pub fn watchdog(bench: &'static str, limit: Duration, phase: Arc<Mutex<&'static 
         );
         std::process::exit(3);
     });
+    move |p| *set.lock().unwrap() = p
 }
 
 /// A panic on a helper thread would leave its partner blocked forever: fail the whole run.

@@ -58,7 +58,6 @@ mod machine; // load, CPU affinity, counters
 mod round_trip; // part 1
 mod table; // statistics and the table
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use adaptive::{idle, part2};
@@ -80,9 +79,7 @@ fn main() {
 
     let t_start = Instant::now();
     let load_start = loadavg();
-    let phase = Arc::new(Mutex::new("setup"));
-    watchdog("polling", Duration::from_secs(if args.quick { 90 } else { 300 }), phase.clone());
-    let set_phase = |p: &'static str| *phase.lock().unwrap() = p;
+    let set_phase = watchdog("polling", Duration::from_secs(if args.quick { 90 } else { 300 }));
     let perf_ok = Meter::new().perf.is_some();
     let t = run_parts(&args, &set_phase);
     set_phase("report");
