@@ -12,6 +12,7 @@
 //! - regressions: minimal programs found by the generator, pasted as printed.
 //!
 //! Sizes: `AIOCTX_WORKLOAD_CASES` programs per test (default 96; `ci/conformance --full` raises it),
+//! `AIOCTX_WORKLOAD_OPS` operations per thread at most (default 10),
 //! `AIOCTX_WORKLOAD_SEED` fixes proptest's seed (default: fixed 0x5eed, so CI is reproducible; a
 //! failure prints the minimal program as a regression test and the seed). The shuttle runs are in
 //! `model/tests/shuttle_workloads.rs`.
@@ -33,6 +34,11 @@ use proptest::test_runner::{Config, RngSeed, TestCaseError, TestError, TestRunne
 
 fn cases() -> u32 {
     std::env::var("AIOCTX_WORKLOAD_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96)
+}
+
+/// Operations per thread, at most (`AIOCTX_WORKLOAD_OPS`, default 10).
+fn max_ops() -> usize {
+    std::env::var("AIOCTX_WORKLOAD_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(10)
 }
 
 fn seed() -> u64 {
@@ -58,7 +64,7 @@ fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: b
     let t0 = std::time::Instant::now();
     let stats = std::cell::Cell::new((0u64, Stats::default()));
     let injected = std::cell::Cell::new(aioctx::FaultCounts::default());
-    let strat = (program(max_remotes, 10), faults());
+    let strat = (program(max_remotes, max_ops()), faults());
     let r = runner(n).run(&strat, |(p, f)| {
         let f = if faulty { f } else { Faults::default() };
         let at = w(f);
@@ -865,4 +871,39 @@ fn a_program_file_shrinks_in_child_processes() {
     let bad = tool(&["shrink"], "");
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Found by the generator with registration faults (seed 11, 40 operations per thread): a nested
+/// blocking wait inside a hung-up fd's callback leaves that fd out of the wait (interest none) and
+/// restores it after; the restore failed (an injected ENOMEM / EMFILE: on epoll an EPOLL_CTL_ADD,
+/// which can also meet ENOSPC, the per-user watch limit) and its error was dropped, so the fd
+/// stayed unwatched while its handler waited for it: the next blocking poll slept for good.
+#[test]
+fn issue14_a_failed_restore_after_a_nested_wait_is_retried() {
+    let p = Program {
+        polling: false,
+        bhs: vec![BhSpec {
+            owner: Owner::Home,
+            idle: false,
+            resched: 0,
+            nested: Nested::No,
+            delete_self: false,
+            task: false,
+            completes: false,
+        }],
+        timers: vec![TimerSpec { owner: Owner::Home, rearm: 0, nested: Nested::No }],
+        fds: vec![FdSpec {
+            owner: Owner::Home,
+            poll: false,
+            remove_self: false,
+            nested: Nested::WaitTimer(0),
+            consume_late: false,
+            eof_removes: false,
+            write: false,
+        }],
+        home: vec![Op::SetHandler(0), Op::SetInterest(0, true), Op::HangUp(0)],
+        remotes: vec![],
+    };
+    let faults = Faults { seed: 16975802641205830401, register_fail: 120, ..Faults::default() };
+    check_program(&p, model_kernel(faults));
 }

@@ -57,6 +57,10 @@ pub(crate) struct LineEnd;
 /// A pending idle BH caps a blocking wait at this (QEMU: 10 ms).
 const IDLE_BH_TIMEOUT_NS: u64 = 10_000_000;
 
+/// The longest wait while a registration a nested wait left out could not be restored (the fd
+/// monitor refused it, `AioContext::resync`): the restore is retried before each wait.
+const RESYNC_RETRY_NS: u64 = 1_000_000;
+
 /// The shared half of a context.
 ///
 /// Layout: the two fields every cross-thread kick writes (`notify.notified`, and `bh_list` for a BH)
@@ -246,6 +250,7 @@ impl Builder {
                 fdmon: RefCell::new((0, fdmon)),
                 events: Cell::new(Vec::new()),
                 ready: Cell::new(Vec::new()),
+                unsynced: RefCell::new(Vec::new()),
                 polling: PollState::default(),
             },
             tasks: Default::default(),
@@ -548,7 +553,18 @@ struct Home {
     /// Reusable buffers (taken by the outermost poll; a nested poll allocates its own).
     events: Cell<Vec<Event>>,
     ready: Cell<Vec<(Arc<AioHandler>, Event)>>,
+    /// Registrations a nested wait left out and the fd monitor then refused to restore
+    /// ([`AioContext::nested_wait`]): retried before every wait ([`AioContext::resync`]).
+    unsynced: RefCell<Vec<Arc<AioHandler>>>,
     pub(crate) polling: PollState,
+}
+
+impl Home {
+    /// A registration is left unrestored (`unsynced`).
+    #[inline]
+    fn has_unsynced(&self) -> bool {
+        !self.unsynced.borrow().is_empty()
+    }
 }
 
 /// An event loop (QEMU `AioContext`): bottom halves, fd handlers and timers run by [`poll`] on the
@@ -801,6 +817,9 @@ impl AioContext {
         let waits = timeout != Some(0) || s.nr_user.load(Ordering::Relaxed) != 0;
         let mut events = Vec::new(); // no allocation unless a wait needs the buffer
         if waits {
+            if self.home.has_unsynced() {
+                self.resync(&mut timeout);
+            }
             events = self.home.events.take();
             if timeout != Some(0) && self.home.polling.poll_mode_end(&self.poll_env()) {
                 // The final poll after io_poll_end found an event: do not block.
@@ -959,6 +978,11 @@ impl AioContext {
     /// `remove_fd_handler` wins). Restored, a still-ready fd is reported by the next wait after the
     /// callback returned. With no interest a registration reports nothing, not even a hang-up or
     /// an error (`FdMonitor::modify`), so a hung-up fd does not end the wait either.
+    ///
+    /// A restore the monitor refuses (ENOMEM; on epoll an EPOLL_CTL_ADD, which also meets
+    /// ENOSPC, the per-user watch limit; a failed io_uring submission) would leave the fd unwatched
+    /// while its handler waits for it: a lost wake-up. It is kept in `unsynced` and retried before
+    /// every later wait ([`AioContext::resync`]).
     #[cold]
     fn nested_wait(&self, timeout: Option<u64>, events: &mut Vec<Event>) {
         let s = &*self.handle.shared;
@@ -978,9 +1002,35 @@ impl AioContext {
             for h in &running {
                 // Still registered: `retire` sets `deleted` under this lock.
                 if !h.is_deleted() {
-                    let _ = t.fdmon.modify(h.fd, h.token, h.interest());
+                    self.restore(&t, h);
                 }
             }
+        }
+    }
+
+    /// Restore `h`'s registration after a nested wait; one the monitor refuses is kept (once) in
+    /// `unsynced` for [`AioContext::resync`].
+    fn restore(&self, t: &HandlerTable, h: &Arc<AioHandler>) {
+        if t.fdmon.modify(h.fd, h.token, h.interest()).is_ok() {
+            return;
+        }
+        let mut unsynced = self.home.unsynced.borrow_mut();
+        if !unsynced.iter().any(|u| Arc::ptr_eq(u, h)) {
+            unsynced.push(h.clone());
+        }
+    }
+
+    /// Retry the restores `nested_wait` could not make (under the table lock, for the handlers
+    /// still registered). While one is still refused, no wait blocks longer than
+    /// [`RESYNC_RETRY_NS`]: its fd is looked at again soon, by the next retry, instead of never.
+    #[cold]
+    fn resync(&self, timeout: &mut Option<u64>) {
+        let t = self.handle.shared.handlers.lock();
+        let mut unsynced = self.home.unsynced.borrow_mut();
+        unsynced
+            .retain(|h| !h.is_deleted() && t.fdmon.modify(h.fd, h.token, h.interest()).is_err());
+        if !unsynced.is_empty() {
+            *timeout = Some(timeout.map_or(RESYNC_RETRY_NS, |t| t.min(RESYNC_RETRY_NS)));
         }
     }
 
@@ -1234,6 +1284,61 @@ mod tests {
             Some(5_000_000),
             "the timer is earlier than the idle cap"
         );
+    }
+
+    /// A restore that the fd monitor refuses after a nested wait left the running handler's fd out
+    /// is retried before every later wait, and until it succeeds no wait blocks longer than
+    /// `RESYNC_RETRY_NS` (the fd would otherwise stay unwatched while its handler waits for it);
+    /// once it succeeds, waits block as long as they need again.
+    #[test]
+    fn a_restore_the_monitor_refused_is_retried_before_each_wait() {
+        use crate::{Faults, FdHandler};
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let k = ModelKernel::new();
+        let ctx = AioContext::builder().backend(Backend::Model(k.clone())).build().unwrap();
+        let fd = k.open();
+        let nested = Rc::new(Cell::new(0));
+        let n2 = nested.clone();
+        let k2 = k.clone();
+        // The nested poll's blocking wait ends at this timer (armed now: an arming from inside the
+        // callback would notify, and a notified nested poll does not wait).
+        let inner = Rc::new(ctx.timer_new(|_| {}));
+        let i2 = inner.clone();
+        ctx.set_fd_handler(
+            fd,
+            FdHandler::new().on_read(move |_| {
+                k2.take_readable(fd);
+                // A nested blocking poll: the fd is left out of its wait, then restored.
+                AioContext::with_current(|c| while i2.is_pending() && c.poll(true) {});
+                n2.set(n2.get() + 1);
+            }),
+        )
+        .unwrap();
+        inner.mod_ns(ctx.now_ns() + 1_000);
+        k.set_readable(fd, true);
+        // Every add / modify fails from now on: the leave-out (harmless: the fd stays watched) and
+        // the restore (the fd would stay out).
+        k.set_faults(Faults { register_fail: 1000, ..Faults::default() });
+        assert!(ctx.poll(true));
+        assert_eq!(nested.get(), 1);
+        assert_eq!(ctx.home.unsynced.borrow().len(), 1, "the refused restore is kept");
+        let fired = Rc::new(Cell::new(false));
+        let f2 = fired.clone();
+        let late = ctx.timer_new(move |_| f2.set(true));
+        let t0 = ctx.now_ns();
+        late.mod_ns(t0 + 1_000_000_000);
+        // Still refused: the wait is capped, the timer a second away is not reached.
+        assert!(!ctx.poll(true));
+        assert!(!fired.get() && ctx.now_ns() - t0 <= 2 * RESYNC_RETRY_NS, "{}", ctx.now_ns() - t0);
+        assert_eq!(ctx.home.unsynced.borrow().len(), 1);
+        // Accepted: the list empties and the wait blocks until the timer.
+        k.set_faults(Faults::default());
+        assert!(ctx.poll(true));
+        assert!(fired.get() && ctx.home.unsynced.borrow().is_empty());
+        k.set_readable(fd, true);
+        assert!(ctx.poll(true), "the restored registration reports its fd");
+        assert_eq!(nested.get(), 2);
     }
 
     /// With the model kernel, a blocking poll with only a timer pending waits until the deadline
