@@ -58,6 +58,10 @@ fn runner(cases: u32) -> TestRunner {
 /// Run generated programs where `w` says (`faulty`: fault rates drawn too). Prints the
 /// `WORKLOADS` line ci/conformance collects.
 fn generated(name: &str, max_remotes: u8, w: impl Fn(Faults) -> Where, faulty: bool) {
+    let name = &match max_ops() {
+        10 => name.to_string(),
+        n => format!("{name}, {n} ops"),
+    };
     // The trace recorder is process-global: no run of this binary overlaps one that records.
     let _g = serial();
     let n = cases();

@@ -802,7 +802,9 @@ impl AioContext {
         } else {
             None
         };
-        let mut progress = polled.is_some_and(|p| p.progress);
+        // Progress is what ran (a handler io_poll found ready counts when its io_poll_ready runs,
+        // in `dispatch_events`: one removed meanwhile runs nothing).
+        let mut progress = false;
 
         // 5. Announce a blocking wait; a notify that came in while notify_me was 0 cancels it.
         let armed = timeout != Some(0);
@@ -824,7 +826,6 @@ impl AioContext {
             if timeout != Some(0) && self.home.polling.poll_mode_end(&self.poll_env()) {
                 // The final poll after io_poll_end found an event: do not block.
                 timeout = Some(0);
-                progress = true;
             }
             if timeout != Some(0) && self.home.walk_depth.get() > 1 {
                 self.nested_wait(timeout, &mut events);

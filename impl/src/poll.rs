@@ -132,11 +132,10 @@ fn trace_adjust(fd: std::os::fd::RawFd, old: u64, new: u64) {
     }
 }
 
-/// What one `try_poll_mode` did.
+/// What one `try_poll_mode` did. A handler it found ready is not progress yet: its io_poll_ready
+/// runs in `dispatch_poll_ready`, which says so (a handler removed in between runs nothing).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Polled {
-    /// A user handler became ready.
-    pub(crate) progress: bool,
     /// The clock when polling ended, if it polled.
     pub(crate) end_ns: Option<u64>,
 }
@@ -225,7 +224,7 @@ impl PollState {
         timeout: &mut Option<u64>,
         start: u64,
     ) -> Polled {
-        let none = Polled { progress: false, end_ns: None };
+        let none = Polled { end_ns: None };
         if !env.params.enabled() {
             return none;
         }
@@ -260,7 +259,7 @@ impl PollState {
         }
 
         tracing::trace!(target: "aioctx", max_ns = budget, timeout = ?timeout, "run_poll_handlers_begin");
-        let mut progress = false;
+        let mut found = false;
         let mut rounds = 0u32;
         // The end of polling (`block_ns`, idle deadlines, the remaining timeout): the last round's
         // clock reading. A round that finds work or a kick breaks before reading the clock, so that
@@ -277,7 +276,7 @@ impl PollState {
             for h in &list {
                 if self.poll_once(env, h, start) {
                     *timeout = Some(0);
-                    progress = true;
+                    found = true;
                 }
             }
             let mut cur = self.list.borrow_mut();
@@ -307,13 +306,13 @@ impl PollState {
         let now = now.unwrap_or_else(|| env.clock.now_ns());
         if fdmon_polls && self.remove_idle(env, now) {
             *timeout = Some(0);
-            progress = true;
+            found = true;
         }
         if let Some(t) = timeout.as_mut() {
             *t = t.saturating_sub(now.saturating_sub(start));
         }
-        tracing::trace!(target: "aioctx", progress, timeout = ?timeout, "run_poll_handlers_end");
-        Polled { progress, end_ns: Some(now) }
+        tracing::trace!(target: "aioctx", found, timeout = ?timeout, "run_poll_handlers_end");
+        Polled { end_ns: Some(now) }
     }
 
     /// One io_poll of `h`; true if it is ready (then queued for io_poll_ready).

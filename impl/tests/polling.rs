@@ -354,6 +354,43 @@ fn idle_poll_handler_removal_ends_polling_with_final_poll() {
 
 /// test-nested-aio-poll: io_poll_ready runs a nested blocking poll; it is never re-entered, a
 /// never-ready handler never gets io_poll_ready, and polling is effective right after the first event.
+/// A handler that io_poll found ready is progress only when its io_poll_ready runs: one removed in
+/// between (here by its own io_poll; in the wild by another thread, which the generated workloads
+/// caught as `p_progress_exact`) runs nothing, and the poll that found it returns false.
+#[test]
+fn a_ready_handler_removed_before_its_io_poll_ready_is_not_progress() {
+    let (ctx, k) = model_ctx(10);
+    let fd = k.open();
+    let (polls, readies) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let (p2, r2, k2) = (polls.clone(), readies.clone(), k.clone());
+    ctx.set_fd_handler(
+        fd,
+        FdHandler::new()
+            .on_read(move |_| {
+                k2.take_readable(fd);
+            })
+            .on_poll(
+                move |this| {
+                    p2.fetch_add(1, SeqCst);
+                    this.remove().unwrap();
+                    true
+                },
+                move |_| {
+                    r2.fetch_add(1, SeqCst);
+                },
+            ),
+    )
+    .unwrap();
+    k.set_readable(fd, true);
+    assert!(ctx.poll(true), "on_read");
+    assert!(ctx.is_polled(fd), "joined the poll list on its first event");
+    assert!(ctx.poll_ns(fd).is_some_and(|ns| ns > 0), "a polling window");
+    // A bare notify ends the blocking poll after its polling round (not progress itself).
+    ctx.notify();
+    assert!(!ctx.poll(true), "found ready, removed, nothing ran: no progress");
+    assert_eq!((polls.load(SeqCst), readies.load(SeqCst)), (1, 0));
+}
+
 #[test]
 fn nested_poll_in_io_poll_ready_does_not_reenter() {
     let k = ModelKernel::new();
