@@ -397,7 +397,14 @@ fn oracle_keeps_a_hung_up_fd_readable() {
         .concat()
     };
     let head = [
-        vec![Ev::SetBegin(0, 1), Ev::SetEnd(0, 1, true), Ev::Ready(0), Ev::HangUp(0)],
+        vec![
+            Ev::SetBegin(0, 1),
+            Ev::SetEnd(0, 1, true),
+            Ev::Ready(0),
+            Ev::ReadyDone(0),
+            Ev::HangUp(0),
+            Ev::HungUp(0),
+        ],
         poll(vec![Ev::Consumed(0)]),
     ]
     .concat();

@@ -704,6 +704,13 @@ impl AioContext {
         h.is_some_and(|h| h.with_local(|l| l.on_poll_list))
     }
 
+    /// Whether `fd`'s handler has a registration the fd monitor refused to restore after a nested
+    /// wait left it out (ENOMEM, ENOSPC, ...): until a retry before a later wait succeeds, the
+    /// monitor does not watch the fd, and no wait blocks longer than 1 ms.
+    pub fn is_unwatched(&self, fd: RawFd) -> bool {
+        self.home.unsynced.borrow().iter().any(|h| h.fd == fd)
+    }
+
     /// Whether poll mode is on (io_poll_begin was called and io_poll_end is due).
     pub fn poll_started(&self) -> bool {
         self.home.polling.started()

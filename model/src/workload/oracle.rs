@@ -146,8 +146,17 @@ pub enum Ev {
     WriteEnd(u8, bool, bool),
     /// fd f is about to be made readable.
     Ready(u8),
+    /// Making fd f readable returned (a read between `Ready` and this may come before the write:
+    /// it does not consume that readiness).
+    ReadyDone(u8),
     /// fd f's peer is about to be closed (readable for good).
     HangUp(u8),
+    /// The close of fd f's peer returned (from another thread, the kernel's hang-up came at some
+    /// moment between `HangUp` and this: no poll in between owes its handler a call for it).
+    HungUp(u8),
+    /// The fd monitor does not watch fd f now: a registration it refused is being retried
+    /// (`AioContext::is_unwatched`; logged just before a poll begins, for that poll).
+    Unwatched(u8),
     /// A callback consumed fd f's readiness.
     Consumed(u8),
     /// io_poll_begin of fd f instance i.
@@ -245,6 +254,16 @@ struct FdM {
     readable: bool,
     /// Hung up: readable for good.
     hung_up: bool,
+    /// A hang-up logged and not yet returned (`HungUp`).
+    hanging_up: bool,
+    /// Writes logged and not yet returned (`Ready` .. `ReadyDone`).
+    readying: u32,
+    /// Readable perhaps: a read since did not surely consume it (a write in flight may have
+    /// landed after the read). A handler may be called (`p_handler_only_when_ready`), but nothing
+    /// is owed (`readable` is what is owed).
+    maybe_readable: bool,
+    /// Not watched by the fd monitor in the poll about to begin (`Unwatched`).
+    unwatched: bool,
     ready_since: HashSet<u32>,
     poll_begun: HashMap<u32, bool>,
     poll: bool,
@@ -452,10 +471,10 @@ impl Model<'_> {
             for (f, m) in self.fds.iter().enumerate() {
                 let f = f as u8;
                 let [inst] = m.live[..] else { continue };
-                if !self.home_f(f) || self.is_running(Cb::Read(f, inst)) {
+                if !self.home_f(f) || self.is_running(Cb::Read(f, inst)) || m.unwatched {
                     continue;
                 }
-                if m.readable && !m.no_interest {
+                if m.readable && !m.no_interest && !m.hanging_up {
                     due.push(Due::Fd(f, inst));
                 }
                 // A model fd is always writable.
@@ -465,6 +484,7 @@ impl Model<'_> {
             }
         }
         self.frames.push(Frame { begin: i, now, direct_progress: false, due });
+        self.fds.iter_mut().for_each(|m| m.unwatched = false);
     }
 
     /// `p_progress_exact` and `p_runs_what_was_due`.
@@ -722,7 +742,7 @@ impl Model<'_> {
                 m.no_interest_before = std::mem::take(&mut m.no_interest);
                 m.write_on_before = std::mem::replace(&mut m.write_on, write);
                 m.live.push(*inst);
-                if m.readable {
+                if m.readable || m.maybe_readable {
                     m.ready_since.insert(*inst);
                 }
             }
@@ -782,16 +802,26 @@ impl Model<'_> {
             Ev::Ready(f) | Ev::HangUp(f) => {
                 let m = &mut self.fds[*f as usize];
                 m.readable = true;
+                m.readying += u32::from(matches!(ev, Ev::Ready(_)));
                 if matches!(ev, Ev::HangUp(_)) {
                     m.hung_up = true;
+                    m.hanging_up = true;
                     self.st.hang_ups += 1;
                 }
                 let live = m.live.clone();
                 m.ready_since.extend(live);
             }
+            Ev::HungUp(f) => self.fds[*f as usize].hanging_up = false,
+            Ev::ReadyDone(f) => {
+                let m = &mut self.fds[*f as usize];
+                m.readying = m.readying.saturating_sub(1);
+            }
+            Ev::Unwatched(f) => self.fds[*f as usize].unwatched = true,
             Ev::Consumed(f) => {
+                // A write still in flight may land after the read.
                 let m = &mut self.fds[*f as usize];
                 m.readable = m.hung_up;
+                m.maybe_readable = m.readying > 0;
             }
             Ev::IoPollBegin(f, inst) | Ev::IoPollEnd(f, inst) => {
                 let on = matches!(ev, Ev::IoPollBegin(..));

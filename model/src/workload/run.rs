@@ -298,10 +298,20 @@ impl Objs {
     }
 
     fn poll(&self, ctx: &AioContext, blocking: bool) -> bool {
-        self.log(Ev::PollBegin { blocking, now: self.handle.now_ns() });
+        self.poll_begin(ctx, blocking);
         let r = ctx.poll(blocking);
         self.log(Ev::PollEnd { progress: r });
         r
+    }
+
+    /// Log a poll's begin, after the fds the monitor does not watch for it (`Ev::Unwatched`).
+    fn poll_begin(&self, ctx: &AioContext, blocking: bool) {
+        for (f, fd) in self.fd.iter().enumerate() {
+            if ctx.is_unwatched(*fd) {
+                self.log(Ev::Unwatched(f as u8));
+            }
+        }
+        self.log(Ev::PollBegin { blocking, now: self.handle.now_ns() });
     }
 
     /// After an outermost poll: which handlers are on the poll list.
@@ -787,6 +797,7 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
         Op::Ready(f) => {
             o.log(Ev::Ready(f));
             o.fds.ready(o.fd[f as usize]);
+            o.log(Ev::ReadyDone(f));
         }
         Op::Send(f) if p.fds[f as usize].write && thread.is_none() => {
             o.set_write(f, true);
@@ -794,6 +805,7 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
         Op::HangUp(f) => {
             o.log(Ev::HangUp(f));
             o.fds.hang_up(o.fd[f as usize]);
+            o.log(Ev::HungUp(f));
         }
         Op::Notify => {
             o.log(Ev::Wake);
@@ -845,7 +857,7 @@ fn home_loop(s: &Shared, op: Op, ctx: &AioContext) {
             let n = o.p.remotes.len();
             // Its own wait may block only when something will end it (as `Poll(true)`).
             let safe = o.pending(ctx) || s.done.load(Ordering::SeqCst) < n;
-            o.log(Ev::PollBegin { blocking: safe, now: o.handle.now_ns() });
+            o.poll_begin(ctx, safe);
             let t = ctx.prepare();
             o.fds.external_wait(
                 std::os::fd::AsRawFd::as_raw_fd(ctx),
