@@ -1331,6 +1331,7 @@ mod tests {
         assert!(ctx.poll(true));
         assert_eq!(nested.get(), 1);
         assert_eq!(ctx.home.unsynced.borrow().len(), 1, "the refused restore is kept");
+        assert!(ctx.is_unwatched(fd) && !ctx.is_unwatched(fd + 1));
         let fired = Rc::new(Cell::new(false));
         let f2 = fired.clone();
         let late = ctx.timer_new(move |_| f2.set(true));
@@ -1343,7 +1344,7 @@ mod tests {
         // Accepted: the list empties and the wait blocks until the timer.
         k.set_faults(Faults::default());
         assert!(ctx.poll(true));
-        assert!(fired.get() && ctx.home.unsynced.borrow().is_empty());
+        assert!(fired.get() && ctx.home.unsynced.borrow().is_empty() && !ctx.is_unwatched(fd));
         k.set_readable(fd, true);
         assert!(ctx.poll(true), "the restored registration reports its fd");
         assert_eq!(nested.get(), 2);
