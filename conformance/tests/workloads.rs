@@ -319,15 +319,7 @@ fn home_programs_quickcheck() {
 fn home_program() -> Program {
     Program {
         polling: false,
-        bhs: vec![BhSpec {
-            owner: Owner::Home,
-            idle: false,
-            resched: 0,
-            nested: Nested::No,
-            delete_self: false,
-            task: false,
-            completes: false,
-        }],
+        bhs: vec![BhSpec::plain(Owner::Home)],
         timers: vec![TimerSpec { owner: Owner::Home, rearm: 0, nested: Nested::No }],
         fds: vec![],
         home: vec![],
@@ -345,15 +337,7 @@ fn end() -> Ev {
 fn oracle_rejects_a_read_after_interest_none() {
     let mut p = home_program();
     p.timers = vec![];
-    p.fds = vec![FdSpec {
-        owner: Owner::Home,
-        poll: true,
-        remove_self: false,
-        nested: Nested::No,
-        consume_late: false,
-        eof_removes: false,
-        write: false,
-    }];
+    p.fds = vec![FdSpec { poll: true, ..FdSpec::plain(Owner::Home) }];
     let head = vec![
         Ev::SetBegin(0, 1),
         Ev::SetEnd(0, 1, true),
@@ -379,15 +363,7 @@ fn oracle_rejects_a_read_after_interest_none() {
 fn oracle_keeps_a_hung_up_fd_readable() {
     let mut p = home_program();
     p.timers = vec![];
-    p.fds = vec![FdSpec {
-        owner: Owner::Home,
-        poll: false,
-        remove_self: false,
-        nested: Nested::No,
-        consume_late: false,
-        eof_removes: false,
-        write: false,
-    }];
+    p.fds = vec![FdSpec::plain(Owner::Home)];
     let poll = |then: Vec<Ev>| {
         [
             vec![Ev::PollBegin { blocking: false, now: 0 }, Ev::CbBegin(Cb::Read(0, 1))],
@@ -429,15 +405,7 @@ fn oracle_keeps_a_hung_up_fd_readable() {
 fn oracle_checks_the_write_side() {
     let mut p = home_program();
     p.timers = vec![];
-    p.fds = vec![FdSpec {
-        owner: Owner::Home,
-        poll: false,
-        remove_self: false,
-        nested: Nested::No,
-        consume_late: false,
-        eof_removes: false,
-        write: true,
-    }];
+    p.fds = vec![FdSpec { write: true, ..FdSpec::plain(Owner::Home) }];
     let begin = || Ev::PollBegin { blocking: false, now: 0 };
     let set = vec![Ev::SetBegin(0, 1), Ev::SetEnd(0, 1, true)];
     let flush = vec![
@@ -524,15 +492,7 @@ fn oracle_rejects_a_busy_loop_and_an_unpaired_poll_end() {
     let busy = vec![Ev::End { idle_polls: 100, injected: 0 }];
     assert_eq!(check(&p, &busy, true).unwrap_err().property, "p_no_busy_loop");
     let mut q = home_program();
-    q.fds = vec![FdSpec {
-        owner: Owner::Home,
-        poll: true,
-        remove_self: false,
-        nested: Nested::No,
-        consume_late: false,
-        eof_removes: false,
-        write: false,
-    }];
+    q.fds = vec![FdSpec { poll: true, ..FdSpec::plain(Owner::Home) }];
     let unpaired = vec![
         Ev::SetBegin(0, 1),
         Ev::SetEnd(0, 1, true),
@@ -633,24 +593,8 @@ fn issue14_defect1_self_rescheduling_bh_with_nested_polls() {
     let p = Program {
         polling: false,
         bhs: vec![
-            BhSpec {
-                owner: Owner::Home,
-                idle: false,
-                resched: 2,
-                nested: Nested::Drain,
-                delete_self: false,
-                task: false,
-                completes: false,
-            },
-            BhSpec {
-                owner: Owner::Home,
-                idle: false,
-                resched: 1,
-                nested: Nested::WaitTimer(0),
-                delete_self: false,
-                task: false,
-                completes: false,
-            },
+            BhSpec { resched: 2, nested: Nested::Drain, ..BhSpec::plain(Owner::Home) },
+            BhSpec { resched: 1, nested: Nested::WaitTimer(0), ..BhSpec::plain(Owner::Home) },
         ],
         timers: vec![TimerSpec { owner: Owner::Home, rearm: 0, nested: Nested::No }],
         fds: vec![],
@@ -685,13 +629,9 @@ fn issue14_handler_fd_left_out_of_a_nested_blocking_wait() {
         bhs: vec![],
         timers: vec![TimerSpec { owner: Owner::Home, rearm: 0, nested: Nested::No }],
         fds: vec![FdSpec {
-            owner: Owner::Home,
-            poll: false,
-            remove_self: false,
             nested: Nested::WaitTimer(0),
             consume_late: true,
-            eof_removes: false,
-            write: false,
+            ..FdSpec::plain(Owner::Home)
         }],
         home: vec![Op::SetHandler(0), Op::Ready(0), Op::Poll(false)],
         remotes: vec![],
@@ -734,13 +674,10 @@ fn issue14_poll_begin_due_inside_the_handlers_own_callback() {
         bhs: vec![],
         timers: vec![],
         fds: vec![FdSpec {
-            owner: Owner::Home,
             poll: true,
-            remove_self: false,
             nested: Nested::Once,
             consume_late: true,
-            eof_removes: false,
-            write: false,
+            ..FdSpec::plain(Owner::Home)
         }],
         home: vec![
             Op::SetHandler(0),
@@ -767,13 +704,9 @@ fn issue14_poll_end_due_inside_io_poll_ready() {
         bhs: vec![],
         timers: vec![TimerSpec { owner: Owner::Home, rearm: 0, nested: Nested::No }],
         fds: vec![FdSpec {
-            owner: Owner::Home,
             poll: true,
-            remove_self: false,
             nested: Nested::WaitTimer(0),
-            consume_late: false,
-            eof_removes: false,
-            write: false,
+            ..FdSpec::plain(Owner::Home)
         }],
         home: vec![
             Op::SetHandler(0),
@@ -843,15 +776,7 @@ fn a_program_file_shrinks_in_child_processes() {
     let dir = std::env::temp_dir().join(format!("workload-shrink-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut p = Program::random(7, Size { remotes: 2, ops: 10 });
-    p.bhs.push(BhSpec {
-        owner: Owner::Home,
-        idle: false,
-        resched: 1,
-        nested: Nested::No,
-        delete_self: false,
-        task: true,
-        completes: false,
-    });
+    p.bhs.push(BhSpec { resched: 1, task: true, ..BhSpec::plain(Owner::Home) });
     let file = dir.join("p.program");
     let head = aioctx_conformance::workload::encode_where(model_kernel(Faults::default()));
     std::fs::write(&file, format!("{head}\n{}", p.encode())).unwrap();
@@ -893,25 +818,9 @@ fn a_program_file_shrinks_in_child_processes() {
 fn issue14_a_failed_restore_after_a_nested_wait_is_retried() {
     let p = Program {
         polling: false,
-        bhs: vec![BhSpec {
-            owner: Owner::Home,
-            idle: false,
-            resched: 0,
-            nested: Nested::No,
-            delete_self: false,
-            task: false,
-            completes: false,
-        }],
+        bhs: vec![BhSpec::plain(Owner::Home)],
         timers: vec![TimerSpec { owner: Owner::Home, rearm: 0, nested: Nested::No }],
-        fds: vec![FdSpec {
-            owner: Owner::Home,
-            poll: false,
-            remove_self: false,
-            nested: Nested::WaitTimer(0),
-            consume_late: false,
-            eof_removes: false,
-            write: false,
-        }],
+        fds: vec![FdSpec { nested: Nested::WaitTimer(0), ..FdSpec::plain(Owner::Home) }],
         home: vec![Op::SetHandler(0), Op::SetInterest(0, true), Op::HangUp(0)],
         remotes: vec![],
     };

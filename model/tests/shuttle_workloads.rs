@@ -120,15 +120,7 @@ fn generated_workloads_with_faults() {
 fn task_reschedules_itself_while_its_remote_owner_drops_its_waker() {
     let p = Program {
         polling: false,
-        bhs: vec![BhSpec {
-            owner: Owner::Remote(0),
-            idle: false,
-            resched: 2,
-            nested: Nested::No,
-            delete_self: false,
-            task: true,
-            completes: false,
-        }],
+        bhs: vec![BhSpec { resched: 2, task: true, ..BhSpec::plain(Owner::Remote(0)) }],
         timers: vec![],
         fds: vec![],
         home: vec![],

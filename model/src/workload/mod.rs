@@ -112,6 +112,38 @@ pub struct FdSpec {
     pub write: bool,
 }
 
+impl BhSpec {
+    /// A BH that runs once per schedule and does nothing else: the plainest of `owner`'s BHs (what
+    /// shrinking reduces a BH to).
+    pub const fn plain(owner: Owner) -> BhSpec {
+        BhSpec {
+            owner,
+            idle: false,
+            resched: 0,
+            nested: Nested::No,
+            delete_self: false,
+            task: false,
+            completes: false,
+        }
+    }
+}
+
+impl FdSpec {
+    /// A handler with on_read only, no nested poll, that pauses itself at the end of file: the
+    /// plainest of `owner`'s handlers (what shrinking reduces a handler to).
+    pub const fn plain(owner: Owner) -> FdSpec {
+        FdSpec {
+            owner,
+            poll: false,
+            remove_self: false,
+            nested: Nested::No,
+            consume_late: false,
+            eof_removes: false,
+            write: false,
+        }
+    }
+}
+
 /// One operation of a thread. An object index `i` names the `i`-th object of that kind the thread
 /// owns (modulo their number); an operation on a kind the thread owns none of, or on an object it
 /// dropped, is skipped (so shrinking never makes a program invalid).
@@ -415,16 +447,9 @@ impl Program {
         for b in 0..self.bhs.len() {
             let mut q = self.clone();
             let x = &mut q.bhs[b];
-            if x.nested != Nested::No || x.resched != 0 || x.delete_self || x.idle || x.task {
-                *x = BhSpec {
-                    nested: Nested::No,
-                    resched: 0,
-                    delete_self: false,
-                    idle: false,
-                    task: false,
-                    completes: false,
-                    ..*x
-                };
+            let plain = BhSpec::plain(x.owner);
+            if *x != plain {
+                *x = plain;
                 out.push(q);
             }
         }
@@ -439,15 +464,7 @@ impl Program {
         for f in 0..self.fds.len() {
             let mut q = self.clone();
             let x = &mut q.fds[f];
-            let plain = FdSpec {
-                poll: false,
-                remove_self: false,
-                nested: Nested::No,
-                consume_late: false,
-                eof_removes: false,
-                write: false,
-                ..*x
-            };
+            let plain = FdSpec::plain(x.owner);
             if *x != plain {
                 *x = plain;
                 out.push(q);
@@ -555,28 +572,55 @@ impl Program {
         self.len() == 0
     }
 
-    /// The program as Rust source (a `Program` literal).
+    /// The program as Rust source (a `Program` literal; its BHs and fds as the fields that differ
+    /// from the plain one's).
     pub fn to_rust(&self) -> String {
+        fn spec(ty: &str, owner: Owner, fields: &[Option<String>]) -> String {
+            let plain = format!("{ty}::plain(Owner::{owner:?})");
+            let set: Vec<&str> = fields.iter().flatten().map(String::as_str).collect();
+            if set.is_empty() {
+                plain
+            } else {
+                format!("{ty} {{ {}, ..{plain} }}", set.join(", "))
+            }
+        }
         let mut s = String::new();
         let _ = writeln!(s, "Program {{");
         let _ = writeln!(s, "    polling: {},", self.polling);
         let _ = writeln!(s, "    bhs: vec![");
         for b in &self.bhs {
-            let _ = writeln!(s, "        BhSpec {{ owner: {:?}, idle: {}, resched: {}, nested: Nested::{:?}, delete_self: {}, task: {}, completes: {} }},",
-                b.owner, b.idle, b.resched, b.nested, b.delete_self, b.task, b.completes);
+            let q = BhSpec::plain(b.owner);
+            let fields = [
+                (b.idle != q.idle).then(|| format!("idle: {}", b.idle)),
+                (b.resched != q.resched).then(|| format!("resched: {}", b.resched)),
+                (b.nested != q.nested).then(|| format!("nested: Nested::{:?}", b.nested)),
+                (b.delete_self != q.delete_self).then(|| format!("delete_self: {}", b.delete_self)),
+                (b.task != q.task).then(|| format!("task: {}", b.task)),
+                (b.completes != q.completes).then(|| format!("completes: {}", b.completes)),
+            ];
+            let _ = writeln!(s, "        {},", spec("BhSpec", b.owner, &fields));
         }
         let _ = writeln!(s, "    ],\n    timers: vec![");
         for t in &self.timers {
             let _ = writeln!(
                 s,
-                "        TimerSpec {{ owner: {:?}, rearm: {}, nested: Nested::{:?} }},",
+                "        TimerSpec {{ owner: Owner::{:?}, rearm: {}, nested: Nested::{:?} }},",
                 t.owner, t.rearm, t.nested
             );
         }
         let _ = writeln!(s, "    ],\n    fds: vec![");
         for f in &self.fds {
-            let _ = writeln!(s, "        FdSpec {{ owner: {:?}, poll: {}, remove_self: {}, nested: Nested::{:?}, consume_late: {}, eof_removes: {}, write: {} }},",
-                f.owner, f.poll, f.remove_self, f.nested, f.consume_late, f.eof_removes, f.write);
+            let q = FdSpec::plain(f.owner);
+            let fields = [
+                (f.poll != q.poll).then(|| format!("poll: {}", f.poll)),
+                (f.remove_self != q.remove_self).then(|| format!("remove_self: {}", f.remove_self)),
+                (f.nested != q.nested).then(|| format!("nested: Nested::{:?}", f.nested)),
+                (f.consume_late != q.consume_late)
+                    .then(|| format!("consume_late: {}", f.consume_late)),
+                (f.eof_removes != q.eof_removes).then(|| format!("eof_removes: {}", f.eof_removes)),
+                (f.write != q.write).then(|| format!("write: {}", f.write)),
+            ];
+            let _ = writeln!(s, "        {},", spec("FdSpec", f.owner, &fields));
         }
         let ops = |v: &[Op]| v.iter().map(|o| format!("Op::{o:?}")).collect::<Vec<_>>().join(", ");
         let _ = writeln!(s, "    ],\n    home: vec![{}],", ops(&self.home));
@@ -585,7 +629,7 @@ impl Program {
             let _ = writeln!(s, "        vec![{}],", ops(r));
         }
         let _ = write!(s, "    ],\n}}");
-        s.replace("Remote(", "Owner::Remote(").replace("owner: Home", "owner: Owner::Home")
+        s
     }
 
     /// The program as text, one line per object or thread (`polling true`, `bh Home false 0 No

@@ -267,17 +267,48 @@ struct FdM {
     ready_since: HashSet<u32>,
     poll_begun: HashMap<u32, bool>,
     poll: bool,
-    /// Its handler waits for nothing (`set_fd_interest(NONE)`), since the call returned where
-    /// `no_interest_in` says; a new handler waits for readability again.
-    no_interest: bool,
+    /// Its handler waits for readability: from its registration until `set_fd_interest(NONE)`,
+    /// whose call returned where `no_interest_in` says.
+    read: Side,
     no_interest_in: Withdrawn,
-    /// `no_interest` before a `set_fd_handler` or `set_fd_interest` that may fail.
-    no_interest_before: bool,
     /// Its handler waits for writability ([`super::FdSpec::write`]: from its registration and after
     /// each send, until on_write turned it off; a home-owned fd's, so exact).
-    write_on: bool,
-    /// `write_on` before a `set_fd_handler` or write-side change that may fail.
-    write_on_before: bool,
+    write: Side,
+}
+
+/// What a handler waits for on one side (read or write), across a change that may fail: turning a
+/// side on counts from the change's begin (the loop may call the handler before the call returns),
+/// turning it off from its end; a failed change restores the side as it was.
+#[derive(Debug, Default, Clone, Copy)]
+struct Side {
+    on: bool,
+    before: bool,
+}
+
+impl Side {
+    /// A registration begins: the new handler's side is `on`.
+    fn register(&mut self, on: bool) {
+        self.before = std::mem::replace(&mut self.on, on);
+    }
+
+    fn begin(&mut self, on: bool) {
+        self.before = self.on;
+        self.on |= on;
+    }
+
+    /// The change ended; whether it turned the side off.
+    fn end(&mut self, on: bool, ok: bool) -> bool {
+        if !ok {
+            self.undo();
+        } else if !on {
+            self.on = false;
+        }
+        ok && !on
+    }
+
+    fn undo(&mut self) {
+        self.on = self.before;
+    }
 }
 
 /// Where a withdrawal (a `Bh` or `Timer` dropped, a handler removed) returned: on the home thread
@@ -474,11 +505,11 @@ impl Model<'_> {
                 if !self.home_f(f) || self.is_running(Cb::Read(f, inst)) || m.unwatched {
                     continue;
                 }
-                if m.readable && !m.no_interest && !m.hanging_up {
+                if m.readable && m.read.on && !m.hanging_up {
                     due.push(Due::Fd(f, inst));
                 }
                 // A model fd is always writable.
-                if m.write_on {
+                if m.write.on {
                     due.push(Due::Write(f, inst));
                 }
             }
@@ -659,7 +690,7 @@ impl Model<'_> {
                 format!("fd {f} handler {inst} called; fd never readable since"),
             ));
         }
-        if matches!(cb, Cb::Read(..)) && m.no_interest && !m.no_interest_in.allows(outer) {
+        if matches!(cb, Cb::Read(..)) && !m.read.on && !m.no_interest_in.allows(outer) {
             return Err(fail(
                 "p_interest_obeyed",
                 i,
@@ -667,7 +698,7 @@ impl Model<'_> {
             ));
         }
         if write {
-            if !m.write_on {
+            if !m.write.on {
                 return Err(fail(
                     "p_interest_obeyed",
                     i,
@@ -739,8 +770,8 @@ impl Model<'_> {
             Ev::SetBegin(f, inst) => {
                 let write = self.p.fds[*f as usize].write && self.home_f(*f);
                 let m = &mut self.fds[*f as usize];
-                m.no_interest_before = std::mem::take(&mut m.no_interest);
-                m.write_on_before = std::mem::replace(&mut m.write_on, write);
+                m.read.register(true);
+                m.write.register(write);
                 m.live.push(*inst);
                 if m.readable || m.maybe_readable {
                     m.ready_since.insert(*inst);
@@ -756,41 +787,21 @@ impl Model<'_> {
                     m.live.retain(|x| x == inst);
                 } else {
                     m.live.retain(|x| x != inst);
-                    m.no_interest = m.no_interest_before;
-                    m.write_on = m.write_on_before;
+                    m.read.undo();
+                    m.write.undo();
                 }
             }
-            Ev::InterestBegin(f, on) => {
-                let m = &mut self.fds[*f as usize];
-                m.no_interest_before = m.no_interest;
-                if *on {
-                    m.no_interest = false;
-                }
-            }
+            Ev::InterestBegin(f, on) => self.fds[*f as usize].read.begin(*on),
             Ev::InterestEnd(f, on, ok) => {
                 let w = self.withdrawn(!self.home_f(*f));
                 let m = &mut self.fds[*f as usize];
-                if !*ok {
-                    m.no_interest = m.no_interest_before;
-                } else if !*on {
-                    m.no_interest = true;
+                if m.read.end(*on, *ok) {
                     m.no_interest_in = w;
                 }
             }
-            Ev::WriteBegin(f, on) => {
-                let m = &mut self.fds[*f as usize];
-                m.write_on_before = m.write_on;
-                if *on {
-                    m.write_on = true;
-                }
-            }
+            Ev::WriteBegin(f, on) => self.fds[*f as usize].write.begin(*on),
             Ev::WriteEnd(f, on, ok) => {
-                let m = &mut self.fds[*f as usize];
-                if !*ok {
-                    m.write_on = m.write_on_before;
-                } else if !*on {
-                    m.write_on = false;
-                }
+                self.fds[*f as usize].write.end(*on, *ok);
             }
             Ev::Removed(f) => {
                 let w = self.withdrawn(!self.home_f(*f));
@@ -903,10 +914,10 @@ impl Model<'_> {
             if !self.strict_fds || m.live.len() != 1 {
                 continue;
             }
-            if m.write_on {
+            if m.write.on {
                 return kept(format!("fd {f} waits for writability at the end, never flushed"));
             }
-            if m.readable && !m.no_interest {
+            if m.readable && m.read.on {
                 return kept(format!(
                     "fd {f} is readable and registered, its handler never consumed it"
                 ));

@@ -261,6 +261,13 @@ impl Outcome {
     }
 }
 
+/// A side of an fd handler's interest ([`Objs::set_side`]).
+#[derive(Clone, Copy)]
+enum Side {
+    Read,
+    Write,
+}
+
 struct Objs {
     p: Program,
     handle: Handle,
@@ -270,10 +277,10 @@ struct Objs {
     joins: HomeOnly<std::cell::RefCell<Vec<Option<aioctx::task::JoinHandle<()>>>>>,
     timers: Vec<Mutex<Option<Timer<Remote>>>>,
     fd: Vec<RawFd>,
-    /// fd f's handler waits for nothing (`SetInterest(f, false)` returned; a new handler resets it).
-    no_interest: Vec<StdBool>,
-    /// fd f's handler waits for writability ([`super::FdSpec::write`]; home-owned fds only).
-    want_write: Vec<StdBool>,
+    /// What fd f's handler waits for, by [`Side`]: readability (until `SetInterest(f, false)`
+    /// returned; a new handler waits for it again), writability ([`super::FdSpec::write`];
+    /// home-owned fds only).
+    wants: Vec<[StdBool; 2]>,
     fds: std::sync::Arc<dyn Fds>,
     log: StdMutex<Vec<Ev>>,
     bh_runs: Vec<StdU32>,
@@ -497,7 +504,7 @@ impl Objs {
             if spec.remove_self && spec.owner == Owner::Home || eof && spec.eof_removes {
                 o.remove_handler(f);
             } else if eof {
-                o.set_interest(f, false);
+                o.set_side(f, Side::Read, false);
             }
             if !spec.consume_late {
                 o.nested(spec.nested);
@@ -511,7 +518,7 @@ impl Objs {
                 let cb = Cb::Write(f, inst);
                 o.log(Ev::CbBegin(cb));
                 // The output is flushed: wait for writability no more (the read side kept).
-                o.set_write(f, false);
+                o.set_side(f, Side::Write, false);
                 o.log(Ev::CbEnd(cb));
             });
         }
@@ -535,7 +542,7 @@ impl Objs {
                             if spec.eof_removes {
                                 o.remove_handler(f);
                             } else {
-                                o.set_interest(f, false);
+                                o.set_side(f, Side::Read, false);
                             }
                         }
                         if !spec.consume_late {
@@ -576,39 +583,27 @@ impl Objs {
         }
     }
 
-    /// `set_fd_interest(f, READ if on, else NONE)`, logged (before: interest on is an obligation;
-    /// after: off is a withdrawal, as SetBegin / SetEnd). An injected registration fault leaves it
-    /// as it was.
-    fn set_interest(&self, f: u8, on: bool) {
-        self.log(Ev::InterestBegin(f, on));
+    /// One side of fd `f`'s handler on or off (`set_fd_interest`, the other side kept), logged
+    /// before (on is an obligation from there) and after (off is a withdrawal from there), as
+    /// SetBegin / SetEnd. An injected registration fault leaves it as it was.
+    fn set_side(&self, f: u8, side: Side, on: bool) {
+        let write = matches!(side, Side::Write);
+        self.log(if write { Ev::WriteBegin(f, on) } else { Ev::InterestBegin(f, on) });
         // The home thread's `pending` errs towards "nothing to wait for": off before the call (its
         // notify may wake a blocking poll that must then not block again for this fd), on once it
         // succeeded.
-        let no_interest = &self.no_interest[f as usize];
-        let before = no_interest.load(Relaxed);
-        if !on {
-            no_interest.store(true, Relaxed);
-        }
-        let write = self.want_write[f as usize].load(Relaxed);
-        let r = self.handle.set_fd_interest(self.fd[f as usize], Interest { read: on, write });
-        self.log(Ev::InterestEnd(f, on, r.is_ok()));
-        no_interest.store(if r.is_ok() { !on } else { before }, Relaxed);
-        self.check_set(r);
-    }
-
-    /// The write side of fd `f`'s handler on or off (`set_fd_interest`, the read side kept),
-    /// logged as `set_interest` is.
-    fn set_write(&self, f: u8, on: bool) {
-        self.log(Ev::WriteBegin(f, on));
-        let want = &self.want_write[f as usize];
+        let wants = &self.wants[f as usize];
+        let want = &wants[write as usize];
         let before = want.load(Relaxed);
         if !on {
             want.store(false, Relaxed);
         }
-        let read = !self.no_interest[f as usize].load(Relaxed);
-        let r = self.handle.set_fd_interest(self.fd[f as usize], Interest { read, write: on });
-        self.log(Ev::WriteEnd(f, on, r.is_ok()));
-        want.store(if r.is_ok() { on } else { before }, Relaxed);
+        let mut interest = Interest { read: wants[0].load(Relaxed), write: wants[1].load(Relaxed) };
+        *(if write { &mut interest.write } else { &mut interest.read }) = on;
+        let r = self.handle.set_fd_interest(self.fd[f as usize], interest);
+        let ok = r.is_ok();
+        self.log(if write { Ev::WriteEnd(f, on, ok) } else { Ev::InterestEnd(f, on, ok) });
+        want.store(if ok { on } else { before }, Relaxed);
         self.check_set(r);
     }
 
@@ -642,13 +637,10 @@ impl Objs {
     fn pending(&self, ctx: &AioContext) -> bool {
         self.bhs.iter().any(|b| b.lock().as_ref().is_some_and(|b| b.is_scheduled()))
             || self.timers.iter().any(|t| t.lock().as_ref().is_some_and(|t| t.is_pending()))
-            || self.fd.iter().zip(&self.no_interest).zip(&self.want_write).any(
-                |((fd, off), write)| {
-                    let registered = ctx.poll_ns(*fd).is_some();
-                    registered
-                        && (self.fds.is_ready(*fd) && !off.load(Relaxed) || write.load(Relaxed))
-                },
-            )
+            || self.fd.iter().zip(&self.wants).any(|(fd, [read, write])| {
+                let registered = ctx.poll_ns(*fd).is_some();
+                registered && (self.fds.is_ready(*fd) && read.load(Relaxed) || write.load(Relaxed))
+            })
             || self.oneshots.load(Relaxed) != self.oneshots_run.load(Relaxed)
     }
 }
@@ -781,9 +773,10 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
             o.log(Ev::SetEnd(f, inst, r.is_ok()));
             match r {
                 Ok(()) => {
-                    o.no_interest[f as usize].store(false, Relaxed);
                     let write = p.fds[f as usize].write && p.fds[f as usize].owner == Owner::Home;
-                    o.want_write[f as usize].store(write, Relaxed);
+                    let [want_read, want_write] = &o.wants[f as usize];
+                    want_read.store(true, Relaxed);
+                    want_write.store(write, Relaxed);
                     s.inst.lock().unwrap_or_else(|e| e.into_inner())[f as usize] = Some(inst)
                 }
                 Err(e) if !o.faults => {
@@ -793,14 +786,14 @@ fn exec(s: &Shared, w: &Weak<Objs>, op: Op, thread: Option<u8>, ctx: Option<&Aio
             }
         }
         Op::RemoveHandler(f) => o.remove_handler(f),
-        Op::SetInterest(f, on) => o.set_interest(f, on),
+        Op::SetInterest(f, on) => o.set_side(f, Side::Read, on),
         Op::Ready(f) => {
             o.log(Ev::Ready(f));
             o.fds.ready(o.fd[f as usize]);
             o.log(Ev::ReadyDone(f));
         }
         Op::Send(f) if p.fds[f as usize].write && thread.is_none() => {
-            o.set_write(f, true);
+            o.set_side(f, Side::Write, true);
         }
         Op::HangUp(f) => {
             o.log(Ev::HangUp(f));
@@ -926,8 +919,7 @@ pub fn run(p: &Program, env: &Env) -> Outcome {
             },
             timers,
             fd: fd.clone(),
-            no_interest: p.fds.iter().map(|_| StdBool::new(false)).collect(),
-            want_write: p.fds.iter().map(|_| StdBool::new(false)).collect(),
+            wants: p.fds.iter().map(|_| [StdBool::new(false), StdBool::new(false)]).collect(),
             fds: env.fds.clone(),
             log: StdMutex::new(Vec::new()),
             bh_runs: p.bhs.iter().map(|_| StdU32::new(0)).collect(),
