@@ -48,9 +48,9 @@
 //!
 //! | loop of one thread | instructions / iteration |
 //! |---|---|
-//! | `bh.schedule()` + `poll(false)` | 93 |
-//! | task `wake_by_ref()` + `poll(false)` | 166 (1.79×; ci/bench gates it there) |
-//! | `drop(spawn_local(async {}))` + `poll(false)` | 1585 (17×: five allocations — the future's box, `JoinState`, `TaskWaker`, the BH and its schedule slot — and their frees) |
+//! | `bh.schedule()` + `poll(false)` | 92 |
+//! | task `wake_by_ref()` + `poll(false)` | 163 (1.77×; ci/bench gates it at 1.79) |
+//! | `drop(spawn_local(async {}))` + `poll(false)` | 1431 (15.6×: five allocations — `JoinState`, `TaskWaker`, the BH, its schedule slot and its closure's box, the future inside it — and their frees; 1585 when the future had a box of its own) |
 //!
 //! The wake's 73 above the BH: `BhScheduler::schedule`'s mutex ≈ 30 (lock, std's poison check of
 //! the panic count, unlock; a `Bh<Remote>` has none), the task's run ≈ 25 (status, `Context`, the

@@ -205,8 +205,12 @@ impl<T> JoinState<T> {
 
 /// The state a task's BH closure owns: the future, and its side of the join state. Dropping it (on
 /// the home thread) drops the future; a task dropped before it finished counts as cancelled.
+///
+/// The future is pinned where it is, in the BH's boxed closure (no box of its own): `spawn_local`
+/// moves the body into the closure and the closure into its box before the first poll, and a boxed
+/// `dyn FnMut` is never moved out of its box; the box is freed only after the closure is dropped.
 struct TaskBody<F: Future> {
-    fut: Pin<Box<F>>,
+    fut: F,
     join: Rc<JoinState<F::Output>>,
     set: Rc<TaskSet>,
     tw: Arc<TaskWaker>,
@@ -220,13 +224,15 @@ impl<F: Future> TaskBody<F> {
             return; // defensive: a finished task's BH is deleted and not called again
         }
         let mut cx = Context::from_waker(&self.waker);
+        // SAFETY: the future does not move from here until it is dropped (see `TaskBody`).
+        let fut = unsafe { Pin::new_unchecked(&mut self.fut) };
         let r = if planted!("task_clears_woken_after_poll") {
-            let r = self.fut.as_mut().poll(&mut cx);
+            let r = fut.poll(&mut cx);
             self.tw.clear(); // a wake during the poll found `woken` still set: lost
             r
         } else {
             self.tw.clear();
-            self.fut.as_mut().poll(&mut cx)
+            fut.poll(&mut cx)
         };
         if let Poll::Ready(v) = r {
             if self.join.finish(Status::Done, Some(v)) {
@@ -362,8 +368,7 @@ impl AioContext {
         let bh = self.bh_new_cyclic(|sched| {
             let tw = Arc::new(TaskWaker { woken: AtomicBool::new(true), sched });
             let waker = facade_waker(&tw);
-            let mut body =
-                TaskBody { fut: Box::pin(fut), join: join.clone(), set: set.clone(), tw, waker };
+            let mut body = TaskBody { fut, join: join.clone(), set: set.clone(), tw, waker };
             move |_: &BhRef<'_>| body.run()
         });
         bh.schedule();
