@@ -291,6 +291,7 @@ impl Side {
         self.before = std::mem::replace(&mut self.on, on);
     }
 
+    /// A change of the side to `on` begins (`set_fd_interest`).
     fn begin(&mut self, on: bool) {
         self.before = self.on;
         self.on |= on;
@@ -306,6 +307,7 @@ impl Side {
         ok && !on
     }
 
+    /// The change failed: the side is as it was before it.
     fn undo(&mut self) {
         self.on = self.before;
     }
