@@ -216,6 +216,8 @@ struct KernelState {
     parked: usize,
     /// Faults to inject ([`ModelKernel::set_faults`]), their PRNG, and what was injected.
     faults: FaultDraw,
+    /// Calls of the model fd monitor's add, modify and delete ([`ModelKernel::registration_changes`]).
+    changes: u64,
 }
 
 /// One model fd.
@@ -351,6 +353,12 @@ impl ModelKernel {
                 ))
             }
         }
+    }
+
+    /// How many registrations the model fd monitor has made, changed or removed (its add, modify
+    /// and delete calls, failed ones included): one epoll_ctl each on epoll.
+    pub fn registration_changes(&self) -> u64 {
+        self.state.lock().changes
     }
 
     /// The kernel's clock.
@@ -524,6 +532,7 @@ impl FdMonitor for ModelFdMonitor {
     }
     fn add(&self, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
         let mut s = self.kernel.state.lock();
+        s.changes += 1;
         ModelKernel::check_open(&mut s, fd)?;
         self.kernel.register_fault(&mut s, fd)?;
         s.watched[(fd - MODEL_FD_BASE) as usize] = Some((token, interest));
@@ -536,6 +545,7 @@ impl FdMonitor for ModelFdMonitor {
     }
     fn delete(&self, fd: RawFd, _token: u64) -> io::Result<()> {
         let mut s = self.kernel.state.lock();
+        s.changes += 1;
         if fd >= MODEL_FD_BASE {
             if let Some(w) = s.watched.get_mut((fd - MODEL_FD_BASE) as usize) {
                 *w = None;

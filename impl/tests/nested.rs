@@ -6,14 +6,14 @@
 #![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 mod common;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aioctx::{AioContext, Timer};
+use aioctx::{AioContext, Backend, FdHandler, ModelKernel, Timer};
 use common::*;
 
 /// Nested `while poll(false) {}`; returns how many calls reported progress. Stops at SPIN_CAP.
@@ -223,6 +223,51 @@ fn timer_callback_drops_its_own_timer() {
 }
 
 // ---------------------------------------------------------------- fd handlers
+
+/// A non-blocking poll nested in an fd callback whose fd is still ready leaves that fd in its zero
+/// wait: a zero wait cannot spin, so taking the fd out and putting it back (two registration
+/// changes, an epoll_ctl each) would be cost for nothing; the ready fd is not dispatched (its
+/// callback is running) and is no progress. A blocking nested wait does take it out and put it
+/// back: the two changes the counter shows.
+#[test]
+fn nested_non_blocking_poll_changes_no_registration() {
+    let k = ModelKernel::new();
+    let ctx = AioContext::builder().backend(Backend::Model(k.clone())).build().unwrap();
+    let fd = k.open();
+    k.set_readable(fd, true);
+    let calls = Rc::new(Cell::new(0));
+    let seen = Rc::new(Cell::new(None));
+    let (c2, s2, k2) = (calls.clone(), seen.clone(), k.clone());
+    ctx.set_fd_handler(
+        fd,
+        FdHandler::new().on_read(move |this| {
+            c2.set(c2.get() + 1);
+            if c2.get() > 1 {
+                return;
+            }
+            let ctx = this.context();
+            let at = |f: &dyn Fn() -> bool| {
+                let before = k2.registration_changes();
+                (f(), k2.registration_changes() - before)
+            };
+            let zero = at(&|| ctx.poll(false));
+            let t = ctx.timer_new(|_| {});
+            t.mod_in(Duration::from_millis(1));
+            // Arming the timer notified the context: the first poll(true) takes that kick without
+            // waiting, the second waits for the timer.
+            let blocking = at(&|| !ctx.poll(true) && ctx.poll(true));
+            s2.set(Some((zero, blocking)));
+        }),
+    )
+    .unwrap();
+    assert!(ctx.poll(false));
+    let (zero, blocking) = seen.get().expect("the callback ran");
+    assert_eq!(zero, (false, 0), "nested poll(false): (progress, registration changes)");
+    assert_eq!(blocking, (true, 2), "nested poll(true) until a timer: (progress, changes)");
+    assert_eq!(calls.get(), 1, "the running handler was re-entered");
+    assert!(ctx.poll(false), "its fd, still readable, is dispatched after the outer call");
+    assert_eq!(calls.get(), 2);
+}
 
 /// A read handler whose fd stays ready (readable and never read, or hung up) waits nested for
 /// another thread's work: the nested wait must sleep (the handler cannot run, so its readiness must

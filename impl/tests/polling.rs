@@ -4,7 +4,7 @@
 mod common;
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 
 use aioctx::{adjust_poll_ns, AioContext, Backend, FdHandler, IoThread, ModelKernel};
@@ -350,6 +350,72 @@ fn idle_poll_handler_removal_ends_polling_with_final_poll() {
         assert_eq!(d.ends.load(SeqCst), 1);
         assert_eq!(d.done.load(SeqCst), done + 1);
     });
+}
+
+/// The idle interval's edge (QEMU's `now >= poll_idle_timeout`): a handler whose io_poll last
+/// succeeded `idle` ns ago leaves the poll list; one ns earlier it stays. The clock moves only where
+/// the test moves it: inside io_poll, by exactly the step, and a timer ends polling at that reading.
+#[test]
+fn idle_removal_happens_at_the_idle_interval_not_before() {
+    assert!(!idle_after(999), "a handler idle for 999 ns of a 1000 ns interval left the poll list");
+    assert!(idle_after(1000), "a handler idle for exactly the 1000 ns interval stayed listed");
+}
+
+/// Whether a poll handler, last ready at time T, is off the poll list after a poll whose only
+/// polling round reads the clock at T + `step` (idle interval 1000 ns).
+fn idle_after(step: u64) -> bool {
+    watchdog("idle edge", 10, move || {
+        let k = ModelKernel::new();
+        k.set_polls_readiness(true);
+        let ctx = AioContext::builder()
+            .backend(Backend::Model(k.clone()))
+            .poll_params(MAX, 0, 0)
+            .build()
+            .unwrap();
+        ctx.set_poll_idle_timeout(std::time::Duration::from_nanos(1000));
+        let fd = k.open();
+        let (ready, advance) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (r2, a2, k1, k2) = (ready.clone(), advance.clone(), k.clone(), k.clone());
+        ctx.set_fd_handler(
+            fd,
+            FdHandler::new()
+                .on_read(move |_| {
+                    k1.take_readable(fd);
+                })
+                .on_poll(
+                    move |_| {
+                        let step = a2.swap(0, SeqCst);
+                        k2.clock().advance(std::time::Duration::from_nanos(step));
+                        r2.swap(false, SeqCst)
+                    },
+                    |_| {},
+                ),
+        )
+        .unwrap();
+        // Its first event puts it on the poll list; a ticking clock makes that iteration's block_ns
+        // > 0, so its window grows to 4000 ns and later polls poll.
+        k.clock().set_tick(1000);
+        k.set_readable(fd, true);
+        assert!(ctx.poll(true));
+        k.clock().set_tick(0);
+        assert!(ctx.is_polled(fd));
+        assert_eq!(ctx.poll_ns(fd), Some(4000));
+        // io_poll succeeds at T (the poll's start; the clock stands still): deadline T + 1000.
+        ready.store(true, SeqCst);
+        assert!(ctx.poll(true), "io_poll_ready ran");
+        assert!(ctx.is_polled(fd));
+        // The next poll's one round: io_poll moves the clock to T + step and fails; the timer due
+        // then makes the budget `step`, so polling ends with that reading and the timer runs.
+        let fired = Arc::new(AtomicBool::new(false));
+        let f2 = fired.clone();
+        let t = ctx.timer_new(move |_| f2.store(true, SeqCst));
+        t.mod_in(std::time::Duration::from_nanos(step));
+        advance.store(step, SeqCst);
+        assert!(ctx.poll(true));
+        assert!(fired.load(SeqCst), "the timer at T + step ran");
+        assert_eq!(advance.load(SeqCst), 0, "io_poll moved the clock");
+        !ctx.is_polled(fd)
+    })
 }
 
 /// test-nested-aio-poll: io_poll_ready runs a nested blocking poll; it is never re-entered, a

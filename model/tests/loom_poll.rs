@@ -46,3 +46,10 @@ fn poll_mode_end_racing_event() {
 fn idle_removal_racing_event() {
     model_named("idle_removal_racing_event", || support::idle_removal_racing_event(Size::LOOM));
 }
+
+/// The home thread alone polls a never-ready poll handler on a clock that stands still, then waits
+/// for a timer: polling must end by the checkers' bound on rounds (`p_no_busy_loop` otherwise).
+#[test]
+fn polling_ends_on_a_still_clock() {
+    model_named("polling_ends_on_a_still_clock", support::polling_ends_on_a_still_clock);
+}

@@ -58,6 +58,18 @@ pub struct Epoll {
     count: AtomicUsize,
     /// The registered fds with no interest: not in the kernel's set.
     parked: Mutex<HashSet<RawFd>>,
+    /// Registrations are edge-triggered (EPOLLET): under Miri only, see `ctl`.
+    edge: bool,
+}
+
+/// The longest single epoll_wait: `c_int::MAX` ms (24.8 days), the most its timeout can say; a
+/// longer wait is several. The library's own unit tests make it 20 ms, so that the repeat runs.
+const MAX_WAIT_MS: libc::c_int = if cfg!(test) { 20 } else { libc::c_int::MAX };
+
+/// The timeout of one epoll_wait for a wait of `timeout`.
+#[allow(clippy::unnecessary_min_or_max)] // a no-op outside the unit tests, by design (MAX_WAIT_MS)
+fn wait_ms(timeout: Option<Duration>) -> libc::c_int {
+    timeout_ms_ceil(timeout).min(MAX_WAIT_MS)
 }
 
 impl Epoll {
@@ -67,6 +79,10 @@ impl Epoll {
     ///
     /// epoll_create1 failing (EMFILE, ENOMEM), the message saying so.
     pub fn new() -> io::Result<Self> {
+        Self::with_trigger(cfg!(miri))
+    }
+
+    fn with_trigger(edge: bool) -> io::Result<Self> {
         // SAFETY:
         // - epoll_create1 takes no pointers; EPOLL_CLOEXEC is a valid flag.
         let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })
@@ -78,18 +94,18 @@ impl Epoll {
             events: Mutex::new(vec![libc::epoll_event { events: 0, u64: 0 }; EVENT_BUFFER]),
             count: AtomicUsize::new(0),
             parked: Mutex::new(HashSet::new()),
+            edge,
         })
     }
 
     fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, interest: Interest) -> io::Result<()> {
-        #[allow(unused_mut)]
         let mut events = interest_bits(interest);
         // Miri emulates edge-triggered epoll only ("epoll_ctl: epollet flag must be included"), so
         // under Miri registrations are edge-triggered. For what the Miri tests register (the
         // context's own eventfd, drained until empty whenever a wait reports it) that is
-        // equivalent: each write after a drain is a new edge. Production stays level-triggered.
-        #[cfg(miri)]
-        {
+        // equivalent: each write after a drain is a new edge (`edge_triggered_sees_each_write_after_a_drain`
+        // checks it on the real kernel). Production stays level-triggered.
+        if self.edge {
             events |= libc::EPOLLET as u32;
         }
         let mut ev = libc::epoll_event { events, u64: token };
@@ -204,7 +220,7 @@ impl FdMonitor for Epoll {
         let epfd = self.epfd.as_raw_fd();
         // None: forever, or past what Instant holds (then capped waits repeat, as forever does).
         let deadline = timeout.and_then(|d| Instant::now().checked_add(d));
-        let mut ms = timeout_ms_ceil(timeout);
+        let mut ms = wait_ms(timeout);
         let n = loop {
             // SAFETY:
             // - `events` is valid and writable for `events.len()` (= 128, fits c_int) epoll_events.
@@ -226,7 +242,7 @@ impl FdMonitor for Epoll {
                 if left.is_zero() {
                     return Ok(());
                 }
-                ms = timeout_ms_ceil(Some(left));
+                ms = wait_ms(Some(left));
             }
         };
         out.extend(events[..n].iter().map(|ev| {
@@ -273,6 +289,45 @@ mod tests {
         let e = m.delete(fd, 1).unwrap_err();
         assert!(e.to_string().contains(&format!("fd {fd}")), "{e}");
         assert_eq!(os_error(&e), Some(libc::EPERM));
+    }
+
+    /// A wait longer than one epoll_wait can make (`MAX_WAIT_MS`, 20 ms in this build) is several,
+    /// and returns no earlier than asked.
+    #[test]
+    fn a_wait_past_the_longest_epoll_wait_is_not_cut_short() {
+        let m = Epoll::new().unwrap();
+        let p = Pipe::new();
+        m.add(p.rfd(), 1, Interest::READ).unwrap();
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        m.wait(Some(Duration::from_millis(3 * MAX_WAIT_MS as u64)), &mut out).unwrap();
+        assert!(out.is_empty());
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(3 * MAX_WAIT_MS as u64),
+            "returned after {waited:?}"
+        );
+    }
+
+    /// Miri's registrations (edge-triggered), on the real kernel: an eventfd written is reported;
+    /// left undrained it is not reported again (the edge is spent), and after a drain each write is a
+    /// new edge, which is all the context's notifier needs.
+    #[test]
+    fn edge_triggered_sees_each_write_after_a_drain() {
+        let m = Epoll::with_trigger(true).unwrap();
+        let e = crate::sys::EventFd::new().unwrap();
+        m.add(e.as_raw_fd(), 7, Interest::READ).unwrap();
+        let mut out = Vec::new();
+        let ready = Event { token: 7, readable: true, writable: false };
+        for _ in 0..2 {
+            e.set().unwrap();
+            m.wait(Some(Duration::from_secs(5)), &mut out).unwrap();
+            assert_eq!(out, [ready]);
+            out.clear();
+            m.wait(Some(Duration::ZERO), &mut out).unwrap();
+            assert!(out.is_empty(), "an edge-triggered registration reported the same write twice");
+            assert!(e.test_and_clear().unwrap());
+        }
     }
 
     #[test]

@@ -1055,7 +1055,8 @@ mod tests {
 
     /// The error completions of a poll that the handler must not hear of as a hang-up: the kernel
     /// cancelled it (the submitting thread exited: re-armed), or it has no multishot poll (before
-    /// Linux 5.13: parked until modified, not spinning). Any other error is reported once.
+    /// Linux 5.13: parked until modified, not spinning). Any other error is reported once, a
+    /// one-shot poll's EINVAL included.
     #[test]
     fn harvest_error_completions() {
         let ud = user_data(KIND_POLL, 0, 0);
@@ -1072,10 +1073,16 @@ mod tests {
         let s = t.slots[0];
         assert!(s.parked && !s.multishot && !s.failed && !s.want_arm, "{s:?}");
 
-        let mut t = one_polling_slot(false);
-        t.harvest(ud, -libc::EBADF, false, &mut out);
-        assert_eq!(out, [Event { token: 9, readable: true, writable: true }]);
-        assert!(t.slots[0].failed && !t.slots[0].want_arm, "{:?}", t.slots[0]);
+        // Only a multishot poll's EINVAL means "no multishot": a one-shot poll's (a mask or a
+        // file the kernel cannot poll) is an error like the others, reported once.
+        for errno in [libc::EBADF, libc::EINVAL] {
+            out.clear();
+            let mut t = one_polling_slot(false);
+            t.harvest(ud, -errno, false, &mut out);
+            assert_eq!(out, [Event { token: 9, readable: true, writable: true }], "errno {errno}");
+            let s = t.slots[0];
+            assert!(s.failed && !s.parked && !s.want_arm, "errno {errno}: {s:?}");
+        }
     }
 
     /// A resync (completions were lost) re-issues the polls in flight, and only those: a

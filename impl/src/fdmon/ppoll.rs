@@ -111,9 +111,17 @@ impl fmt::Debug for Ppoll {
     }
 }
 
-/// One ppoll(2) call over `fds`. `None` blocks; a timespec carries the full nanosecond timeout.
-#[cfg(not(miri))]
+/// One wait over `fds`: ppoll(2), or under Miri, which has no ppoll, poll(2) (`poll_ms`).
 fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<libc::c_int> {
+    if cfg!(miri) {
+        poll_ms(fds, timeout)
+    } else {
+        ppoll(fds, timeout)
+    }
+}
+
+/// One ppoll(2) call over `fds`. `None` blocks; a timespec carries the full nanosecond timeout.
+fn ppoll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<libc::c_int> {
     let ts = timeout.map(|d| libc::timespec {
         // A tv_sec past time_t is centuries: saturate (the kernel saturates the deadline too).
         tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
@@ -129,10 +137,9 @@ fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<libc:
     })
 }
 
-/// ppoll(2) is not available under Miri: poll(2) instead, with a millisecond timeout rounded up so a
-/// deadline is never early.
-#[cfg(miri)]
-fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<libc::c_int> {
+/// One poll(2) call over `fds`, its millisecond timeout rounded up so a deadline is never early:
+/// Miri's wait. Compiled in every build, so the unit tests run it on the real kernel too.
+fn poll_ms(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<libc::c_int> {
     let ms = super::timeout_ms_ceil(timeout);
     // SAFETY:
     // - `fds` is valid and writable for `fds.len()` pollfds (an empty slice is never dereferenced).
@@ -262,6 +269,21 @@ mod tests {
         out.clear();
         m.wait(Some(Duration::ZERO), &mut out).unwrap();
         assert!(out.is_empty());
+    }
+
+    /// Miri's wait (`poll_ms`), on the real kernel: nothing ready, it waits its timeout rounded up
+    /// to whole milliseconds, never less; a readable fd is reported with its revents.
+    #[test]
+    fn poll_ms_waits_its_timeout_and_reports_readiness() {
+        let p = Pipe::new();
+        let mut fds = [libc::pollfd { fd: p.rfd(), events: libc::POLLIN, revents: 0 }];
+        let t0 = Instant::now();
+        assert_eq!(poll_ms(&mut fds, Some(Duration::from_micros(20_001))).unwrap(), 0);
+        let waited = t0.elapsed();
+        assert!(waited >= Duration::from_millis(21), "returned after {waited:?}");
+        p.write();
+        assert_eq!(poll_ms(&mut fds, Some(Duration::from_secs(5))).unwrap(), 1);
+        assert_eq!(fds[0].revents, libc::POLLIN);
     }
 
     #[test]

@@ -181,12 +181,18 @@ impl HomeCount {
 pub struct TickClock {
     ns: StdArc<StdAtomicU64>,
     base: Option<Arc<ModelClock>>,
+    /// No more ticks ([`TickClock::stop`]).
+    stopped: StdArc<std::sync::atomic::AtomicBool>,
 }
 
 impl TickClock {
     /// Ticks on top of the kernel's model clock (see the type's docs).
     pub fn on(base: Arc<ModelClock>) -> Self {
-        TickClock { ns: StdArc::default(), base: Some(base) }
+        TickClock { base: Some(base), ..TickClock::default() }
+    }
+    /// Stop ticking: from now on the clock moves only with its base (a model wait that times out).
+    pub fn stop(&self) {
+        self.stopped.store(true, std::sync::atomic::Ordering::Relaxed);
     }
     /// The time without moving the clock (for assertions in callbacks, on the home thread).
     pub fn peek(&self) -> u64 {
@@ -197,7 +203,9 @@ impl TickClock {
 
 impl Clock for TickClock {
     fn now_ns(&self) -> u64 {
-        self.ns.fetch_add(1000, std::sync::atomic::Ordering::Relaxed);
+        if !self.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            self.ns.fetch_add(1000, std::sync::atomic::Ordering::Relaxed);
+        }
         self.peek()
     }
 }
@@ -849,6 +857,48 @@ pub fn notify_during_userspace_polling(s: Size) {
     join_all(ts);
     drop(ctx);
     assert_eq!(st.begins.get(), st.ends.get(), "p_poll_end_follows_begin violated after drop");
+}
+
+/// Polling ends on a clock that stands still: the home thread alone, a poll handler on the poll list
+/// (never ready after setup), then the clock stops and a timer is armed 1 ms ahead. The window
+/// (4 µs) is never used up on a still clock, so only the checkers' bound on polling rounds
+/// (`MODEL_POLL_ROUNDS`) ends polling; then the poll waits, and the model wait's timeout moves the
+/// clock to the timer. Without that bound a checker would spin here (`p_no_busy_loop`).
+pub fn polling_ends_on_a_still_clock() {
+    let k = ModelKernel::new();
+    let clock = TickClock::on(k.clock());
+    let ctx = Keep::new(
+        AioContext::builder()
+            .backend(Backend::Model(k.clone()))
+            .clock(clock.clone())
+            .poll_params(32_768, 0, 0)
+            .build()
+            .expect("polling model context"),
+    );
+    let fd = k.open();
+    let k1 = k.clone();
+    let handler = FdHandler::new()
+        .on_read(move |_| {
+            k1.take_readable(fd);
+        })
+        .on_poll(|_| false, |_| {});
+    ctx.set_fd_handler(fd, handler).unwrap();
+    join_poll_list(&ctx, &k, fd);
+    clock.stop();
+    let fired = HomeCount::new();
+    let f = fired.clone();
+    let t = ctx.timer_new(move |_| {
+        f.inc();
+    });
+    t.mod_in(Duration::from_millis(1));
+    // Arming the timer notified the context: the first poll takes that kick, the next waits.
+    for _ in 0..2 {
+        if fired.get() == 0 {
+            ctx.poll(true);
+        }
+    }
+    assert_eq!(fired.get(), 1, "the timer did not run in two blocking polls");
+    assert!(ctx.is_polled(fd), "the handler left the poll list");
 }
 
 /// The device scenario: producers push requests (kicking only while kicks are enabled) while the
