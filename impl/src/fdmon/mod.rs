@@ -45,6 +45,7 @@ macro_rules! fd_monitor_suite {
             pipe_write_end_writable,
             timeout_zero_returns_at_once_with_nothing,
             timeout_finite_is_never_early,
+            timed_wait_sleeps,
             add_closed_fd_error_names_fd,
             add_duplicate_fd_is_error,
             delete_then_wait_does_not_report,
@@ -344,6 +345,30 @@ pub(crate) mod suite {
             let waited = t.elapsed();
             assert!(waited >= d, "{} woke after {waited:?} of {d:?}", m.name());
         }
+    }
+
+    /// A wait with nothing ready sleeps in the kernel: over 100 ms of waiting the thread uses at most
+    /// 20 ms of CPU. A busy machine only makes a spinning wait use less, never a sleeping one more,
+    /// so the bound cannot fail a correct monitor.
+    pub(crate) fn timed_wait_sleeps<M: FdMonitor>(m: M) {
+        let cpu = || {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY:
+            // - `ts` is a valid, writable timespec; the clock id is a constant the kernel knows.
+            cvt(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) }).unwrap();
+            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        };
+        let p = Pipe::new();
+        m.add(p.rfd(), TOKEN, Interest::READ).unwrap();
+        let (t, c) = (Instant::now(), cpu());
+        assert!(wait(&m, Some(Duration::from_millis(100))).is_empty());
+        let (waited, used) = (t.elapsed(), cpu() - c);
+        assert!(waited >= Duration::from_millis(100), "{} woke after {waited:?}", m.name());
+        assert!(
+            used <= Duration::from_millis(20),
+            "{} spun: {used:?} of CPU in {waited:?}",
+            m.name()
+        );
     }
 
     pub(crate) fn add_closed_fd_error_names_fd<M: FdMonitor>(m: M) {
