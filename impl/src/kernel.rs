@@ -216,7 +216,8 @@ struct KernelState {
     parked: usize,
     /// Faults to inject ([`ModelKernel::set_faults`]), their PRNG, and what was injected.
     faults: FaultDraw,
-    /// Calls of the model fd monitor's add, modify and delete ([`ModelKernel::registration_changes`]).
+    /// Calls of the model fd monitor's add, modify and delete
+    /// ([`ModelKernel::registration_changes`]).
     changes: u64,
 }
 

@@ -333,9 +333,9 @@ impl PollState {
         ready
     }
 
-    /// Idle handlers (io_poll has not succeeded for the idle interval: `now` at or past the deadline,
-    /// as QEMU) leave the poll list: io_poll_end, then a final io_poll. True if that final poll found
-    /// one ready.
+    /// Idle handlers (io_poll has not succeeded for the idle interval: `now` at or past the
+    /// deadline, as QEMU) leave the poll list: io_poll_end, then a final io_poll. True if that
+    /// final poll found one ready.
     fn remove_idle(&self, env: &PollEnv<'_>, now: u64) -> bool {
         let idle: Vec<_> = self
             .list

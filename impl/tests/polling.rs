@@ -353,8 +353,9 @@ fn idle_poll_handler_removal_ends_polling_with_final_poll() {
 }
 
 /// The idle interval's edge (QEMU's `now >= poll_idle_timeout`): a handler whose io_poll last
-/// succeeded `idle` ns ago leaves the poll list; one ns earlier it stays. The clock moves only where
-/// the test moves it: inside io_poll, by exactly the step, and a timer ends polling at that reading.
+/// succeeded `idle` ns ago leaves the poll list; one ns earlier it stays. The clock moves only
+/// where the test moves it: inside io_poll, by exactly the step, and a timer ends polling at that
+/// reading.
 #[test]
 fn idle_removal_happens_at_the_idle_interval_not_before() {
     assert!(!idle_after(999), "a handler idle for 999 ns of a 1000 ns interval left the poll list");

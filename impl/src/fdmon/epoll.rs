@@ -103,8 +103,9 @@ impl Epoll {
         // Miri emulates edge-triggered epoll only ("epoll_ctl: epollet flag must be included"), so
         // under Miri registrations are edge-triggered. For what the Miri tests register (the
         // context's own eventfd, drained until empty whenever a wait reports it) that is
-        // equivalent: each write after a drain is a new edge (`edge_triggered_sees_each_write_after_a_drain`
-        // checks it on the real kernel). Production stays level-triggered.
+        // equivalent: each write after a drain is a new edge
+        // (`edge_triggered_sees_each_write_after_a_drain` checks it on the real kernel). Production
+        // stays level-triggered.
         if self.edge {
             events |= libc::EPOLLET as u32;
         }
@@ -310,8 +311,8 @@ mod tests {
     }
 
     /// Miri's registrations (edge-triggered), on the real kernel: an eventfd written is reported;
-    /// left undrained it is not reported again (the edge is spent), and after a drain each write is a
-    /// new edge, which is all the context's notifier needs.
+    /// left undrained it is not reported again (the edge is spent), and after a drain each write is
+    /// a new edge, which is all the context's notifier needs.
     #[test]
     fn edge_triggered_sees_each_write_after_a_drain() {
         let m = Epoll::with_trigger(true).unwrap();

@@ -347,9 +347,9 @@ pub(crate) mod suite {
         }
     }
 
-    /// A wait with nothing ready sleeps in the kernel: over 100 ms of waiting the thread uses at most
-    /// 20 ms of CPU. A busy machine only makes a spinning wait use less, never a sleeping one more,
-    /// so the bound cannot fail a correct monitor.
+    /// A wait with nothing ready sleeps in the kernel: over 100 ms of waiting the thread uses at
+    /// most 20 ms of CPU. A busy machine only makes a spinning wait use less, never a sleeping one
+    /// more, so the bound cannot fail a correct monitor.
     pub(crate) fn timed_wait_sleeps<M: FdMonitor>(m: M) {
         let cpu = || {
             let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };

@@ -859,8 +859,8 @@ pub fn notify_during_userspace_polling(s: Size) {
     assert_eq!(st.begins.get(), st.ends.get(), "p_poll_end_follows_begin violated after drop");
 }
 
-/// Polling ends on a clock that stands still: the home thread alone, a poll handler on the poll list
-/// (never ready after setup), then the clock stops and a timer is armed 1 ms ahead. The window
+/// Polling ends on a clock that stands still: the home thread alone, a poll handler on the poll
+/// list (never ready after setup), then the clock stops and a timer is armed 1 ms ahead. The window
 /// (4 µs) is never used up on a still clock, so only the checkers' bound on polling rounds
 /// (`MODEL_POLL_ROUNDS`) ends polling; then the poll waits, and the model wait's timeout moves the
 /// clock to the timer. Without that bound a checker would spin here (`p_no_busy_loop`).
