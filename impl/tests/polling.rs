@@ -150,41 +150,21 @@ fn drive_window_sequence() -> Vec<u64> {
         .poll_params(MAX, 0, 0)
         .build()
         .unwrap();
-    let fd = k.open();
-    let wait_ns = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (w2, c2, k1, k2) = (wait_ns.clone(), k.clone(), k.clone(), k.clone());
-    ctx.set_fd_handler(
-        fd,
-        FdHandler::new()
-            .on_read(move |_| {
-                k1.take_readable(fd);
-            })
-            .on_poll(
-                move |_| {
-                    // The event comes `wait` ns later: within the 4 us window of the first step,
-                    // polling finds it; otherwise polling finds nothing, and it comes through the fd.
-                    let w = w2.swap(0, SeqCst);
-                    if w > 0 {
-                        c2.clock().advance(std::time::Duration::from_nanos(w));
-                        if w <= 4000 {
-                            return true;
-                        }
-                        k2.set_readable(fd, true);
-                    }
-                    false
-                },
-                |_| {},
-            ),
-    )
-    .unwrap();
-    // First event: the handler joins the poll list; with the clock ticking 1 us per read, this
-    // iteration's block_ns is > 0 and < max, so the window grows 0 -> 4000.
-    k.clock().set_tick(1000);
-    k.set_readable(fd, true);
-    assert!(ctx.poll(true));
-    k.clock().set_tick(0);
-    assert!(ctx.is_polled(fd));
-    assert_eq!(ctx.poll_ns(fd), Some(4000), "0 -> 4000 after the first event");
+    let wait_ns = Arc::new(AtomicU64::new(0));
+    let (w2, k2) = (wait_ns.clone(), k.clone());
+    let fd = listed_handler(&ctx, &k, move |fd| {
+        // The event comes `wait` ns later: within the 4 us window of the first step, polling finds
+        // it; otherwise polling finds nothing, and it comes through the fd.
+        let w = w2.swap(0, SeqCst);
+        if w > 0 {
+            k2.clock().advance(std::time::Duration::from_nanos(w));
+            if w <= 4000 {
+                return true;
+            }
+            k2.set_readable(fd, true);
+        }
+        false
+    });
     let mut seen = vec![];
     for wait in [2000, 5000, 10_000, 20_000, 32_500, 40_000] {
         wait_ns.store(wait, SeqCst);
@@ -194,6 +174,32 @@ fn drive_window_sequence() -> Vec<u64> {
     ctx.remove_fd_handler(fd).unwrap();
     assert!(!ctx.poll(false)); // finalises the removed handler: it leaves the poll list
     seen
+}
+
+/// Register a poll handler on a fresh model fd (its read callback consumes the fd's event, its
+/// io_poll is `io_poll(fd)`, its io_poll_ready does nothing) and put it on the poll list with a
+/// 4000 ns window: its first event, with the clock ticking 1 us per read for that one poll, so that
+/// the iteration's block_ns is > 0 and < max. The clock stands still afterwards.
+fn listed_handler(
+    ctx: &AioContext,
+    k: &Arc<ModelKernel>,
+    mut io_poll: impl FnMut(RawFd) -> bool + 'static,
+) -> RawFd {
+    let fd = k.open();
+    let k1 = k.clone();
+    let h = FdHandler::new()
+        .on_read(move |_| {
+            k1.take_readable(fd);
+        })
+        .on_poll(move |_| io_poll(fd), |_| {});
+    ctx.set_fd_handler(fd, h).unwrap();
+    k.clock().set_tick(1000);
+    k.set_readable(fd, true);
+    assert!(ctx.poll(true));
+    k.clock().set_tick(0);
+    assert!(ctx.is_polled(fd));
+    assert_eq!(ctx.poll_ns(fd), Some(4000), "0 -> 4000 after the first event");
+    fd
 }
 
 /// Handler time is excluded from block_ns (bug-history B14): a slow io_poll_ready does not shrink the
@@ -374,33 +380,13 @@ fn idle_after(step: u64) -> bool {
             .build()
             .unwrap();
         ctx.set_poll_idle_timeout(std::time::Duration::from_nanos(1000));
-        let fd = k.open();
         let (ready, advance) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-        let (r2, a2, k1, k2) = (ready.clone(), advance.clone(), k.clone(), k.clone());
-        ctx.set_fd_handler(
-            fd,
-            FdHandler::new()
-                .on_read(move |_| {
-                    k1.take_readable(fd);
-                })
-                .on_poll(
-                    move |_| {
-                        let step = a2.swap(0, SeqCst);
-                        k2.clock().advance(std::time::Duration::from_nanos(step));
-                        r2.swap(false, SeqCst)
-                    },
-                    |_| {},
-                ),
-        )
-        .unwrap();
-        // Its first event puts it on the poll list; a ticking clock makes that iteration's block_ns
-        // > 0, so its window grows to 4000 ns and later polls poll.
-        k.clock().set_tick(1000);
-        k.set_readable(fd, true);
-        assert!(ctx.poll(true));
-        k.clock().set_tick(0);
-        assert!(ctx.is_polled(fd));
-        assert_eq!(ctx.poll_ns(fd), Some(4000));
+        let (r2, a2, k2) = (ready.clone(), advance.clone(), k.clone());
+        let fd = listed_handler(&ctx, &k, move |_| {
+            let step = a2.swap(0, SeqCst);
+            k2.clock().advance(std::time::Duration::from_nanos(step));
+            r2.swap(false, SeqCst)
+        });
         // io_poll succeeds at T (the poll's start; the clock stands still): deadline T + 1000.
         ready.store(true, SeqCst);
         assert!(ctx.poll(true), "io_poll_ready ran");
