@@ -263,9 +263,10 @@ impl PollState {
         let mut rounds = 0u32;
         // The end of polling (`block_ns`, idle deadlines, the remaining timeout): the last round's
         // clock reading. A round that finds work or a kick breaks before reading the clock, so that
-        // no clock read stands between seeing a kick and running its work; its end is then the
-        // previous round's reading, at most one round early (a first round reads it after all: a
-        // window that was polled must not look like 0 ns).
+        // no clock read stands between seeing a kick and running its work (mutants/CLAIMS:
+        // `polling::a_kick_seen_while_polling_runs_its_bh_with_no_clock_read_between`); its end is
+        // then the previous round's reading, at most one round early (a first round reads it after
+        // all: a window that was polled must not look like 0 ns).
         let mut now = None;
         loop {
             rounds += 1;

@@ -405,6 +405,62 @@ fn idle_after(step: u64) -> bool {
     })
 }
 
+/// No clock read stands between a polling loop seeing a kick and running its work (the latency
+/// claim of `try_poll_mode`: a round that sees a kick breaks before reading the clock, and the poll
+/// then takes the end of polling from the last round's reading). The kick is a BH scheduled from
+/// inside the clock's own read at the end of a polling round, as another thread's would land there;
+/// the BH records how many times the clock had been read when it ran.
+#[test]
+fn a_kick_seen_while_polling_runs_its_bh_with_no_clock_read_between() {
+    watchdog("kick while polling", 10, || {
+        let k = ModelKernel::new();
+        let clock = KickClock::default();
+        let ctx = AioContext::builder()
+            .backend(Backend::Model(k.clone()))
+            .clock(clock.clone())
+            .poll_params(MAX, 0, 0)
+            .build()
+            .unwrap();
+        clock.0.handle.set(ctx.handle().clone()).unwrap();
+        // The context's own notifier joins the poll list (its window grows from this iteration's
+        // block_ns): a kick through its fd while it waits. No user handler: only it is polled.
+        k.set_readable(std::os::fd::AsRawFd::as_raw_fd(&ctx), true);
+        assert!(!ctx.poll(true), "a notify alone is not progress");
+        // The next blocking poll: the clock's second read from now (the poll's start, then the end
+        // of polling's first round) schedules the BH.
+        clock.0.kick_at.store(clock.0.reads.load(SeqCst) + 2, SeqCst);
+        assert!(ctx.poll(true), "the BH ran in the poll whose polling saw its kick");
+        let (kick, ran) = (clock.0.kick_at.load(SeqCst), clock.0.bh_ran_at.load(SeqCst));
+        assert_eq!(ran, kick, "clock reads between the kick (read {kick}) and its BH");
+    })
+}
+
+/// A clock that ticks 1 us per read and counts its reads; its read number `kick_at` schedules a
+/// oneshot BH through `handle`, which records the read count when it runs.
+#[derive(Debug, Default, Clone)]
+struct KickClock(Arc<KickState>);
+
+#[derive(Debug, Default)]
+struct KickState {
+    reads: AtomicU64,
+    kick_at: AtomicU64,
+    bh_ran_at: AtomicU64,
+    handle: std::sync::OnceLock<aioctx::Handle>,
+}
+
+impl aioctx::Clock for KickClock {
+    fn now_ns(&self) -> u64 {
+        let n = self.0.reads.fetch_add(1, SeqCst) + 1;
+        if n == self.0.kick_at.load(SeqCst) {
+            let st = self.0.clone();
+            self.0.handle.get().unwrap().bh_oneshot(move || {
+                st.bh_ran_at.store(st.reads.load(SeqCst), SeqCst);
+            });
+        }
+        n * 1000
+    }
+}
+
 /// test-nested-aio-poll: io_poll_ready runs a nested blocking poll; it is never re-entered, a
 /// never-ready handler never gets io_poll_ready, and polling is effective right after the first event.
 /// A handler that io_poll found ready is progress only when its io_poll_ready runs: one removed in
