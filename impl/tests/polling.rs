@@ -3,7 +3,9 @@
 #![allow(clippy::disallowed_types)] // tests, benches and examples use std directly: they never run under a checker
 mod common;
 
+use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 
@@ -459,6 +461,50 @@ impl aioctx::Clock for KickClock {
         }
         n * 1000
     }
+}
+
+/// A handler that removes itself in its io_poll_ready gets its io_poll_end as soon as that callback
+/// returns (the call it owes then, `PollState::settle`): before the next handler's io_poll_ready of
+/// the same dispatch, not at the end of the poll. It is never put back on the poll list.
+#[test]
+fn io_poll_end_follows_at_once_when_io_poll_ready_removes_its_handler() {
+    let (ctx, k) = model_ctx(10);
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let ready = Rc::new(Cell::new(false));
+    let mut fds = Vec::new();
+    for name in ["a", "b"] {
+        let fd = k.open();
+        let (l1, l2, l3, r2, k1) =
+            (log.clone(), log.clone(), log.clone(), ready.clone(), k.clone());
+        let h = FdHandler::new()
+            .on_read(move |_| {
+                k1.take_readable(fd);
+            })
+            .on_poll(
+                move |_| r2.get(),
+                move |this| {
+                    l1.borrow_mut().push(format!("{name}.ready"));
+                    if name == "a" {
+                        assert!(this.remove().unwrap());
+                    }
+                },
+            )
+            .on_poll_begin(move |_| l2.borrow_mut().push(format!("{name}.begin")))
+            .on_poll_end(move |_| l3.borrow_mut().push(format!("{name}.end")));
+        ctx.set_fd_handler(fd, h).unwrap();
+        k.set_readable(fd, true);
+        assert!(ctx.poll(true));
+        assert!(ctx.is_polled(fd));
+        fds.push(fd);
+    }
+    ready.set(true);
+    assert!(ctx.poll(true));
+    let log = log.borrow();
+    let at = |e: &str| log.iter().position(|x| x == e).unwrap_or_else(|| panic!("no {e}: {log:?}"));
+    assert!(at("a.ready") < at("b.ready"), "the test needs a dispatched first: {log:?}");
+    assert_eq!(at("a.end"), at("a.ready") + 1, "a's io_poll_end came late: {log:?}");
+    assert_eq!(log.iter().filter(|e| *e == "a.end").count(), 1, "{log:?}");
+    assert!(ctx.is_polled(fds[1]) && ctx.poll_started(), "b polls on: {log:?}");
 }
 
 /// test-nested-aio-poll: io_poll_ready runs a nested blocking poll; it is never re-entered, a
