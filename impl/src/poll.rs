@@ -253,7 +253,10 @@ impl PollState {
         if !self.started.get() {
             crate::trace_step!(Step::CtxPollBegin, poll_started = 1);
             self.started.set(true);
-            for h in self.list.borrow().clone() {
+            // A copy, the borrow released before the calls: an io_poll_begin that polls nested
+            // walks the list itself (the `for` would hold the borrow to its end).
+            let list = self.list.borrow().clone();
+            for h in &list {
                 h.set_polling(env.ctx, true);
             }
         }

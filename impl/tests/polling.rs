@@ -507,6 +507,64 @@ fn io_poll_end_follows_at_once_when_io_poll_ready_removes_its_handler() {
     assert!(ctx.is_polled(fds[1]) && ctx.poll_started(), "b polls on: {log:?}");
 }
 
+/// `poll` returns true iff a callback ran, also when the only one is an io_poll_ready that an owed
+/// io_poll_end's final poll finds due (`PollState::settle`) in a dispatch that runs no callback of
+/// its own. The end is owed because a poll nested in io_poll_begin ended poll mode (never
+/// sensible, not forbidden); the dispatch runs nothing because an idle BH (not progress) paused the
+/// handler's read interest after the wait had reported its fd.
+#[test]
+fn an_io_poll_ready_after_an_owed_io_poll_end_is_progress() {
+    let (ctx, k) = model_ctx(10);
+    let fd = k.open();
+    let (nest, ready) = (Rc::new(Cell::new(false)), Rc::new(Cell::new(false)));
+    let (readies, ends) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    let (n2, r2, r3, e2, k1) =
+        (nest.clone(), ready.clone(), readies.clone(), ends.clone(), k.clone());
+    let h = FdHandler::new()
+        .on_read(move |_| {
+            k1.take_readable(fd);
+        })
+        .on_poll(move |_| r2.get(), move |_| r3.set(r3.get() + 1))
+        .on_poll_begin(move |this| {
+            if n2.replace(false) {
+                // Wait nested for a timer: the nested wait ends poll mode, and this handler's end
+                // cannot be made while its io_poll_begin runs.
+                let ctx = this.context();
+                let fired = Rc::new(Cell::new(false));
+                let f2 = fired.clone();
+                let t = ctx.timer_new(move |_| f2.set(true));
+                t.mod_in(std::time::Duration::from_millis(1));
+                while !fired.get() {
+                    ctx.poll(true);
+                }
+            }
+        })
+        .on_poll_end(move |_| e2.set(e2.get() + 1));
+    ctx.set_fd_handler(fd, h).unwrap();
+    k.set_readable(fd, true);
+    assert!(ctx.poll(true));
+    assert!(ctx.is_polled(fd));
+    // One blocking poll: polling begins (io_poll_begin waits nested), then it waits for its timer.
+    nest.set(true);
+    let t = ctx.timer_new(|_| {});
+    t.mod_in(std::time::Duration::from_millis(2));
+    assert!(ctx.poll(true));
+    assert!(!ctx.poll_started() && !nest.get());
+    assert_eq!(ends.get(), 0, "the end owed to the handler was made already");
+    // The fd is ready; an idle BH pauses the handler's reads (and its io_poll turns ready) after
+    // the wait reported it: its dispatch runs no callback, its owed end is made, and the end's
+    // final poll finds it ready: io_poll_ready runs, and that is the poll's only progress.
+    k.set_readable(fd, true);
+    let r4 = ready.clone();
+    let bh = ctx.bh_new(move |b| {
+        assert!(b.context().set_fd_interest(fd, aioctx::Interest::NONE).unwrap());
+        r4.set(true);
+    });
+    bh.schedule_idle();
+    assert!(ctx.poll(false), "an io_poll_ready ran, and poll said no progress");
+    assert_eq!((ends.get(), readies.get()), (1, 1));
+}
+
 /// test-nested-aio-poll: io_poll_ready runs a nested blocking poll; it is never re-entered, a
 /// never-ready handler never gets io_poll_ready, and polling is effective right after the first event.
 /// A handler that io_poll found ready is progress only when its io_poll_ready runs: one removed in
