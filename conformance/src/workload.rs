@@ -402,9 +402,10 @@ pub fn program(max_remotes: u8, max_ops: usize) -> impl Strategy<Value = Program
             prop::bool::weighted(0.3),
             prop::bool::weighted(0.4),
             prop::bool::weighted(0.5),
+            nested(nt, true),
         )
-            .prop_map(|(owner, poll, rs, nested, consume_late, eof_removes, write)| {
-                FdSpec {
+            .prop_map(
+                |(owner, poll, rs, nested, consume_late, eof_removes, write, bracket)| FdSpec {
                     owner,
                     poll,
                     remove_self: rs && owner == Owner::Home,
@@ -412,8 +413,9 @@ pub fn program(max_remotes: u8, max_ops: usize) -> impl Strategy<Value = Program
                     consume_late,
                     eof_removes,
                     write: write && owner == Owner::Home,
-                }
-            });
+                    bracket: if poll { bracket } else { Nested::No },
+                },
+            );
         (
             prop::bool::weighted(0.25),
             prop::collection::vec(bh, nb as usize),

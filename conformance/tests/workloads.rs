@@ -660,6 +660,111 @@ fn issue14_defect2_rearmed_timer_with_nested_poll() {
     check_program(&p, model_kernel(Faults::default()));
 }
 
+/// A poll nested in io_poll_begin (`FdSpec::bracket`): the begin loop of
+/// `try_poll_mode` held the poll list's borrow across the calls, and a nested blocking poll that
+/// polled panicked (RefCell already borrowed). Written by hand (impl/tests/polling.rs found it),
+/// then as a program once the generator drew such handlers.
+#[test]
+fn nested_blocking_poll_inside_io_poll_begin() {
+    let p = Program {
+        polling: true,
+        bhs: vec![],
+        timers: vec![TimerSpec { owner: Owner::Home, rearm: 0, nested: Nested::No }],
+        fds: vec![FdSpec {
+            poll: true,
+            bracket: Nested::WaitTimer(0),
+            ..FdSpec::plain(Owner::Home)
+        }],
+        home: vec![
+            Op::SetHandler(0),
+            Op::Ready(0),
+            Op::Poll(true),
+            Op::TimerMod(0, 10),
+            Op::Poll(true),
+            Op::Ready(0),
+            Op::Poll(true),
+        ],
+        remotes: vec![],
+    };
+    let _g = serial();
+    check_program(&p, model_kernel(Faults::default()));
+}
+
+/// Found by the generator once io_poll_begin / io_poll_end polled nested (quickcheck's
+/// `HomeProgram`, as drawn): a handler replaced while on the poll list stays there, deleted, until
+/// the outermost poll's finalisation, and the next poll mode called its io_poll_begin: a callback
+/// of a removed handler (`p_no_call_after_remove`, which the oracle now checks for begins). A
+/// deleted handler is never begun now; its end, if it was begun, still comes.
+#[test]
+fn a_replaced_handler_left_on_the_poll_list_is_not_begun() {
+    let p = Program {
+        polling: true,
+        bhs: vec![BhSpec::plain(Owner::Home)],
+        timers: vec![],
+        fds: vec![FdSpec {
+            poll: true,
+            eof_removes: true,
+            write: true,
+            bracket: Nested::Once,
+            ..FdSpec::plain(Owner::Home)
+        }],
+        home: vec![Op::SetHandler(0), Op::Poll(true), Op::SetHandler(0)],
+        remotes: vec![],
+    };
+    let _g = serial();
+    check_program(&p, model_kernel(Faults::default()));
+}
+
+/// Found by the generator (real io_uring with faults, shrunk; nondeterministic there, as drawn):
+/// a blocking poll's io_poll_begin and io_poll_end poll nested, and those polls took the remote's
+/// last notify (accepted `notified`, or drained the notifier) before the outer poll waited: the
+/// outer poll then blocked for good (`p_no_lost_wakeup`). It does not block now when a poll nested
+/// in its pre-wait callbacks took a notification or made progress.
+#[test]
+fn a_notify_taken_by_a_poll_nested_in_io_poll_begin_ends_the_outer_wait() {
+    let p = Program {
+        polling: true,
+        bhs: vec![BhSpec { idle: true, nested: Nested::Drain, ..BhSpec::plain(Owner::Remote(0)) }],
+        timers: vec![],
+        fds: vec![
+            FdSpec {
+                remove_self: true,
+                consume_late: true,
+                eof_removes: true,
+                ..FdSpec::plain(Owner::Home)
+            },
+            FdSpec {
+                poll: true,
+                consume_late: true,
+                eof_removes: true,
+                write: true,
+                bracket: Nested::Once,
+                ..FdSpec::plain(Owner::Home)
+            },
+        ],
+        home: vec![
+            Op::Oneshot,
+            Op::Cancel(0),
+            Op::SetHandler(1),
+            Op::Ready(1),
+            Op::Oneshot,
+            Op::Cancel(0),
+            Op::SetInterest(1, true),
+            Op::Poll(false),
+        ],
+        remotes: vec![vec![Op::Cancel(0), Op::Delete(0), Op::TimerDel(0)]],
+    };
+    let _g = serial();
+    check_program(&p, model_kernel(Faults::default()));
+    for k in [Kernel::Epoll, Kernel::Ppoll, Kernel::IoUring] {
+        if k.available() {
+            for _ in 0..20 {
+                check_program(&p, real_kernel(k));
+            }
+        }
+    }
+}
+
 // ---- tasks stand in for BHs ----
 
 /// Found by the generator (seed 24301, once `BhSpec::task` changed the program stream; minimised by

@@ -246,6 +246,7 @@ impl Builder {
             home: Home {
                 bhs: HomeBhs::new(),
                 walk_depth: Cell::new(0),
+                nested_woken: Cell::new(0),
                 timers_running: Cell::new(0),
                 fdmon: RefCell::new((0, fdmon)),
                 events: Cell::new(Vec::new()),
@@ -546,6 +547,9 @@ struct Home {
     bhs: HomeBhs,
     /// Nesting of handler walks (QEMU's list_lock count). 0: outside `poll`.
     walk_depth: Cell<u32>,
+    /// Nested polls (full path) that took a notification or made progress, so far: a count that
+    /// `poll_full` compares across the callbacks it makes before its wait.
+    nested_woken: Cell<u64>,
     /// (generation, fd monitor) cached from the handler table.
     fdmon: RefCell<(u64, Arc<Box<dyn FdMonitor>>)>,
     /// Timer callbacks running (a poll nested in one leaves its timer out of the timeout).
@@ -794,6 +798,8 @@ impl AioContext {
     fn poll_full(&self, blocking: bool) -> bool {
         let s = &*self.handle.shared;
         let _walk = self.enter();
+        let nested = self.home.walk_depth.get() > 1;
+        let nested_woken = self.home.nested_woken.get();
 
         // 3. The timeout: 0 when non-blocking or work is pending.
         // (Traced as one unit: the BH flags and timers it reads.)
@@ -834,6 +840,16 @@ impl AioContext {
                 // The final poll after io_poll_end found an event: do not block.
                 timeout = Some(0);
             }
+            if timeout != Some(0) && self.home.nested_woken.get() != nested_woken {
+                // A callback this poll made before its wait (an io_poll, io_poll_begin or
+                // io_poll_end that polls: never sensible, not forbidden) polled nested, and that
+                // poll took a notification meant for this one (it accepted `notified` or drained
+                // the notifier) or ran work, maybe the very work this one would wait for: do not
+                // block (the caller looks again). Found by the generated workloads
+                // (`FdSpec::bracket`): a remote's notify, taken by a poll nested in io_poll_begin,
+                // left the outer poll blocked for good.
+                timeout = Some(0);
+            }
             if timeout != Some(0) && self.home.walk_depth.get() > 1 {
                 self.nested_wait(timeout, &mut events);
             } else {
@@ -845,8 +861,11 @@ impl AioContext {
         if armed {
             s.notify.disarm();
         }
+        // A notification taken here (accepted, or drained below) by a nested poll was maybe meant
+        // for its outer poll's wait (`nested_woken`).
+        let mut kicked = false;
         if !planted!("accept_after_scan") {
-            s.notify.accept(); // 8.
+            kicked = s.notify.accept(); // 8.
         }
 
         // 9. Time spent polling and waiting (handler time excluded) for the adaptive window. Without a
@@ -869,9 +888,10 @@ impl AioContext {
         if notifier && !planted!("drain_after_scan") {
             s.notify.drain();
         }
+        kicked |= notifier;
         progress |= self.home.bhs.poll(&s.bh_list, self);
         if planted!("accept_after_scan") {
-            s.notify.accept(); // planted bug: accept after the scan
+            kicked |= s.notify.accept(); // planted bug: accept after the scan
         }
         if planted!("drain_after_scan") && notifier {
             s.notify.drain(); // planted bug: drain after the scan
@@ -892,6 +912,9 @@ impl AioContext {
         }
         drop(_walk);
         progress |= self.run_timers();
+        if nested && (progress || kicked) {
+            self.home.nested_woken.set(self.home.nested_woken.get() + 1);
+        }
         progress
     }
 

@@ -391,10 +391,15 @@ impl AioHandler {
     }
 
     /// io_poll_begin / io_poll_end: tracked so that end always follows begin (§6.3). Deleted handlers
-    /// still get their end (from finalisation). Not while a callback of this handler runs (a poll
+    /// still get their end (from finalisation), never a begin (no callback of a removed handler
+    /// starts after its removal; a deleted handler left on the poll list until the finalisation
+    /// was begun by a later poll mode before). Not while a callback of this handler runs (a poll
     /// nested in it began or ended poll mode): a callback is never re-entered (§5.4);
     /// `PollState::settle` makes the call that is still owed once that callback returned.
     pub(crate) fn set_polling(&self, ctx: &AioContext, on: bool) {
+        if on && self.is_deleted() {
+            return;
+        }
         let due = self.with_local(|l| {
             let due = !l.in_callback && l.poll_begun != on;
             if due {

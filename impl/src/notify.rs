@@ -98,9 +98,10 @@ impl NotifyState {
 
     /// `aio_notify_accept`: the home thread has seen the notification. Clears `notified`; must run
     /// before the loop looks at BHs, handlers and timers. Does not touch the eventfd (its read handler
-    /// drains it).
+    /// drains it). Returns whether a notification was pending (`notified` was set), which only a
+    /// poll nested in its outer poll's pre-wait callbacks needs ([`AioContext::poll_full`]).
     #[inline]
-    pub(crate) fn accept(&self) {
+    pub(crate) fn accept(&self) -> bool {
         // ORDERING: Relaxed RMW; the fence below orders it (and the loads of `notified` made while
         // polling) before the work scan, and acquires: pairs with the Release fence in `notify`.
         // An RMW, not a store: with a store, a notify's `notified = true` can be ordered before
@@ -116,12 +117,13 @@ impl NotifyState {
         // RC11 checker does: `c11::bh_schedule_vs_blocking_poll` kills `notify::accept::swap#1:split`
         // (mutants/CLAIMS).
         // Model: notify.pml#ctx_notify_accept
-        traced!(Step::CtxNotifyAccept, let _old = self.notified.swap(false, Ordering::Relaxed);
-            notified = 0, notified_old = _old);
+        traced!(Step::CtxNotifyAccept, let old = self.notified.swap(false, Ordering::Relaxed);
+            notified = 0, notified_old = old);
         // ORDERING: SeqCst fence, also an acquire fence: pairs with the Release fence in `notify`, so
         // a notify whose `notified = true` the swap above read has its work visible to the scan that
         // follows. Model: notify.pml#ctx_notify_accept_fence
         traced!(Step::CtxNotifyAcceptFence, fence(Ordering::SeqCst));
+        old
     }
 
     /// Poll step 5: announce a blocking wait and re-check `notified`. Returns true if the wait must not

@@ -489,7 +489,7 @@ impl PollState {
     fn settle(&self, env: &PollEnv<'_>, h: &Arc<AioHandler>) -> bool {
         let mut progress = false;
         loop {
-            let want = self.started.get() && h.with_local(|l| l.on_poll_list);
+            let want = self.started.get() && h.with_local(|l| l.on_poll_list) && !h.is_deleted();
             if h.with_local(|l| l.in_callback || l.poll_begun == want) {
                 return progress;
             }

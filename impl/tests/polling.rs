@@ -544,11 +544,12 @@ fn an_io_poll_ready_after_an_owed_io_poll_end_is_progress() {
     k.set_readable(fd, true);
     assert!(ctx.poll(true));
     assert!(ctx.is_polled(fd));
-    // One blocking poll: polling begins (io_poll_begin waits nested), then it waits for its timer.
+    // One blocking poll: polling begins (io_poll_begin waits nested for its timer); that nested
+    // poll ran work, so this one does not wait (the timer here only bounds it if it did).
     nest.set(true);
     let t = ctx.timer_new(|_| {});
     t.mod_in(std::time::Duration::from_millis(2));
-    assert!(ctx.poll(true));
+    assert!(!ctx.poll(true), "the outer poll waited, or ran something of its own");
     assert!(!ctx.poll_started() && !nest.get());
     assert_eq!(ends.get(), 0, "the end owed to the handler was made already");
     // The fd is ready; an idle BH pauses the handler's reads (and its io_poll turns ready) after
@@ -563,6 +564,39 @@ fn an_io_poll_ready_after_an_owed_io_poll_end_is_progress() {
     bh.schedule_idle();
     assert!(ctx.poll(false), "an io_poll_ready ran, and poll said no progress");
     assert_eq!((ends.get(), readies.get()), (1, 1));
+}
+
+/// A notify that comes while a blocking poll polls ends that poll, also when a poll nested in an
+/// io_poll_begin (never sensible, not forbidden) takes it first: the outer poll, which computed its
+/// timeout before and arms after, would otherwise block for good. Here the notify comes from
+/// inside io_poll_begin, just before its nested poll, as another thread's could at that moment
+/// (the generated workloads found it so: `a_notify_taken_by_a_poll_nested_in_io_poll_begin_ends_the_outer_wait`).
+#[test]
+fn a_notify_taken_by_a_poll_nested_in_io_poll_begin_ends_the_blocking_poll() {
+    watchdog("notify taken by a nested poll", 10, || {
+        let (ctx, k) = model_ctx(10);
+        let fd = k.open();
+        let nest = Rc::new(Cell::new(false));
+        let (n2, k1) = (nest.clone(), k.clone());
+        let h = FdHandler::new()
+            .on_read(move |_| {
+                k1.take_readable(fd);
+            })
+            .on_poll(|_| false, |_| {})
+            .on_poll_begin(move |this| {
+                if n2.replace(false) {
+                    this.context().notify();
+                    assert!(!this.context().poll(false), "a notify alone is not progress");
+                }
+            });
+        ctx.set_fd_handler(fd, h).unwrap();
+        k.set_readable(fd, true);
+        assert!(ctx.poll(true));
+        assert!(ctx.is_polled(fd) && !ctx.poll_started());
+        nest.set(true);
+        assert!(!ctx.poll(true), "a notify alone is not progress");
+        assert!(!nest.get(), "io_poll_begin did not run");
+    })
 }
 
 /// test-nested-aio-poll: io_poll_ready runs a nested blocking poll; it is never re-entered, a

@@ -110,6 +110,10 @@ pub struct FdSpec {
     /// [`Op::Send`], until on_write flushes it and sets the write interest off again. Owner Home
     /// only (on_write changes the interest, an owner's operation).
     pub write: bool,
+    /// The nested poll of io_poll_begin and io_poll_end (`poll` only), as a device that drains its
+    /// queue when polling starts or stops might: never sensible, not forbidden. Mostly a blocking
+    /// wait: only a poll that may block polls the poll list from inside them.
+    pub bracket: Nested,
 }
 
 impl BhSpec {
@@ -138,6 +142,7 @@ impl FdSpec {
             remove_self: false,
             nested: Nested::No,
             consume_late: false,
+            bracket: Nested::No,
             eof_removes: false,
             write: false,
         }
@@ -346,14 +351,20 @@ impl Program {
         let fds = (0..g.below(3))
             .map(|_| {
                 let owner = owner(&mut g);
+                let poll = g.chance(30);
                 FdSpec {
                     owner,
-                    poll: g.chance(30),
+                    poll,
                     remove_self: owner == Owner::Home && g.chance(15),
                     nested: nested(&mut g, true),
                     consume_late: g.chance(30),
                     eof_removes: g.chance(40),
                     write: owner == Owner::Home && g.chance(50),
+                    bracket: match (poll && g.chance(30), ntimers) {
+                        (false, _) => Nested::No,
+                        (true, 0) => Nested::Once,
+                        (true, n) => Nested::WaitTimer(g.below(n as u64) as u8),
+                    },
                 }
             })
             .collect();
@@ -619,6 +630,7 @@ impl Program {
                     .then(|| format!("consume_late: {}", f.consume_late)),
                 (f.eof_removes != q.eof_removes).then(|| format!("eof_removes: {}", f.eof_removes)),
                 (f.write != q.write).then(|| format!("write: {}", f.write)),
+                (f.bracket != q.bracket).then(|| format!("bracket: Nested::{:?}", f.bracket)),
             ];
             let _ = writeln!(s, "        {},", spec("FdSpec", f.owner, &fields));
         }
@@ -658,14 +670,15 @@ impl Program {
         for f in &self.fds {
             let _ = writeln!(
                 s,
-                "fd {} {} {} {} {} {} {}",
+                "fd {} {} {} {} {} {} {} {}",
                 tok(format!("{:?}", f.owner)),
                 f.poll,
                 f.remove_self,
                 tok(format!("{:?}", f.nested)),
                 f.consume_late,
                 f.eof_removes,
-                f.write
+                f.write,
+                tok(format!("{:?}", f.bracket))
             );
         }
         let ops =
@@ -773,6 +786,7 @@ impl Program {
                     consume_late: num(field(5)?)?,
                     eof_removes: num(field(6)?)?,
                     write: num(field(7)?)?,
+                    bracket: nested(field(8)?)?,
                 }),
                 "home" => p.home = w[1..].iter().map(|t| op(t)).collect::<Result<_, _>>()?,
                 "remote" => p.remotes.push(w[1..].iter().map(|t| op(t)).collect::<Result<_, _>>()?),

@@ -84,6 +84,8 @@ pub enum Cb {
     PollReady(u8, u32),
     /// on_write of fd `f`, instance `i`.
     Write(u8, u32),
+    /// io_poll_begin or io_poll_end of fd `f`, instance `i`, while it polls nested (not progress).
+    PollBracket(u8, u32),
 }
 
 impl Cb {
@@ -93,7 +95,9 @@ impl Cb {
             Cb::Oneshot(n) => (1, n),
             Cb::Timer(t, _) => (2, u32::from(t)),
             // One re-entrancy flag per handler (per instance: a replaced handler is another one).
-            Cb::Read(f, i) | Cb::PollReady(f, i) | Cb::Write(f, i) => (3, (u32::from(f) << 20) | i),
+            Cb::Read(f, i) | Cb::PollReady(f, i) | Cb::Write(f, i) | Cb::PollBracket(f, i) => {
+                (3, (u32::from(f) << 20) | i)
+            }
         }
     }
 }
@@ -587,6 +591,9 @@ impl Model<'_> {
             Cb::Read(f, inst) | Cb::PollReady(f, inst) | Cb::Write(f, inst) => {
                 self.handler_call(i, cb, f, inst)?
             }
+            // Checked by `p_poll_end_follows_begin` (its IoPollBegin / IoPollEnd); here only a
+            // frame of the handler's, for `p_no_reentry`.
+            Cb::PollBracket(..) => false,
         };
         if progress {
             if let Some(fr) = self.frames.last_mut() {
@@ -838,7 +845,18 @@ impl Model<'_> {
             }
             Ev::IoPollBegin(f, inst) | Ev::IoPollEnd(f, inst) => {
                 let on = matches!(ev, Ev::IoPollBegin(..));
+                let outer = self.outer();
                 let m = &mut self.fds[*f as usize];
+                // A removed handler's io_poll_end still comes (if it was begun); its begin does
+                // not, as no other callback of it after the removal returned.
+                let window = m.removed.get(inst).is_some_and(|w| w.allows(outer));
+                if on && !m.live.contains(inst) && !window {
+                    return Err(fail(
+                        "p_no_call_after_remove",
+                        i,
+                        format!("fd {f} handler instance {inst}: io_poll_begin after its removal"),
+                    ));
+                }
                 let was = m.poll_begun.insert(*inst, on).unwrap_or(false);
                 if was == on {
                     return Err(fail(

@@ -553,16 +553,29 @@ impl Objs {
                 )
                 .on_poll_begin(move |_: &FdRef<'_>| {
                     if let Some(o) = w4.upgrade() {
-                        o.log(Ev::IoPollBegin(f, inst))
+                        o.log(Ev::IoPollBegin(f, inst));
+                        o.bracket(Cb::PollBracket(f, inst), spec.bracket);
                     }
                 })
                 .on_poll_end(move |_: &FdRef<'_>| {
                     if let Some(o) = w5.upgrade() {
-                        o.log(Ev::IoPollEnd(f, inst))
+                        o.log(Ev::IoPollEnd(f, inst));
+                        o.bracket(Cb::PollBracket(f, inst), spec.bracket);
                     }
                 });
         }
         h
+    }
+
+    /// The nested poll of an io_poll_begin or io_poll_end, logged as a callback of the handler (so
+    /// that the oracle sees what the nested poll may not call: this handler).
+    fn bracket(&self, cb: Cb, nested: Nested) {
+        if nested == Nested::No {
+            return;
+        }
+        self.log(Ev::CbBegin(cb));
+        self.nested(nested);
+        self.log(Ev::CbEnd(cb));
     }
 
     /// A handler's read of fd `f`: consume its data; whether it found the end of file of a
