@@ -547,8 +547,9 @@ struct Home {
     bhs: HomeBhs,
     /// Nesting of handler walks (QEMU's list_lock count). 0: outside `poll`.
     walk_depth: Cell<u32>,
-    /// Nested polls (full path) that took a notification or made progress, so far: a count that
-    /// `poll_full` compares across the callbacks it makes before its wait.
+    /// Polls (full path) that took a notification or made progress, so far: a count that
+    /// `poll_full` compares across the callbacks it makes before its wait (so only the polls
+    /// nested in those callbacks move it there).
     nested_woken: Cell<u64>,
     /// (generation, fd monitor) cached from the handler table.
     fdmon: RefCell<(u64, Arc<Box<dyn FdMonitor>>)>,
@@ -798,7 +799,6 @@ impl AioContext {
     fn poll_full(&self, blocking: bool) -> bool {
         let s = &*self.handle.shared;
         let _walk = self.enter();
-        let nested = self.home.walk_depth.get() > 1;
         let nested_woken = self.home.nested_woken.get();
 
         // 3. The timeout: 0 when non-blocking or work is pending.
@@ -912,7 +912,9 @@ impl AioContext {
         }
         drop(_walk);
         progress |= self.run_timers();
-        if nested && (progress || kicked) {
+        // Counted at every depth: only the polls nested in another's pre-wait callbacks end
+        // between that poll's start and its wait, so only they change what it compares.
+        if progress || kicked {
             self.home.nested_woken.set(self.home.nested_woken.get() + 1);
         }
         progress
