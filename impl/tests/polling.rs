@@ -187,19 +187,9 @@ fn listed_handler(
     k: &Arc<ModelKernel>,
     mut io_poll: impl FnMut(RawFd) -> bool + 'static,
 ) -> RawFd {
-    let fd = k.open();
-    let k1 = k.clone();
-    let h = FdHandler::new()
-        .on_read(move |_| {
-            k1.take_readable(fd);
-        })
-        .on_poll(move |_| io_poll(fd), |_| {});
-    ctx.set_fd_handler(fd, h).unwrap();
     k.clock().set_tick(1000);
-    k.set_readable(fd, true);
-    assert!(ctx.poll(true));
+    let fd = polled_handler(ctx, k, move |r| io_poll(r.fd()), |_| {});
     k.clock().set_tick(0);
-    assert!(ctx.is_polled(fd));
     assert_eq!(ctx.poll_ns(fd), Some(4000), "0 -> 4000 after the first event");
     fd
 }
