@@ -891,7 +891,7 @@ impl AioContext {
         kicked |= notifier;
         progress |= self.home.bhs.poll(&s.bh_list, self);
         if planted!("accept_after_scan") {
-            kicked |= s.notify.accept(); // planted bug: accept after the scan
+            s.notify.accept(); // planted bug: accept after the scan
         }
         if planted!("drain_after_scan") && notifier {
             s.notify.drain(); // planted bug: drain after the scan
