@@ -569,8 +569,9 @@ fn classify(list: *const BhInner, mut acc: Pending) -> Pending {
     acc
 }
 
-/// Length of a taken list (trace builds only).
-#[cfg(all(feature = "trace", not(any(aioctx_loom, aioctx_shuttle))))]
+/// Length of a taken list (trace builds only; under loom / shuttle the step records
+/// [`NOT_COUNTED`] instead).
+#[cfg(feature = "trace")]
 fn count(mut p: *const BhInner) -> i64 {
     let mut n = 0;
     while !p.is_null() {
@@ -582,13 +583,12 @@ fn count(mut p: *const BhInner) -> i64 {
     n
 }
 
-/// Under loom / shuttle: -1, not counted. Walking the list is one facade load per BH, a scheduling
-/// point each: a trace build would explore other executions than the build it explains (shuttle's
-/// PCT missed `task_clears_woken_after_poll` so). The dequeues that follow show the count.
-#[cfg(all(feature = "trace", any(aioctx_loom, aioctx_shuttle)))]
-fn count(_: *const BhInner) -> i64 {
-    -1
-}
+/// The `count` of a `bh_poll_take` step under loom / shuttle: not counted. Walking the list is one
+/// facade load per BH, a scheduling point each: a trace build would explore other executions than
+/// the build it explains (shuttle's PCT missed `task_clears_woken_after_poll` so). The dequeues that
+/// follow show the count.
+#[cfg(feature = "trace")]
+const NOT_COUNTED: i64 = -1;
 
 /// The home thread's side: the queue of taken slices.
 #[derive(Debug)]
@@ -620,7 +620,8 @@ impl HomeBhs {
         // its scheduler published are visible. Model: bh.pml#bh_poll_take
         crate::traced!(Step::BhPollTake,
             let taken = list.swap(ptr::null_mut(), Ordering::Acquire);
-            bh_list = 0, bh_list_old = !taken.is_null(), count = count(taken));
+            bh_list = 0, bh_list_old = !taken.is_null(),
+            count = if cfg!(any(aioctx_loom, aioctx_shuttle)) { NOT_COUNTED } else { count(taken) });
         if self.queue.get().is_null() {
             self.queue.set(taken);
         } else if !taken.is_null() {

@@ -246,7 +246,7 @@ impl Builder {
             home: Home {
                 bhs: HomeBhs::new(),
                 walk_depth: Cell::new(0),
-                nested_woken: Cell::new(0),
+                polls_woken: Cell::new(0),
                 timers_running: Cell::new(0),
                 fdmon: RefCell::new((0, fdmon)),
                 events: Cell::new(Vec::new()),
@@ -550,7 +550,7 @@ struct Home {
     /// Polls (full path) that took a notification or made progress, so far: a count that
     /// `poll_full` compares across the callbacks it makes before its wait (so only the polls
     /// nested in those callbacks move it there).
-    nested_woken: Cell<u64>,
+    polls_woken: Cell<u64>,
     /// (generation, fd monitor) cached from the handler table.
     fdmon: RefCell<(u64, Arc<Box<dyn FdMonitor>>)>,
     /// Timer callbacks running (a poll nested in one leaves its timer out of the timeout).
@@ -799,7 +799,7 @@ impl AioContext {
     fn poll_full(&self, blocking: bool) -> bool {
         let s = &*self.handle.shared;
         let _walk = self.enter();
-        let nested_woken = self.home.nested_woken.get();
+        let woken_at_start = self.home.polls_woken.get();
 
         // 3. The timeout: 0 when non-blocking or work is pending.
         // (Traced as one unit: the BH flags and timers it reads.)
@@ -840,7 +840,7 @@ impl AioContext {
                 // The final poll after io_poll_end found an event: do not block.
                 timeout = Some(0);
             }
-            if timeout != Some(0) && self.home.nested_woken.get() != nested_woken {
+            if timeout != Some(0) && self.home.polls_woken.get() != woken_at_start {
                 // A callback this poll made before its wait (an io_poll, io_poll_begin or
                 // io_poll_end that polls: never sensible, not forbidden) polled nested, and that
                 // poll took a notification meant for this one (it accepted `notified` or drained
@@ -862,7 +862,7 @@ impl AioContext {
             s.notify.disarm();
         }
         // A notification taken here (accepted, or drained below) by a nested poll was maybe meant
-        // for its outer poll's wait (`nested_woken`).
+        // for its outer poll's wait (`polls_woken`).
         let mut kicked = false;
         if !planted!("accept_after_scan") {
             kicked = s.notify.accept(); // 8.
@@ -915,7 +915,7 @@ impl AioContext {
         // Counted at every depth: only the polls nested in another's pre-wait callbacks end
         // between that poll's start and its wait, so only they change what it compares.
         if progress || kicked {
-            self.home.nested_woken.set(self.home.nested_woken.get() + 1);
+            self.home.polls_woken.set(self.home.polls_woken.get() + 1);
         }
         progress
     }
