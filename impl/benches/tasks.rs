@@ -23,7 +23,7 @@
 //! # The round trip
 //!
 //! The remote thread (the bench's own thread) posts a value into a waker slot — `Slot`: an atomic
-//! value plus a `Mutex<Option<Waker>>`, the fast path of `tokio::sync::Notify` — and the task on the
+//! value plus an `AtomicWaker` (the `atomic-waker` crate: lock-free, no syscall) — and the task on the
 //! home thread, awaiting `Slot::wait`, wakes, sees the value and replies through `Reply` (an atomic
 //! the remote spins on while busy, or parks on until the home thread unparks it while blocking). The
 //! same `Slot`, `SlotWait` future and `responder` async fn run on aioctx (`spawn_local`) and on
@@ -61,8 +61,12 @@
 //! by cache-line transfers (busy) or by the kernel's wake-ups (blocking). Measured in quick and full
 //! runs (load average 6..10 on the 2-core VM): busy task 1.1..1.3× the `Bh<Remote>` round trip with
 //! the same payload (1.4..1.5× before the BH rows carried the payload: the message's own cache
-//! line, not the executor), the remote holding the task's waker 1.0..1.1× (so the slot's mutex is
-//! most of the rest); blocking task 1.0× the BH round trip. Against tokio the task is 1.09..1.12×:
+//! line, not the executor), the remote holding the task's waker 1.0..1.2× (so the slot is most of
+//! the rest); blocking task 1.0× the BH round trip. Three full runs on a quiet machine (load
+//! average 1.7..2.2, the slot an `AtomicWaker`): busy task / `Bh<Remote>` 1.22, 1.19, 1.16, every
+//! syscall per busy wake (perf, both threads) 0 in every round; blocking task / tokio 1.088, 1.090,
+//! 1.102. (With the slot a std `Mutex<Option<Waker>>` perf counted 0.00015 syscalls per busy wake,
+//! the mutex's futex under contention, so the slot changed.) Against tokio the task is 1.09..1.12×:
 //! that gap is the event loop's, not the task's (the blocking BH round trip is the same distance
 //! from tokio): aioctx drains its eventfd with a `read` after each wake from sleep (0.8 read+write
 //! syscalls per round trip against tokio's 0.4: mio's eventfd waker is edge-triggered and never
@@ -75,12 +79,13 @@ mod common; // shared with loop.rs and polling.rs: counters, statistics, pinning
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use aioctx::AioContext;
+use atomic_waker::AtomicWaker;
 use common::{
     affinity, default_tsv_path, exit_on_panic, fmt_v, loadavg, only_cpu, render, set_affinity,
     spread, stat, tsv_line, two_cpus, watchdog, BWindow, Counts, Meter, Row, Stat, TSV_HEAD,
@@ -94,24 +99,29 @@ use common::{
 #[derive(Default)]
 struct Line(AtomicU64);
 
-/// A waker slot: the remote posts a value and wakes whoever waits for it.
+/// A waker slot: the remote posts a value and wakes whoever waits for it. The waker lives in an
+/// [`AtomicWaker`] (the `atomic-waker` crate, the slot futures-util and smol re-export): lock-free,
+/// so neither side can go to futex (a `Mutex<Option<Waker>>` here, contended by the remote's `post`
+/// and the task's registration, did about once per 1300 wakes: the bench future's syscalls, which
+/// the busy rows' "0 syscalls per wake" would have charged to the executor).
 #[derive(Default)]
 struct Slot {
     val: Line,
-    waker: Mutex<Option<Waker>>,
+    waker: AtomicWaker,
+    /// `responder_direct`'s waker, handed over once before the timed round trips (not through
+    /// `waker`: an `AtomicWaker::take` racing the `register` makes the registering side wake itself
+    /// and leaves the slot empty).
+    direct: OnceLock<Waker>,
 }
 
 impl Slot {
     /// Remote side: publish `v`, then wake the waiter registered, if any.
     fn post(&self, v: u64) {
-        // ORDERING: Release, then the mutex: a waiter that registered before the lock below is
-        // woken; one that registers after it re-checks `val` after its own lock (which reads this
-        // store: the unlock here happens before that lock).
+        // ORDERING: Release, then `wake` (an AcqRel RMW on the slot's state): a waiter that
+        // registered before it is woken; one that registers after it re-checks `val` after its
+        // `register` (whose RMW reads this one's, so this store happens before that load).
         self.val.0.store(v, Ordering::Release);
-        let w = self.waker.lock().unwrap().take();
-        if let Some(w) = w {
-            w.wake();
-        }
+        self.waker.wake();
     }
 
     /// Ready once the posted value is at least `v`.
@@ -120,8 +130,8 @@ impl Slot {
     }
 }
 
-/// The future of [`Slot::wait`]: check, register the waker (kept when it would wake the same
-/// task), check again.
+/// The future of [`Slot::wait`]: check, register the waker (`register` keeps one that would wake
+/// the same task), check again.
 struct SlotWait<'a> {
     slot: &'a Slot,
     v: u64,
@@ -135,12 +145,7 @@ impl Future for SlotWait<'_> {
         if self.slot.val.0.load(Ordering::Acquire) >= self.v {
             return Poll::Ready(());
         }
-        {
-            let mut g = self.slot.waker.lock().unwrap();
-            if !g.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *g = Some(cx.waker().clone());
-            }
-        }
+        self.slot.waker.register(cx.waker());
         // ORDERING: Acquire, as above; after the registration (see `post`).
         if self.slot.val.0.load(Ordering::Acquire) >= self.v {
             Poll::Ready(())
@@ -203,12 +208,12 @@ async fn responder(slot: Arc<Slot>, reply: Arc<Reply>, w: u64, n: u64, mut bw: B
     }
 }
 
-/// `responder` without the slot's mutex: the task hands its waker over once, then awaits a future
+/// `responder` without the slot: the task hands its waker over once, then awaits a future
 /// that only reads the value; the remote stores the value and wakes that waker. What is left of the
 /// round trip is the executor's own path (wake, schedule, poll), which the BH rows compare against.
 async fn responder_direct(slot: Arc<Slot>, reply: Arc<Reply>, w: u64, n: u64, mut bw: BWindow) {
     std::future::poll_fn(|cx: &mut Context<'_>| {
-        *slot.waker.lock().unwrap() = Some(cx.waker().clone());
+        slot.direct.set(cx.waker().clone()).expect("one hand-over");
         Poll::Ready(())
     })
     .await;
@@ -374,8 +379,8 @@ fn rt_task(mode: Mode, direct: bool, w: u64, n: u64) -> Sample {
     });
     let s = if direct {
         let waker = loop {
-            if let Some(wk) = slot.waker.lock().unwrap().take() {
-                break wk;
+            if let Some(wk) = slot.direct.get() {
+                break wk.clone();
             }
             std::hint::spin_loop(); // not a yield: no syscall in ci/bench's strace count
         };
@@ -567,13 +572,11 @@ fn local_ns(n: u64) -> [Sample; 3] {
     [spawn, wake, bhs]
 }
 
-/// `--busy-wakes N`: N busy task round trips and nothing else: ci/bench runs it under `strace -f
-/// -c` for two N and divides the difference of the syscall totals by the difference of N. The
-/// remote holds the task's waker (no `Slot`): with the slot, its std mutex, contended by the
-/// remote's `post` and the task's registration, went to futex about once per 1300 wakes (15 in
-/// 20 000), the bench future's syscalls, not the executor's.
+/// `--busy-wakes N`: N busy task round trips (the gated row's, through the `Slot`) and nothing
+/// else: ci/bench runs it under `strace -f -c` for two N and divides the difference of the syscall
+/// totals by the difference of N.
 fn busy_wakes(n: u64) {
-    let s = rt_task(Mode::Busy, true, 0, n);
+    let s = rt_task(Mode::Busy, false, 0, n);
     assert!(s.ns > 0.0);
 }
 
@@ -811,7 +814,7 @@ fn rows_round_trips(rows: &mut Vec<Row>, rt: &[Vec<Sample>]) {
                     "busy Bh<Remote>",
                 ));
                 rows.push(info(
-                    "    busy task (slot) over this, per round: the slot's mutex".into(),
+                    "    busy task (slot) over this, per round: the slot".into(),
                     ratio(0, 3),
                     "x",
                     "busy task",

@@ -161,6 +161,15 @@ fn one_device(t: &mut Table, rounds: usize, d: Duration) {
     }
 }
 
+/// Part 4's gate (io_uring): the active queue's rate among 3200 idle queues over its rate alone, best
+/// run of each side. What it guards: idle queues dropped from the poll list after the idle timeout
+/// (left on it, as on epoll and ppoll, the ratio reads about 0.01). Measured on a quiet machine in
+/// seven runs in a row: 0.974, 0.992, 1.104, 1.058, 0.926, 0.869, 1.200 (the same-round medians
+/// 0.895..1.207): either side's best run moves by ±15% between runs (two IoThreads, each spinning
+/// against a guest thread, placed by the host), so the gate is 0.8, not the 0.9 it was (which
+/// failed one run in seven with nothing changed).
+const SCALABILITY_GATE: f64 = 0.8;
+
 /// (b) The scalability case on `backend`: 100 devices x 32 idle queues + 1 active queue on one
 /// IoThread, against the active queue alone; depth 1. A row says so if the backend is unavailable.
 fn scalability(t: &mut Table, rounds: usize, d: Duration, backend: &str) {
@@ -241,8 +250,8 @@ fn scalability(t: &mut Table, rounds: usize, d: Duration, backend: &str) {
             "req/s",
             Some(best),
             "1 device (best runs)",
-            ">= 0.9 x 1 device",
-            pass(best >= 0.9),
+            &format!(">= {SCALABILITY_GATE} x 1 device"),
+            pass(best >= SCALABILITY_GATE),
         );
     } else {
         t.push(
