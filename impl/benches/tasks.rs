@@ -100,7 +100,7 @@ use common::{
 struct Line(AtomicU64);
 
 /// A waker slot: the remote posts a value and wakes whoever waits for it. The waker lives in an
-/// [`AtomicWaker`] (the `atomic-waker` crate, the slot futures-util and smol re-export): lock-free,
+/// [`AtomicWaker`] (the `atomic-waker` crate: futures' `task::AtomicWaker` on its own): lock-free,
 /// so neither side can go to futex (a `Mutex<Option<Waker>>` here, contended by the remote's `post`
 /// and the task's registration, did about once per 1300 wakes: the bench future's syscalls, which
 /// the busy rows' "0 syscalls per wake" would have charged to the executor).

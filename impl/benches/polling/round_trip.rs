@@ -30,8 +30,8 @@ use crate::POLL_MAX;
 const POLL_RT_GATE: f64 = 1.25;
 
 /// Gated (aioctx, hand-off) pairs per round, back to back: 8 × 7 rounds = 56 pairs (24 with
-/// --quick), about 20 ms each. One pair's ratio spreads over 0.92..1.52 on a quiet 2-core VM; the
-/// median of the 7 pairs of one per round read 1.150, 1.082, 1.206 in three runs in a row.
+/// --quick), about 20 ms each. One pair's ratio spreads over 0.72..1.49 on a quiet 2-core VM; with
+/// 56 the median's sampling error is small next to the spread between runs (see `POLL_RT_GATE`).
 const GATE_PAIRS: usize = 8;
 
 /// Part 1's window: polling mode must outlast a partner's wake-up. A loop that blocks once (its
@@ -295,18 +295,18 @@ pub(crate) fn part1(t: &mut Table, rounds: usize, n: u64) {
         qd.push(rt_poll_bh(n / 5, n, POLL_MAX));
     }
     let s = |v: &[RtRun], f: fn(&RtRun) -> f64| stat(v.iter().map(f).collect());
-    // An info row: p10 ns/RT of `runs`, with the median same-round ratio to the atomic ping-pong.
-    // Same-round ratios to the atomic ping-pong (`runs` has one run per round, or GATE_PAIRS).
-    let vs_atomic = |runs: &[RtRun]| {
+    // Same-round ratios of `runs` to `refs` (each has one run per round, or GATE_PAIRS).
+    let same_round = |runs: &[RtRun], refs: &[RtRun]| {
         stat(
             runs.iter()
                 .enumerate()
-                .map(|(i, b)| b.p10 / at[i * at.len() / runs.len()].p10)
+                .map(|(i, b)| b.p10 / refs[i * refs.len() / runs.len()].p10)
                 .collect(),
         )
     };
+    // An info row: p10 ns/RT of `runs`, with the median same-round ratio to the atomic ping-pong.
     let info_vs_atomic = |t: &mut Table, label: &str, runs: &[RtRun]| {
-        let ratio = vs_atomic(runs);
+        let ratio = same_round(runs, &at);
         t.push(label, s(runs, |r| r.p10), "ns/RT", Some(ratio.med), "atomic", "-", "info");
     };
     let a = s(&at, |r| r.p10);
@@ -331,7 +331,7 @@ pub(crate) fn part1(t: &mut Table, rounds: usize, n: u64) {
         "-",
         "info",
     );
-    let to_atomic = vs_atomic(&bh);
+    let to_atomic = same_round(&bh, &at);
     t.push(
         "    same-round ratio to atomic",
         to_atomic,
@@ -391,8 +391,7 @@ pub(crate) fn part1(t: &mut Table, rounds: usize, n: u64) {
     );
     // aioctx's gated runs over the same round's hand-off with the clock: what aioctx's loop costs
     // beyond what QEMU's own polling loop does.
-    let to_clock =
-        stat(bh.iter().enumerate().map(|(i, b)| b.p10 / hc[i * hc.len() / bh.len()].p10).collect());
+    let to_clock = same_round(&bh, &hc);
     t.push(
         "    aioctx's gated runs over this, same round",
         to_clock,
