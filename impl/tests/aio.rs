@@ -317,7 +317,7 @@ fn watchdog_local(ctx: &AioContext, secs: u64, done: impl Fn() -> bool) {
 }
 
 /// A poll that runs a BH and a due timer reports progress, on the short path (no handler, polling
-/// off) and on the full one (a handler registered).
+/// off) and on the full one (a handler registered); so does an external loop's dispatch.
 #[test]
 fn poll_with_a_bh_and_a_due_timer_is_progress() {
     for (name, b) in backends() {
@@ -339,6 +339,26 @@ fn poll_with_a_bh_and_a_due_timer_is_progress() {
             bh.schedule();
             assert!(ctx.poll(false), "{name} (handler: {with_handler}): a BH and a timer ran");
             assert_eq!(ran.load(Relaxed), 2, "{name} (handler: {with_handler})");
+
+            // The external loop: a BH, a due timer, or both.
+            for (with_bh, with_timer) in [(true, false), (false, true), (true, true)] {
+                let what =
+                    format!("{name} (handler: {with_handler}, BH: {with_bh}, timer: {with_timer})");
+                ran.store(0, Relaxed);
+                if with_timer {
+                    t.mod_ns(ctx.now_ns());
+                }
+                if with_bh {
+                    bh.schedule();
+                }
+                assert_eq!(ctx.prepare(), Some(Duration::ZERO), "{what}: work is pending");
+                assert!(ctx.check(), "{what}");
+                assert!(
+                    ctx.dispatch(),
+                    "{what}: an external loop's dispatch that ran it is progress"
+                );
+                assert_eq!(ran.load(Relaxed), u32::from(with_bh) + u32::from(with_timer), "{what}");
+            }
         }
     }
 }
